@@ -1,0 +1,1 @@
+"""Fleet service: device registry, MQTT ingest, API and dashboard."""

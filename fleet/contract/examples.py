@@ -1,0 +1,30 @@
+"""Load the contract's example messages (docs/contract/), for tests on every side."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+CONTRACT_DIR = Path(__file__).resolve().parents[2] / "docs" / "contract"
+
+
+def valid_examples() -> dict[str, dict[str, Any]]:
+    """name -> {topic, qos, retain, payload} for every file in docs/contract/examples."""
+    return {
+        path.stem: json.loads(path.read_text())
+        for path in sorted((CONTRACT_DIR / "examples").glob("*.json"))
+    }
+
+
+def invalid_cases() -> list[dict[str, Any]]:
+    """Messages the fleet must refuse, each with the reason it is counted under."""
+    cases: list[dict[str, Any]] = json.loads((CONTRACT_DIR / "invalid" / "cases.json").read_text())
+    return cases
+
+
+def payload_bytes(case: dict[str, Any]) -> bytes:
+    if "payload_text" in case:
+        return str(case["payload_text"]).encode()
+    if "payload_repeat" in case:
+        rep = case["payload_repeat"]
+        return json.dumps({"v": 1, "pad": rep["unit"] * rep["times"]}).encode()
+    return json.dumps(case["payload"]).encode()

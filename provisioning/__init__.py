@@ -1,0 +1,1 @@
+"""The field technician's provisioning tool."""
