@@ -16,16 +16,17 @@ CONTRACT_VERSION = 1
 UPSTREAM_MAX_BYTES = 8192
 DOWN_LIMITS = {"cmd": 2048, "state/desired": 16384}
 MAX_COMMAND_ID = 64
+MAX_INT = 2**53  # exact in every JSON parser, fits every database's BIGINT
 
 Check = Callable[[Any], bool]
 
 
 def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and -MAX_INT < value < MAX_INT
 
 
 def _nonneg_int(value: Any) -> bool:
-    return _int(value) and value >= 0
+    return _int(value) and 0 <= value < MAX_INT
 
 
 def _number(value: Any) -> bool:

@@ -1,0 +1,172 @@
+"""The MQTT link: one connection at a time, re-established with backoff, draining the queue.
+
+Per connection attempt: reserve a new stream (`ses`), connect with a will (death, reason `lost`,
+that `ses`), publish the retained birth, subscribe to the device's downstream topics, then send
+queued messages in order while receiving downstream ones. A clean stop drains the queue for a
+bounded time, publishes a death with reason `shutdown` and disconnects.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiomqtt
+
+from edge.backoff import Backoff
+from edge.config import AgentConfig
+from edge.errors import EdgeError
+from edge.queue import Outbox, QueuedMessage
+from edge.stamps import SessionCounter, Stamper
+from edge.uplink import QOS, encode
+from fleet.contract import device_topic
+
+log = logging.getLogger(__name__)
+
+# Downstream messages received and not yet handled. At the bound aiomqtt discards new ones with a
+# warning; a discarded command goes unacknowledged, and the fleet times it out and may resend it.
+MAX_INCOMING = 256
+
+DownstreamHandler = Callable[[bytes], None]
+
+
+class Link:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        session: SessionCounter,
+        stamper: Stamper,
+        outbox: Outbox,
+        birth_fields: Callable[[], dict[str, Any]],
+        handlers: Mapping[str, DownstreamHandler],
+    ) -> None:
+        self.config = config
+        self.session = session
+        self.stamper = stamper
+        self.outbox = outbox
+        self.birth_fields = birth_fields
+        self.handlers = {device_topic(config.device_id, suffix): h for suffix, h in handlers.items()}
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self.backoff = Backoff(config.broker.backoff_min_s, config.broker.backoff_max_s)
+
+    @property
+    def reconnects(self) -> int:
+        """Connections made after the first one since the agent started."""
+        return max(0, self.connections - 1)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep a connection up until `stop` is set; then say goodbye and return."""
+        device = self.config.device_id
+        while not stop.is_set():
+            try:
+                await self._connection(stop)
+            except aiomqtt.MqttError as err:
+                log.warning("%s: broker connection failed: %s", device, err)
+            except ExceptionGroup as group:
+                lost, others = group.split(aiomqtt.MqttError)
+                if others is not None or lost is None:
+                    raise
+                log.warning("%s: broker connection lost: %s", device, lost.exceptions[0])
+            finally:
+                self.connected.clear()
+            if stop.is_set():
+                break
+            delay = self.backoff.next_delay()
+            log.info("%s: reconnecting in %.1f s (%d queued)", device, delay, self.outbox.depth)
+            try:
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+
+    def _client(self, ses: int) -> aiomqtt.Client:
+        broker = self.config.broker
+        will = encode({"v": 1, "ses": ses, "ts": None, "reason": "lost"})
+        client = aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=broker.username,
+            password=broker.password.get_secret_value() if broker.password else None,
+            identifier=self.config.device_id,
+            clean_session=False,
+            keepalive=broker.keepalive_s,
+            timeout=broker.timeout_s,
+            will=aiomqtt.Will(device_topic(self.config.device_id, "death"), will, qos=QOS, retain=True),
+            max_inflight_messages=self.config.queue.inflight,
+            max_queued_incoming_messages=MAX_INCOMING,
+        )
+        client.pending_calls_threshold = self.config.queue.inflight + 8
+        return client
+
+    async def _connection(self, stop: asyncio.Event) -> None:
+        ses = self.session.next_session()
+        device = self.config.device_id
+        async with self._client(ses) as client:
+            self.stamper.open_stream(ses)
+            self.connections += 1
+            birth = {**self.stamper.presence(ses), **self.birth_fields(), "next_seq": self.stamper.next_seq}
+            await client.publish(device_topic(device, "birth"), encode(birth), qos=QOS, retain=True)
+            await client.subscribe([(topic, QOS) for topic in self.handlers])
+            self.backoff.reset()
+            self.connected.set()
+            log.info("%s: connected to %s, stream %d, %d queued", device, self.config.broker.url, ses,
+                     self.outbox.depth)
+            async with asyncio.TaskGroup() as tasks:
+                receiving = tasks.create_task(self._receive(client), name=f"edge-receive-{device}")
+                sending = tasks.create_task(self._send(client), name=f"edge-send-{device}")
+                await stop.wait()
+                await self._drain()
+                receiving.cancel()
+                sending.cancel()
+            death = {**self.stamper.presence(ses), "reason": "shutdown"}
+            await client.publish(device_topic(device, "death"), encode(death), qos=QOS, retain=True)
+            log.info("%s: said goodbye (stream %d, %d still queued)", device, ses, self.outbox.depth)
+
+    async def _drain(self) -> None:
+        """Give the sender a bounded time to empty the queue before a clean disconnect."""
+        try:
+            async with asyncio.timeout(self.config.shutdown_drain_s):
+                await self.outbox.empty.wait()
+        except TimeoutError:
+            pass
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            handler = self.handlers.get(message.topic.value)
+            if handler is None or not isinstance(message.payload, bytes | bytearray):
+                continue
+            try:
+                handler(bytes(message.payload))
+            except EdgeError as err:
+                log.error("%s: could not handle a message on %s: %s", self.config.device_id,
+                          message.topic.value, err)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        """Publish queued messages in order, `inflight` at a time; remove them once acknowledged."""
+        window = self.config.queue.inflight
+        while True:
+            batch = self.outbox.peek(window)
+            if not batch:
+                await self.outbox.not_empty.wait()
+                continue
+            await self._publish_batch(client, batch)
+
+    async def _publish_batch(self, client: aiomqtt.Client, batch: list[QueuedMessage]) -> None:
+        acked = [False] * len(batch)
+
+        async def publish(index: int, message: QueuedMessage) -> None:
+            await client.publish(message.topic, message.payload, qos=message.qos)
+            acked[index] = True
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for index, message in enumerate(batch):
+                    tasks.create_task(publish(index, message))
+        finally:
+            # Only the acknowledged head leaves the queue: whatever follows a missing PUBACK is
+            # sent again on the next connection, so the replay stays in order (at least once).
+            head = next((i for i, ok in enumerate(acked) if not ok), len(acked))
+            if head:
+                self.outbox.ack_through(batch[head - 1].id)

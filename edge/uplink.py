@@ -1,0 +1,68 @@
+"""Making upstream messages: stamp, encode, check against the contract, queue.
+
+Everything a device sends except its birth and death goes through here and through the
+store-and-forward queue, so it is numbered once and survives outages.
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from edge.errors import EmitError
+from edge.queue import Outbox
+from edge.stamps import Stamper
+from fleet.contract import ContractError, device_topic, parse_upstream
+
+QOS = 1
+
+
+def encode(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+class Uplink:
+    def __init__(self, device_id: str, stamper: Stamper, outbox: Outbox) -> None:
+        self.device_id = device_id
+        self.stamper = stamper
+        self.outbox = outbox
+
+    def emit(self, suffix: str, fields: Mapping[str, Any]) -> None:
+        """Stamp `fields` with the next (ses, seq), check it as the fleet will, and queue it.
+
+        EmitError if the message would break the contract: the fleet would reject it anyway,
+        and a stamped message that never arrives would look like a loss.
+        """
+        topic = device_topic(self.device_id, suffix)
+        envelope = self.stamper.next_envelope()
+        if envelope.keys() & fields.keys():
+            raise EmitError(f"{suffix}: the envelope fields {sorted(envelope)} are the agent's to set")
+        try:
+            payload = encode({**envelope, **fields})
+            parse_upstream(topic, payload)
+        except (ContractError, ValueError, TypeError) as err:
+            raise EmitError(f"{suffix}: {err}") from err
+        self.stamper.advance()  # the stamp is taken only by a message that is queued
+        self.outbox.append(topic, payload, QOS)
+
+    def telemetry(self, role: str, readings: Mapping[str, float]) -> None:
+        self.emit("telemetry", {"role": role, "r": dict(readings)})
+
+    def event(self, *, event_id: str, event_type: str, phase: str, category: str,
+              data: Mapping[str, Any], snapshot: Mapping[str, Any] | None = None) -> None:
+        fields: dict[str, Any] = {"id": event_id, "type": event_type, "phase": phase, "category": category,
+                                  "data": dict(data)}
+        if snapshot is not None:
+            fields["snapshot"] = dict(snapshot)
+        self.emit("event", fields)
+
+    def command_result(self, command_id: str, status: str, detail: Mapping[str, Any] | str | None) -> None:
+        fields: dict[str, Any] = {"id": command_id, "status": status}
+        if detail is not None:
+            fields["detail"] = detail if isinstance(detail, str) else dict(detail)
+        self.emit("cmd/result", fields)
+
+    def state_reported(self, version: int, status: str, error: str | None = None) -> None:
+        fields: dict[str, Any] = {"version": version, "status": status}
+        if error is not None:
+            fields["error"] = error[:200]
+        self.emit("state/reported", fields)

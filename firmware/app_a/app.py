@@ -1,0 +1,19 @@
+# Entry point of this slot: the boot stage (/main.py) calls main(boot) with the slot's folder
+# first on sys.path.
+#
+# Compiling a module from source takes several times its final size in transient heap. On a
+# 64 KB heap that only fits while little else is loaded, so the modules are imported largest
+# first, collecting after each. (Precompiled .mpy files need no such care.)
+import gc
+
+IMPORT_ORDER = ("mqtt", "device", "link", "contract", "config", "commands", "desired", "store",
+                "outbox", "roles", "hal")
+
+
+def main(boot=None):
+    for name in IMPORT_ORDER:
+        gc.collect()
+        __import__(name)
+    gc.collect()
+    import device
+    device.main(boot)

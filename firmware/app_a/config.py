@@ -1,0 +1,75 @@
+# config.json, checked once at start. Unknown keys are kept (a HAL or a role may read them).
+import json
+
+DEFAULTS = {
+    "broker_port": 1883,
+    "username": None,
+    "password": None,
+    "wifi_ssid": None,
+    "wifi_password": None,
+    "health_period_s": 60,
+    "keepalive_s": 30,
+    "backoff_min_s": 1,
+    "backoff_max_s": 60,
+    "buffer_max": 32,
+    "roles": [],
+    "telemetry_period_s": 60,
+}
+# name -> (lowest, highest) for the integer settings
+RANGES = {
+    "broker_port": (1, 65535),
+    "health_period_s": (1, 86400),
+    "keepalive_s": (2, 3600),
+    "backoff_min_s": (1, 3600),
+    "backoff_max_s": (1, 3600),
+    "buffer_max": (1, 256),
+    "telemetry_period_s": (1, 86400),
+}
+ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def valid_device_id(s):
+    if not isinstance(s, str) or not 2 <= len(s) <= 63 or s[0] == "-":
+        return False
+    for c in s:
+        if c not in ID_CHARS:
+            return False
+    return True
+
+
+class Config:
+    def __init__(self, values):
+        for k in values:
+            setattr(self, k, values[k])
+
+
+def load(path="config.json"):
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except OSError:
+        raise ConfigError(path + ": missing")
+    except ValueError:
+        raise ConfigError(path + ": not valid JSON")
+    if not isinstance(raw, dict):
+        raise ConfigError(path + ": not a JSON object")
+    values = dict(DEFAULTS)
+    values.update(raw)
+    if not valid_device_id(values.get("device_id")):
+        raise ConfigError(path + ": device_id must match [a-z0-9][a-z0-9-]{1,62}")
+    if not isinstance(values.get("broker_host"), str) or not values["broker_host"]:
+        raise ConfigError(path + ": broker_host is required")
+    for name in RANGES:
+        lo, hi = RANGES[name]
+        v = values[name]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ConfigError("%s: %s must be an integer in %d..%d" % (path, name, lo, hi))
+    if values["backoff_min_s"] > values["backoff_max_s"]:
+        raise ConfigError(path + ": backoff_min_s is above backoff_max_s")
+    if not isinstance(values["roles"], list):
+        raise ConfigError(path + ": roles must be a list of role names")
+    return Config(values)

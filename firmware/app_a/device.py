@@ -1,0 +1,219 @@
+# The device: config, HAL, the link to the broker and the main loop.
+import gc
+import os
+import random
+import sys
+import time
+
+import config
+import contract
+import hal
+import roles
+import store
+from commands import Commands
+from desired import Desired
+from link import Link
+from outbox import Outbox
+from version import FW
+
+TICK_MS = 200  # longest idle wait of the loop: commands wake it at once, timers within a tick
+FLUSH_PER_TICK = 8  # buffered messages sent per loop turn, so a backlog cannot stall the loop
+REBOOT_GRACE_MS = 5000  # how long a requested reboot waits for its answer to be sent
+
+
+def log(msg):
+    print("fw:", msg)
+
+
+class Meter:
+    # Uptime that survives the ticks wrap, the slowest loop turn of a health period, and heap.
+    def __init__(self):
+        self.up_ms = 0
+        self._last = time.ticks_ms()
+        self.loop_max = 0
+        self.heap_min = gc.mem_free()
+        self.peak_turn = 0  # most heap in use at the end of a loop turn, before collection
+        self.peak_live = 0  # most heap in use after collection
+
+    def tick(self, now):
+        self.up_ms += time.ticks_diff(now, self._last)
+        self._last = now
+
+    def turn(self, ms):
+        if ms > self.loop_max:
+            self.loop_max = ms
+        self.peak_turn = max(self.peak_turn, gc.mem_alloc())
+        gc.collect()
+        self.peak_live = max(self.peak_live, gc.mem_alloc())
+        self.heap_min = min(self.heap_min, gc.mem_free())
+
+    def take_loop_max(self):
+        ms = self.loop_max
+        self.loop_max = 0
+        return ms
+
+
+class Device:
+    def __init__(self, board, cfg, boot=None):
+        self.hal = board
+        self.cfg = cfg
+        self.boot = boot
+        self.log = log
+        self.counters = store.Counters()
+        self.stream = contract.Stream(self.counters.on_boot())
+        self.reset_cause = board.reset_cause()
+        self.outbox = Outbox(cfg.buffer_max)
+        self.meter = Meter()
+        self.period_s = cfg.health_period_s
+        self._next_health = time.ticks_ms()
+        self.reboot_requested = False
+        self._reboot_at = None
+        self.marked_good = boot is None
+        self.commands = Commands(self)
+        self.desired = Desired(self)
+        try:
+            self.roles = roles.load(cfg.roles, self, cfg)
+        except ValueError as e:
+            raise config.ConfigError("config.json: " + str(e))
+        self.link = Link(board, cfg, self.counters, self.on_message, log)
+        self._prefix_len = len(contract.topic(cfg.device_id, ""))
+
+    # -- what the rest of the firmware calls ----------------------------------------------------
+
+    def emit(self, suffix, body):
+        # Stamp now, in the current stream, and buffer; the loop sends when the link is up.
+        self.stream.stamp(body, self.hal.now_ms())
+        self.outbox.put((suffix, contract.encode(body)))
+
+    def telemetry(self, role, readings):
+        self.emit("telemetry", contract.telemetry(role, readings))
+
+    def check_health_period(self, period):
+        lo, hi = config.RANGES["health_period_s"]
+        if not isinstance(period, int) or isinstance(period, bool) or not lo <= period <= hi:
+            return "must be an integer in %d..%d" % (lo, hi)
+        return None
+
+    def set_health_period(self, period):
+        error = self.check_health_period(period)
+        if error:
+            return error
+        if period != self.period_s:
+            self.period_s = period
+            self._next_health = time.ticks_add(time.ticks_ms(), period * 1000)
+        return None
+
+    def on_message(self, topic, payload):
+        # Called from inside the MQTT client: it only changes state and buffers answers, never
+        # publishes, so the client is not re-entered.
+        suffix = topic[self._prefix_len:]
+        try:
+            if suffix == "cmd":
+                self.commands.handle(payload)
+            elif suffix == "state/desired":
+                self.desired.offer(payload)
+        except MemoryError:
+            log("no heap for a %d-byte %s message; dropped" % (len(payload), suffix))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def birth(self, ses):
+        return contract.birth(ses, self.hal.now_ms(), FW, [r.name for r in self.roles],
+                              self.counters.boots, self.reset_cause, self.period_s, self.hal.hw)
+
+    def health(self):
+        m = self.meter
+        return contract.health(
+            m.up_ms // 1000, FW, gc.mem_free(), m.heap_min, self.hal.heap_max_block(),
+            self.hal.rssi() if self.hal.wifi_up() else None, self.reset_cause, len(self.outbox),
+            self.outbox.dropped, self.link.reconnects, m.take_loop_max())
+
+    def run(self):
+        self.desired.restore()
+        try:
+            while True:
+                self._turn()
+        except KeyboardInterrupt:
+            log("stopping")
+        self.shutdown()
+
+    def _turn(self):
+        now = time.ticks_ms()
+        self.meter.tick(now)
+        link = self.link
+        if link.due(now):
+            ses = link.try_connect(now, self.birth)
+            if ses is not None:
+                self.stream = contract.Stream(ses)
+        if time.ticks_diff(now, self._next_health) >= 0:
+            self._next_health = time.ticks_add(now, self.period_s * 1000)
+            self.emit("health", self.health())
+            m = self.meter
+            log("health ses=%d seq=%d queue=%d heap_free=%d heap_min=%d peak_live=%d peak_turn=%d"
+                " heap_total=%d" % (self.stream.ses, self.stream.seq - 1, len(self.outbox),
+                                    gc.mem_free(), m.heap_min, m.peak_live, m.peak_turn,
+                                    gc.mem_free() + gc.mem_alloc()))
+        for role in self.roles:
+            role.tick(now)
+        if link.up:
+            self._flush()
+        if self.reboot_requested:
+            if self._reboot_at is None:
+                self._reboot_at = time.ticks_add(now, REBOOT_GRACE_MS)
+            if not self.outbox or time.ticks_diff(now, self._reboot_at) >= 0:
+                log("rebooting")
+                self.shutdown()
+                self.hal.reset()
+        self.meter.turn(time.ticks_diff(time.ticks_ms(), now))
+        wait = min(TICK_MS, max(0, time.ticks_diff(self._next_health, time.ticks_ms())))
+        if link.up:
+            try:
+                link.client.check_msg(wait)
+            except OSError as e:
+                link.lost(e)
+        else:
+            self.hal.sleep_ms(min(wait, link.ms_to_next_try(time.ticks_ms())))
+
+    def _flush(self):
+        for _ in range(FLUSH_PER_TICK):
+            item = self.outbox.take()
+            if item is None:
+                return
+            try:
+                self.link.publish(item[0], item[1])
+            except OSError as e:
+                self.outbox.put_back(item)
+                self.link.lost(e)
+                return
+            if not self.marked_good and item[0] == "health":
+                # Connected, announced and a health report taken by the broker: this slot is good.
+                self.marked_good = True
+                self.boot.mark_good()
+                log("boot marked good")
+
+    def shutdown(self):
+        for role in self.roles:
+            role.stop()
+        if self.link.up:
+            for _ in range(len(self.outbox)):
+                if not self.link.up:
+                    break
+                self._flush()
+        death = contract.death(self.link.ses or self.stream.ses, self.hal.now_ms(), "shutdown")
+        self.link.close(contract.encode(death))
+
+
+def main(boot=None):
+    try:
+        cfg = config.load()
+        seed = os.urandom(4)
+        random.seed(seed[0] | seed[1] << 8 | seed[2] << 16 | (seed[3] & 0x3F) << 24)
+        board = hal.load(cfg)
+        device = Device(board, cfg, boot)
+    except config.ConfigError as e:
+        print("fw: config error:", e)
+        sys.exit(2)
+    log("fw %s device %s boot %d reset %s" % (FW, cfg.device_id, device.counters.boots,
+                                             device.reset_cause))
+    gc.collect()
+    device.run()

@@ -1,0 +1,82 @@
+# Boot stage. Picks the app slot (app_a/ or app_b/), counts boots that never became healthy,
+# and falls back to the other slot after MAX_TRIES of them. An update replaces a slot, never
+# this file: keep it tiny and stable. File format of bootstate.json: {"active": "a"|"b",
+# "tries": n}; the app clears "tries" through Boot.mark_good() once it has run healthy.
+import json
+import os
+import sys
+
+STATE = "bootstate.json"
+MAX_TRIES = 3
+EXIT_CRASH = 70  # host only: the app raised; an ESP32 resets instead
+
+
+def _read():
+    try:
+        with open(STATE) as f:
+            s = json.load(f)
+        if s.get("active") in ("a", "b") and isinstance(s.get("tries"), int):
+            return s
+    except (OSError, ValueError):
+        pass
+    return {"active": "a", "tries": 0}
+
+
+def _write(s):
+    with open(STATE + ".tmp", "w") as f:
+        json.dump(s, f)
+    try:
+        os.rename(STATE + ".tmp", STATE)
+    except OSError:  # FAT will not rename over a file; LittleFS does
+        os.remove(STATE)
+        os.rename(STATE + ".tmp", STATE)
+
+
+def _valid(slot):
+    for name in ("app.py", "app.mpy"):
+        try:
+            os.stat("app_" + slot + "/" + name)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+class Boot:
+    def __init__(self):
+        s = _read()
+        self.switched_from = None
+        if s["tries"] >= MAX_TRIES or not _valid(s["active"]):
+            other = "b" if s["active"] == "a" else "a"
+            if _valid(other):
+                self.switched_from = s["active"]
+                s = {"active": other, "tries": 0}
+        s["tries"] += 1
+        _write(s)
+        self.slot = s["active"]
+        self.tries = s["tries"]
+
+    def mark_good(self):
+        _write({"active": self.slot, "tries": 0})
+
+
+def _run():
+    boot = Boot()
+    if boot.switched_from:
+        print("boot: slot", boot.switched_from, "failed", MAX_TRIES, "boots; switching to", boot.slot)
+    print("boot: slot", boot.slot, "try", boot.tries)
+    sys.path.insert(0, "app_" + boot.slot)
+    try:
+        import app
+        app.main(boot)
+    except Exception as e:  # SystemExit and KeyboardInterrupt are not Exceptions: they pass
+        sys.print_exception(e)
+        if sys.platform != "esp32":
+            sys.exit(EXIT_CRASH)
+        import machine
+        import time
+        time.sleep(5)
+        machine.reset()
+
+
+_run()

@@ -1,0 +1,1 @@
+"""The fleet's HTTP API (FastAPI): one routes module per resource."""

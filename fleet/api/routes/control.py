@@ -1,0 +1,77 @@
+"""Talking to a device: commands and the desired-state document."""
+
+import time
+import uuid
+
+from fastapi import APIRouter, HTTPException, status
+
+from fleet.api.deps import DeviceDep, RuntimeDep
+from fleet.api.schemas import CommandCreate, CommandPublic, DesiredPublic, DesiredUpdate
+from fleet.contract import ContractError, make_command, make_desired
+from fleet.ingest.link import LinkError
+from fleet.models import Command, Device, DeviceStatus
+
+router = APIRouter(prefix="/api/devices/{device_id}", tags=["device control"])
+
+
+def _refuse_retired(device: Device) -> None:
+    if device.status == DeviceStatus.DECOMMISSIONED:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"device {device.id!r} is decommissioned")
+
+
+@router.post("/commands", status_code=status.HTTP_202_ACCEPTED)
+async def send_command(device: DeviceDep, body: CommandCreate, runtime: RuntimeDep) -> CommandPublic:
+    """Send a command; the device's result arrives later on the command's record."""
+    _refuse_retired(device)
+    command_id = uuid.uuid4().hex
+    expires_ms = int(time.time() * 1000) + body.ttl_s * 1000
+    try:
+        topic, payload = make_command(device.id, command_id, body.name, body.args, expires_ms)
+    except ContractError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
+    command = await Command.create(id=command_id, device_id=device.id, name=body.name, args=body.args,
+                                   expires_ms=expires_ms)
+    try:
+        await runtime.link.publish(topic, payload)
+    except LinkError as err:
+        command.status = "unsent"
+        await command.save()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"command not sent: {err}") from err
+    return CommandPublic.model_validate(command)
+
+
+@router.get("/commands/{command_id}")
+async def get_command(device: DeviceDep, command_id: str) -> CommandPublic:
+    command = await Command.get_or_none(id=command_id, device_id=device.id)
+    if command is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no command {command_id!r} for {device.id!r}")
+    return CommandPublic.model_validate(command)
+
+
+@router.get("/desired")
+async def get_desired(device: DeviceDep) -> DesiredPublic:
+    return DesiredPublic(version=device.desired_version, doc=device.desired_doc,
+                         reported_version=device.reported_version, reported_status=device.reported_status)
+
+
+@router.put("/desired")
+async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDep) -> DesiredPublic:
+    """Replace the desired-state document; it goes out retained, with the next version number."""
+    _refuse_retired(device)
+    version = device.desired_version + 1
+    try:
+        topic, payload = make_desired(device.id, version, body.doc)
+    except ContractError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
+    # the version is claimed in the database first, so two writers never send the same number
+    claimed = await Device.filter(id=device.id, desired_version=device.desired_version).update(
+        desired_version=version, desired_doc=body.doc)
+    if not claimed:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the desired state changed meanwhile; retry")
+    try:
+        await runtime.link.publish(topic, payload, retain=True)
+    except LinkError as err:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"stored as version {version} but not sent: {err}") from err
+    await device.refresh_from_db()
+    return await get_desired(device)

@@ -1,0 +1,85 @@
+"""The device registry: create, list, get, update, decommission."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+
+from fleet.api.deps import DeviceDep
+from fleet.api.schemas import DeviceCreate, DevicePublic, DeviceUpdate
+from fleet.models import Device, DeviceStatus, SeqGap
+
+router = APIRouter(prefix="/api/devices", tags=["devices"])
+
+
+async def to_public(device: Device) -> DevicePublic:
+    gaps = await SeqGap.filter(device_id=device.id, open=True).count()
+    return DevicePublic.model_validate(device).model_copy(update={"open_gaps": gaps})
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_device(body: DeviceCreate) -> DevicePublic:
+    existing = await Device.get_or_none(id=body.id)
+    if existing is not None and existing.status != DeviceStatus.DISCOVERED:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.id!r} already exists")
+    fields: dict[str, Any] = body.model_dump()
+    if existing is not None:  # it was heard from before it was registered: adopt it
+        existing.update_from_dict({k: v for k, v in fields.items() if k != "id"})
+        existing.status = DeviceStatus.ACTIVE if existing.session is not None else DeviceStatus.REGISTERED
+        await existing.save()
+        return await to_public(existing)
+    try:
+        device = await Device.create(**fields, status=DeviceStatus.REGISTERED)
+    except IntegrityError as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.id!r} already exists") from err
+    return await to_public(device)
+
+
+@router.get("")
+async def list_devices(
+    kind: Annotated[str | None, Query(description="pi or esp32")] = None,
+    ward: str | None = None,
+    status_: Annotated[DeviceStatus | None, Query(alias="status")] = None,
+    tag: Annotated[str | None, Query(description="devices carrying this tag")] = None,
+    online: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[DevicePublic]:
+    query = Q()
+    if kind:
+        query &= Q(kind=kind)
+    if ward:
+        query &= Q(ward=ward)
+    if status_:
+        query &= Q(status=status_)
+    if online is not None:
+        query &= Q(online=online)
+    devices = await Device.filter(query).order_by("id")
+    if tag:  # tags are a JSON list; filtered here so SQLite and PostgreSQL behave the same
+        devices = [d for d in devices if tag in (d.tags or [])]
+    return [await to_public(d) for d in devices[offset : offset + limit]]
+
+
+@router.get("/{device_id}")
+async def get_device(device: DeviceDep) -> DevicePublic:
+    return await to_public(device)
+
+
+@router.patch("/{device_id}")
+async def update_device(device: DeviceDep, body: DeviceUpdate) -> DevicePublic:
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "nothing to update")
+    device.update_from_dict(changes)
+    await device.save()
+    return await to_public(device)
+
+
+@router.post("/{device_id}/decommission")
+async def decommission_device(device: DeviceDep) -> DevicePublic:
+    """Retire a device: it keeps its history, and its messages are refused from now on."""
+    device.status = DeviceStatus.DECOMMISSIONED
+    device.online = False
+    await device.save()
+    return await to_public(device)

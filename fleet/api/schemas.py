@@ -1,0 +1,138 @@
+"""Request and response bodies: XCreate / XUpdate / XPublic."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.contract import DEVICE_ID_PATTERN
+from fleet.models import DeviceStatus
+
+Kind = Literal["pi", "esp32"]
+Tag = Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,39}$")
+
+
+class DeviceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=f"^{DEVICE_ID_PATTERN}$", description="lower-case device id, 2-63 chars")
+    kind: Kind
+    name: str = Field(default="", max_length=120)
+    ward: str = Field(default="", max_length=80)
+    site: str = Field(default="", max_length=120)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+
+
+class DeviceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=120)
+    ward: str | None = Field(default=None, max_length=80)
+    site: str | None = Field(default=None, max_length=120)
+    tags: list[str] | None = Field(default=None, max_length=32)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+
+
+class DevicePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    kind: str | None
+    name: str
+    ward: str
+    site: str
+    tags: list[str]
+    latitude: float | None
+    longitude: float | None
+    status: DeviceStatus
+    online: bool
+    session: int | None
+    fw: str | None
+    roles: list[str]
+    last_birth_at: datetime | None
+    last_death_at: datetime | None
+    last_death_reason: str | None
+    last_seen_at: datetime | None
+    last_health: dict[str, Any] | None
+    last_health_at: datetime | None
+    desired_version: int
+    reported_version: int | None
+    reported_status: str | None
+    open_gaps: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class HealthPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    ses: int
+    seq: int
+    device_ts: int | None
+    received_at: datetime
+    data: dict[str, Any]
+
+
+class TelemetryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    ses: int
+    seq: int
+    at: datetime
+    device_ts: int | None
+    received_at: datetime
+    role: str
+    readings: dict[str, float]
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    ses: int
+    seq: int
+    at: datetime
+    received_at: datetime
+    event_id: str
+    type: str
+    phase: str
+    category: str
+    data: dict[str, Any]
+    snapshot: dict[str, Any] | None
+
+
+class GapPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    ses: int
+    first_seq: int
+    last_seq: int
+    open: bool
+    detected_at: datetime
+
+
+class CommandCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    args: dict[str, Any] = Field(default_factory=dict)
+    ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600, description="the device must not run it later")
+
+
+class CommandPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    device_id: str
+    name: str
+    args: dict[str, Any]
+    created_at: datetime
+    expires_ms: int
+    status: str
+    detail: Any
+    answered_at: datetime | None
+
+
+class DesiredUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    doc: dict[str, Any]
+
+
+class DesiredPublic(BaseModel):
+    version: int
+    doc: dict[str, Any] | None
+    reported_version: int | None
+    reported_status: str | None

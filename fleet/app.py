@@ -1,0 +1,74 @@
+"""The fleet service: database, broker link, ingest and the HTTP app, with one lifecycle."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from fleet import __version__
+from fleet.api.routes import control, data, devices, ingest
+from fleet.broker import embedded_broker
+from fleet.db import database
+from fleet.ingest.link import MqttLink
+from fleet.ingest.service import Ingest
+from fleet.ingest.stats import IngestStats
+from fleet.runtime import Runtime
+from fleet.settings import MqttTarget, Settings
+from fleet.web import pages
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
+    """Start everything the API needs; stop it in reverse order, storing what was received."""
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(database(settings))
+        target = settings.mqtt_target()
+        if target is None:
+            url = await stack.enter_async_context(
+                embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port))
+            target = MqttTarget(url)
+        link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max)
+        await stack.enter_async_context(link)
+        stats = IngestStats()
+        ingest_loop = Ingest(link, stats, batch_max=settings.ingest_batch_max,
+                             batch_wait_ms=settings.ingest_batch_wait_ms,
+                             rejected_keep=settings.rejected_keep)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ingest_loop.run(stop), name="fleet-ingest")
+        try:
+            yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(target))
+        finally:
+            # the link closes first (the stack unwinds after this), so stop feeding, then drain
+            await link.close()
+            stop.set()
+            await task
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with fleet_services(settings) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(title="IOC fleet", version=__version__, lifespan=lifespan,
+                  description="Device registry, presence, health and telemetry of the city's field devices.")
+    for module in (devices, data, control, ingest):
+        app.include_router(module.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, object]:
+        runtime: Runtime = app.state.runtime
+        return {"ok": True, "mqtt_connected": runtime.link.connected.is_set()}
+
+    return app

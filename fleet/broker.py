@@ -1,0 +1,29 @@
+"""The embedded MQTT broker (amqtt): only for the zero-setup demo, when FLEET_MQTT_URL is unset.
+
+Production and the tests use Mosquitto. The embedded broker listens on loopback only.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from amqtt.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def embedded_broker(host: str, port: int) -> AsyncIterator[str]:
+    """Run an amqtt broker for the duration of the block; yields its mqtt:// URL."""
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 2000}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+    broker = Broker(config)
+    await broker.start()
+    url = f"mqtt://{host}:{port}"
+    log.info("embedded MQTT broker listening on %s", url)
+    try:
+        yield url
+    finally:
+        await broker.shutdown()

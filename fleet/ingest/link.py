@@ -1,0 +1,169 @@
+"""The fleet's MQTT connection: paho-mqtt in its own network thread, bridged to asyncio.
+
+Why paho directly and not aiomqtt here: aiomqtt's incoming queue either grows without bound or
+discards when full. The ingest needs backpressure instead: when its bounded queue is full, the
+network thread waits, stops reading the socket, and the broker holds further messages for the
+fleet's persistent session (up to the broker's own `max_queued_messages`).
+"""
+
+import asyncio
+import logging
+import ssl
+import threading
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from fleet.contract import fleet_subscription
+from fleet.settings import MqttTarget
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class LinkError(RuntimeError):
+    """The broker could not be reached or refused the fleet."""
+
+
+class MqttLink:
+    """Subscribes to everything devices send and publishes commands and desired state."""
+
+    def __init__(self, target: MqttTarget, *, client_id: str, queue_max: int,
+                 shared_group: str | None = None) -> None:
+        self.target = target
+        # The queue is bounded by `_slots`: the network thread takes a slot before it enqueues
+        # (and waits for one when there is none); `take()` gives the slot back.
+        self.queue: asyncio.Queue[RawMessage] = asyncio.Queue()
+        self._slots = threading.Semaphore(queue_max)
+        self.connected = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._subscription = fleet_subscription()
+        if shared_group:
+            self._subscription = f"$share/{shared_group}/{self._subscription}"
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._closing = False
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        if target.username:
+            password = target.password.get_secret_value() if target.password else None
+            client.username_pw_set(target.username, password)
+        if target.tls:
+            client.tls_set_context(ssl.create_default_context())
+        client.enable_logger(logging.getLogger("fleet.paho"))
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self._client = client
+
+    async def __aenter__(self) -> "MqttLink":
+        try:
+            await asyncio.to_thread(self._client.connect, self.target.host, self.target.port, 30)
+        except OSError as err:
+            raise LinkError(f"cannot reach the MQTT broker at {self.target!r}: {err}") from err
+        self._client.loop_start()
+        try:
+            await asyncio.wait_for(self.connected.wait(), timeout=15)
+        except TimeoutError as err:
+            self._client.loop_stop()
+            raise LinkError(f"the MQTT broker at {self.target!r} did not accept the fleet") from err
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop receiving (idempotent); what is already queued stays for the ingest to drain."""
+        if self._closing:
+            return
+        self._closing = True
+        logging.getLogger("fleet.paho").setLevel(logging.CRITICAL)  # its loop complains while stopping
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    # paho's network thread ------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason: mqtt.ReasonCode, properties: object) -> None:
+        if reason.is_failure:
+            log.error("broker refused the fleet: %s", reason)
+            return
+        client.subscribe(self._subscription, qos=1)
+        log.info("connected to %r, subscribed to %s", self.target, self._subscription)
+        self._loop.call_soon_threadsafe(self.connected.set)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
+                       reason: mqtt.ReasonCode, properties: object) -> None:
+        if not self._closing:
+            log.warning("lost the broker (%s); paho reconnects", reason)
+        self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        raw = RawMessage(msg.topic, msg.payload, bool(msg.retain))
+        while not self._slots.acquire(timeout=1.0):  # full: hold the socket until there is room
+            if self._closing:
+                return
+        try:
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, raw)
+        except RuntimeError:  # the event loop has closed: shutting down
+            self._slots.release()
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object,
+                    properties: object) -> None:
+        self._loop.call_soon_threadsafe(self._resolve, mid)
+
+    def _resolve(self, mid: int) -> None:
+        future = self._pending.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    # asyncio side ---------------------------------------------------------------------------
+    async def take(self, max_items: int, wait_s: float, first_within: float = 0.5) -> list[RawMessage]:
+        """Up to `max_items` messages: the first within `first_within` s (else none), then at most
+        `wait_s` for more. Cancelling a queue.get() loses nothing, so the timeouts are safe."""
+        try:
+            batch = [await asyncio.wait_for(self.queue.get(), first_within)]
+        except TimeoutError:
+            return []
+        deadline = self._loop.time() + wait_s
+        while len(batch) < max_items:
+            if self.queue.empty():
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                batch.append(self.queue.get_nowait())
+        for _ in batch:
+            self._slots.release()
+        return batch
+
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                      timeout: float = 10.0) -> None:
+        """Publish with QoS 1 and wait for the broker's PUBACK."""
+        if not self.connected.is_set():
+            raise LinkError("not connected to the MQTT broker")
+        future: asyncio.Future[None] = self._loop.create_future()
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise LinkError(f"publish failed: {mqtt.error_string(info.rc)}")
+        self._pending[info.mid] = future
+        if info.is_published():
+            self._resolve(info.mid)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError as err:
+            self._pending.pop(info.mid, None)
+            raise LinkError(f"no PUBACK for {topic} within {timeout}s") from err

@@ -1,0 +1,256 @@
+"""Apply a batch of checked messages to the database, in one transaction.
+
+Per batch, not per message: a handful of queries carry hundreds of messages. Within a batch,
+messages are applied in arrival order, so a device's birth-then-death or seq order holds.
+"""
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from fleet.contract import Upstream
+from fleet.ingest.presence import birth_applies, death_applies
+from fleet.ingest.sequence import Gap, StreamState, Verdict
+from fleet.models import (
+    Command,
+    Device,
+    DeviceStatus,
+    EventRecord,
+    HealthRecord,
+    SeqGap,
+    SeqStream,
+    TelemetryRecord,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    stored: int = 0
+    duplicates: int = 0
+    late: int = 0
+    gaps_opened: int = 0
+    refused: list[tuple[Upstream, str]] = field(default_factory=list)  # (message, reason)
+
+
+def _utc_from_ms(ms: int | None, fallback: datetime) -> datetime:
+    if ms is None:
+        return fallback
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return fallback
+
+
+class _Streams:
+    """The (device, ses) streams a batch touches, loaded once and written back once."""
+
+    def __init__(self, conn: BaseDBAsyncClient) -> None:
+        self.conn = conn
+        self.rows: dict[tuple[str, int], SeqStream] = {}
+        self.states: dict[tuple[str, int], StreamState] = {}
+        self.gaps_loaded: set[tuple[str, int]] = set()
+
+    async def load(self, keys: set[tuple[str, int]]) -> None:
+        if not keys:
+            return
+        query = Q()
+        for device_id, ses in keys:
+            query |= Q(device_id=device_id, ses=ses)
+        for row in await SeqStream.filter(query).using_db(self.conn):
+            key = (row.device_id, row.ses)
+            self.rows[key] = row
+            self.states[key] = StreamState(max_seq=row.max_seq)
+
+    async def _load_gaps(self, key: tuple[str, int], state: StreamState) -> None:
+        rows = await SeqGap.filter(device_id=key[0], ses=key[1], open=True).using_db(self.conn)
+        stored = [Gap(r.first_seq, r.last_seq, r.id) for r in sorted(rows, key=lambda r: r.first_seq)]
+        # gaps opened earlier in this batch lie above every stored one
+        state.gaps = stored + state.gaps
+        self.gaps_loaded.add(key)
+
+    async def accept(self, key: tuple[str, int], seq: int) -> Verdict:
+        state = self.states.get(key)
+        if state is None:  # a stream the database has never seen has no stored gaps
+            state = self.states[key] = StreamState()
+            self.gaps_loaded.add(key)
+        # gaps only matter for numbers at or below the highest seen; load them lazily
+        if state.max_seq is not None and seq <= state.max_seq and key not in self.gaps_loaded:
+            await self._load_gaps(key, state)
+        return state.accept(seq)
+
+    async def save(self, now: datetime, counts: dict[tuple[str, int], tuple[int, int]]) -> int:
+        """Write streams and gaps back; returns the number of gaps opened."""
+        opened = 0
+        new_rows = []
+        for key, state in self.states.items():
+            received, duplicates = counts.get(key, (0, 0))
+            row = self.rows.get(key)
+            if row is None:
+                if state.max_seq is None:
+                    continue
+                new_rows.append(SeqStream(device_id=key[0], ses=key[1], max_seq=state.max_seq,
+                                          received=received, duplicates=duplicates,
+                                          first_at=now, last_at=now))
+            elif received or duplicates:
+                row.max_seq = state.max_seq if state.max_seq is not None else row.max_seq
+                row.received += received
+                row.duplicates += duplicates
+                row.last_at = now
+                await row.save(using_db=self.conn, update_fields=["max_seq", "received", "duplicates",
+                                                                  "last_at"])
+            for gap in state.changed:
+                if gap.id is None:
+                    if gap.first <= gap.last:
+                        await SeqGap.create(using_db=self.conn, device_id=key[0], ses=key[1],
+                                            first_seq=gap.first, last_seq=gap.last, detected_at=now)
+                        opened += 1
+                else:
+                    await SeqGap.filter(id=gap.id).using_db(self.conn).update(
+                        first_seq=gap.first, last_seq=gap.last, open=gap.first <= gap.last)
+            state.changed.clear()
+        if new_rows:
+            await SeqStream.bulk_create(new_rows, using_db=self.conn)
+        return opened
+
+
+async def _devices(conn: BaseDBAsyncClient, ids: set[str], now: datetime) -> dict[str, Device]:
+    known = {d.id: d for d in await Device.filter(id__in=list(ids)).using_db(conn)}
+    missing = ids - known.keys()
+    if missing:
+        await Device.bulk_create([Device(id=i, status=DeviceStatus.DISCOVERED) for i in missing],
+                                 using_db=conn, ignore_conflicts=True)
+        known.update({d.id: d for d in await Device.filter(id__in=list(missing)).using_db(conn)})
+    return known
+
+
+async def _apply_birth(conn: BaseDBAsyncClient, device: Device, msg: Upstream, now: datetime) -> bool:
+    body = msg.body
+    if not birth_applies(msg.ses, device.ended_session):
+        log.info("device %s: ignoring birth of session %d, which has ended", device.id, msg.ses)
+        return False
+    if device.session is not None and msg.ses < device.session:
+        log.warning("device %s: birth session %d is below the stored %d (counter reset?); accepting",
+                    device.id, msg.ses, device.session)
+    device.online = True
+    device.session = msg.ses
+    device.last_birth_at = now
+    device.last_seen_at = now
+    device.kind = body["kind"]
+    device.fw = body["fw"]
+    device.roles = body["roles"]
+    device.birth = body
+    if device.status == DeviceStatus.REGISTERED:
+        device.status = DeviceStatus.ACTIVE
+    await device.save(using_db=conn)
+    return True
+
+
+async def _apply_death(conn: BaseDBAsyncClient, device: Device, msg: Upstream, now: datetime) -> bool:
+    if not death_applies(msg.ses, device.session):
+        log.info("device %s: ignoring death of session %d (current %s)", device.id, msg.ses, device.session)
+        return False
+    # conditional, so a newer birth written meanwhile by another instance wins
+    not_newer = Q(session__isnull=True) | Q(session__lte=msg.ses)
+    await Device.filter(Q(id=device.id) & not_newer).using_db(conn).update(
+        online=False, session=msg.ses, ended_session=msg.ses, last_death_at=now,
+        last_death_reason=msg.body["reason"])
+    device.online = False
+    device.session = device.ended_session = msg.ses
+    device.last_death_at = now
+    device.last_death_reason = msg.body["reason"]
+    return True
+
+
+async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) -> BatchResult:
+    """Store a batch of checked messages; refuse those from decommissioned devices."""
+    now = now or datetime.now(UTC)
+    result = BatchResult()
+    if not batch:
+        return result
+    async with in_transaction() as conn:
+        devices = await _devices(conn, {m.device_id for m in batch}, now)
+        streams = _Streams(conn)
+        await streams.load({(m.device_id, m.ses) for m in batch if m.seq is not None})
+        counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        health: list[HealthRecord] = []
+        telemetry: list[TelemetryRecord] = []
+        events: list[EventRecord] = []
+        seen: dict[str, Device] = {}
+        for msg in batch:
+            device = devices[msg.device_id]
+            if device.status == DeviceStatus.DECOMMISSIONED:
+                result.refused.append((msg, "decommissioned"))
+                continue
+            if msg.kind == "birth":
+                await _apply_birth(conn, device, msg, now)
+                continue
+            if msg.kind == "death":
+                await _apply_death(conn, device, msg, now)
+                continue
+            assert msg.seq is not None
+            key = (msg.device_id, msg.ses)
+            verdict = await streams.accept(key, msg.seq)
+            if verdict is Verdict.DUPLICATE:
+                counts[key][1] += 1
+                result.duplicates += 1
+                continue
+            counts[key][0] += 1
+            result.late += verdict is Verdict.LATE
+            result.stored += 1
+            seen[device.id] = device
+            _collect(msg, device, now, health, telemetry, events)
+            if msg.kind == "cmd_result":
+                await _apply_command_result(conn, msg, now)
+            elif msg.kind == "state_reported":
+                device.reported_version = msg.body["version"]
+                device.reported_status = msg.body["status"]
+        result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
+        # ignore_conflicts: the unique (device, ses, seq) key is the last line against a replay
+        # that a second fleet instance stored at the same moment
+        for model, rows in ((HealthRecord, health), (TelemetryRecord, telemetry), (EventRecord, events)):
+            if rows:
+                await model.bulk_create(rows, using_db=conn, ignore_conflicts=True)  # type: ignore[attr-defined]
+        for device in seen.values():
+            device.last_seen_at = now
+            await device.save(using_db=conn, update_fields=[
+                "last_seen_at", "last_health", "last_health_at", "reported_version", "reported_status",
+                "updated_at"])
+    return result
+
+
+def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRecord],
+             telemetry: list[TelemetryRecord], events: list[EventRecord]) -> None:
+    assert msg.seq is not None
+    body = msg.body
+    common: dict[str, Any] = {"device_id": msg.device_id, "ses": msg.ses, "seq": msg.seq,
+                              "device_ts": msg.ts, "received_at": now}
+    if msg.kind == "health":
+        data = {k: v for k, v in body.items() if k not in ("v", "ses", "seq", "ts")}
+        health.append(HealthRecord(**common, data=data))
+        if device.last_health_at is None or device.last_health_at <= now:
+            device.last_health = data
+            device.last_health_at = now
+    elif msg.kind == "telemetry":
+        telemetry.append(TelemetryRecord(**common, at=_utc_from_ms(msg.ts, now), role=body["role"],
+                                         readings=body["r"]))
+    elif msg.kind == "event":
+        events.append(EventRecord(**common, at=_utc_from_ms(msg.ts, now), event_id=body["id"],
+                                  type=body["type"], phase=body["phase"], category=body["category"],
+                                  data=body["data"], snapshot=body.get("snapshot")))
+
+
+async def _apply_command_result(conn: BaseDBAsyncClient, msg: Upstream, now: datetime) -> None:
+    detail = msg.body.get("detail")
+    updated = await Command.filter(id=msg.body["id"], device_id=msg.device_id).using_db(conn).update(
+        status=msg.body["status"], detail=detail, answered_at=now)
+    if not updated:
+        log.info("device %s answered unknown command %s", msg.device_id, msg.body["id"])

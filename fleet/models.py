@@ -1,0 +1,167 @@
+"""What the fleet stores (Tortoise ORM). Pure storage: the rules live in fleet/ingest and fleet/api."""
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class DeviceStatus(StrEnum):
+    REGISTERED = "registered"  # created through the API, never heard from
+    DISCOVERED = "discovered"  # heard from, but never registered
+    ACTIVE = "active"  # registered and has sent a birth
+    DECOMMISSIONED = "decommissioned"  # retired: its messages are refused
+
+
+class Device(Model):
+    id = fields.CharField(pk=True, max_length=63)
+    kind = fields.CharField(max_length=16, null=True)  # pi | esp32, from the registry or the birth
+    name = fields.CharField(max_length=120, default="")
+    ward = fields.CharField(max_length=80, default="", db_index=True)
+    site = fields.CharField(max_length=120, default="")
+    tags = fields.JSONField(default=list)
+    latitude = fields.FloatField(null=True)
+    longitude = fields.FloatField(null=True)
+    status = fields.CharEnumField(DeviceStatus, default=DeviceStatus.REGISTERED, db_index=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    # presence, from birth and death (docs/protocol.md "Presence")
+    online = fields.BooleanField(default=False, db_index=True)
+    session = fields.BigIntField(null=True)
+    last_birth_at = fields.DatetimeField(null=True)
+    last_death_at = fields.DatetimeField(null=True)
+    last_death_reason = fields.CharField(max_length=16, null=True)
+    ended_session = fields.BigIntField(null=True)  # the session of the last death that counted
+    last_seen_at = fields.DatetimeField(null=True)
+    fw = fields.CharField(max_length=64, null=True)
+    roles = fields.JSONField(default=list)
+    birth = fields.JSONField(null=True)  # the last birth certificate, as sent
+
+    last_health = fields.JSONField(null=True)
+    last_health_at = fields.DatetimeField(null=True)
+
+    # desired/reported state
+    desired_version = fields.IntField(default=0)
+    desired_doc = fields.JSONField(null=True)
+    reported_version = fields.IntField(null=True)
+    reported_status = fields.CharField(max_length=16, null=True)
+
+    class Meta:
+        table = "device"
+
+
+class HealthRecord(Model):
+    id = fields.BigIntField(pk=True)
+    device_id = fields.CharField(max_length=63)
+    ses = fields.BigIntField()
+    seq = fields.BigIntField()
+    device_ts = fields.BigIntField(null=True)  # device clock, Unix ms; None while unknown
+    received_at = fields.DatetimeField()
+    data = fields.JSONField()
+
+    class Meta:
+        table = "health"
+        unique_together = (("device_id", "ses", "seq"),)
+        indexes = (("device_id", "received_at"),)
+
+
+class TelemetryRecord(Model):
+    id = fields.BigIntField(pk=True)
+    device_id = fields.CharField(max_length=63)
+    ses = fields.BigIntField()
+    seq = fields.BigIntField()
+    device_ts = fields.BigIntField(null=True)
+    # the time the reading belongs to: the device's clock when it had one, else arrival
+    at = fields.DatetimeField()
+    received_at = fields.DatetimeField()
+    role = fields.CharField(max_length=32)
+    readings = fields.JSONField()
+
+    class Meta:
+        table = "telemetry"
+        unique_together = (("device_id", "ses", "seq"),)
+        indexes = (("device_id", "at"),)
+
+
+class EventRecord(Model):
+    id = fields.BigIntField(pk=True)
+    device_id = fields.CharField(max_length=63)
+    ses = fields.BigIntField()
+    seq = fields.BigIntField()
+    device_ts = fields.BigIntField(null=True)
+    at = fields.DatetimeField()
+    received_at = fields.DatetimeField()
+    event_id = fields.CharField(max_length=200)
+    type = fields.CharField(max_length=64)
+    phase = fields.CharField(max_length=8)
+    category = fields.CharField(max_length=16)
+    data = fields.JSONField()
+    snapshot = fields.JSONField(null=True)
+
+    class Meta:
+        table = "event"
+        unique_together = (("device_id", "ses", "seq"),)
+        indexes = (("device_id", "at"),)
+
+
+class SeqStream(Model):
+    """The highest `seq` seen in one (device, ses) stream: what dedupe and gap detection need."""
+
+    id = fields.BigIntField(pk=True)
+    device_id = fields.CharField(max_length=63)
+    ses = fields.BigIntField()
+    max_seq = fields.BigIntField()
+    received = fields.BigIntField(default=0)
+    duplicates = fields.BigIntField(default=0)
+    first_at = fields.DatetimeField()
+    last_at = fields.DatetimeField()
+
+    class Meta:
+        table = "seq_stream"
+        unique_together = (("device_id", "ses"),)
+
+
+class SeqGap(Model):
+    """Missing `seq` numbers [first, last] in a stream; shrinks as late messages fill it."""
+
+    id = fields.BigIntField(pk=True)
+    device_id = fields.CharField(max_length=63, db_index=True)
+    ses = fields.BigIntField()
+    first_seq = fields.BigIntField()
+    last_seq = fields.BigIntField()
+    detected_at = fields.DatetimeField()
+    open = fields.BooleanField(default=True)
+
+    class Meta:
+        table = "seq_gap"
+        indexes = (("device_id", "ses", "open"),)
+
+
+class Command(Model):
+    id = fields.CharField(pk=True, max_length=64)
+    device_id = fields.CharField(max_length=63, db_index=True)
+    name = fields.CharField(max_length=64)
+    args = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_ms = fields.BigIntField()
+    status = fields.CharField(max_length=16, default="sent")  # sent | ok | error | expired | unknown
+    detail = fields.JSONField(null=True)
+    answered_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "command"
+
+
+class RejectedMessage(Model):
+    """A bounded record of recent refused messages, for ops to see what is sending garbage."""
+
+    id = fields.BigIntField(pk=True)
+    at = fields.DatetimeField()
+    topic = fields.CharField(max_length=256)
+    reason = fields.CharField(max_length=32)
+    detail = fields.CharField(max_length=300)
+    size = fields.IntField()
+
+    class Meta:
+        table = "rejected_message"

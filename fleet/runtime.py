@@ -1,0 +1,15 @@
+"""What the running service holds: its settings, its MQTT link and its ingest counters."""
+
+from dataclasses import dataclass
+
+from fleet.ingest.link import MqttLink
+from fleet.ingest.stats import IngestStats
+from fleet.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    link: MqttLink
+    stats: IngestStats
+    broker_url: str

@@ -1,0 +1,68 @@
+"""The fleet's configuration: one typed class, read from FLEET_* environment variables."""
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MqttTarget:
+    """A parsed mqtt:// URL; the password is kept out of repr and logs."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"expected mqtt://host:port, got scheme {parts.scheme!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self.tls = parts.scheme == "mqtts"
+        self.username = parts.username
+        self.password = SecretStr(parts.password) if parts.password else None
+
+    def __repr__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"mqtt{'s' if self.tls else ''}://{user}{self.host}:{self.port}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+
+    # sqlite://PATH (default, WAL) or postgres://user@host:5432/db
+    database_url: str = "sqlite://var/fleet.sqlite3"
+    # Unset: start the embedded broker (zero-setup demo). Set: use that broker (Mosquitto).
+    mqtt_url: str | None = None
+    mqtt_client_id: str = "fleet-ingest"
+    embedded_broker_host: str = "127.0.0.1"
+    embedded_broker_port: int = Field(default=1884, ge=1, le=65535)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    # ingest bounds: see docs/fleet.md "Ingest"
+    ingest_queue_max: int = Field(default=20_000, ge=100)
+    ingest_batch_max: int = Field(default=500, ge=1)
+    ingest_batch_wait_ms: int = Field(default=50, ge=1)
+    rejected_keep: int = Field(default=1000, ge=10)
+    # a device is shown as 'stale' when its last health is older than this many periods
+    stale_after_periods: int = Field(default=3, ge=1)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str | None) -> str | None:
+        if value:
+            MqttTarget(value)
+        return value or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgres://", "postgresql://", "asyncpg://")):
+            raise ValueError("FLEET_DATABASE_URL must be sqlite://PATH or postgres://…")
+        return value
+
+    def mqtt_target(self) -> MqttTarget | None:
+        return MqttTarget(self.mqtt_url) if self.mqtt_url else None
+
+    def sqlite_path(self) -> Path | None:
+        if self.database_url.startswith("sqlite://"):
+            return Path(self.database_url.removeprefix("sqlite://"))
+        return None

@@ -1,0 +1,1 @@
+"""The server-rendered pages for people (Jinja2; assets served locally, nothing from a CDN)."""

@@ -1,0 +1,82 @@
+"""The status page at `/`: who is online, who is not, what the ingest is doing."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from fleet.api.deps import RuntimeDep
+from fleet.models import Device, DeviceStatus, SeqGap
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+
+def _state(device: Device, now: datetime, stale_after_periods: int) -> str:
+    """One word for a row: decommissioned, offline, stale (online, health overdue), online, never seen."""
+    if device.status == DeviceStatus.DECOMMISSIONED:
+        return "decommissioned"
+    if device.session is None:
+        return "never seen"
+    if not device.online:
+        return "offline"
+    period = (device.birth or {}).get("period_s") or 60
+    last = device.last_health_at or device.last_birth_at
+    if last is not None and now - last > timedelta(seconds=period * stale_after_periods):
+        return "stale"
+    return "online"
+
+
+def _health_summary(health: dict[str, Any] | None) -> str:
+    if not health:
+        return ""
+    parts = []
+    for key, label, unit in (("cpu_pct", "cpu", "%"), ("mem_pct", "mem", "%"), ("temp_c", "", "°C"),
+                             ("heap_free", "heap", " B"), ("rssi", "rssi", " dBm"), ("queue", "queue", "")):
+        if key in health:
+            value = health[key]
+            text = f"{value:.0f}" if isinstance(value, float) else str(value)
+            parts.append(f"{label} {text}{unit}".strip())
+    return " · ".join(parts)
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "—"
+    seconds = int((now - moment).total_seconds())
+    if seconds < 60:
+        return f"{max(seconds, 0)} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+@router.get("/", response_class=HTMLResponse)
+async def status_page(request: Request, runtime: RuntimeDep) -> HTMLResponse:
+    now = datetime.now(UTC)
+    devices = await Device.all().order_by("ward", "id")
+    open_gaps: dict[str, int] = {}
+    for gap in await SeqGap.filter(open=True).only("device_id"):
+        open_gaps[gap.device_id] = open_gaps.get(gap.device_id, 0) + 1
+    rows = []
+    counts = {"online": 0, "stale": 0, "offline": 0, "never seen": 0, "decommissioned": 0}
+    for device in devices:
+        state = _state(device, now, runtime.settings.stale_after_periods)
+        counts[state] += 1
+        rows.append({
+            "device": device,
+            "state": state,
+            "health": _health_summary(device.last_health),
+            "seen": _ago(device.last_seen_at, now),
+            "gaps": open_gaps.get(device.id, 0),
+        })
+    stats = runtime.stats.as_dict(runtime.link.depth())
+    return templates.TemplateResponse(request, "status.html", {
+        "rows": rows, "counts": counts, "total": len(devices), "stats": stats, "now": now,
+    })

@@ -1,0 +1,26 @@
+"""The fleet under test: real service, private Mosquitto, SQLite file or fresh PostgreSQL database."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.fleet import fleet_settings, running_fleet
+from tests.support.mosquitto import Mosquitto
+from tests.support.postgres import fresh_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path / 'fleet.sqlite3'}"
+    else:
+        async with fresh_database() as url:
+            yield url
+
+
+@pytest.fixture
+async def fleet(database_url: str, mosquitto: Mosquitto) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_fleet(fleet_settings(database_url, mosquitto.url)) as http:
+        yield http
