@@ -41,6 +41,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
                              rejected_keep=settings.rejected_keep)
         stop = asyncio.Event()
         task = asyncio.create_task(ingest_loop.run(stop), name="fleet-ingest")
+        task.add_done_callback(_report_crash)
         try:
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(target))
         finally:
@@ -48,6 +49,11 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
             await link.close()
             stop.set()
             await task
+
+
+def _report_crash(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("the %s task died", task.get_name(), exc_info=task.exception())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -29,7 +29,7 @@ class Desired:
         self._report(self.version, "applied")
 
     def offer(self, payload):
-        if not payload:
+        if not len(payload):
             return  # the retained document was cleared; keep running the stored one
         try:
             body = contract.parse_desired(payload)

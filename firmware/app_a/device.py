@@ -117,12 +117,16 @@ class Device:
 
     # -- the loop -------------------------------------------------------------------------------
 
+    def new_stream(self, ses):
+        self.stream = contract.Stream(ses)
+
     def birth(self, ses):
         return contract.birth(ses, self.hal.now_ms(), FW, [r.name for r in self.roles],
                               self.counters.boots, self.reset_cause, self.period_s, self.hal.hw)
 
     def health(self):
         m = self.meter
+        m.heap_min = min(m.heap_min, gc.mem_free())
         return contract.health(
             m.up_ms // 1000, FW, gc.mem_free(), m.heap_min, self.hal.heap_max_block(),
             self.hal.rssi() if self.hal.wifi_up() else None, self.reset_cause, len(self.outbox),
@@ -142,11 +146,10 @@ class Device:
         self.meter.tick(now)
         link = self.link
         if link.due(now):
-            ses = link.try_connect(now, self.birth)
-            if ses is not None:
-                self.stream = contract.Stream(ses)
+            link.try_connect(now, self.new_stream, self.birth)
         if time.ticks_diff(now, self._next_health) >= 0:
             self._next_health = time.ticks_add(now, self.period_s * 1000)
+            gc.collect()
             self.emit("health", self.health())
             m = self.meter
             log("health ses=%d seq=%d queue=%d heap_free=%d heap_min=%d peak_live=%d peak_turn=%d"

@@ -53,9 +53,11 @@ class Link:
     def ms_to_next_try(self, now):
         return max(0, time.ticks_diff(self._next_try, now))
 
-    def try_connect(self, now, birth):
-        # One attempt. birth(ses) builds the birth certificate of the new stream. Returns the
-        # new stream's ses, or None (the next attempt is scheduled by the backoff).
+    def try_connect(self, now, new_stream, birth):
+        # One attempt. new_stream(ses) opens the connection's stream before anything can be
+        # stamped in it; birth(ses) builds the birth certificate, sent once the subscriptions
+        # are in place, so a birth also says "ready for commands". Returns the new ses, or None
+        # (the next attempt is then scheduled by the backoff).
         if not self.hal.wifi_up():
             self.hal.wifi_start()
             self._retry(now, "wifi not up")
@@ -69,9 +71,10 @@ class Link:
         try:
             client.connect()
             self.counters.connected()
-            client.publish(self.topic("birth"), contract.encode(birth(ses)), qos=1, retain=True)
+            new_stream(ses)
             client.subscribe(self.topic("cmd"), 1)
             client.subscribe(self.topic("state/desired"), 1)
+            client.publish(self.topic("birth"), contract.encode(birth(ses)), qos=1, retain=True)
         except OSError as e:
             client.close()
             self._retry(now, "connect failed: %r" % e)

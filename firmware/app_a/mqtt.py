@@ -54,7 +54,9 @@ class MQTTClient:
         # PUBLISH is still acknowledged), so a huge message cannot exhaust the heap.
         self.max_packet = max_packet
         self.oversized = 0
-        self.on_message = None  # on_message(topic: str, payload: bytes); must not publish
+        # on_message(topic: str, payload: memoryview) is called from check_msg() and from the
+        # waits for acknowledgements, so it must not publish or subscribe itself.
+        self.on_message = None
         self._will = None
         self._sock = None
         self._poll = None
@@ -186,8 +188,13 @@ class MQTTClient:
     def _send_packet(self, kind, head, payload):
         if self._sock is None:
             raise MQTTError("not connected")
-        self._write(bytes((kind,)) + _length(len(head) + len(payload)) + head)
-        if payload:
+        data = bytes((kind,)) + _length(len(head) + len(payload)) + head
+        # One write for a small packet: a second small write would wait for the broker's
+        # delayed ACK (Nagle), tens of milliseconds per message.
+        if len(payload) <= 1024:
+            self._write(data + payload)
+        else:
+            self._write(data)
             self._write(payload)
         self._last_tx = self._ticks()
 
@@ -237,10 +244,18 @@ class MQTTClient:
             if shift > 21:
                 raise MQTTError("bad remaining length")
         self._ping_sent = None  # any packet from the broker proves the link is alive
-        if size > self.max_packet:
+        body = None
+        if size <= self.max_packet:
+            try:
+                body = bytearray(size)
+            except MemoryError:
+                pass
+        if body is None:
+            # Too long for the limit or for the heap right now: skipped, and acknowledged if it
+            # is a QoS 1 PUBLISH, so the broker does not hand it over again and again.
             self._skip_oversized(kind, size)
             return kind & 0xF0, None
-        return kind, self._read_into(bytearray(size))
+        return kind, self._read_into(body)
 
     def _skip_oversized(self, kind, size):
         self.oversized += 1
@@ -271,7 +286,7 @@ class MQTTClient:
                 pid = (body[pos] << 8) | body[pos + 1]
                 pos += 2
             if self.on_message:
-                self.on_message(topic, bytes(body[pos:]))
+                self.on_message(topic, memoryview(body)[pos:])
             if qos:
                 # Acknowledged after the handler ran: at least once, and the handler makes
                 # redelivery harmless (command ids, desired-state versions).

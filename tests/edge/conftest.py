@@ -1,0 +1,49 @@
+"""Fixtures for the edge agent's tests: a config against the private broker, observers."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.config import AgentConfig, parse_config
+from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt_probe import Probe
+
+ConfigFactory = Callable[..., AgentConfig]
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture
+def edge_config(tmp_path: Path, mosquitto: Mosquitto, device_id: str) -> ConfigFactory:
+    """make(**overrides) -> a config for `device_id` on the private broker, quick to reconnect."""
+
+    def make(**overrides: Any) -> AgentConfig:
+        data = {
+            "device_id": device_id,
+            "state_dir": str(tmp_path / "state"),
+            "health_period_s": 1,
+            "shutdown_drain_s": 5,
+            "broker": {"url": mosquitto.url, "backoff_min_s": 0.05, "backoff_max_s": 0.5, "timeout_s": 5},
+            "roles": {"sim": {"period_s": 0.5, "seed": 7}},
+        }
+        return parse_config(_merge(data, overrides))
+
+    return make
+
+
+@pytest.fixture
+def probe(mosquitto: Mosquitto, device_id: str) -> Iterator[Probe]:
+    """Everything in the device's subtree, from now on (plus retained messages)."""
+    observer = Probe(mosquitto.port, f"ioc/v1/d/{device_id}/#")
+    yield observer
+    observer.close()

@@ -1,0 +1,32 @@
+"""Small helpers for the edge agent's tests."""
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.support.mqtt_probe import Probe
+from tests.support.wait import async_wait_for
+
+
+async def until(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Wait, without blocking the event loop the agent runs in, until `condition()` is truthy."""
+
+    async def check() -> Any:
+        return condition()
+
+    return await async_wait_for(check, timeout=timeout, what=what)
+
+
+def numbered(probe: Probe, suffix: str) -> list[dict[str, Any]]:
+    """Payloads on `suffix` that carry a (ses, seq) stamp."""
+    return [p for p in probe.payloads(suffix) if "seq" in p]
+
+
+def results_for(probe: Probe, command_id: str) -> list[dict[str, Any]]:
+    return [p for p in probe.payloads("cmd/result") if p.get("id") == command_id]
+
+
+def agent_command(config_path: Path, *extra: str) -> list[str]:
+    """The real CLI, run with this interpreter (`python -m edge` is `edge-agent`)."""
+    return [sys.executable, "-m", "edge", "--config", str(config_path), *extra]
