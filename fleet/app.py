@@ -2,8 +2,8 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -43,7 +43,8 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         task = asyncio.create_task(ingest_loop.run(stop), name="fleet-ingest")
         task.add_done_callback(_report_crash)
         try:
-            yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(target))
+            yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(target),
+                          broker_host=target.host, broker_port=target.port)
         finally:
             # the link closes first (the stack unwinds after this), so stop feeding, then drain
             await link.close()
@@ -56,12 +57,16 @@ def _report_crash(task: "asyncio.Task[None]") -> None:
         log.critical("the %s task died", task.get_name(), exc_info=task.exception())
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+Services = Callable[[Settings], AbstractAsyncContextManager[Runtime]]
+
+
+def create_app(settings: Settings | None = None, services: Services = fleet_services) -> FastAPI:
+    """The HTTP app; `services` starts what it needs (the demo passes services it already runs)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with fleet_services(settings) as runtime:
+        async with services(settings) as runtime:
             app.state.runtime = runtime
             yield
 

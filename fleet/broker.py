@@ -12,6 +12,10 @@ from amqtt.broker import Broker
 log = logging.getLogger(__name__)
 
 
+class BrokerError(RuntimeError):
+    """The embedded broker could not start (most often: its port is taken)."""
+
+
 @asynccontextmanager
 async def embedded_broker(host: str, port: int) -> AsyncIterator[str]:
     """Run an amqtt broker for the duration of the block; yields its mqtt:// URL."""
@@ -20,7 +24,11 @@ async def embedded_broker(host: str, port: int) -> AsyncIterator[str]:
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
     broker = Broker(config)
-    await broker.start()
+    try:
+        await broker.start()
+    except Exception as err:  # amqtt wraps the OSError of a taken port in its own errors
+        raise BrokerError(f"the embedded MQTT broker cannot listen on {host}:{port} ({err}); "
+                          "set FLEET_EMBEDDED_BROKER_PORT or FLEET_MQTT_URL") from err
     url = f"mqtt://{host}:{port}"
     log.info("embedded MQTT broker listening on %s", url)
     try:

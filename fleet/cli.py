@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(handler=_demo)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("amqtt", "transitions", "httpx"):  # every connection and state change at INFO
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return int(args.handler(args))
     except ValidationError as err:

@@ -12,4 +12,6 @@ class Runtime:
     settings: Settings
     link: MqttLink
     stats: IngestStats
-    broker_url: str
+    broker_url: str  # without the password
+    broker_host: str
+    broker_port: int

@@ -150,12 +150,14 @@ class Device:
         if time.ticks_diff(now, self._next_health) >= 0:
             self._next_health = time.ticks_add(now, self.period_s * 1000)
             gc.collect()
-            self.emit("health", self.health())
+            body = self.health()
+            self.emit("health", body)
             m = self.meter
-            log("health ses=%d seq=%d queue=%d heap_free=%d heap_min=%d peak_live=%d peak_turn=%d"
-                " heap_total=%d" % (self.stream.ses, self.stream.seq - 1, len(self.outbox),
-                                    gc.mem_free(), m.heap_min, m.peak_live, m.peak_turn,
-                                    gc.mem_free() + gc.mem_alloc()))
+            log("health ses=%d seq=%d link=%s queue=%d heap_free=%d heap_min=%d peak_live=%d"
+                " peak_turn=%d heap_total=%d" % (
+                    body["ses"], body["seq"], "up" if link.up else "down", body["queue"],
+                    body["heap_free"], m.heap_min, m.peak_live, m.peak_turn,
+                    gc.mem_free() + gc.mem_alloc()))
         for role in self.roles:
             role.tick(now)
         if link.up:

@@ -6,8 +6,10 @@ observer must end up with every (ses, seq) the agent stamped, each stream in ord
 """
 
 import asyncio
+import os
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,20 @@ from tests.edge.session_probe import SessionProbe
 from tests.support.mosquitto import Mosquitto
 
 OUTAGE_MESSAGES = 1000  # produced into the queue while the broker is down
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """The shared fixture's broker, able to save its persistence file when tests run as root.
+
+    Started as root, Mosquitto switches to the `mosquitto` user, which cannot write into
+    pytest's root-only temporary folder: the save on shutdown fails, and the observer's session
+    (subscription and queued messages) is gone after the restart. `user root` keeps it root.
+    """
+    broker = Mosquitto(tmp_path / "mosquitto", extra_conf="user root" if os.geteuid() == 0 else "")
+    broker.start()
+    yield broker
+    broker.kill()
 
 
 @pytest.fixture
@@ -74,6 +90,7 @@ async def test_broker_restart_loses_nothing_and_replays_in_order(
     assert agent.outbox.depth == 0
     produced = sim.readings_sent
     await until(lambda: telemetry_count(observer) >= produced, f"all {produced} readings", timeout=20)
+    assert "Error saving" not in mosquitto.log.read_text(), "the observer's session must survive"
 
     report = check_streams(observer.numbered())
     lost_telemetry = produced - telemetry_count(observer)

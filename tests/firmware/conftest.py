@@ -1,86 +1,13 @@
-"""Fixtures for the firmware: the real MicroPython unix port, boards as folders, a real broker."""
+"""Fixtures for the firmware tests: host boards on a private broker, and the fleet's view of them."""
 
-import json
-import re
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from fleet.contract import parse_upstream
-from tests.firmware.board import (
-    MICROPYTHON,
-    console_text,
-    prepare_board,
-    start_board,
-    stop_board,
-)
+from tests.firmware.support import HostBoard
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
-from tests.support.wait import wait_for
-
-REPO = Path(__file__).resolve().parents[2]
-SLOT = REPO / "firmware" / "app_a"
-MP_SCRIPTS = Path(__file__).parent / "mp"
-EXAMPLES = REPO / "docs" / "contract" / "examples"
-
-# Fast timers so the end-to-end tests take seconds: health every second, a broker that notices
-# a dead link within a few seconds, retries capped at 2 s.
-FAST = {"health_period_s": 1, "keepalive_s": 5, "backoff_min_s": 1, "backoff_max_s": 2}
-
-
-def run_mp(script: str, *args: str, heapsize: str = "64k", timeout: float = 30,
-           cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """Run one of the MicroPython test scripts in tests/firmware/mp under the real interpreter."""
-    return subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heapsize}", str(MP_SCRIPTS / script), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
-
-
-class HostBoard:
-    """One simulated ESP32: its folder, its process, its console."""
-
-    def __init__(self, path: Path, device_id: str, port: int, **cfg: Any) -> None:
-        self.device_id = device_id
-        self.path = prepare_board(path, device_id, "127.0.0.1", port, **{**FAST, **cfg})
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, heapsize: str = "64k") -> "HostBoard":
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.proc = start_board(self.path, heapsize)
-        return self
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        return stop_board(self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def wait_exit(self, timeout: float = 15) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def console(self) -> str:
-        return console_text(self.path)
-
-    def wait_console(self, pattern: str, *, count: int = 1, timeout: float = 15) -> list[re.Match[str]]:
-        """Wait until `pattern` has matched `count` console lines; returns the matches."""
-        def matches() -> list[re.Match[str]]:
-            found = list(re.finditer(pattern, self.console()))
-            return found if len(found) >= count else []
-        return wait_for(matches, timeout=timeout, what=f"{count} x {pattern!r} on the console")
-
-    def file(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
 
 
 @pytest.fixture
@@ -88,7 +15,7 @@ def boards(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Callable[..., HostB
     """make(device_id, **config) -> a prepared (not started) board on the test's broker."""
     made: list[HostBoard] = []
 
-    def make(device_id: str, **cfg: Any) -> HostBoard:
+    def make(device_id: str, **cfg: object) -> HostBoard:
         board = HostBoard(tmp_path / device_id, device_id, mosquitto.port, **cfg)
         made.append(board)
         return board
@@ -104,18 +31,3 @@ def probe(mosquitto: Mosquitto, device_id: str) -> Iterator[Probe]:
     observer = Probe(mosquitto.port, f"ioc/v1/d/{device_id}/#")
     yield observer
     observer.close()
-
-
-def upstream(observer: Probe, suffix: str) -> list[dict[str, Any]]:
-    """What the device sent on `suffix`, each message checked by the fleet's contract parser."""
-    raw = [(t, p) for t, p, _ in list(observer.messages) if t.endswith("/" + suffix) and p]
-    return [parse_upstream(t, p).body for t, p in raw]
-
-
-def wait_upstream(observer: Probe, suffix: str, condition: Callable[[dict[str, Any]], bool] = lambda m: True,
-                  *, count: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
-    """Wait until `count` messages on `suffix` satisfy `condition`; returns those messages."""
-    def found() -> list[dict[str, Any]]:
-        hits = [m for m in upstream(observer, suffix) if condition(m)]
-        return hits if len(hits) >= count else []
-    return wait_for(found, timeout=timeout, what=f"{count} {suffix} message(s)")

@@ -1,6 +1,6 @@
 """The firmware's builders and parsers against the contract's example messages, under MicroPython."""
 
-from tests.firmware.conftest import EXAMPLES, SLOT, run_mp
+from tests.firmware.support import EXAMPLES, SLOT, run_mp
 
 CHECKS = ["birth.esp32", "death.will", "health.esp32", "cmd_result", "state_reported", "telemetry",
           "cmd", "state_desired", "sequence"]

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from tests.firmware.conftest import SLOT, run_mp
+from tests.firmware.support import SLOT, run_mp
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
 from tests.support.wait import wait_for

@@ -7,7 +7,7 @@ import sys
 import time
 
 sys.path.insert(0, sys.argv[1])
-from mqtt import MQTTClient, MQTTError  # noqa: E402
+from mqtt import MQTTClient, MQTTError
 
 PORT = int(sys.argv[2])
 PREFIX = sys.argv[3]

@@ -7,7 +7,7 @@ import select
 import sys
 
 sys.path.insert(0, sys.argv[1])
-from mqtt import MQTTClient, MQTTError  # noqa: E402
+from mqtt import MQTTClient, MQTTError
 
 MP_STREAM_POLL = 3
 MP_STREAM_GET_FILENO = 10
@@ -78,7 +78,7 @@ def connected(wire=None, **kw):
 
 
 def expect(actual, wanted):
-    assert actual == wanted, "\n got    %r\n wanted %r" % (actual, wanted)
+    assert actual == wanted, f"\n got    {actual!r}\n wanted {wanted!r}"
 
 
 def case_connect_bytes():
@@ -203,7 +203,7 @@ def case_keepalive_ping():
 
 
 def case_keepalive_no_answer():
-    client, wire = connected(keepalive=4)
+    client, _ = connected(keepalive=4)
     client.now = 3000
     client.check_msg()
     client.now = 7001

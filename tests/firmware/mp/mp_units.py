@@ -1,18 +1,22 @@
 # Policies of the firmware that need no broker, under the real MicroPython:
 #   micropython mp_units.py <slot folder> <scratch folder> <case>    (or "--list")
+# ruff: noqa: E402  -- the imports need the slot on sys.path first
 import json
 import os
 import sys
 
 sys.path.insert(0, sys.argv[1])
 os.chdir(sys.argv[2])  # the board's filesystem for files the modules write
-import mqtt  # noqa: E402, F401  -- the largest module first: compiling it needs the most heap
-import contract  # noqa: E402
-from commands import RECENT, Commands  # noqa: E402
-from desired import Desired  # noqa: E402
-from link import Backoff  # noqa: E402
-from outbox import Outbox  # noqa: E402
-from store import Counters  # noqa: E402
+# isort: off
+import mqtt  # noqa: F401  -- the largest module first: compiling it takes the most heap
+import contract
+from commands import RECENT, Commands
+from desired import Desired
+from link import Backoff
+from outbox import Outbox
+from store import Counters
+
+# isort: on
 
 
 class Clock:
@@ -54,7 +58,7 @@ def cmd(cid, name, args=None, exp=1795766500000):
 
 
 def expect(actual, wanted):
-    assert actual == wanted, "\n got    %r\n wanted %r" % (actual, wanted)
+    assert actual == wanted, f"\n got    {actual!r}\n wanted {wanted!r}"
 
 
 def case_backoff_doubles_with_jitter_up_to_the_cap():
@@ -116,7 +120,7 @@ def case_duplicate_command_is_answered_not_rerun():
     expect([b["detail"] for _, b in dev.sent], [{"n": 1}, {"n": 1}])
     expect(c.pings, 1)
     for i in range(RECENT):  # pushes "a" out of the bounded memory
-        c.handle(cmd("x%d" % i, "ping"))
+        c.handle(cmd(f"x{i}", "ping"))
     c.handle(cmd("a", "ping"))
     expect(dev.sent[-1][1]["detail"], {"n": RECENT + 2})
     expect(len(c.recent), RECENT)

@@ -1,0 +1,148 @@
+"""How fast does the fleet store telemetry? Messages/s through Mosquitto into the database.
+
+Baseline, measured in the same run on the same broker and publisher: a bare paho subscriber
+that only counts what arrives (the ceiling the broker and the client library set). The figure
+that matters is the ratio ingest / baseline; absolute numbers move with the machine's load.
+
+    .venv/bin/python benchmarks/ingest_rate.py [--messages 20000] [--devices 50] [--rounds 3] [--postgres]
+"""
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fleet.app import fleet_services  # noqa: E402
+from fleet.settings import Settings  # noqa: E402
+from tests.support.mosquitto import Mosquitto  # noqa: E402
+from tests.support.postgres import fresh_database  # noqa: E402
+
+
+def publish(port: int, messages: int, devices: int, ses: int) -> None:
+    """A separate process: `devices` devices' telemetry, round robin, QoS 1."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{ses}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    last = None
+    for i in range(messages):
+        device = i % devices
+        seq = i // devices
+        body = {"v": 1, "ses": ses, "seq": seq, "ts": 1795766400000 + i, "role": "sim",
+                "r": {"temp_c": 30.5, "humidity_pct": 70.0, "pm25": 12.0 + (i % 7)}}
+        last = client.publish(f"ioc/v1/d/bench-{device:05d}/telemetry", json.dumps(body), qos=1)
+    assert last is not None
+    last.wait_for_publish(120)
+    client.loop_stop()
+    client.disconnect()
+
+
+def start_publisher(port: int, messages: int, devices: int, ses: int) -> multiprocessing.Process:
+    proc = multiprocessing.Process(target=publish, args=(port, messages, devices, ses))
+    proc.start()
+    return proc
+
+
+def baseline(port: int, messages: int, devices: int, ses: int) -> float:
+    """Messages/s that a subscriber doing nothing but counting receives."""
+    count = 0
+    done = threading.Event()
+    first: list[float] = []
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        nonlocal count
+        if not first:
+            first.append(time.perf_counter())
+        count += 1
+        if count == messages:
+            done.set()
+
+    ready = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-base-{ses}")
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: ready.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe("ioc/v1/d/+/#", qos=1)
+    ready.wait(10)
+    start = time.perf_counter()
+    proc = start_publisher(port, messages, devices, ses)
+    if not done.wait(300):
+        raise RuntimeError(f"baseline received {count}/{messages}")
+    elapsed = time.perf_counter() - start
+    proc.join()
+    client.loop_stop()
+    client.disconnect()
+    return messages / elapsed
+
+
+async def ingest(port: int, database_url: str, messages: int, devices: int, ses: int) -> float:
+    """Messages/s from first publish to the last row committed."""
+    settings = Settings(database_url=database_url, mqtt_url=f"mqtt://127.0.0.1:{port}",
+                        mqtt_client_id=f"bench-fleet-{ses}")
+    async with fleet_services(settings) as runtime:
+        start = time.perf_counter()
+        proc = await asyncio.to_thread(start_publisher, port, messages, devices, ses)
+        deadline = time.monotonic() + 600
+        while runtime.stats.stored + runtime.stats.duplicates < messages:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ingest stored {runtime.stats.stored}/{messages}")
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        await asyncio.to_thread(proc.join)
+        if sum(runtime.stats.rejected.values()):
+            raise RuntimeError(f"rejected: {dict(runtime.stats.rejected)}")
+        return messages / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--postgres", action="store_true", help="also measure on PostgreSQL")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        broker = Mosquitto(Path(tmp) / "mqtt", extra_conf="max_inflight_messages 1000\n")
+        broker.start()
+        try:
+            backends = ["sqlite"] + (["postgres"] if args.postgres else [])
+            results: dict[str, list[float]] = {"baseline": []} | {b: [] for b in backends}
+            ses = 0
+            for round_ in range(args.rounds):
+                ses += 1
+                results["baseline"].append(baseline(broker.port, args.messages, args.devices, ses))
+                for backend in backends:
+                    ses += 1
+                    if backend == "sqlite":
+                        url = f"sqlite://{tmp}/fleet-{round_}.sqlite3"
+                        rate = await ingest(broker.port, url, args.messages, args.devices, ses)
+                    else:
+                        async with fresh_database() as url:
+                            rate = await ingest(broker.port, url, args.messages, args.devices, ses)
+                    results[backend].append(rate)
+                print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} msg/s" for k, v in results.items()),
+                      flush=True)
+        finally:
+            broker.kill()
+    base = statistics.median(results["baseline"])
+    print(f"\n{args.messages:,} telemetry messages from {args.devices} devices, QoS 1, median of {args.rounds}:")
+    print(f"  baseline (subscriber that only counts): {base:,.0f} msg/s")
+    for backend in results.keys() - {"baseline"}:
+        rate = statistics.median(results[backend])
+        print(f"  fleet ingest, stored in {backend:8s}: {rate:,.0f} msg/s  ({rate / base:.2f} of baseline)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

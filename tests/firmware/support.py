@@ -1,0 +1,122 @@
+"""Helpers of the firmware tests: MicroPython scripts, host boards, contract-checked observation."""
+
+import json
+import re
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from fleet.contract import parse_upstream
+from tests.firmware.board import (
+    MICROPYTHON,
+    console_text,
+    prepare_board,
+    start_board,
+    stop_board,
+)
+from tests.support.mqtt_probe import Probe
+from tests.support.wait import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+SLOT = REPO / "firmware" / "app_a"
+MP_SCRIPTS = Path(__file__).parent / "mp"
+EXAMPLES = REPO / "docs" / "contract" / "examples"
+
+# Fast timers so the end-to-end tests take seconds: health every second, a broker that notices
+# a dead link within a few seconds, retries capped at 2 s.
+FAST = {"health_period_s": 1, "keepalive_s": 5, "backoff_min_s": 1, "backoff_max_s": 2}
+
+
+def run_mp(script: str, *args: str, heapsize: str = "64k", timeout: float = 30,
+           cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run one of the MicroPython test scripts in tests/firmware/mp under the real interpreter."""
+    return subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heapsize}", str(MP_SCRIPTS / script), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          stdin=subprocess.DEVNULL)
+
+
+class HostBoard:
+    """One simulated ESP32: its folder, its process, its console."""
+
+    def __init__(self, path: Path, device_id: str, port: int, **cfg: Any) -> None:
+        self.device_id = device_id
+        self.path = prepare_board(path, device_id, "127.0.0.1", port, **{**FAST, **cfg})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, heapsize: str = "64k") -> "HostBoard":
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.proc = start_board(self.path, heapsize)
+        return self
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        return stop_board(self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def wait_exit(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def console(self) -> str:
+        return console_text(self.path)
+
+    def wait_console(self, pattern: str, *, count: int = 1, timeout: float = 15) -> list[re.Match[str]]:
+        """Wait until `pattern` has matched `count` console lines; returns the matches."""
+        def matches() -> list[re.Match[str]]:
+            found = list(re.finditer(pattern, self.console()))
+            return found if len(found) >= count else []
+        return wait_for(matches, timeout=timeout, what=f"{count} x {pattern!r} on the console")
+
+    def file(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+
+def upstream(observer: Probe, suffix: str) -> list[dict[str, Any]]:
+    """What the device sent on `suffix`, each message checked by the fleet's contract parser."""
+    raw = [(t, p) for t, p, _ in list(observer.messages) if t.endswith("/" + suffix) and p]
+    return [parse_upstream(t, p).body for t, p in raw]
+
+
+def wait_upstream(observer: Probe, suffix: str, condition: Callable[[dict[str, Any]], bool] = lambda m: True,
+                  *, count: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
+    """Wait until `count` messages on `suffix` satisfy `condition`; returns those messages."""
+    def found() -> list[dict[str, Any]]:
+        hits = [m for m in upstream(observer, suffix) if condition(m)]
+        return hits if len(hits) >= count else []
+    return wait_for(found, timeout=timeout, what=f"{count} {suffix} message(s)")
+
+
+class SessionProbe(Probe):
+    """A Probe with a persistent session (clean_session=False) that reconnects by itself.
+
+    Messages published while it is cut off (a broker restart) wait for it at the broker, so a
+    test sees everything a device sends across the outage.
+    """
+
+    def __init__(self, port: int, topic_filter: str) -> None:  # Probe's fields, another client
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}",
+                                  clean_session=False)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError("session probe could not subscribe")
