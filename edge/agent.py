@@ -100,12 +100,22 @@ class Agent:
                 handlers={"cmd": self.commands.receive, "state/desired": self.desired.receive},
             )
         except BaseException:
+            outbox: Outbox | None = getattr(self, "outbox", None)
+            if outbox is not None:
+                outbox.close()
             self._lock.release()
             raise
+        self._started = time.monotonic()
         self._opened = True
-        log.info("%s: started (agent %s, start %d, stream %d, %d queued, roles: %s)",
-                 self.config.device_id, edge.__version__, self.boot.n, self.boot.ses, self.outbox.depth,
-                 ", ".join(self.roles) or "none")
+        log.info(
+            "%s: started (agent %s, start %d, stream %d, %d queued, roles: %s)",
+            self.config.device_id,
+            edge.__version__,
+            self.boot.n,
+            self.boot.ses,
+            self.outbox.depth,
+            ", ".join(self.roles) or "none",
+        )
 
     def close(self) -> None:
         if self._opened:
@@ -120,8 +130,9 @@ class Agent:
         self._task = asyncio.create_task(self.run(), name=f"edge-agent-{self.config.device_id}")
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.request_stop()
         try:
             if self._task is not None:
@@ -150,8 +161,10 @@ class Agent:
             producers = [
                 tasks.create_task(self._health_loop(), name=f"edge-health-{device}"),
                 tasks.create_task(self.commands.run(), name=f"edge-commands-{device}"),
-                *(tasks.create_task(self._supervise(role), name=f"edge-role-{device}-{role.name}")
-                  for role in self.roles.values()),
+                *(
+                    tasks.create_task(self._supervise(role), name=f"edge-role-{device}-{role.name}")
+                    for role in self.roles.values()
+                ),
             ]
             await self._stop.wait()
             for task in producers:  # nothing new is made once the link starts draining
@@ -200,8 +213,10 @@ class Agent:
             "dropped": self.outbox.dropped,
             "reconnects": self.link.reconnects,
         }
-        roles = {name: {**role.health(), "errors": self.role_errors.get(name, 0)}
-                 for name, role in self.roles.items()}
+        roles = {
+            name: {**role.health(), "errors": self.role_errors.get(name, 0)}
+            for name, role in self.roles.items()
+        }
         if roles:
             fields["roles"] = roles
         return fields
@@ -261,8 +276,9 @@ class Agent:
         return Reply({"restart": "agent"}, after=self.request_restart)
 
 
-async def run_agent(config: AgentConfig, *, stop: asyncio.Event | None = None,
-                    roles: Mapping[str, RoleSpec[Any]] = ROLES) -> int:
+async def run_agent(
+    config: AgentConfig, *, stop: asyncio.Event | None = None, roles: Mapping[str, RoleSpec[Any]] = ROLES
+) -> int:
     """Run one agent until `stop` is set (or a `reboot` command); its exit code (0, or
     EXIT_RESTART). Several can run in one event loop, each with its own state folder."""
     async with Agent(config, roles=roles) as agent:

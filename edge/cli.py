@@ -25,8 +25,12 @@ EXIT_FAILURE = 1
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="The IOC edge agent for a Raspberry Pi.")
     parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="TOML config file")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="least severe messages written to stderr (default: info)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe messages written to stderr (default: info)",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {edge.__version__}")
     return parser
 
@@ -41,8 +45,11 @@ async def _serve(config: AgentConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         config = load_config(args.config)
         return asyncio.run(_serve(config))

@@ -68,12 +68,13 @@ class CommandDesk:
         self.memory_path = memory_path
         self.handlers = dict(handlers)
         self.executed = 0
-        saved = read_json(memory_path, [])
+        saved = read_json(memory_path, [], if_corrupt=[])
         # id -> (status, detail); None while the command waits or runs.
         self._memory: OrderedDict[str, tuple[str, Detail] | None] = OrderedDict(
             (item["id"], (item["status"], item.get("detail")))
             for item in (saved if isinstance(saved, list) else [])
-            if isinstance(item, dict) and isinstance(item.get("id"), str)
+            if isinstance(item, dict)
+            and isinstance(item.get("id"), str)
             and isinstance(item.get("status"), str)
         )
         self._backlog: asyncio.Queue[_Accepted] = asyncio.Queue(maxsize=BACKLOG)
@@ -155,11 +156,14 @@ class CommandDesk:
             self._memory.popitem(last=False)
 
     def _save(self) -> None:
-        write_json(self.memory_path, [
-            {"id": cid, "status": result[0], "detail": result[1]}
-            for cid, result in self._memory.items()
-            if result is not None
-        ])
+        write_json(
+            self.memory_path,
+            [
+                {"id": cid, "status": result[0], "detail": result[1]}
+                for cid, result in self._memory.items()
+                if result is not None
+            ],
+        )
 
     def _refuse_malformed(self, payload: bytes, err: Exception) -> None:
         """Answer a malformed command if it has a usable id; otherwise it can only be logged."""

@@ -39,11 +39,13 @@ class DesiredState:
         self.path = path
         self.uplink = uplink
         self.consumers = list(consumers)
-        saved = read_json(path, None)
+        saved = read_json(path, None, if_corrupt=None)
         self.version: int | None = None
         self.doc: dict[str, Any] = {}
-        if isinstance(saved, dict) and isinstance(saved.get("version"), int) and isinstance(
-            saved.get("doc"), dict
+        if (
+            isinstance(saved, dict)
+            and isinstance(saved.get("version"), int)
+            and isinstance(saved.get("doc"), dict)
         ):
             self.version, self.doc = saved["version"], saved["doc"]
 

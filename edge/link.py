@@ -7,7 +7,9 @@ bounded time, publishes a death with reason `shutdown` and disconnects.
 """
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,7 +18,7 @@ import aiomqtt
 from edge.backoff import Backoff
 from edge.config import AgentConfig
 from edge.errors import EdgeError
-from edge.queue import Outbox, QueuedMessage
+from edge.queue import Outbox
 from edge.stamps import SessionCounter, Stamper
 from edge.uplink import QOS, encode
 from fleet.contract import device_topic
@@ -49,6 +51,7 @@ class Link:
         self.handlers = {device_topic(config.device_id, suffix): h for suffix, h in handlers.items()}
         self.connected = asyncio.Event()
         self.connections = 0
+        self._outage_reported = False
         self.backoff = Backoff(config.broker.backoff_min_s, config.broker.backoff_max_s)
 
     @property
@@ -63,18 +66,22 @@ class Link:
             try:
                 await self._connection(stop)
             except aiomqtt.MqttError as err:
-                log.warning("%s: broker connection failed: %s", device, err)
+                # One warning per outage; each further failed attempt only at debug level.
+                level = logging.DEBUG if self._outage_reported else logging.WARNING
+                log.log(level, "%s: broker connection failed: %s", device, err)
+                self._outage_reported = True
             except ExceptionGroup as group:
                 lost, others = group.split(aiomqtt.MqttError)
                 if others is not None or lost is None:
                     raise
                 log.warning("%s: broker connection lost: %s", device, lost.exceptions[0])
+                self._outage_reported = True
             finally:
                 self.connected.clear()
             if stop.is_set():
                 break
             delay = self.backoff.next_delay()
-            log.info("%s: reconnecting in %.1f s (%d queued)", device, delay, self.outbox.depth)
+            log.debug("%s: next attempt in %.1f s (%d queued)", device, delay, self.outbox.depth)
             try:
                 async with asyncio.timeout(delay):
                     await stop.wait()
@@ -83,7 +90,7 @@ class Link:
 
     def _client(self, ses: int) -> aiomqtt.Client:
         broker = self.config.broker
-        will = encode({"v": 1, "ses": ses, "ts": None, "reason": "lost"})
+        will = encode(self._death(ses, "lost", ts=None))
         client = aiomqtt.Client(
             broker.host,
             broker.port,
@@ -100,29 +107,52 @@ class Link:
         client.pending_calls_threshold = self.config.queue.inflight + 8
         return client
 
+    def _death(self, ses: int, reason: str, *, ts: int | None) -> dict[str, Any]:
+        return {**self.stamper.presence(ses), "ts": ts, "reason": reason}
+
     async def _connection(self, stop: asyncio.Event) -> None:
         ses = self.session.next_session()
         device = self.config.device_id
+        death_topic = device_topic(device, "death")
         async with self._client(ses) as client:
-            self.stamper.open_stream(ses)
-            self.connections += 1
-            birth = {**self.stamper.presence(ses), **self.birth_fields(), "next_seq": self.stamper.next_seq}
-            await client.publish(device_topic(device, "birth"), encode(birth), qos=QOS, retain=True)
-            await client.subscribe([(topic, QOS) for topic in self.handlers])
-            self.backoff.reset()
-            self.connected.set()
-            log.info("%s: connected to %s, stream %d, %d queued", device, self.config.broker.url, ses,
-                     self.outbox.depth)
-            async with asyncio.TaskGroup() as tasks:
-                receiving = tasks.create_task(self._receive(client), name=f"edge-receive-{device}")
-                sending = tasks.create_task(self._send(client), name=f"edge-send-{device}")
-                await stop.wait()
-                await self._drain()
-                receiving.cancel()
-                sending.cancel()
-            death = {**self.stamper.presence(ses), "reason": "shutdown"}
-            await client.publish(device_topic(device, "death"), encode(death), qos=QOS, retain=True)
+            try:
+                await self._session(client, ses, stop)
+            except BaseException:
+                # Leaving the client's context disconnects cleanly, and the broker then drops
+                # the will: say `lost` ourselves (best effort; on a dead connection this fails).
+                with contextlib.suppress(aiomqtt.MqttError):
+                    death = self._death(ses, "lost", ts=self.stamper.now_ms())
+                    await client.publish(death_topic, encode(death), qos=QOS, retain=True, timeout=1)
+                raise
+            death = self._death(ses, "shutdown", ts=self.stamper.now_ms())
+            await client.publish(death_topic, encode(death), qos=QOS, retain=True)
             log.info("%s: said goodbye (stream %d, %d still queued)", device, ses, self.outbox.depth)
+
+    async def _session(self, client: aiomqtt.Client, ses: int, stop: asyncio.Event) -> None:
+        """One connection's life: birth, subscriptions, then send and receive until `stop`."""
+        device = self.config.device_id
+        self.stamper.open_stream(ses)
+        self.connections += 1
+        birth = {**self.stamper.presence(ses), **self.birth_fields(), "next_seq": self.stamper.next_seq}
+        await client.publish(device_topic(device, "birth"), encode(birth), qos=QOS, retain=True)
+        await client.subscribe([(topic, QOS) for topic in self.handlers])
+        self.backoff.reset()
+        self._outage_reported = False
+        self.connected.set()
+        log.info(
+            "%s: connected to %s, stream %d, %d queued",
+            device,
+            self.config.broker.url,
+            ses,
+            self.outbox.depth,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            receiving = tasks.create_task(self._receive(client), name=f"edge-receive-{device}")
+            sending = tasks.create_task(self._send(client), name=f"edge-send-{device}")
+            await stop.wait()
+            await self._drain()
+            receiving.cancel()
+            sending.cancel()
 
     async def _drain(self) -> None:
         """Give the sender a bounded time to empty the queue before a clean disconnect."""
@@ -135,38 +165,61 @@ class Link:
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             handler = self.handlers.get(message.topic.value)
-            if handler is None or not isinstance(message.payload, bytes | bytearray):
+            # An empty payload is the fleet clearing a retained message: nothing to do.
+            if handler is None or not isinstance(message.payload, bytes | bytearray) or not message.payload:
                 continue
             try:
                 handler(bytes(message.payload))
             except EdgeError as err:
-                log.error("%s: could not handle a message on %s: %s", self.config.device_id,
-                          message.topic.value, err)
+                log.error(
+                    "%s: could not handle a message on %s: %s",
+                    self.config.device_id,
+                    message.topic.value,
+                    err,
+                )
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        """Publish queued messages in order, `inflight` at a time; remove them once acknowledged."""
+        """Publish queued messages in order, keeping up to `inflight` awaiting their PUBACK.
+
+        A sliding window, not batches: a new message goes out as soon as the oldest is
+        acknowledged, so the link never idles waiting for the last PUBACK of a batch (which a
+        broker without TCP_NODELAY holds back for tens of milliseconds). Only the acknowledged
+        head leaves the queue: whatever follows a missing PUBACK is sent again on the next
+        connection, so a replay stays in order (at least once; the fleet drops duplicates).
+        """
         window = self.config.queue.inflight
-        while True:
-            batch = self.outbox.peek(window)
-            if not batch:
-                await self.outbox.not_empty.wait()
-                continue
-            await self._publish_batch(client, batch)
-
-    async def _publish_batch(self, client: aiomqtt.Client, batch: list[QueuedMessage]) -> None:
-        acked = [False] * len(batch)
-
-        async def publish(index: int, message: QueuedMessage) -> None:
-            await client.publish(message.topic, message.payload, qos=message.qos)
-            acked[index] = True
-
+        inflight: deque[tuple[int, asyncio.Task[None]]] = deque()
+        appended: asyncio.Task[bool] | None = None
+        last_sent = 0
         try:
-            async with asyncio.TaskGroup() as tasks:
-                for index, message in enumerate(batch):
-                    tasks.create_task(publish(index, message))
+            while True:
+                acked_through = 0
+                while inflight and inflight[0][1].done():
+                    message_id, publishing = inflight.popleft()
+                    publishing.result()  # a failed publish ends the connection
+                    acked_through = message_id
+                if acked_through:
+                    self.outbox.ack_through(acked_through)
+                room = window - len(inflight)
+                if room:
+                    self.outbox.appended.clear()
+                    batch = self.outbox.peek(room, after=last_sent)
+                    for message in batch:
+                        publish = client.publish(message.topic, message.payload, qos=message.qos)
+                        inflight.append((message.id, asyncio.create_task(publish)))
+                    if batch:
+                        last_sent = batch[-1].id
+                        room -= len(batch)
+                wake: set[asyncio.Future[Any]] = set()
+                if inflight:
+                    wake.add(inflight[0][1])
+                if room:
+                    if appended is None or appended.done():
+                        appended = asyncio.create_task(self.outbox.appended.wait())
+                    wake.add(appended)
+                await asyncio.wait(wake, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            # Only the acknowledged head leaves the queue: whatever follows a missing PUBACK is
-            # sent again on the next connection, so the replay stays in order (at least once).
-            head = next((i for i, ok in enumerate(acked) if not ok), len(acked))
-            if head:
-                self.outbox.ack_through(batch[head - 1].id)
+            for _, publishing in inflight:
+                publishing.cancel()
+            if appended is not None:
+                appended.cancel()

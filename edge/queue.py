@@ -63,8 +63,9 @@ class Outbox:
         self._pending_writes = 0
         self._commit_scheduled = False
         self._closed = False
-        # Set while messages wait / while none do: what the sender and a draining stop wait on.
-        self.not_empty = asyncio.Event()
+        # `appended`: set by every append, cleared by the sender before it looks for more.
+        # `empty`: set while no message waits (what a draining stop waits for).
+        self.appended = asyncio.Event()
         self.empty = asyncio.Event()
         if self._depth > max_messages:  # the bound was lowered since the last run
             self._begin()
@@ -121,13 +122,14 @@ class Outbox:
             self._drop_oldest(self._depth - self.max_messages + 1)
         self._conn.execute("INSERT INTO outbox (topic, payload, qos) VALUES (?, ?, ?)", (topic, payload, qos))
         self._depth += 1
+        self.appended.set()
         self._signal()
         self._wrote()
 
-    def peek(self, limit: int) -> list[QueuedMessage]:
-        """Up to `limit` messages from the head, oldest first; they stay queued until acked."""
+    def peek(self, limit: int, *, after: int = 0) -> list[QueuedMessage]:
+        """Up to `limit` messages with an id above `after`, oldest first; they stay until acked."""
         rows = self._conn.execute(
-            "SELECT id, topic, payload, qos FROM outbox ORDER BY id LIMIT ?", (limit,)
+            "SELECT id, topic, payload, qos FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
         ).fetchall()
         return [QueuedMessage(int(i), str(t), bytes(p), int(q)) for i, t, p, q in rows]
 
@@ -154,10 +156,8 @@ class Outbox:
 
     def _signal(self) -> None:
         if self._depth:
-            self.not_empty.set()
             self.empty.clear()
         else:
-            self.not_empty.clear()
             self.empty.set()
 
     def _begin(self) -> None:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.errors import StateError
-from edge.statefile import read_json, write_json
+from edge.statefile import read_json, set_aside, write_json
 from fleet.contract import CONTRACT_VERSION
 
 # A Pi has no real-time clock: until NTP sets it, it starts near its last shutdown or at 1970.
@@ -25,6 +24,13 @@ def wall_clock_ms() -> int | None:
     """Unix time in milliseconds, or None while the clock is evidently not set."""
     now = time.time_ns() // 1_000_000
     return now if now >= CLOCK_VALID_AFTER_MS else None
+
+
+def _is_counter(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(value.get(key), int) and not isinstance(value.get(key), bool) and value[key] >= 0
+        for key in ("ses", "boots")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +46,18 @@ class SessionCounter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        saved = read_json(path, {"ses": 0, "boots": 0})
-        try:
-            self._ses = int(saved["ses"])
-            self._boots = int(saved["boots"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise StateError(f"{path}: not a session counter file") from err
+        saved = read_json(path, {"ses": 0, "boots": 0}, if_corrupt=None)
+        if saved is not None and not _is_counter(saved):
+            set_aside(path, "not a session counter")
+            saved = None
+        if saved is None:
+            # The counter is lost. Restarting it at 0 would reuse (ses, seq) stamps the fleet
+            # has seen, and it would drop new messages as duplicates; the clock in seconds is
+            # above any value a counter that started at 0 can have reached.
+            now = wall_clock_ms()
+            saved = {"ses": now // 1000 if now is not None else 0, "boots": 0}
+        self._ses: int = saved["ses"]
+        self._boots: int = saved["boots"]
 
     @property
     def current(self) -> int:

@@ -6,21 +6,43 @@ desired-state document, the recent command results and the store-and-forward que
 
 import fcntl
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from edge.errors import StateError
 
+log = logging.getLogger(__name__)
 
-def read_json(path: Path, default: Any) -> Any:
-    """The file's JSON value, or `default` when the file does not exist."""
+
+def read_json(path: Path, default: Any, *, if_corrupt: Any = None) -> Any:
+    """The file's JSON value; `default` when the file does not exist.
+
+    A file that is not JSON (a failing SD card) must not keep an unattended device down: it is
+    renamed `<name>.corrupt-<time>` for a post-mortem, and `if_corrupt` is returned.
+    """
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return default
-    except (OSError, ValueError) as err:
-        raise StateError(f"cannot read {path}: {err}") from err
+    except ValueError as err:
+        set_aside(path, str(err))
+        return if_corrupt
+    except OSError as err:
+        raise StateError(f"cannot read {path}: {err.strerror or err}") from err
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename a damaged state file out of the way (keeping it) and log it."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    log.error("state file %s is damaged (%s); moved it to %s", path, why, aside)
+    try:
+        path.rename(aside)
+    except OSError as err:
+        raise StateError(f"cannot move damaged {path} aside: {err.strerror or err}") from err
+    return aside
 
 
 def write_json(path: Path, value: Any) -> None:

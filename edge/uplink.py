@@ -47,10 +47,23 @@ class Uplink:
     def telemetry(self, role: str, readings: Mapping[str, float]) -> None:
         self.emit("telemetry", {"role": role, "r": dict(readings)})
 
-    def event(self, *, event_id: str, event_type: str, phase: str, category: str,
-              data: Mapping[str, Any], snapshot: Mapping[str, Any] | None = None) -> None:
-        fields: dict[str, Any] = {"id": event_id, "type": event_type, "phase": phase, "category": category,
-                                  "data": dict(data)}
+    def event(
+        self,
+        *,
+        event_id: str,
+        event_type: str,
+        phase: str,
+        category: str,
+        data: Mapping[str, Any],
+        snapshot: Mapping[str, Any] | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "id": event_id,
+            "type": event_type,
+            "phase": phase,
+            "category": category,
+            "data": dict(data),
+        }
         if snapshot is not None:
             fields["snapshot"] = dict(snapshot)
         self.emit("event", fields)

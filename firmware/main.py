@@ -63,7 +63,7 @@ class Boot:
 def _run():
     boot = Boot()
     if boot.switched_from:
-        print("boot: slot", boot.switched_from, "failed", MAX_TRIES, "boots; switching to", boot.slot)
+        print("boot: leaving slot", boot.switched_from, "(failed boots or no app) for", boot.slot)
     print("boot: slot", boot.slot, "try", boot.tries)
     sys.path.insert(0, "app_" + boot.slot)
     try:

@@ -14,7 +14,7 @@ class DeviceStatus(StrEnum):
 
 
 class Device(Model):
-    id = fields.CharField(pk=True, max_length=63)
+    id = fields.CharField(primary_key=True, max_length=63)
     kind = fields.CharField(max_length=16, null=True)  # pi | esp32, from the registry or the birth
     name = fields.CharField(max_length=120, default="")
     ward = fields.CharField(max_length=80, default="", db_index=True)
@@ -52,7 +52,7 @@ class Device(Model):
 
 
 class HealthRecord(Model):
-    id = fields.BigIntField(pk=True)
+    id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
     ses = fields.BigIntField()
     seq = fields.BigIntField()
@@ -67,7 +67,7 @@ class HealthRecord(Model):
 
 
 class TelemetryRecord(Model):
-    id = fields.BigIntField(pk=True)
+    id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
     ses = fields.BigIntField()
     seq = fields.BigIntField()
@@ -85,7 +85,7 @@ class TelemetryRecord(Model):
 
 
 class EventRecord(Model):
-    id = fields.BigIntField(pk=True)
+    id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
     ses = fields.BigIntField()
     seq = fields.BigIntField()
@@ -108,7 +108,7 @@ class EventRecord(Model):
 class SeqStream(Model):
     """The highest `seq` seen in one (device, ses) stream: what dedupe and gap detection need."""
 
-    id = fields.BigIntField(pk=True)
+    id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
     ses = fields.BigIntField()
     max_seq = fields.BigIntField()
@@ -125,7 +125,7 @@ class SeqStream(Model):
 class SeqGap(Model):
     """Missing `seq` numbers [first, last] in a stream; shrinks as late messages fill it."""
 
-    id = fields.BigIntField(pk=True)
+    id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63, db_index=True)
     ses = fields.BigIntField()
     first_seq = fields.BigIntField()
@@ -139,7 +139,7 @@ class SeqGap(Model):
 
 
 class Command(Model):
-    id = fields.CharField(pk=True, max_length=64)
+    id = fields.CharField(primary_key=True, max_length=64)
     device_id = fields.CharField(max_length=63, db_index=True)
     name = fields.CharField(max_length=64)
     args = fields.JSONField()
@@ -156,7 +156,7 @@ class Command(Model):
 class RejectedMessage(Model):
     """A bounded record of recent refused messages, for ops to see what is sending garbage."""
 
-    id = fields.BigIntField(pk=True)
+    id = fields.BigIntField(primary_key=True)
     at = fields.DatetimeField()
     topic = fields.CharField(max_length=256)
     reason = fields.CharField(max_length=32)

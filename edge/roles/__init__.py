@@ -11,8 +11,10 @@ from typing import Any
 from edge.roles.base import Role, RoleContext, RoleSettings, RoleSpec
 from edge.roles.sim import SimRole, SimSettings
 
-ROLES: Mapping[str, RoleSpec[Any]] = MappingProxyType({
-    "sim": RoleSpec(SimSettings, SimRole),
-})
+ROLES: Mapping[str, RoleSpec[Any]] = MappingProxyType(
+    {
+        "sim": RoleSpec(SimSettings, SimRole),
+    }
+)
 
 __all__ = ["ROLES", "Role", "RoleContext", "RoleSettings", "RoleSpec"]

@@ -50,11 +50,25 @@ class RoleContext:
         """Send named readings (numbers) as one telemetry message tagged with this role."""
         self._uplink.telemetry(self.name, readings)
 
-    def event(self, *, event_id: str, event_type: str, phase: str, category: str,
-              data: Mapping[str, Any], snapshot: Mapping[str, Any] | None = None) -> None:
+    def event(
+        self,
+        *,
+        event_id: str,
+        event_type: str,
+        phase: str,
+        category: str,
+        data: Mapping[str, Any],
+        snapshot: Mapping[str, Any] | None = None,
+    ) -> None:
         """Send an event; `snapshot` is a reference to a stored image, never its bytes."""
-        self._uplink.event(event_id=event_id, event_type=event_type, phase=phase, category=category,
-                           data=data, snapshot=snapshot)
+        self._uplink.event(
+            event_id=event_id,
+            event_type=event_type,
+            phase=phase,
+            category=category,
+            data=data,
+            snapshot=snapshot,
+        )
 
 
 class Role(abc.ABC):

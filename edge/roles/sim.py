@@ -71,9 +71,13 @@ class SimRole(Role):
 
     def _event(self, phase: str) -> None:
         assert self._alert_id is not None
-        self.context.event(event_id=self._alert_id, event_type="air_quality", phase=phase,
-                           category="other",
-                           data={"pm25": round(self._pm25, 1), "threshold": self.settings.pm25_alert})
+        self.context.event(
+            event_id=self._alert_id,
+            event_type="air_quality",
+            phase=phase,
+            category="other",
+            data={"pm25": round(self._pm25, 1), "threshold": self.settings.pm25_alert},
+        )
         self.events_sent += 1
 
     def health(self) -> dict[str, Number]:

@@ -19,6 +19,7 @@ from version import FW
 TICK_MS = 200  # longest idle wait of the loop: commands wake it at once, timers within a tick
 FLUSH_PER_TICK = 8  # buffered messages sent per loop turn, so a backlog cannot stall the loop
 REBOOT_GRACE_MS = 5000  # how long a requested reboot waits for its answer to be sent
+MAX_SHORT_TURNS = 3  # loop turns in a row that may run out of heap before the app gives up
 
 
 def log(msg):
@@ -134,9 +135,21 @@ class Device:
 
     def run(self):
         self.desired.restore()
+        short = 0
         try:
             while True:
-                self._turn()
+                try:
+                    self._turn()
+                    short = 0
+                except MemoryError:
+                    # A turn that ran out of heap is given up; the link goes too, as a packet may
+                    # be half read. Out of heap turn after turn is a crash (the boot stage resets).
+                    short += 1
+                    if short > MAX_SHORT_TURNS:
+                        raise
+                    log("out of heap; turn abandoned")
+                    self.link.lost("out of heap")
+                    gc.collect()
         except KeyboardInterrupt:
             log("stopping")
         self.shutdown()

@@ -6,6 +6,8 @@ import time
 import contract
 from mqtt import MQTTClient
 
+WIFI_POLL_MS = 1000  # how often a device without wifi looks at it again
+
 
 class Backoff:
     # Delays double from min_ms to max_ms; each is drawn from [d/2, d] ("equal jitter") so a
@@ -59,8 +61,9 @@ class Link:
         # are in place, so a birth also says "ready for commands". Returns the new ses, or None
         # (the next attempt is then scheduled by the backoff).
         if not self.hal.wifi_up():
+            # The radio retries by itself; look again soon, without growing the broker backoff.
             self.hal.wifi_start()
-            self._retry(now, "wifi not up")
+            self._next_try = time.ticks_add(now, WIFI_POLL_MS)
             return None
         cfg = self.cfg
         ses = self.counters.ses_for_connect()

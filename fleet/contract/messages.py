@@ -92,7 +92,7 @@ SCHEMAS: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
         {"cpu_pct": _number, "mem_pct": _number, "disk_pct": _number, "temp_c": _number,
          "heap_free": _nonneg_int, "heap_min": _nonneg_int, "heap_max_block": _nonneg_int,
          "rssi": _int, "reset": _str, "queue": _nonneg_int, "dropped": _nonneg_int,
-         "reconnects": _nonneg_int,
+         "reconnects": _nonneg_int, "sys_up_s": _nonneg_int, "roles": _obj,
          "loop_ms": _nonneg_int},
     ),
     "telemetry": ({**_ENVELOPE, "role": _str, "r": _readings}, {}),

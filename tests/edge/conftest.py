@@ -1,16 +1,15 @@
 """Fixtures for the edge agent's tests: a config against the private broker, observers."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge.config import AgentConfig, parse_config
+from tests.edge.helpers import ConfigFactory
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
-
-ConfigFactory = Callable[..., AgentConfig]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

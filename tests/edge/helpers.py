@@ -5,17 +5,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.config import AgentConfig
 from tests.support.mqtt_probe import Probe
 from tests.support.wait import async_wait_for
 
+# The `edge_config` fixture: make(**overrides) -> a config on the private broker.
+ConfigFactory = Callable[..., AgentConfig]
 
-async def until(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+
+async def until(condition: Callable[[], Any], what: str, within: float = 15.0) -> Any:
     """Wait, without blocking the event loop the agent runs in, until `condition()` is truthy."""
 
     async def check() -> Any:
         return condition()
 
-    return await async_wait_for(check, timeout=timeout, what=what)
+    return await async_wait_for(check, timeout=within, what=what)
 
 
 def numbered(probe: Probe, suffix: str) -> list[dict[str, Any]]:

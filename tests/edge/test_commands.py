@@ -4,21 +4,28 @@ import time
 
 from edge.agent import EXIT_RESTART, Agent
 from fleet.contract import make_command
-from tests.edge.conftest import ConfigFactory
-from tests.edge.helpers import results_for, until
+from tests.edge.helpers import ConfigFactory, results_for, until
 from tests.support.mqtt_probe import Probe
 
 
-def send(probe: Probe, device_id: str, command_id: str, name: str, args: dict | None = None,
-         *, expires_in_s: float = 60) -> None:
+def send(
+    probe: Probe,
+    device_id: str,
+    command_id: str,
+    name: str,
+    args: dict | None = None,
+    *,
+    expires_in_s: float = 60,
+) -> None:
     exp = int((time.time() + expires_in_s) * 1000)
     topic, payload = make_command(device_id, command_id, name, args or {}, exp)
     probe.publish(topic, payload)
 
 
 async def answer(probe: Probe, command_id: str, count: int = 1) -> list[dict]:
-    return await until(lambda: len(r := results_for(probe, command_id)) >= count and r,
-                       f"{count} result(s) for {command_id}")
+    return await until(
+        lambda: len(r := results_for(probe, command_id)) >= count and r, f"{count} result(s) for {command_id}"
+    )
 
 
 async def test_ping_is_answered_ok(edge_config: ConfigFactory, probe: Probe, device_id: str) -> None:
@@ -89,7 +96,9 @@ async def test_malformed_command_with_an_id_is_answered_error(
     assert result["status"] == "error" and "malformed" in result["detail"]
 
 
-async def test_role_command_reaches_the_role(edge_config: ConfigFactory, probe: Probe, device_id: str) -> None:
+async def test_role_command_reaches_the_role(
+    edge_config: ConfigFactory, probe: Probe, device_id: str
+) -> None:
     async with Agent(edge_config(roles={"sim": {"pm25_alert": 55}})) as agent:
         await until(agent.link.connected.is_set, "the agent to connect")
         send(probe, device_id, "c-spike", "sim.spike", {"pm25": 300})

@@ -32,11 +32,14 @@ def test_the_example_config_is_valid() -> None:
 
 
 def test_written_config_reads_back_the_same(tmp_path: Path) -> None:
-    config = parse_config({
-        "device_id": "pi-w-1", "state_dir": str(tmp_path / "s"),
-        "broker": {"url": "mqtt://10.0.0.2:1884", "username": "pi-w-1", "password": 'p"w\\x'},
-        "roles": {"sim": {"period_s": 0.25}},
-    })
+    config = parse_config(
+        {
+            "device_id": "pi-w-1",
+            "state_dir": str(tmp_path / "s"),
+            "broker": {"url": "mqtt://10.0.0.2:1884", "username": "pi-w-1", "password": 'p"w\\x'},
+            "roles": {"sim": {"period_s": 0.25}},
+        }
+    )
     path = write_config(config, tmp_path / "c" / "agent.toml")
     again = load_config(path)
     assert again == config
@@ -78,8 +81,9 @@ def test_bad_files_are_one_clear_error(tmp_path: Path, text: str, expected: str)
 def test_cli_missing_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = run_cli(*agent_command(tmp_path / "nope.toml"))
     assert done.returncode == 2
-    assert done.stderr.splitlines() == [f"edge-agent: cannot read config {tmp_path / 'nope.toml'}: "
-                                        "No such file or directory"]
+    assert done.stderr.splitlines() == [
+        f"edge-agent: cannot read config {tmp_path / 'nope.toml'}: No such file or directory"
+    ]
 
 
 def test_cli_bad_device_id_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -109,8 +113,10 @@ def test_cli_bad_role_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_cli_error_never_shows_the_password(tmp_path: Path) -> None:
     secret = "hunter2-very-secret"
-    path = write(tmp_path, f'device_id = "pi-1"\nstate_dir = "s"\n[broker]\npassword = "{secret}"\n'
-                           'keepalive_s = "soon"\n')
+    path = write(
+        tmp_path,
+        f'device_id = "pi-1"\nstate_dir = "s"\n[broker]\npassword = "{secret}"\nkeepalive_s = "soon"\n',
+    )
     done = run_cli(*agent_command(path))
     assert done.returncode == 2
     assert "keepalive_s" in done.stderr

@@ -4,8 +4,7 @@ import json
 
 from edge.agent import Agent
 from fleet.contract import make_desired
-from tests.edge.conftest import ConfigFactory
-from tests.edge.helpers import numbered, until
+from tests.edge.helpers import ConfigFactory, numbered, until
 from tests.support.mqtt_probe import Probe
 
 
@@ -29,8 +28,9 @@ async def test_desired_state_is_applied_stored_reported_and_survives_a_restart(
     async with Agent(edge_config()) as restarted:
         assert restarted.health_period_s == 7, "runs from the stored copy before any connection"
         await until(restarted.link.connected.is_set, "the agent to reconnect")
-        births = await until(lambda: [b for b in probe.payloads("birth") if b["boot"]["n"] == 2],
-                             "the second birth")
+        births = await until(
+            lambda: [b for b in probe.payloads("birth") if b["boot"]["n"] == 2], "the second birth"
+        )
         assert births[0]["period_s"] == 7
 
 
@@ -44,8 +44,9 @@ async def test_bad_newer_version_is_rejected_and_the_old_one_kept(
         probe.publish(*make_desired(device_id, 4, {"health_period_s": "often"}), retain=True)
         await until(lambda: len(reports(probe)) >= 2, "the report of version 4")
         probe.publish(*make_desired(device_id, 2, {"health_period_s": 60}), retain=True)
-        applied, rejected, older = await until(lambda: len(r := reports(probe)) >= 3 and r,
-                                               "the report of version 2")
+        applied, rejected, older = await until(
+            lambda: len(r := reports(probe)) >= 3 and r, "the report of version 2"
+        )
         assert agent.health_period_s == 5
     assert (applied["version"], applied["status"]) == (3, "applied")
     assert (rejected["version"], rejected["status"]) == (4, "rejected")

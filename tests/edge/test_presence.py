@@ -1,17 +1,21 @@
 """Birth, health and death against a real private Mosquitto, in process and as a real process."""
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from edge.agent import Agent
 from edge.config import write_config
+from edge.errors import StateError
+from edge.launch import run_agents, sim_config
 from fleet.contract import parse_upstream
 from fleet.contract.examples import valid_examples
-from tests.edge.conftest import ConfigFactory
-from tests.edge.helpers import agent_command, numbered, until
+from tests.edge.helpers import ConfigFactory, agent_command, numbered, until
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
 from tests.support.wait import wait_for
@@ -20,8 +24,8 @@ EXAMPLES = valid_examples()
 
 
 def received(probe: Probe, suffix: str) -> list[tuple[dict, bool]]:
-    with probe._lock:
-        return [(json.loads(p), r) for t, p, r in probe.messages if t.endswith("/" + suffix) and p]
+    """(payload, retained flag) of the messages on `suffix`."""
+    return [(json.loads(p), r) for t, p, r in list(probe.messages) if t.endswith("/" + suffix) and p]
 
 
 async def test_retained_birth_carries_the_connection_stream(
@@ -60,9 +64,7 @@ async def test_health_comes_on_its_period_with_growing_seq(
     assert last["roles"]["sim"]["readings"] >= 1
 
 
-async def test_clean_stop_publishes_a_shutdown_death(
-    edge_config: ConfigFactory, probe: Probe
-) -> None:
+async def test_clean_stop_publishes_a_shutdown_death(edge_config: ConfigFactory, probe: Probe) -> None:
     async with Agent(edge_config()) as agent:
         await until(agent.link.connected.is_set, "the agent to connect")
         ses = agent.stamper.ses
@@ -105,3 +107,26 @@ def test_sigterm_stops_the_process_cleanly(edge_config: ConfigFactory, probe: Pr
             process.kill()
     death = wait_for(lambda: probe.payloads("death"), what="the death")[-1]
     assert death["reason"] == "shutdown" and death["ses"] == birth["ses"]
+
+
+async def test_one_agent_per_state_folder(edge_config: ConfigFactory) -> None:
+    config = edge_config()
+    async with Agent(config):
+        second = Agent(config)
+        with pytest.raises(StateError, match="in use by another agent"):
+            second.open()
+
+
+async def test_several_agents_run_in_one_process(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    ids = [f"t-multi-{n}" for n in range(3)]
+    watcher = Probe(mosquitto.port, "ioc/v1/d/+/birth")
+    stop = asyncio.Event()
+    try:
+        configs = [sim_config(i, mosquitto.url, tmp_path / i, health_period_s=5) for i in ids]
+        running = asyncio.create_task(run_agents(configs, stop))
+        births = await until(lambda: len(b := {t for t, _, _ in watcher.messages}) == 3 and b, "3 births")
+        stop.set()
+        assert await running == [0, 0, 0]
+    finally:
+        watcher.close()
+    assert births == {f"ioc/v1/d/{i}/birth" for i in ids}

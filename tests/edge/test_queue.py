@@ -93,13 +93,21 @@ def test_a_corrupt_file_is_set_aside_and_an_empty_queue_starts(tmp_path: Path) -
     assert len(list(tmp_path.glob("q.sqlite3.corrupt-*"))) == 1
 
 
-async def test_events_follow_the_depth(tmp_path: Path) -> None:
+async def test_events_follow_appends_and_the_depth(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "q.sqlite3", max_messages=10)
-    assert outbox.empty.is_set() and not outbox.not_empty.is_set()
+    assert outbox.empty.is_set() and not outbox.appended.is_set()
     fill(outbox, range(3))
-    assert outbox.not_empty.is_set() and not outbox.empty.is_set()
+    assert outbox.appended.is_set() and not outbox.empty.is_set()
     outbox.ack_through(outbox.peek(3)[-1].id)
-    assert outbox.empty.is_set() and not outbox.not_empty.is_set()
+    assert outbox.empty.is_set()
+
+
+def test_peek_after_an_id_skips_what_was_already_sent(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "q.sqlite3", max_messages=100)
+    fill(outbox, range(10))
+    first = outbox.peek(4)
+    rest = outbox.peek(100, after=first[-1].id)
+    assert [int(m.payload) for m in rest] == list(range(4, 10))
 
 
 def test_bound_must_be_positive(tmp_path: Path) -> None:

@@ -11,8 +11,7 @@ from edge.commands import CommandHandler, Reply
 from edge.errors import ConfigError, DesiredStateError
 from edge.roles import ROLES, Role, RoleContext, RoleSettings, RoleSpec
 from fleet.contract import make_command, make_desired
-from tests.edge.conftest import ConfigFactory
-from tests.edge.helpers import numbered, results_for, until
+from tests.edge.helpers import ConfigFactory, numbered, results_for, until
 from tests.support.mqtt_probe import Probe
 
 
@@ -73,11 +72,15 @@ async def test_a_role_emits_reports_health_takes_commands_and_desired_state(
     async with Agent(config, roles=TEST_ROLES) as agent:
         role = agent.roles["counter"]
         assert isinstance(role, CounterRole)
-        await until(lambda: [t for t in numbered(probe, "telemetry") if t["role"] == "counter"],
-                    "the role's telemetry after its restart")
+        await until(
+            lambda: [t for t in numbered(probe, "telemetry") if t["role"] == "counter"],
+            "the role's telemetry after its restart",
+        )
         assert role.runs == 2, "a failed role is restarted"
 
-        topic, payload = make_command(device_id, "c-reset", "counter.reset", {}, 4_102_444_800_000)  # year 2100
+        topic, payload = make_command(
+            device_id, "c-reset", "counter.reset", {}, 4_102_444_800_000
+        )  # year 2100
         probe.publish(topic, payload)
         (result,) = await until(lambda: results_for(probe, "c-reset"), "the role command's result")
         assert result["status"] == "ok" and result["detail"] == {"count": 0}
@@ -86,8 +89,14 @@ async def test_a_role_emits_reports_health_takes_commands_and_desired_state(
         await until(lambda: numbered(probe, "state/reported"), "the report")
         assert role.step == 5
 
-        health = await until(lambda: [h for h in numbered(probe, "health") if "counter" in h.get("roles", {})
-                                      and h["roles"]["counter"]["errors"] == 1], "health with the role")
+        health = await until(
+            lambda: [
+                h
+                for h in numbered(probe, "health")
+                if "counter" in h.get("roles", {}) and h["roles"]["counter"]["errors"] == 1
+            ],
+            "health with the role",
+        )
         assert "count" in health[-1]["roles"]["counter"]
     assert role.cancelled, "the role's run is cancelled on shutdown"
 
@@ -97,7 +106,9 @@ async def test_a_role_refusing_desired_state_rejects_the_whole_document(
 ) -> None:
     async with Agent(edge_config(roles={"counter": {}}), roles=TEST_ROLES) as agent:
         await until(agent.link.connected.is_set, "the agent to connect")
-        probe.publish(*make_desired(device_id, 1, {"health_period_s": 9, "counter": {"step": 0}}), retain=True)
+        probe.publish(
+            *make_desired(device_id, 1, {"health_period_s": 9, "counter": {"step": 0}}), retain=True
+        )
         (report,) = await until(lambda: numbered(probe, "state/reported"), "the report")
         assert agent.health_period_s == 1, "nothing of a rejected document is applied"
     assert report["status"] == "rejected" and "counter.step" in report["error"]

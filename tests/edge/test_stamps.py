@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from edge.backoff import Backoff
-from edge.errors import StateError
 from edge.stamps import CLOCK_VALID_AFTER_MS, SessionCounter, Stamper
 
 
@@ -21,11 +20,16 @@ def test_session_counter_grows_across_starts_and_connections(tmp_path: Path) -> 
     assert SessionCounter(path).current == connection, "saved before it is used"
 
 
-def test_a_damaged_session_file_is_a_state_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ['{"ses": "x"}', "{not json", '{"ses": -1, "boots": 2}'])
+def test_a_damaged_session_file_restarts_the_counter_above_any_old_value(
+    tmp_path: Path, content: str
+) -> None:
     path = tmp_path / "session.json"
-    path.write_text('{"ses": "x"}')
-    with pytest.raises(StateError, match="session"):
-        SessionCounter(path)
+    path.write_text(content)
+    boot = SessionCounter(path).start()
+    assert boot.ses > 1_700_000_000, "seeded from the clock, so old (ses, seq) stamps are not reused"
+    assert len(list(tmp_path.glob("session.json.corrupt-*"))) == 1, "kept for a post-mortem"
+    assert SessionCounter(path).current == boot.ses
 
 
 def test_each_stream_numbers_from_zero() -> None:

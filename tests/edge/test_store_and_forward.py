@@ -6,6 +6,7 @@ observer must end up with every (ses, seq) the agent stamped, each stream in ord
 """
 
 import asyncio
+import json
 import os
 from collections import defaultdict
 from collections.abc import Iterator
@@ -16,8 +17,7 @@ import pytest
 
 from edge.agent import Agent
 from edge.roles.sim import SimRole
-from tests.edge.conftest import ConfigFactory
-from tests.edge.helpers import until
+from tests.edge.helpers import ConfigFactory, until
 from tests.edge.session_probe import SessionProbe
 from tests.support.mosquitto import Mosquitto
 
@@ -63,12 +63,17 @@ def check_streams(arrivals: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         first_seen[body["ses"]].append(body["seq"])
     missing = {ses: sorted(set(range(max(seqs) + 1)) - set(seqs)) for ses, seqs in first_seen.items()}
     out_of_order = [ses for ses, seqs in first_seen.items() if seqs != sorted(seqs)]
-    return {"unique": len(seen), "duplicates": duplicates, "streams": sorted(first_seen),
-            "missing": {s: m for s, m in missing.items() if m}, "out_of_order": out_of_order}
+    return {
+        "unique": len(seen),
+        "duplicates": duplicates,
+        "streams": sorted(first_seen),
+        "missing": {s: m for s, m in missing.items() if m},
+        "out_of_order": out_of_order,
+    }
 
 
 async def test_broker_restart_loses_nothing_and_replays_in_order(
-    edge_config: ConfigFactory, mosquitto: Mosquitto, observer: SessionProbe
+    edge_config: ConfigFactory, mosquitto: Mosquitto, observer: SessionProbe, artifacts_dir: Path
 ) -> None:
     config = edge_config(roles={"sim": {"period_s": 0.005}}, health_period_s=1)
     async with Agent(config) as agent:
@@ -79,25 +84,42 @@ async def test_broker_restart_loses_nothing_and_replays_in_order(
         await asyncio.to_thread(mosquitto.stop)
         await until(lambda: not agent.link.connected.is_set(), "the agent to notice the outage")
         depth_before = agent.outbox.depth
-        await until(lambda: agent.outbox.depth >= depth_before + OUTAGE_MESSAGES,
-                    "the queue to grow during the outage")
+        await until(
+            lambda: agent.outbox.depth >= depth_before + OUTAGE_MESSAGES,
+            "the queue to grow during the outage",
+        )
         queued_in_outage = agent.outbox.depth
 
         await asyncio.to_thread(mosquitto.start)
-        await until(lambda: agent.link.connections >= 2, "the agent to reconnect", timeout=20)
-        await until(lambda: agent.outbox.depth < 20, "the queue to drain after the outage", timeout=20)
+        await until(lambda: agent.link.connections >= 2, "the agent to reconnect", within=20)
+        await until(lambda: agent.outbox.depth < 20, "the queue to drain after the outage", within=20)
     # The agent stopped cleanly: it drained its queue, so everything it made has been sent.
     assert agent.outbox.depth == 0
     produced = sim.readings_sent
-    await until(lambda: telemetry_count(observer) >= produced, f"all {produced} readings", timeout=20)
+    await until(lambda: telemetry_count(observer) >= produced, f"all {produced} readings", within=20)
     assert "Error saving" not in mosquitto.log.read_text(), "the observer's session must survive"
 
     report = check_streams(observer.numbered())
     lost_telemetry = produced - telemetry_count(observer)
     lost_stamps = sum(len(m) for m in report["missing"].values())
-    print(f"\nstore-and-forward: {produced} telemetry produced, {queued_in_outage} queued during the "
-          f"outage; {report['unique']} stamped messages received in {len(report['streams'])} streams, "
-          f"{report['duplicates']} duplicates; lost: {lost_telemetry + lost_stamps}")
+    print(
+        f"\nstore-and-forward: {produced} telemetry produced, {queued_in_outage} queued during the "
+        f"outage; {report['unique']} stamped messages received in {len(report['streams'])} streams, "
+        f"{report['duplicates']} duplicates; lost: {lost_telemetry + lost_stamps}"
+    )
+    (artifacts_dir / "edge-store-and-forward.json").write_text(
+        json.dumps(
+            {
+                "telemetry_produced": produced,
+                "queued_during_outage": queued_in_outage,
+                "stamped_received": report["unique"],
+                "duplicates": report["duplicates"],
+                "streams": report["streams"],
+                "lost": lost_telemetry + lost_stamps,
+            },
+            indent=1,
+        )
+    )
     assert lost_telemetry == 0
     assert report["missing"] == {}, "a gap in a stream is a lost message"
     assert report["out_of_order"] == []
@@ -117,10 +139,15 @@ async def test_queue_outlives_the_agent_during_an_outage(
 
     await asyncio.to_thread(mosquitto.start)
     async with Agent(config.model_copy(update={"roles": {}})) as restarted:
-        await until(lambda: restarted.outbox.depth == 0 and telemetry_count(observer) >= produced,
-                    f"the {produced} readings of the previous run", timeout=20)
+        await until(
+            lambda: restarted.outbox.depth == 0 and telemetry_count(observer) >= produced,
+            f"the {produced} readings of the previous run",
+            within=20,
+        )
     report = check_streams(observer.numbered())
-    print(f"\nrestart during an outage: {produced} readings made offline, all delivered by the next run; "
-          f"lost: {sum(len(m) for m in report['missing'].values())}")
+    print(
+        f"\nrestart during an outage: {produced} readings made offline, all delivered by the next run; "
+        f"lost: {sum(len(m) for m in report['missing'].values())}"
+    )
     assert telemetry_count(observer) == produced
     assert report["missing"] == {} and report["out_of_order"] == []

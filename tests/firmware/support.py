@@ -3,16 +3,12 @@
 import json
 import re
 import subprocess
-import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
 from fleet.contract import parse_upstream
-from tests.firmware.board import (
+from provisioning.hostboard import (
     MICROPYTHON,
     console_text,
     prepare_board,
@@ -32,12 +28,18 @@ EXAMPLES = REPO / "docs" / "contract" / "examples"
 FAST = {"health_period_s": 1, "keepalive_s": 5, "backoff_min_s": 1, "backoff_max_s": 2}
 
 
-def run_mp(script: str, *args: str, heapsize: str = "64k", timeout: float = 30,
-           cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def run_mp(
+    script: str, *args: str, heapsize: str = "64k", timeout: float = 30, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     """Run one of the MicroPython test scripts in tests/firmware/mp under the real interpreter."""
-    return subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heapsize}", str(MP_SCRIPTS / script), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(MICROPYTHON), "-X", f"heapsize={heapsize}", str(MP_SCRIPTS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 class HostBoard:
@@ -75,9 +77,11 @@ class HostBoard:
 
     def wait_console(self, pattern: str, *, count: int = 1, timeout: float = 15) -> list[re.Match[str]]:
         """Wait until `pattern` has matched `count` console lines; returns the matches."""
+
         def matches() -> list[re.Match[str]]:
             found = list(re.finditer(pattern, self.console()))
             return found if len(found) >= count else []
+
         return wait_for(matches, timeout=timeout, what=f"{count} x {pattern!r} on the console")
 
     def file(self, name: str) -> Any:
@@ -90,33 +94,23 @@ def upstream(observer: Probe, suffix: str) -> list[dict[str, Any]]:
     return [parse_upstream(t, p).body for t, p in raw]
 
 
-def wait_upstream(observer: Probe, suffix: str, condition: Callable[[dict[str, Any]], bool] = lambda m: True,
-                  *, count: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
+def wait_upstream(
+    observer: Probe,
+    suffix: str,
+    condition: Callable[[dict[str, Any]], bool] = lambda m: True,
+    *,
+    count: int = 1,
+    timeout: float = 15,
+) -> list[dict[str, Any]]:
     """Wait until `count` messages on `suffix` satisfy `condition`; returns those messages."""
+
     def found() -> list[dict[str, Any]]:
         hits = [m for m in upstream(observer, suffix) if condition(m)]
         return hits if len(hits) >= count else []
+
     return wait_for(found, timeout=timeout, what=f"{count} {suffix} message(s)")
 
 
-class SessionProbe(Probe):
-    """A Probe with a persistent session (clean_session=False) that reconnects by itself.
-
-    Messages published while it is cut off (a broker restart) wait for it at the broker, so a
-    test sees everything a device sends across the outage.
-    """
-
-    def __init__(self, port: int, topic_filter: str) -> None:  # Probe's fields, another client
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}",
-                                  clean_session=False)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            raise TimeoutError("session probe could not subscribe")
+def session_probe(port: int, topic_filter: str) -> Probe:
+    """A Probe with a persistent session: it sees what a device sends across a broker restart."""
+    return Probe(port, topic_filter, persistent=True)

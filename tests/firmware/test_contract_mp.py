@@ -2,8 +2,17 @@
 
 from tests.firmware.support import EXAMPLES, SLOT, run_mp
 
-CHECKS = ["birth.esp32", "death.will", "health.esp32", "cmd_result", "state_reported", "telemetry",
-          "cmd", "state_desired", "sequence"]
+CHECKS = [
+    "birth.esp32",
+    "death.will",
+    "health.esp32",
+    "cmd_result",
+    "state_reported",
+    "telemetry",
+    "cmd",
+    "state_desired",
+    "sequence",
+]
 
 
 def test_firmware_messages_match_the_contract_examples() -> None:

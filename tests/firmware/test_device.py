@@ -5,8 +5,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.firmware.board import EXIT_CONFIG, EXIT_REBOOT
-from tests.firmware.support import HostBoard, SessionProbe, upstream, wait_upstream
+from provisioning.hostboard import EXIT_CONFIG, EXIT_REBOOT
+from tests.firmware.support import HostBoard, session_probe, upstream, wait_upstream
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
 from tests.support.wait import wait_for
@@ -14,8 +14,15 @@ from tests.support.wait import wait_for
 Boards = Callable[..., HostBoard]
 
 
-def send_command(probe: Probe, device_id: str, cid: str, name: str, args: dict | None = None,
-                 *, expires_in_ms: int = 60_000) -> None:
+def send_command(
+    probe: Probe,
+    device_id: str,
+    cid: str,
+    name: str,
+    args: dict | None = None,
+    *,
+    expires_in_ms: int = 60_000,
+) -> None:
     exp = time.time_ns() // 1_000_000 + expires_in_ms
     body = {"v": 1, "id": cid, "name": name, "args": args or {}, "exp": exp}
     probe.publish(f"ioc/v1/d/{device_id}/cmd", json.dumps(body))
@@ -47,7 +54,8 @@ def test_birth_then_health_numbered_in_its_stream(boards: Boards, device_id: str
 
 
 def test_kill_9_leaves_a_retained_death_of_the_same_session(
-        boards: Boards, device_id: str, probe: Probe, mosquitto: Mosquitto) -> None:
+    boards: Boards, device_id: str, probe: Probe, mosquitto: Mosquitto
+) -> None:
     board = boards(device_id).start()
     ses = wait_upstream(probe, "birth")[0]["ses"]
     board.kill()
@@ -79,17 +87,23 @@ def test_commands_are_answered_once_each(boards: Boards, device_id: str, probe: 
     send_command(probe, device_id, "c-6", "set_health_period", {"period_s": 2})
     outcome = {cid: result_of(probe, cid)[0] for cid in ("c-3", "c-4", "c-5", "c-6")}
     assert {cid: r["status"] for cid, r in outcome.items()} == {
-        "c-3": "unknown", "c-4": "expired", "c-5": "error", "c-6": "ok"}
+        "c-3": "unknown",
+        "c-4": "expired",
+        "c-5": "error",
+        "c-6": "ok",
+    }
     assert outcome["c-6"]["detail"] == {"period_s": 2}
     # Every answer of the stream is numbered without gaps after the health reports around it.
     ses = outcome["c-6"]["ses"]
-    seqs = sorted(m["seq"] for kind in ("health", "cmd/result") for m in upstream(probe, kind)
-                  if m["ses"] == ses)
+    seqs = sorted(
+        m["seq"] for kind in ("health", "cmd/result") for m in upstream(probe, kind) if m["ses"] == ses
+    )
     assert seqs == list(range(len(seqs)))
 
 
 def test_desired_state_is_stored_and_runs_again_after_a_restart(
-        boards: Boards, device_id: str, probe: Probe) -> None:
+    boards: Boards, device_id: str, probe: Probe
+) -> None:
     board = boards(device_id).start()
     wait_upstream(probe, "birth")
     topic = f"ioc/v1/d/{device_id}/state/desired"
@@ -115,12 +129,10 @@ def test_desired_state_is_stored_and_runs_again_after_a_restart(
 
 
 def test_reconnects_with_backoff_and_replays_what_it_made_offline(tmp_path: Path, device_id: str) -> None:
-    # A broker of its own that keeps sessions across a restart: started as root, Mosquitto
-    # would otherwise switch to its own user and fail to save them in the test's folder.
-    mosquitto = Mosquitto(tmp_path / "broker", extra_conf="user root")
+    mosquitto = Mosquitto(tmp_path / "broker")  # keeps sessions across its restart (persistence)
     mosquitto.start()
     board = HostBoard(tmp_path / device_id, device_id, mosquitto.port)
-    watcher = SessionProbe(mosquitto.port, f"ioc/v1/d/{device_id}/#")
+    watcher = session_probe(mosquitto.port, f"ioc/v1/d/{device_id}/#")
     try:
         board.start()
         first = wait_upstream(watcher, "birth")[0]
@@ -144,7 +156,8 @@ def test_reconnects_with_backoff_and_replays_what_it_made_offline(tmp_path: Path
 
 
 def test_offline_buffer_keeps_the_newest_and_counts_the_dropped(
-        boards: Boards, device_id: str, mosquitto: Mosquitto) -> None:
+    boards: Boards, device_id: str, mosquitto: Mosquitto
+) -> None:
     mosquitto.stop()
     board = boards(device_id, buffer_max=2).start()
     board.wait_console(r"health ses=1 seq=4 ")  # five made, room for two
@@ -194,21 +207,30 @@ def test_a_bad_config_is_one_clear_line(boards: Boards, device_id: str) -> None:
 
 
 def test_peak_heap_stays_inside_64k(
-        boards: Boards, device_id: str, probe: Probe, artifacts_dir: Path) -> None:
+    boards: Boards, device_id: str, probe: Probe, artifacts_dir: Path
+) -> None:
     board = boards(device_id, roles=["sim"], telemetry_period_s=1).start(heapsize="64k")
     wait_upstream(probe, "birth")
     send_command(probe, device_id, "h-1", "ping")
-    probe.publish(f"ioc/v1/d/{device_id}/state/desired",
-                  json.dumps({"v": 1, "version": 1, "doc": {"health_period_s": 1, "program": "x" * 1500}}))
+    probe.publish(
+        f"ioc/v1/d/{device_id}/state/desired",
+        json.dumps({"v": 1, "version": 1, "doc": {"health_period_s": 1, "program": "x" * 1500}}),
+    )
     result_of(probe, "h-1")
     wait_upstream(probe, "state/reported")
-    lines = board.wait_console(r"health ses=\d+ seq=\d+ .*peak_live=(\d+) peak_turn=(\d+) heap_total=(\d+)",
-                               count=6)
+    lines = board.wait_console(
+        r"health ses=\d+ seq=\d+ .*peak_live=(\d+) peak_turn=(\d+) heap_total=(\d+)", count=6
+    )
     last = lines[-1]
     peak_live, peak_turn, total = (int(g) for g in last.groups())
     assert board.running
     assert total <= 64 * 1024 and peak_turn < total and peak_live < total
-    report = {"heapsize": "64k", "heap_total": total, "peak_live": peak_live, "peak_turn": peak_turn,
-              "heap_min_free": wait_upstream(probe, "health")[-1]["heap_min"]}
+    report = {
+        "heapsize": "64k",
+        "heap_total": total,
+        "peak_live": peak_live,
+        "peak_turn": peak_turn,
+        "heap_min_free": wait_upstream(probe, "health")[-1]["heap_min"],
+    }
     (artifacts_dir / "firmware-heap.json").write_text(json.dumps(report, indent=1))
     print(f"\nfirmware heap under -X heapsize=64k: {report}")

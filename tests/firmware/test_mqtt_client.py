@@ -11,10 +11,20 @@ from tests.support.mqtt_probe import Probe
 from tests.support.wait import wait_for
 
 FRAME_CASES = [
-    "closed_by_broker", "connect_bytes", "connect_clean_no_will", "connect_refused", "disconnect",
-    "incoming_publish_is_delivered_then_acked", "keepalive_no_answer", "keepalive_ping",
-    "oversized_publish_is_skipped_and_acked", "publish_qos0", "publish_qos1_timeout",
-    "publish_qos1_waits_for_its_puback", "short_reads", "subscribe",
+    "closed_by_broker",
+    "connect_bytes",
+    "connect_clean_no_will",
+    "connect_refused",
+    "disconnect",
+    "incoming_publish_is_delivered_then_acked",
+    "keepalive_no_answer",
+    "keepalive_ping",
+    "oversized_publish_is_skipped_and_acked",
+    "publish_qos0",
+    "publish_qos1_timeout",
+    "publish_qos1_waits_for_its_puback",
+    "short_reads",
+    "subscribe",
 ]
 
 
@@ -42,8 +52,10 @@ def test_publish_and_receive_through_mosquitto(mosquitto: Mosquitto, device_id: 
     probe = Probe(mosquitto.port, prefix + "#")
     try:
         seen = broker_case(mosquitto, prefix, "roundtrip")
-        assert seen == {"granted": 1, "got": [[prefix + "q1", "one"], [prefix + "q0", "zero"],
-                                              [prefix + "big", 3000]]}
+        assert seen == {
+            "granted": 1,
+            "got": [[prefix + "q1", "one"], [prefix + "q0", "zero"], [prefix + "big", 3000]],
+        }
         wait_for(lambda: len(probe.messages) == 3, what="the probe to see all three")
         assert [t for t, _, _ in probe.messages] == [prefix + "q1", prefix + "q0", prefix + "big"]
     finally:

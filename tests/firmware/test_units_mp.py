@@ -7,10 +7,15 @@ import pytest
 from tests.firmware.support import SLOT, run_mp
 
 CASES = [
-    "backoff_doubles_with_jitter_up_to_the_cap", "commands_answer_every_command",
-    "commands_without_a_clock_are_not_expired", "counters_number_streams",
-    "desired_state_is_stored_applied_and_reported", "duplicate_command_is_answered_not_rerun",
-    "outbox_drops_oldest_at_the_bound", "reboot_is_deferred_to_the_loop", "stamps_are_taken_when_made",
+    "backoff_doubles_with_jitter_up_to_the_cap",
+    "commands_answer_every_command",
+    "commands_without_a_clock_are_not_expired",
+    "counters_number_streams",
+    "desired_state_is_stored_applied_and_reported",
+    "duplicate_command_is_answered_not_rerun",
+    "outbox_drops_oldest_at_the_bound",
+    "reboot_is_deferred_to_the_loop",
+    "stamps_are_taken_when_made",
 ]
 
 

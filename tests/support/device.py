@@ -36,6 +36,8 @@ class ScriptedDevice:
         return f"ioc/v1/d/{self.device_id}/{suffix}"
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:  # a retained topic being cleared
+            return
         with self._lock:
             self.received.append((msg.topic, json.loads(msg.payload)))
 

@@ -40,6 +40,8 @@ class Mosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # as root, mosquitto would switch to its own user and could not write persistence here
+            "user root\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
             "max_queued_messages 10000\n"

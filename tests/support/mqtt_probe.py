@@ -9,11 +9,20 @@ import paho.mqtt.client as mqtt
 
 
 class Probe:
-    def __init__(self, port: int, topic_filter: str) -> None:
+    """Collects what arrives on `topic_filter`.
+
+    `persistent=True`: a persistent session (clean_session=False) that reconnects by itself, so
+    messages published while it is cut off (a broker restart) wait for it at the broker.
+    """
+
+    def __init__(self, port: int, topic_filter: str, *, persistent: bool = False) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}",
+                                  clean_session=not persistent)
+        if persistent:
+            self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

@@ -2,7 +2,7 @@
 import esp32
 import machine
 import network
-import os
+import sys
 import time
 
 _CAUSES = {
@@ -22,7 +22,8 @@ class Hal:
         self.ssid = cfg.wifi_ssid
         self.password = cfg.wifi_password
         self.wlan = network.WLAN(network.STA_IF)
-        self.hw = os.uname().machine
+        # e.g. "Generic ESP32 module with ESP32"
+        self.hw = getattr(sys.implementation, "_machine", "ESP32")
 
     def wifi_start(self):
         if not self.ssid:

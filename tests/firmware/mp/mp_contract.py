@@ -53,8 +53,9 @@ def check_wire(name, body, example):
 def check_birth():
     ex = load("birth.esp32")
     p = ex["payload"]
-    body = contract.birth(p["ses"], p["ts"], p["fw"], p["roles"], p["boot"]["n"], p["boot"]["reason"],
-                          p["period_s"])
+    body = contract.birth(
+        p["ses"], p["ts"], p["fw"], p["roles"], p["boot"]["n"], p["boot"]["reason"], p["period_s"]
+    )
     same(body, p, "birth")
     with_hw = contract.birth(p["ses"], p["ts"], p["fw"], p["roles"], 1, "soft", 60, "ESP32")
     assert set(with_hw) == set(p) | {"hw"}
@@ -73,8 +74,22 @@ def check_death():
 def check_health():
     ex = load("health.esp32")
     p = ex["payload"]
-    body = stamped(contract.health(p["up_s"], p["fw"], p["heap_free"], p["heap_min"], p["heap_max_block"],
-                                   p["rssi"], p["reset"], p["queue"], 0, p["reconnects"], p["loop_ms"]), p)
+    body = stamped(
+        contract.health(
+            p["up_s"],
+            p["fw"],
+            p["heap_free"],
+            p["heap_min"],
+            p["heap_max_block"],
+            p["rssi"],
+            p["reset"],
+            p["queue"],
+            0,
+            p["reconnects"],
+            p["loop_ms"],
+        ),
+        p,
+    )
     expected = dict(p)
     expected["dropped"] = 0
     same(body, expected, "health")
@@ -115,10 +130,13 @@ def check_cmd():
     payload = json.dumps(ex["payload"]).encode()
     same(contract.parse_cmd(payload), ex["payload"], "cmd")
     assert contract.command_id(payload) == ex["payload"]["id"]
-    for bad in ({"v": 2}, {"v": 1, "id": "", "name": "ping", "args": {}, "exp": 1},
-                {"v": 1, "id": "x", "name": "ping", "args": [], "exp": 1},
-                {"v": 1, "id": "x", "name": "ping", "args": {}, "exp": 1.5},
-                {"v": 1, "id": "x" * 65, "name": "ping", "args": {}, "exp": 1}):
+    for bad in (
+        {"v": 2},
+        {"v": 1, "id": "", "name": "ping", "args": {}, "exp": 1},
+        {"v": 1, "id": "x", "name": "ping", "args": [], "exp": 1},
+        {"v": 1, "id": "x", "name": "ping", "args": {}, "exp": 1.5},
+        {"v": 1, "id": "x" * 65, "name": "ping", "args": {}, "exp": 1},
+    ):
         try:
             contract.parse_cmd(json.dumps(bad))
         except ValueError:
@@ -155,6 +173,15 @@ def check_sequence():
 
 
 assert sorted(os.listdir(EXAMPLES))  # the examples are where the caller said
-for check in (check_birth, check_death, check_health, check_cmd_result, check_state_reported,
-              check_telemetry, check_cmd, check_state_desired, check_sequence):
+for check in (
+    check_birth,
+    check_death,
+    check_health,
+    check_cmd_result,
+    check_state_reported,
+    check_telemetry,
+    check_cmd,
+    check_state_desired,
+    check_sequence,
+):
     check()

@@ -87,9 +87,16 @@ def case_connect_bytes():
     client.set_will("ioc/v1/d/dev-1/death", b'{"r":1}', qos=1, retain=True)
     present = client.connect(sock=wire)
     assert present is True
-    body = (b"\x00\x04MQTT\x04" + bytes([0x80 | 0x40 | 0x20 | 0x08 | 0x04]) + b"\x00\x05"
-            + b"\x00\x05dev-1" + b"\x00\x14ioc/v1/d/dev-1/death" + b'\x00\x07{"r":1}'
-            + b"\x00\x05dev-1" + b"\x00\x02pw")
+    body = (
+        b"\x00\x04MQTT\x04"
+        + bytes([0x80 | 0x40 | 0x20 | 0x08 | 0x04])
+        + b"\x00\x05"
+        + b"\x00\x05dev-1"
+        + b"\x00\x14ioc/v1/d/dev-1/death"
+        + b'\x00\x07{"r":1}'
+        + b"\x00\x05dev-1"
+        + b"\x00\x02pw"
+    )
     expect(wire.take(), bytes([0x10, len(body)]) + body)
 
 

@@ -100,9 +100,17 @@ def case_commands_answer_every_command():
     c.handle(b'{"v": 1, "id": "f", "name": "ping"}')
     c.handle(b"not json")  # no id to answer to: logged only
     results = [(b["id"], b["status"], b.get("detail")) for s, b in dev.sent if s == "cmd/result"]
-    expect(results, [("a", "ok", {"n": 1}), ("b", "ok", {"period_s": 5}),
-                     ("c", "error", "must be an integer in 1..86400"), ("d", "unknown", None),
-                     ("e", "expired", None), ("f", "error", "bad command: bad args")])
+    expect(
+        results,
+        [
+            ("a", "ok", {"n": 1}),
+            ("b", "ok", {"period_s": 5}),
+            ("c", "error", "must be an integer in 1..86400"),
+            ("d", "unknown", None),
+            ("e", "expired", None),
+            ("f", "error", "bad command: bad args"),
+        ],
+    )
     expect(dev.period_s, 5)
 
 
@@ -142,8 +150,14 @@ def case_desired_state_is_stored_applied_and_reported():
     d.offer(json.dumps({"v": 1, "version": 3, "doc": {}}).encode())  # the same again: reported once
     d.offer(b"")  # retained document cleared
     reports = [(b["version"], b["status"], b.get("error")) for s, b in dev.sent]
-    expect(reports, [(3, "applied", None), (4, "rejected", "health_period_s: must be an integer in 1..86400"),
-                     (3, "applied", None)])
+    expect(
+        reports,
+        [
+            (3, "applied", None),
+            (4, "rejected", "health_period_s: must be an integer in 1..86400"),
+            (3, "applied", None),
+        ],
+    )
     expect(dev.period_s, 7)
     with open("d.json") as f:
         expect(json.load(f), {"version": 3, "doc": {"health_period_s": 7, "lights": [1]}})
