@@ -10,8 +10,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from fleet import __version__
-from fleet.api.routes import control, data, devices, ingest
+from fleet.api.routes import auth, control, data, devices, enrollment, ingest, users
 from fleet.broker import embedded_broker
+from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
+from fleet.broker_auth.dynsec import DynsecAccounts
+from fleet.broker_auth.embedded import FLEET_USER, EmbeddedAuthority
 from fleet.db import database
 from fleet.ingest.link import MqttLink
 from fleet.ingest.service import Ingest
@@ -29,11 +32,24 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(database(settings))
         target = settings.mqtt_target()
+        ca_file = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+        accounts: BrokerAccounts
         if target is None:
+            authority = EmbeddedAuthority()
             url = await stack.enter_async_context(
-                embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port))
-            target = MqttTarget(url)
-        link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max)
+                embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port, authority))
+            public = MqttTarget(url)
+            target = MqttTarget(url.replace("mqtt://", f"mqtt://{FLEET_USER}:{authority.fleet_password}@"))
+            accounts = UncheckedAccounts()  # the embedded broker reads the credentials table itself
+        else:
+            public = target
+            if settings.broker_accounts == "dynsec":
+                accounts = await stack.enter_async_context(
+                    DynsecAccounts(target, client_id=f"{settings.mqtt_client_id}-accounts", ca_file=ca_file))
+            else:
+                accounts = UncheckedAccounts()
+        link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max,
+                        ca_file=ca_file)
         await stack.enter_async_context(link)
         stats = IngestStats()
         ingest_loop = Ingest(link, stats, batch_max=settings.ingest_batch_max,
@@ -43,8 +59,10 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         task = asyncio.create_task(ingest_loop.run(stop), name="fleet-ingest")
         task.add_done_callback(_report_crash)
         try:
-            yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(target),
-                          broker_host=target.host, broker_port=target.port)
+            device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
+            yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
+                          broker_host=target.host, broker_port=target.port, accounts=accounts,
+                          device_broker=device_broker)
         finally:
             # the link closes first (the stack unwinds after this), so stop feeding, then drain
             await link.close()
@@ -72,7 +90,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
 
     app = FastAPI(title="IOC fleet", version=__version__, lifespan=lifespan,
                   description="Device registry, presence, health and telemetry of the city's field devices.")
-    for module in (devices, data, control, ingest):
+    for module in (auth, users, devices, data, control, enrollment, ingest):
         app.include_router(module.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 from amqtt.broker import Broker
 
+from fleet.broker_auth.embedded import EmbeddedAuthority
+
 log = logging.getLogger(__name__)
 
 
@@ -17,11 +19,14 @@ class BrokerError(RuntimeError):
 
 
 @asynccontextmanager
-async def embedded_broker(host: str, port: int) -> AsyncIterator[str]:
-    """Run an amqtt broker for the duration of the block; yields its mqtt:// URL."""
+async def embedded_broker(host: str, port: int, authority: EmbeddedAuthority) -> AsyncIterator[str]:
+    """Run an amqtt broker for the duration of the block; yields its mqtt:// URL (no password in it)."""
     config = {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 2000}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": {
+            "fleet.broker_auth.embedded.FleetAuthPlugin": {"authority": authority},
+            "fleet.broker_auth.embedded.FleetTopicPlugin": {"authority": authority},
+        },
     }
     broker = Broker(config)
     try:

@@ -25,6 +25,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_add(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from fleet.auth.people import PasswordPolicyError, create_user
+    from fleet.auth.roles import Role
+    from fleet.db import database
+    from fleet.settings import Settings
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.username}: ")
+        if getpass.getpass("again: ") != password:
+            print("fleet: the passwords differ", file=sys.stderr)
+            return 2
+
+    async def add() -> None:
+        async with database(Settings()):
+            await create_user(args.username, password, Role(args.role), args.full_name)
+
+    try:
+        asyncio.run(add())
+    except PasswordPolicyError as err:
+        print(f"fleet: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - one line for the operator, e.g. the user exists
+        print(f"fleet: could not add {args.username}: {err}", file=sys.stderr)
+        return 1
+    print(f"fleet: user {args.username} ({args.role}) added")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fleet.demo import run_demo
 
@@ -40,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="HTTP address (default FLEET_HTTP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default FLEET_HTTP_PORT or 8000)")
     serve.set_defaults(handler=_serve)
+    user = commands.add_parser("user-add", help="add a person (the first admin, for instance)")
+    user.add_argument("username")
+    user.add_argument("--role", required=True,
+                      choices=["admin", "ops", "ioc_operator", "technician", "read_only"])
+    user.add_argument("--full-name", default="")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user.set_defaults(handler=_user_add)
     demo = commands.add_parser("demo", help="the fleet, an embedded broker and simulated devices, at once")
     demo.add_argument("--pis", type=int, default=3, help="simulated Raspberry Pi agents (sim role)")
     demo.add_argument("--boards", type=int, default=1, help="MicroPython firmware processes")

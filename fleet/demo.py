@@ -9,6 +9,8 @@ has received before it exits.
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -20,6 +22,8 @@ import httpx
 import uvicorn
 
 from fleet.app import create_app, fleet_services
+from fleet.auth.people import create_user
+from fleet.auth.roles import Role
 from fleet.broker import BrokerError
 from fleet.settings import Settings
 from provisioning.hostboard import prepare_board, start_board, stop_board
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WARDS = ["tan-phu", "tan-binh", "tan-xuan", "tan-thien", "tan-dong", "tien-thanh", "tan-thanh", "tien-hung"]
 STOP_TIMEOUT_S = 10.0
+DEMO_ADMIN = "admin"
 
 
 class _QuietServer(uvicorn.Server):
@@ -65,26 +70,46 @@ def _agent_config(path: Path, device_id: str, broker_url: str, state_dir: Path) 
         "shutdown_drain_s = 2.0\n"
         "[broker]\n"
         f'url = "{broker_url}"\n'
+        f'username = "{device_id}"\n'
         "[roles.sim]\n"
         "period_s = 2.0\n"
     )
     return path
 
 
-def _start_agent(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _start_agent(config: Path, password: str, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "EDGE_BROKER__PASSWORD": password}  # as a systemd EnvironmentFile would
     with log_path.open("ab") as out:
         # its own session: the terminal's Ctrl-C reaches the demo, which stops the agents in order
         return subprocess.Popen([sys.executable, "-m", "edge.cli", "--config", str(config)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
 
 
-async def _register(http: httpx.AsyncClient, device_id: str, kind: str, index: int, name: str) -> None:
+async def _register(http: httpx.AsyncClient, device_id: str, kind: str, index: int, name: str) -> str:
+    """Register the device (if new) and issue its MQTT password."""
     response = await http.post("/api/devices", json={
         "id": device_id, "kind": kind, "name": name, "ward": WARDS[index % len(WARDS)],
         "site": "Đồng Xoài", "tags": ["demo"]})
     if response.status_code not in (201, 409):  # 409: registered by an earlier demo run
         raise RuntimeError(f"could not register {device_id}: {response.text}")
+    issued = await http.post(f"/api/devices/{device_id}/credentials")
+    issued.raise_for_status()
+    return str(issued.json()["mqtt"]["password"])
+
+
+async def _demo_admin(http: httpx.AsyncClient, workdir: Path) -> str:
+    """The demo's admin: a random password, written only to a 0600 file in the demo folder."""
+    secret_file = workdir / "admin-password.txt"
+    if not secret_file.exists():
+        password = secrets.token_urlsafe(18)
+        await create_user(DEMO_ADMIN, password, Role.ADMIN, "Demo administrator")
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(password + "\n")
+    password = secret_file.read_text().strip()
+    response = await http.post("/api/auth/login", json={"username": DEMO_ADMIN, "password": password})
+    response.raise_for_status()
+    return str(response.json()["token"])
 
 
 async def _run(pis: int, boards: int, port: int, workdir: Path) -> None:
@@ -110,24 +135,26 @@ async def _run(pis: int, boards: int, port: int, workdir: Path) -> None:
         broker_url = runtime.broker_url
         try:
             async with httpx.AsyncClient(base_url=base) as http:
+                http.headers["Authorization"] = f"Bearer {await _demo_admin(http, workdir)}"
                 for i in range(pis):
                     device_id = f"demo-pi-{i + 1:02d}"
-                    await _register(http, device_id, "pi", i, f"Simulated Pi {i + 1}")
+                    password = await _register(http, device_id, "pi", i, f"Simulated Pi {i + 1}")
                     state = workdir / device_id
                     state.mkdir(exist_ok=True)
                     config = _agent_config(workdir / f"{device_id}.toml", device_id, broker_url, state)
-                    children.agents.append(_start_agent(config, workdir / f"{device_id}.log"))
+                    children.agents.append(_start_agent(config, password, workdir / f"{device_id}.log"))
                 if boards and shutil.which("micropython") is None and not _micropython_available():
                     print("fleet demo: no micropython executable; starting no boards", file=sys.stderr)
                     boards = 0
                 for i in range(boards):
                     device_id = f"demo-esp-{i + 1:02d}"
-                    await _register(http, device_id, "esp32", pis + i, f"Simulated ESP32 {i + 1}")
+                    password = await _register(http, device_id, "esp32", pis + i, f"Simulated ESP32 {i + 1}")
                     board = prepare_board(workdir / device_id, device_id, runtime.broker_host,
                                           runtime.broker_port, health_period_s=5, roles=["sim"],
-                                          telemetry_period_s=5)
+                                          telemetry_period_s=5, username=device_id, password=password)
                     children.boards.append(start_board(board, new_session=True))
-            print(f"fleet demo: status page {base}/  ·  API {base}/docs  ·  broker {broker_url}  ·  "
+            print(f"fleet demo: status page {base}/ (user {DEMO_ADMIN}, password in "
+                  f"{workdir / 'admin-password.txt'})  ·  API {base}/docs  ·  broker {broker_url}  ·  "
                   f"{pis} Pi agents, {boards} MicroPython boards  ·  logs in {workdir}/  ·  Ctrl-C stops",
                   flush=True)
             await stop.wait()

@@ -165,3 +165,80 @@ class RejectedMessage(Model):
 
     class Meta:
         table = "rejected_message"
+
+
+class User(Model):
+    id = fields.IntField(primary_key=True)
+    username = fields.CharField(max_length=64, unique=True)
+    full_name = fields.CharField(max_length=120, default="")
+    password_hash = fields.CharField(max_length=200)
+    role = fields.CharField(max_length=16)  # fleet.auth.roles.Role
+    disabled = fields.BooleanField(default=False)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "app_user"
+
+
+class ApiToken(Model):
+    """A bearer token: a login session (kind 'session') or a long-lived tool token (kind 'api')."""
+
+    id = fields.IntField(primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="tokens")
+    token_hash = fields.CharField(max_length=64, unique=True)
+    kind = fields.CharField(max_length=8)
+    name = fields.CharField(max_length=80, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    last_used_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_token"
+
+
+class AuditEntry(Model):
+    id = fields.BigIntField(primary_key=True)
+    at = fields.DatetimeField(auto_now_add=True, db_index=True)
+    actor = fields.CharField(max_length=80)  # a username, or "device:<id>" / "enrollment"
+    action = fields.CharField(max_length=64)
+    target = fields.CharField(max_length=200, default="")
+    detail = fields.JSONField(null=True)
+    source = fields.CharField(max_length=64, default="")  # the client's address
+
+    class Meta:
+        table = "audit"
+
+
+class EnrollmentToken(Model):
+    """Single use, expiring, bound to a device kind and site (and optionally to one device id)."""
+
+    id = fields.IntField(primary_key=True)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    kind = fields.CharField(max_length=16)
+    site = fields.CharField(max_length=120)
+    ward = fields.CharField(max_length=80, default="")
+    device_id = fields.CharField(max_length=63, null=True)
+    created_by = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    used_by_device = fields.CharField(max_length=63, null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "enrollment_token"
+
+
+class DeviceCredential(Model):
+    """A device's MQTT password, as a hash. At most one is live per device."""
+
+    id = fields.IntField(primary_key=True)
+    device_id = fields.CharField(max_length=63, db_index=True)
+    secret_hash = fields.CharField(max_length=200)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    created_by = fields.CharField(max_length=80)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "device_credential"

@@ -2,9 +2,10 @@
 
 from dataclasses import dataclass
 
+from fleet.broker_auth.accounts import BrokerAccounts
 from fleet.ingest.link import MqttLink
 from fleet.ingest.stats import IngestStats
-from fleet.settings import Settings
+from fleet.settings import MqttTarget, Settings
 
 
 @dataclass
@@ -15,3 +16,5 @@ class Runtime:
     broker_url: str  # without the password
     broker_host: str
     broker_port: int
+    accounts: BrokerAccounts
+    device_broker: MqttTarget  # where devices are told to connect

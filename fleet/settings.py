@@ -1,6 +1,7 @@
 """The fleet's configuration: one typed class, read from FLEET_* environment variables."""
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -33,6 +34,15 @@ class Settings(BaseSettings):
     # Unset: start the embedded broker (zero-setup demo). Set: use that broker (Mosquitto).
     mqtt_url: str | None = None
     mqtt_client_id: str = "fleet-ingest"
+    # CA that signed the broker's certificate, for mqtts:// URLs
+    mqtt_ca_file: Path | None = None
+    # How the broker's per-device accounts are kept: `dynsec` (Mosquitto's dynamic-security
+    # plugin; FLEET_MQTT_URL must then carry the fleet's admin user and password) or `none` (an
+    # open broker with no accounts: tests of other things only). The embedded broker always
+    # checks accounts itself.
+    broker_accounts: Literal["dynsec", "none"] = "dynsec"
+    # what devices are told to connect to (default: the fleet's own broker address)
+    device_broker_url: str | None = None
     embedded_broker_host: str = "127.0.0.1"
     embedded_broker_port: int = Field(default=1884, ge=1, le=65535)
     http_host: str = "127.0.0.1"
@@ -45,7 +55,7 @@ class Settings(BaseSettings):
     # a device is shown as 'stale' when its last health is older than this many periods
     stale_after_periods: int = Field(default=3, ge=1)
 
-    @field_validator("mqtt_url")
+    @field_validator("mqtt_url", "device_broker_url")
     @classmethod
     def _check_mqtt_url(cls, value: str | None) -> str | None:
         if value:

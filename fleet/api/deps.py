@@ -1,11 +1,19 @@
 """Dependencies shared by the routes, as Annotated aliases."""
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from fleet.auth import audit
+from fleet.auth.people import AuthError, Principal, principal_for
+from fleet.auth.roles import Permission
 from fleet.models import Device
 from fleet.runtime import Runtime
+
+SESSION_COOKIE = "ioc_session"
+_bearer = HTTPBearer(auto_error=False, description="an API token or a login session token")
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -16,6 +24,55 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
+async def get_principal(request: Request,
+                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    token = credentials.credentials if credentials else request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in or send 'Authorization: Bearer <token>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return await principal_for(token)
+    except AuthError as err:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(err),
+                            headers={"WWW-Authenticate": "Bearer"}) from err
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    async def check(principal: PrincipalDep) -> Principal:
+        if not principal.may(permission):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"role {principal.role.value!r} may not do this (needs {permission.value!r})")
+        return principal
+
+    return check
+
+
+def permitted(permission: Permission) -> Any:
+    """`Annotated[Principal, permitted(P)]`: the caller, who must hold permission P."""
+    return Depends(require(permission))
+
+
+Reader = Annotated[Principal, permitted(Permission.READ)]
+
+
+def source_of(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+class Auditor:
+    """Records a change with the acting person and the client's address."""
+
+    def __init__(self, request: Request, principal: Principal) -> None:
+        self.actor = principal.username
+        self.source = source_of(request)
+
+    async def __call__(self, action: str, target: str = "", detail: dict[str, Any] | None = None) -> None:
+        await audit.record(self.actor, action, target, detail, self.source)
+
+
 async def get_device(device_id: str) -> Device:
     device = await Device.get_or_none(id=device_id)
     if device is None:
@@ -24,3 +81,13 @@ async def get_device(device_id: str) -> Device:
 
 
 DeviceDep = Annotated[Device, Depends(get_device)]
+
+
+def acting(permission: Permission) -> Any:
+    """A dependency for a route that changes something: checks the role, returns an Auditor."""
+    checker = require(permission)
+
+    async def dependency(request: Request, principal: Annotated[Principal, Depends(checker)]) -> Auditor:
+        return Auditor(request, principal)
+
+    return Depends(dependency)

@@ -35,7 +35,7 @@ class MqttLink:
     """Subscribes to everything devices send and publishes commands and desired state."""
 
     def __init__(self, target: MqttTarget, *, client_id: str, queue_max: int,
-                 shared_group: str | None = None) -> None:
+                 shared_group: str | None = None, ca_file: str | None = None) -> None:
         self.target = target
         # The queue is bounded by `_slots`: the network thread takes a slot before it enqueues
         # (and waits for one when there is none); `take()` gives the slot back.
@@ -48,12 +48,13 @@ class MqttLink:
             self._subscription = f"$share/{shared_group}/{self._subscription}"
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._closing = False
+        self.refused: str | None = None
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if target.username:
             password = target.password.get_secret_value() if target.password else None
             client.username_pw_set(target.username, password)
         if target.tls:
-            client.tls_set_context(ssl.create_default_context())
+            client.tls_set_context(ssl.create_default_context(cafile=ca_file))
         client.enable_logger(logging.getLogger("fleet.paho"))
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(100)
@@ -73,7 +74,8 @@ class MqttLink:
             await asyncio.wait_for(self.connected.wait(), timeout=15)
         except TimeoutError as err:
             self._client.loop_stop()
-            raise LinkError(f"the MQTT broker at {self.target!r} did not accept the fleet") from err
+            why = f": {self.refused}" if self.refused else ""
+            raise LinkError(f"the MQTT broker at {self.target!r} did not accept the fleet{why}") from err
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -93,6 +95,7 @@ class MqttLink:
                     reason: mqtt.ReasonCode, properties: object) -> None:
         if reason.is_failure:
             log.error("broker refused the fleet: %s", reason)
+            self.refused = str(reason)
             return
         client.subscribe(self._subscription, qos=1)
         log.info("connected to %r, subscribed to %s", self.target, self._subscription)

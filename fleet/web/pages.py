@@ -4,12 +4,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from urllib.parse import parse_qs
+
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from fleet.api.deps import RuntimeDep
-from fleet.models import Device, DeviceStatus, SeqGap
+from fleet.api.deps import SESSION_COOKIE, RuntimeDep, source_of
+from fleet.auth import audit
+from fleet.auth.people import SESSION_TTL, AuthError, Principal, issue_token, login, principal_for
+from fleet.auth.roles import Permission
+from fleet.auth.secrets import token_hash
+from fleet.models import ApiToken, Device, DeviceStatus, SeqGap
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -57,8 +63,58 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     return f"{seconds // 86400} d ago"
 
 
+async def _viewer(request: Request) -> Principal | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    try:
+        principal = await principal_for(token)
+    except AuthError:
+        return None
+    return principal if principal.may(Permission.READ) else None
+
+
+def _session_response(token: str, request: Request) -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
+                        samesite="lax", secure=request.url.scheme == "https")
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, code: str | None = None) -> Response:
+    """The login form; `?code=` redeems a one-time login link (POST /api/auth/login-link)."""
+    if code:
+        now = datetime.now(UTC)
+        link = await ApiToken.get_or_none(token_hash=token_hash(code), kind="link").prefetch_related("user")
+        used = await ApiToken.filter(id=link.id, revoked_at=None).update(revoked_at=now) if link else 0
+        if link is not None and used and link.expires_at > now and not link.user.disabled:
+            token, _ = await issue_token(link.user, "session", "login link", SESSION_TTL)
+            await audit.record(link.user.username, "auth.login.link", "", None, source_of(request))
+            return _session_response(token, request)
+        return templates.TemplateResponse(request, "login.html", {"error": "That login link is not valid."},
+                                          status_code=401)
+    return templates.TemplateResponse(request, "login.html", {"error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login_submit(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode(errors="replace"))
+    username = form.get("username", [""])[0]
+    try:
+        token, _ = await login(username, form.get("password", [""])[0])
+    except AuthError as err:
+        await audit.record(username, "auth.login.failed", "", None, source_of(request))
+        return templates.TemplateResponse(request, "login.html", {"error": str(err)}, status_code=401)
+    await audit.record(username, "auth.login", "", None, source_of(request))
+    return _session_response(token, request)
+
+
 @router.get("/", response_class=HTMLResponse)
-async def status_page(request: Request, runtime: RuntimeDep) -> HTMLResponse:
+async def status_page(request: Request, runtime: RuntimeDep) -> Response:
+    viewer = await _viewer(request)
+    if viewer is None:
+        return RedirectResponse("/login", status_code=303)
     now = datetime.now(UTC)
     devices = await Device.all().order_by("ward", "id")
     open_gaps: dict[str, int] = {}
@@ -78,5 +134,6 @@ async def status_page(request: Request, runtime: RuntimeDep) -> HTMLResponse:
         })
     stats = runtime.stats.as_dict(runtime.link.depth())
     return templates.TemplateResponse(request, "status.html", {
-        "rows": rows, "counts": counts, "total": len(devices), "stats": stats, "now": now,
+        "rows": rows, "counts": counts, "total": len(devices), "stats": stats, "now": now, "viewer": viewer,
     })
+

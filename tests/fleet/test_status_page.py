@@ -33,8 +33,14 @@ async def test_status_page_shows_who_is_online_in_chromium(
             and (await fleet.get("/api/devices/light-qt-0007")).json()["last_health"] is not None
 
     await async_wait_for(settled, what="one online, one offline")
-    url = str(fleet.base_url)
-    dom = await asyncio.to_thread(dump_dom, url)
+    base = str(fleet.base_url).rstrip("/")
+
+    async def login_link() -> str:  # each Chromium run has a fresh profile: log it in once
+        return base + (await fleet.post("/api/auth/login-link")).json()["url"]
+
+    anonymous = await asyncio.to_thread(dump_dom, base + "/")
+    assert 'action="/login"' in anonymous and "cam-market-01" not in anonymous  # no data without a login
+    dom = await asyncio.to_thread(dump_dom, await login_link())
     rows = dict(re.findall(r'<tr class="state-([a-z-]+)" data-device="([a-z0-9-]+)"', dom))
     by_device = {device: state for state, device in rows.items()}
     assert by_device == {"cam-market-01": "online", "light-qt-0007": "offline", "speaker-tx-03": "never-seen"}
@@ -44,7 +50,7 @@ async def test_status_page_shows_who_is_online_in_chromium(
     css = await fleet.get("/static/fleet.css")
     assert css.status_code == 200 and "badge" in css.text
     backend = database_url.split(":", 1)[0]
-    shot = await asyncio.to_thread(screenshot, url, artifacts_dir / f"status-page-{backend}.png")
+    shot = await asyncio.to_thread(screenshot, await login_link(), artifacts_dir / f"status-page-{backend}.png")
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     live.close()

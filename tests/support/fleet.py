@@ -9,14 +9,33 @@ import httpx
 import uvicorn
 
 from fleet.app import create_app
+from fleet.auth.people import create_user
+from fleet.auth.roles import Role
+from fleet.models import User
 from fleet.settings import Settings
 from tests.support.mosquitto import free_port
 
 
+ADMIN = "admin-test"
+ADMIN_PASSWORD = "correct horse battery staple"
+
+
 def fleet_settings(database_url: str, mqtt_url: str | None, **extra: object) -> Settings:
+    """Settings for a fleet under test; an external broker is an open one unless `broker_accounts` says."""
+    extra.setdefault("broker_accounts", "none")
     return Settings(database_url=database_url, mqtt_url=mqtt_url,
                     mqtt_client_id=f"fleet-test-{uuid.uuid4().hex[:8]}", http_port=free_port(),
                     embedded_broker_port=free_port(), **extra)
+
+
+async def token_for(http: httpx.AsyncClient, role: Role, username: str | None = None) -> str:
+    """A user with `role` (created if new) and a session token for them."""
+    username = username or f"{role.value.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    if await User.get_or_none(username=username) is None:
+        await create_user(username, ADMIN_PASSWORD, role)
+    response = await http.post("/api/auth/login", json={"username": username, "password": ADMIN_PASSWORD})
+    response.raise_for_status()
+    return str(response.json()["token"])
 
 
 @asynccontextmanager
@@ -38,6 +57,8 @@ async def running_fleet(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             raise TimeoutError("the fleet did not start")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=15) as http:
             http.app = app  # type: ignore[attr-defined]  # lets tests reach app.state.runtime
+            token = await token_for(http, Role.ADMIN, ADMIN)
+            http.headers["Authorization"] = f"Bearer {token}"
             yield http
     finally:
         server.should_exit = True

@@ -2,10 +2,12 @@
 
 import time
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, status
 
-from fleet.api.deps import DeviceDep, RuntimeDep
+from fleet.api.deps import Auditor, DeviceDep, Reader, RuntimeDep, acting
+from fleet.auth.roles import Permission
 from fleet.api.schemas import CommandCreate, CommandPublic, DesiredPublic, DesiredUpdate
 from fleet.contract import ContractError, make_command, make_desired
 from fleet.ingest.link import LinkError
@@ -20,7 +22,8 @@ def _refuse_retired(device: Device) -> None:
 
 
 @router.post("/commands", status_code=status.HTTP_202_ACCEPTED)
-async def send_command(device: DeviceDep, body: CommandCreate, runtime: RuntimeDep) -> CommandPublic:
+async def send_command(device: DeviceDep, body: CommandCreate, runtime: RuntimeDep,
+                       audit: Annotated[Auditor, acting(Permission.COMMAND)]) -> CommandPublic:
     """Send a command; the device's result arrives later on the command's record."""
     _refuse_retired(device)
     command_id = uuid.uuid4().hex
@@ -37,11 +40,12 @@ async def send_command(device: DeviceDep, body: CommandCreate, runtime: RuntimeD
         command.status = "unsent"
         await command.save()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"command not sent: {err}") from err
+    await audit("device.command", device.id, {"id": command_id, "name": body.name, "args": body.args})
     return CommandPublic.model_validate(command)
 
 
 @router.get("/commands/{command_id}")
-async def get_command(device: DeviceDep, command_id: str) -> CommandPublic:
+async def get_command(device: DeviceDep, command_id: str, _: Reader) -> CommandPublic:
     command = await Command.get_or_none(id=command_id, device_id=device.id)
     if command is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no command {command_id!r} for {device.id!r}")
@@ -49,13 +53,13 @@ async def get_command(device: DeviceDep, command_id: str) -> CommandPublic:
 
 
 @router.get("/desired")
-async def get_desired(device: DeviceDep) -> DesiredPublic:
-    return DesiredPublic(version=device.desired_version, doc=device.desired_doc,
-                         reported_version=device.reported_version, reported_status=device.reported_status)
+async def get_desired(device: DeviceDep, _: Reader) -> DesiredPublic:
+    return _desired(device)
 
 
 @router.put("/desired")
-async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDep) -> DesiredPublic:
+async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDep,
+                      audit: Annotated[Auditor, acting(Permission.DESIRED_STATE)]) -> DesiredPublic:
     """Replace the desired-state document; it goes out retained, with the next version number."""
     _refuse_retired(device)
     version = device.desired_version + 1
@@ -73,5 +77,11 @@ async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDe
     except LinkError as err:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"stored as version {version} but not sent: {err}") from err
+    await audit("device.desired", device.id, {"version": version})
     await device.refresh_from_db()
-    return await get_desired(device)
+    return _desired(device)
+
+
+def _desired(device: Device) -> DesiredPublic:
+    return DesiredPublic(version=device.desired_version, doc=device.desired_doc,
+                         reported_version=device.reported_version, reported_status=device.reported_status)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from fleet.api.deps import DeviceDep
+from fleet.api.deps import DeviceDep, Reader
 from fleet.api.schemas import EventPublic, GapPublic, HealthPublic, TelemetryPublic
 from fleet.models import EventRecord, HealthRecord, SeqGap, TelemetryRecord
 
@@ -26,7 +26,7 @@ def _range(since: datetime | None, until: datetime | None) -> dict[str, datetime
 
 
 @router.get("/health")
-async def device_health(device: DeviceDep, limit: Limit = 100) -> list[HealthPublic]:
+async def device_health(device: DeviceDep, _: Reader, limit: Limit = 100) -> list[HealthPublic]:
     """The newest health reports first."""
     rows = await HealthRecord.filter(device_id=device.id).order_by("-received_at", "-id").limit(limit)
     return [HealthPublic.model_validate(r) for r in rows]
@@ -35,6 +35,7 @@ async def device_health(device: DeviceDep, limit: Limit = 100) -> list[HealthPub
 @router.get("/telemetry")
 async def device_telemetry(
     device: DeviceDep,
+    _: Reader,
     since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
     limit: Limit = 1000,
@@ -48,6 +49,7 @@ async def device_telemetry(
 @router.get("/events")
 async def device_events(
     device: DeviceDep,
+    _: Reader,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Limit = 200,
@@ -57,7 +59,7 @@ async def device_events(
 
 
 @router.get("/gaps")
-async def device_gaps(device: DeviceDep, open_only: bool = False) -> list[GapPublic]:
+async def device_gaps(device: DeviceDep, _: Reader, open_only: bool = False) -> list[GapPublic]:
     """Messages the fleet knows it has not received (docs/protocol.md, "Streams")."""
     query = SeqGap.filter(device_id=device.id)
     if open_only:

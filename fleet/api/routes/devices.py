@@ -6,7 +6,9 @@ from fastapi import APIRouter, HTTPException, Query, status
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
-from fleet.api.deps import DeviceDep
+from fleet.api.deps import Auditor, DeviceDep, Reader, RuntimeDep, acting
+from fleet.broker_auth.credentials import revoke_credentials
+from fleet.auth.roles import Permission
 from fleet.api.schemas import DeviceCreate, DevicePublic, DeviceUpdate
 from fleet.models import Device, DeviceStatus, SeqGap
 
@@ -19,7 +21,8 @@ async def to_public(device: Device) -> DevicePublic:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_device(body: DeviceCreate) -> DevicePublic:
+async def create_device(body: DeviceCreate,
+                        audit: Annotated[Auditor, acting(Permission.DEVICE_WRITE)]) -> DevicePublic:
     existing = await Device.get_or_none(id=body.id)
     if existing is not None and existing.status != DeviceStatus.DISCOVERED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.id!r} already exists")
@@ -28,16 +31,19 @@ async def create_device(body: DeviceCreate) -> DevicePublic:
         existing.update_from_dict({k: v for k, v in fields.items() if k != "id"})
         existing.status = DeviceStatus.ACTIVE if existing.session is not None else DeviceStatus.REGISTERED
         await existing.save()
+        await audit("device.adopt", body.id, fields)
         return await to_public(existing)
     try:
         device = await Device.create(**fields, status=DeviceStatus.REGISTERED)
     except IntegrityError as err:
         raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.id!r} already exists") from err
+    await audit("device.create", body.id, fields)
     return await to_public(device)
 
 
 @router.get("")
 async def list_devices(
+    _: Reader,
     kind: Annotated[str | None, Query(description="pi or esp32")] = None,
     ward: str | None = None,
     status_: Annotated[DeviceStatus | None, Query(alias="status")] = None,
@@ -62,24 +68,29 @@ async def list_devices(
 
 
 @router.get("/{device_id}")
-async def get_device(device: DeviceDep) -> DevicePublic:
+async def get_device(device: DeviceDep, _: Reader) -> DevicePublic:
     return await to_public(device)
 
 
 @router.patch("/{device_id}")
-async def update_device(device: DeviceDep, body: DeviceUpdate) -> DevicePublic:
+async def update_device(device: DeviceDep, body: DeviceUpdate,
+                        audit: Annotated[Auditor, acting(Permission.DEVICE_WRITE)]) -> DevicePublic:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "nothing to update")
     device.update_from_dict(changes)
     await device.save()
+    await audit("device.update", device.id, changes)
     return await to_public(device)
 
 
 @router.post("/{device_id}/decommission")
-async def decommission_device(device: DeviceDep) -> DevicePublic:
-    """Retire a device: it keeps its history, and its messages are refused from now on."""
+async def decommission_device(device: DeviceDep, runtime: RuntimeDep,
+                              audit: Annotated[Auditor, acting(Permission.DEVICE_DECOMMISSION)]) -> DevicePublic:
+    """Retire a device: its credentials are revoked, it keeps its history, its messages are refused."""
+    await revoke_credentials(runtime, device.id, audit.actor)
     device.status = DeviceStatus.DECOMMISSIONED
     device.online = False
     await device.save()
+    await audit("device.decommission", device.id)
     return await to_public(device)

@@ -4,12 +4,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from fleet.api.deps import RuntimeDep
+from fleet.api.deps import Reader, RuntimeDep
 
 router = APIRouter(prefix="/api/ingest", tags=["ingest"])
 
 
 @router.get("/stats")
-async def ingest_stats(runtime: RuntimeDep) -> dict[str, Any]:
+async def ingest_stats(runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
     """Counters since this instance started; `rejected` is by reason (docs/protocol.md)."""
     return runtime.stats.as_dict(runtime.link.depth())

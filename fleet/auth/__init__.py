@@ -1,0 +1,1 @@
+"""People and devices: who may do what, and how they prove who they are."""

@@ -1,0 +1,141 @@
+"""Mosquitto's dynamic-security plugin, driven over its `$CONTROL` topic.
+
+Why dynamic security and not generated password/ACL files with a reload: changes apply at once
+without touching the broker's disk (the broker may run on another host), a deleted or changed
+client is disconnected by the broker immediately (so revocation is not 'at next connect'), and
+several fleet instances can make the same idempotent calls. The broker stores its own salted
+PBKDF2 hash; the fleet sends each new password once, over the (TLS in production) connection.
+"""
+
+import asyncio
+import json
+import logging
+import ssl
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from fleet.broker_auth.accounts import AccountsError
+from fleet.contract.acl import device_rules, fleet_rules
+from fleet.settings import MqttTarget
+
+log = logging.getLogger(__name__)
+
+CONTROL = "$CONTROL/dynamic-security/v1"
+FLEET_ROLE = "ioc-fleet"
+ACL_TYPES = {"publish": "publishClientSend", "subscribe": "subscribeLiteral", "receive": "publishClientReceive"}
+FLEET_ACL_TYPES = {**ACL_TYPES, "subscribe": "subscribePattern"}
+DEFAULT_ACCESS = [  # anything not granted by a role is refused
+    {"acltype": "publishClientSend", "allow": False},
+    {"acltype": "publishClientReceive", "allow": False},
+    {"acltype": "subscribe", "allow": False},
+    {"acltype": "unsubscribe", "allow": True},
+]
+
+
+def device_role(device_id: str) -> str:
+    return f"device-{device_id}"
+
+
+def _acls(rules: list[tuple[str, str]], types: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"acltype": types[access], "topic": topic, "priority": 0, "allow": True} for access, topic in rules]
+
+
+class DynsecAccounts:
+    """An admin connection to Mosquitto's dynamic-security plugin."""
+
+    def __init__(self, target: MqttTarget, *, client_id: str, ca_file: str | None = None,
+                 timeout: float = 10.0) -> None:
+        if not target.username or target.password is None:
+            raise AccountsError("FLEET_MQTT_URL needs the fleet's user name and password for dynamic security")
+        self.target = target
+        self.timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ready = asyncio.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        client.username_pw_set(target.username, target.password.get_secret_value())
+        if target.tls:
+            context = ssl.create_default_context(cafile=ca_file)
+            client.tls_set_context(context)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_subscribe = lambda *a: self._loop.call_soon_threadsafe(self._ready.set)
+        self._client = client
+
+    async def __aenter__(self) -> "DynsecAccounts":
+        try:
+            await asyncio.to_thread(self._client.connect, self.target.host, self.target.port, 30)
+        except OSError as err:
+            raise AccountsError(f"cannot reach the broker's dynamic security at {self.target!r}: {err}") from err
+        self._client.loop_start()
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.timeout)
+        except TimeoutError as err:
+            self._client.loop_stop()
+            raise AccountsError("the broker refused the fleet's admin connection (dynamic security)") from err
+        await self._setup_fleet_role()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode,
+                    properties: object) -> None:
+        if not reason.is_failure:
+            client.subscribe(CONTROL + "/response", qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            responses = json.loads(msg.payload).get("responses", [])
+        except ValueError:
+            return
+        self._loop.call_soon_threadsafe(self._deliver, responses)
+
+    def _deliver(self, responses: list[dict[str, Any]]) -> None:
+        for response in responses:
+            future = self._pending.pop(str(response.get("correlationData")), None)
+            if future is not None and not future.done():
+                future.set_result(response)
+
+    async def call(self, command: str, **fields: Any) -> dict[str, Any]:
+        """One dynamic-security command; returns its response (with `error` when it failed)."""
+        correlation = uuid.uuid4().hex
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._pending[correlation] = future
+        body = {"commands": [{"command": command, "correlationData": correlation, **fields}]}
+        self._client.publish(CONTROL, json.dumps(body), qos=1)
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError as err:
+            self._pending.pop(correlation, None)
+            raise AccountsError(f"the broker did not answer {command} within {self.timeout}s") from err
+
+    async def _must(self, command: str, tolerated: tuple[str, ...] = (), **fields: Any) -> None:
+        response = await self.call(command, **fields)
+        error = response.get("error")
+        if error and not any(t in error for t in tolerated):
+            raise AccountsError(f"broker refused {command}: {error}")
+
+    async def _setup_fleet_role(self) -> None:
+        await self._must("setDefaultACLAccess", acls=DEFAULT_ACCESS)
+        await self._must("createRole", ("already exists",), rolename=FLEET_ROLE,
+                         acls=_acls(fleet_rules(), FLEET_ACL_TYPES))
+        await self._must("addClientRole", ("already",), username=self.target.username, rolename=FLEET_ROLE)
+
+    async def set_device_password(self, device_id: str, password: str) -> None:
+        role = device_role(device_id)
+        await self._must("createRole", ("already exists",), rolename=role,
+                         acls=_acls(device_rules(device_id), ACL_TYPES))
+        # delete first: the broker then disconnects whoever is connected with the old password
+        await self._must("deleteClient", ("not found",), username=device_id)
+        await self._must("createClient", username=device_id, password=password,
+                         roles=[{"rolename": role}], textdescription="IOC device")
+        log.info("broker account for %s set", device_id)
+
+    async def remove_device(self, device_id: str) -> None:
+        await self._must("deleteClient", ("not found",), username=device_id)
+        await self._must("deleteRole", ("not found",), rolename=device_role(device_id))
+        log.info("broker account for %s removed", device_id)
