@@ -7,7 +7,6 @@ observer must end up with every (ses, seq) the agent stamped, each stream in ord
 
 import asyncio
 import json
-import os
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,44 +16,39 @@ import pytest
 
 from edge.agent import Agent
 from edge.roles.sim import SimRole
-from tests.edge.helpers import ConfigFactory, until
-from tests.edge.session_probe import SessionProbe
+from tests.edge.helpers import ConfigFactory, numbered, until
 from tests.support.mosquitto import Mosquitto
+from tests.support.mqtt_probe import Probe
 
 OUTAGE_MESSAGES = 1000  # produced into the queue while the broker is down
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    """The shared fixture's broker, able to save its persistence file when tests run as root.
-
-    Started as root, Mosquitto switches to the `mosquitto` user, which cannot write into
-    pytest's root-only temporary folder: the save on shutdown fails, and the observer's session
-    (subscription and queued messages) is gone after the restart. `user root` keeps it root.
-    """
-    broker = Mosquitto(tmp_path / "mosquitto", extra_conf="user root" if os.geteuid() == 0 else "")
-    broker.start()
-    yield broker
-    broker.kill()
-
-
-@pytest.fixture
-def observer(mosquitto: Mosquitto, device_id: str) -> Iterator[SessionProbe]:
-    probe = SessionProbe(mosquitto.port, f"ioc/v1/d/{device_id}/#")
+def observer(mosquitto: Mosquitto, device_id: str) -> Iterator[Probe]:
+    """A persistent-session observer: the broker keeps its subscription and queued messages
+    across the restart (Mosquitto's persistence is on in the shared fixture)."""
+    probe = Probe(mosquitto.port, f"ioc/v1/d/{device_id}/#", persistent=True)
     yield probe
     probe.close()
 
 
-def telemetry_count(probe: SessionProbe) -> int:
-    return len({(b["ses"], b["seq"]) for suffix, b in probe.numbered() if suffix == "telemetry"})
+def stamped(probe: Probe) -> list[dict[str, Any]]:
+    """Every message carrying a (ses, seq) stamp, in arrival order (duplicates included)."""
+    bodies = [json.loads(payload) for _topic, payload, _retained in list(probe.messages) if payload]
+    return [body for body in bodies if "seq" in body]
 
 
-def check_streams(arrivals: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def telemetry_count(probe: Probe) -> int:
+    """Distinct telemetry stamps received."""
+    return len({(b["ses"], b["seq"]) for b in numbered(probe, "telemetry")})
+
+
+def check_streams(arrivals: list[dict[str, Any]]) -> dict[str, Any]:
     """Per stream: which seq are missing, and whether first arrivals came in order."""
     first_seen: dict[int, list[int]] = defaultdict(list)
     seen: set[tuple[int, int]] = set()
     duplicates = 0
-    for _suffix, body in arrivals:
+    for body in arrivals:
         stamp = (body["ses"], body["seq"])
         if stamp in seen:
             duplicates += 1
@@ -73,7 +67,7 @@ def check_streams(arrivals: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 async def test_broker_restart_loses_nothing_and_replays_in_order(
-    edge_config: ConfigFactory, mosquitto: Mosquitto, observer: SessionProbe, artifacts_dir: Path
+    edge_config: ConfigFactory, mosquitto: Mosquitto, observer: Probe, artifacts_dir: Path
 ) -> None:
     config = edge_config(roles={"sim": {"period_s": 0.005}}, health_period_s=1)
     async with Agent(config) as agent:
@@ -99,7 +93,7 @@ async def test_broker_restart_loses_nothing_and_replays_in_order(
     await until(lambda: telemetry_count(observer) >= produced, f"all {produced} readings", within=20)
     assert "Error saving" not in mosquitto.log.read_text(), "the observer's session must survive"
 
-    report = check_streams(observer.numbered())
+    report = check_streams(stamped(observer))
     lost_telemetry = produced - telemetry_count(observer)
     lost_stamps = sum(len(m) for m in report["missing"].values())
     print(
@@ -127,7 +121,7 @@ async def test_broker_restart_loses_nothing_and_replays_in_order(
 
 
 async def test_queue_outlives_the_agent_during_an_outage(
-    edge_config: ConfigFactory, mosquitto: Mosquitto, observer: SessionProbe
+    edge_config: ConfigFactory, mosquitto: Mosquitto, observer: Probe
 ) -> None:
     config = edge_config(roles={"sim": {"period_s": 0.005}}, shutdown_drain_s=0)
     await asyncio.to_thread(mosquitto.stop)
@@ -144,7 +138,7 @@ async def test_queue_outlives_the_agent_during_an_outage(
             f"the {produced} readings of the previous run",
             within=20,
         )
-    report = check_streams(observer.numbered())
+    report = check_streams(stamped(observer))
     print(
         f"\nrestart during an outage: {produced} readings made offline, all delivered by the next run; "
         f"lost: {sum(len(m) for m in report['missing'].values())}"
