@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
                   description="Device registry, presence, health and telemetry of the city's field devices.")
     for module in (auth, users, devices, data, control, enrollment, ingest):
         app.include_router(module.router)
+    app.include_router(enrollment.protected)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
 

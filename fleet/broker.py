@@ -3,11 +3,14 @@
 Production and the tests use Mosquitto. The embedded broker listens on loopback only.
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.session import Session
 
 from fleet.broker_auth.embedded import EmbeddedAuthority
 
@@ -16,6 +19,34 @@ log = logging.getLogger(__name__)
 
 class BrokerError(RuntimeError):
     """The embedded broker could not start (most often: its port is taken)."""
+
+
+class _CheckedBroker(Broker):
+    """amqtt, with retained messages going only where the topic rules allow.
+
+    amqtt 0.12, when a client connects, replays retained messages for every subscription held by
+    any client, to the new client, without its topic checks: device A would receive B's retained
+    birth. Here a retained message goes only to a session that holds the subscription itself and
+    that may receive the topic.
+    """
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                          session: Session) -> None:
+        topic_filter, qos = subscription
+        holders = self._subscriptions.get(topic_filter, [])
+        if not any(s.client_id == session.client_id for s, _ in holders):
+            return
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        sends = []
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and await self._topic_filtering(
+                    session, topic=topic, action=Action.RECEIVE):
+                sends.append(asyncio.create_task(handler.mqtt_publish(
+                    retained.topic, retained.data, min(qos, retained.qos or qos), retain=True)))
+        if sends:
+            await asyncio.wait(sends)
 
 
 @asynccontextmanager
@@ -28,7 +59,7 @@ async def embedded_broker(host: str, port: int, authority: EmbeddedAuthority) ->
             "fleet.broker_auth.embedded.FleetTopicPlugin": {"authority": authority},
         },
     }
-    broker = Broker(config)
+    broker = _CheckedBroker(config)
     try:
         await broker.start()
     except Exception as err:  # amqtt wraps the OSError of a taken port in its own errors

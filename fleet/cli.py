@@ -51,7 +51,7 @@ def _user_add(args: argparse.Namespace) -> int:
     except PasswordPolicyError as err:
         print(f"fleet: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - one line for the operator, e.g. the user exists
+    except Exception as err:
         print(f"fleet: could not add {args.username}: {err}", file=sys.stderr)
         return 1
     print(f"fleet: user {args.username} ({args.role}) added")

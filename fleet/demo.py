@@ -113,8 +113,7 @@ async def _demo_admin(http: httpx.AsyncClient, workdir: Path) -> str:
 
 
 async def _run(pis: int, boards: int, port: int, workdir: Path) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    workdir = workdir.resolve()  # agent configs resolve relative paths against their own folder
+    workdir = await asyncio.to_thread(_prepare_workdir, workdir)
     settings = Settings(database_url=f"sqlite://{workdir / 'fleet.sqlite3'}", mqtt_url=None,
                         http_port=port, mqtt_client_id="fleet-demo")
     stop = asyncio.Event()
@@ -163,6 +162,11 @@ async def _run(pis: int, boards: int, port: int, workdir: Path) -> None:
             await asyncio.to_thread(children.stop)
             server.should_exit = True
             await serving
+
+
+def _prepare_workdir(workdir: Path) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir.resolve()  # agent configs resolve relative paths against their own folder
 
 
 def _micropython_available() -> bool:

@@ -38,6 +38,8 @@ async def get_principal(request: Request,
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+# on a router: nobody learns anything (not even whether a device exists) before logging in
+LOGGED_IN = Depends(get_principal)
 
 
 def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:

@@ -123,7 +123,27 @@ class DynsecAccounts:
         await self._must("setDefaultACLAccess", acls=DEFAULT_ACCESS)
         await self._must("createRole", ("already exists",), rolename=FLEET_ROLE,
                          acls=_acls(fleet_rules(), FLEET_ACL_TYPES))
-        await self._must("addClientRole", ("already",), username=self.target.username, rolename=FLEET_ROLE)
+        if FLEET_ROLE in await self._roles_of(self.target.username):
+            return
+        # Changing our own account's roles makes the broker disconnect us (paho reconnects), so
+        # the answer may be lost or be an error; what counts is the role being there afterwards.
+        try:
+            await self.call("addClientRole", username=self.target.username, rolename=FLEET_ROLE)
+        except AccountsError:
+            pass
+        for _ in range(3):
+            try:
+                if FLEET_ROLE in await self._roles_of(self.target.username):
+                    return
+            except AccountsError:
+                continue
+        raise AccountsError(f"could not give the fleet's account the {FLEET_ROLE!r} role")
+
+    async def _roles_of(self, username: str) -> set[str]:
+        response = await self.call("getClient", username=username)
+        if response.get("error"):
+            raise AccountsError(f"broker refused getClient: {response['error']}")
+        return {r["rolename"] for r in response.get("data", {}).get("client", {}).get("roles", [])}
 
     async def set_device_password(self, device_id: str, password: str) -> None:
         role = device_role(device_id)

@@ -66,7 +66,7 @@ class Ingest:
         while True:
             try:
                 return await apply_batch(checked)
-            except Exception as err:  # noqa: BLE001 - the loop must survive any store failure
+            except Exception as err:
                 if await db.ping():
                     log.exception("a batch of %d failed to store; retrying one by one", len(checked))
                     return await self._store_singly(checked)
@@ -80,7 +80,7 @@ class Ingest:
         for msg in checked:
             try:
                 one = await apply_batch([msg])
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 self.stats.reject(f"ioc/v1/d/{msg.device_id}/{msg.kind}", "store_error", str(err), 0)
                 continue
             total.stored += one.stored
@@ -97,7 +97,7 @@ class Ingest:
             newest = await RejectedMessage.all().order_by("-id").offset(self.rejected_keep).first()
             if newest is not None:
                 await RejectedMessage.filter(id__lte=newest.id).delete()
-        except Exception:  # noqa: BLE001 - losing a reject record must not stop ingest
+        except Exception:
             log.exception("could not record %d rejected messages", len(rejects))
 
 

@@ -3,7 +3,6 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request

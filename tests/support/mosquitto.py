@@ -1,11 +1,18 @@
 """A private Mosquitto per test: its own port, config and folder, stoppable and restartable."""
 
+import glob
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.support.tls import TlsFiles
 
 MOSQUITTO = "/usr/sbin/mosquitto"
+DYNSEC_PLUGIN = next(iter(sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"))),
+                     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 
 
 def free_port() -> int:
@@ -29,23 +36,47 @@ def wait_port(port: int, *, up: bool = True, timeout: float = 10.0) -> None:
 
 
 class Mosquitto:
-    """A real mosquitto process on 127.0.0.1:<free port>, with persistence in its own folder."""
+    """A real mosquitto process on 127.0.0.1:<free port>, with persistence in its own folder.
 
-    def __init__(self, workdir: Path, *, extra_conf: str = "") -> None:
+    `secure=True`: the production set-up. Anonymous access is off and accounts live in the
+    dynamic-security plugin, with `admin` (user, password) as its administrator (the fleet's
+    account); with `tls` files, a second listener on `tls_port` speaks TLS.
+    """
+
+    def __init__(self, workdir: Path, *, extra_conf: str = "", secure: bool = False,
+                 admin: tuple[str, str] = ("fleet-admin", "fleet-admin-test-password"),
+                 tls: "TlsFiles | None" = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.conf = workdir / "mosquitto.conf"
         workdir.mkdir(parents=True, exist_ok=True)
+        self.admin = admin
+        self.admin_url = f"mqtt://{admin[0]}:{admin[1]}@127.0.0.1:{self.port}"
+        self.tls_port = free_port() if tls else None
+        security = "allow_anonymous true\n"
+        if secure:
+            dynsec = workdir / "dynamic-security.json"
+            if not dynsec.exists():
+                subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(dynsec), admin[0], admin[1]],
+                               check=True, capture_output=True)
+            security = ("allow_anonymous false\n"
+                        f"plugin {DYNSEC_PLUGIN}\n"
+                        f"plugin_opt_config_file {dynsec}\n"
+                        "per_listener_settings false\n")
+        if tls:
+            security += (f"listener {self.tls_port} 127.0.0.1\n"
+                         f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
+                         "tls_version tlsv1.2\n")
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
             # as root, mosquitto would switch to its own user and could not write persistence here
             "user root\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
             "max_queued_messages 10000\n"
             f"{extra_conf}\n"
+            f"{security}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "mosquitto.log"
@@ -55,6 +86,8 @@ class Mosquitto:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
         wait_port(self.port)
+        if self.tls_port:
+            wait_port(self.tls_port)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -2,7 +2,6 @@
 
 from datetime import datetime, timedelta
 
-
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, status
 
-from fleet.api.deps import Auditor, DeviceDep, Reader, RuntimeDep, acting
-from fleet.auth.roles import Permission
+from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting
 from fleet.api.schemas import CommandCreate, CommandPublic, DesiredPublic, DesiredUpdate
+from fleet.auth.roles import Permission
 from fleet.contract import ContractError, make_command, make_desired
 from fleet.ingest.link import LinkError
 from fleet.models import Command, Device, DeviceStatus
 
-router = APIRouter(prefix="/api/devices/{device_id}", tags=["device control"])
+router = APIRouter(prefix="/api/devices/{device_id}", tags=["device control"], dependencies=[LOGGED_IN])
 
 
 def _refuse_retired(device: Device) -> None:

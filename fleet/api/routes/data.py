@@ -5,11 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from fleet.api.deps import DeviceDep, Reader
+from fleet.api.deps import LOGGED_IN, DeviceDep, Reader
 from fleet.api.schemas import EventPublic, GapPublic, HealthPublic, TelemetryPublic
 from fleet.models import EventRecord, HealthRecord, SeqGap, TelemetryRecord
 
-router = APIRouter(prefix="/api/devices/{device_id}", tags=["device data"])
+router = APIRouter(prefix="/api/devices/{device_id}", tags=["device data"], dependencies=[LOGGED_IN])
 
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 

@@ -6,13 +6,13 @@ from fastapi import APIRouter, HTTPException, Query, status
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
-from fleet.api.deps import Auditor, DeviceDep, Reader, RuntimeDep, acting
-from fleet.broker_auth.credentials import revoke_credentials
-from fleet.auth.roles import Permission
+from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting
 from fleet.api.schemas import DeviceCreate, DevicePublic, DeviceUpdate
+from fleet.auth.roles import Permission
+from fleet.broker_auth.credentials import revoke_credentials
 from fleet.models import Device, DeviceStatus, SeqGap
 
-router = APIRouter(prefix="/api/devices", tags=["devices"])
+router = APIRouter(prefix="/api/devices", tags=["devices"], dependencies=[LOGGED_IN])
 
 
 async def to_public(device: Device) -> DevicePublic:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.api.deps import Auditor, DeviceDep, Reader, RuntimeDep, acting, source_of
+from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting, source_of
 from fleet.auth import audit
 from fleet.auth.roles import Permission
 from fleet.auth.secrets import new_token, token_hash
@@ -17,7 +17,8 @@ from fleet.broker_auth.credentials import issue_credentials, revoke_credentials
 from fleet.contract import DEVICE_ID_PATTERN, is_valid_device_id
 from fleet.models import Device, DeviceStatus, EnrollmentToken
 
-router = APIRouter(tags=["enrollment"])
+router = APIRouter(tags=["enrollment"])  # self-enrollment: the token is the credential
+protected = APIRouter(tags=["enrollment"], dependencies=[LOGGED_IN])
 
 
 class EnrollmentTokenCreate(BaseModel):
@@ -78,7 +79,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:30] or "site"
 
 
-@router.post("/api/enrollment-tokens", status_code=status.HTTP_201_CREATED)
+@protected.post("/api/enrollment-tokens", status_code=status.HTTP_201_CREATED)
 async def create_enrollment_token(body: EnrollmentTokenCreate,
                                   audit_: Annotated[Auditor, acting(Permission.ENROLLMENT)]) -> EnrollmentTokenIssued:
     """A single-use token a device (or the technician's tool, offline) exchanges for credentials."""
@@ -90,12 +91,12 @@ async def create_enrollment_token(body: EnrollmentTokenCreate,
     return EnrollmentTokenIssued(id=row.id, token=token, kind=row.kind, site=row.site, expires_at=row.expires_at)
 
 
-@router.get("/api/enrollment-tokens")
+@protected.get("/api/enrollment-tokens")
 async def list_enrollment_tokens(_: Reader) -> list[EnrollmentTokenPublic]:
     return [EnrollmentTokenPublic.model_validate(t) for t in await EnrollmentToken.all().order_by("-id")]
 
 
-@router.delete("/api/enrollment-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+@protected.delete("/api/enrollment-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_enrollment_token(token_id: int,
                                   audit_: Annotated[Auditor, acting(Permission.ENROLLMENT)]) -> None:
     updated = await EnrollmentToken.filter(id=token_id, used_at=None, revoked_at=None).update(
@@ -117,7 +118,8 @@ async def enroll(body: EnrollRequest, request: Request, runtime: RuntimeDep) -> 
     if row.used_at is not None:
         raise HTTPException(status.HTTP_410_GONE, "this enrollment token has already been used")
     if row.expires_at <= now:
-        raise HTTPException(status.HTTP_410_GONE, f"this enrollment token expired at {row.expires_at:%Y-%m-%d %H:%M} UTC")
+        raise HTTPException(status.HTTP_410_GONE,
+                            f"this enrollment token expired at {row.expires_at:%Y-%m-%d %H:%M} UTC")
     device_id = row.device_id or body.device_id or f"{row.kind}-{_slug(row.site)}-{secrets.token_hex(3)}"
     if row.device_id and body.device_id and body.device_id != row.device_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token is for device {row.device_id!r}")
@@ -141,7 +143,7 @@ async def enroll(body: EnrollRequest, request: Request, runtime: RuntimeDep) -> 
     return DeviceCredentials.model_validate(issued)
 
 
-@router.post("/api/devices/{device_id}/credentials")
+@protected.post("/api/devices/{device_id}/credentials")
 async def rotate_credentials(device: DeviceDep, runtime: RuntimeDep, request: Request,
                              audit_: Annotated[Auditor, acting(Permission.CREDENTIALS)]) -> DeviceCredentials:
     """Issue new MQTT credentials for a registered device; older ones stop working at once."""
@@ -154,11 +156,12 @@ async def rotate_credentials(device: DeviceDep, runtime: RuntimeDep, request: Re
     return DeviceCredentials.model_validate(issued)
 
 
-@router.post("/api/devices/{device_id}/credentials/revoke")
+@protected.post("/api/devices/{device_id}/credentials/revoke")
 async def revoke_device_credentials(device: DeviceDep, runtime: RuntimeDep, request: Request,
                                     audit_: Annotated[Auditor, acting(Permission.CREDENTIALS)]) -> dict[str, int]:
     try:
         revoked = await revoke_credentials(runtime, device.id, audit_.actor, source_of(request))
     except AccountsError as err:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the broker did not remove the account: {err}") from err
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"the broker did not remove the account: {err}") from err
     return {"revoked": revoked}

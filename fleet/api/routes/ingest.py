@@ -4,9 +4,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from fleet.api.deps import Reader, RuntimeDep
+from fleet.api.deps import LOGGED_IN, Reader, RuntimeDep
 
-router = APIRouter(prefix="/api/ingest", tags=["ingest"])
+router = APIRouter(prefix="/api/ingest", tags=["ingest"], dependencies=[LOGGED_IN])
 
 
 @router.get("/stats")

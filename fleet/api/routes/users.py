@@ -7,13 +7,13 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from tortoise.exceptions import IntegrityError
 
-from fleet.api.deps import Auditor, acting, permitted
+from fleet.api.deps import LOGGED_IN, Auditor, acting, permitted
 from fleet.auth.people import PasswordPolicyError, Principal, check_password_policy, create_user
 from fleet.auth.roles import Permission, Role
 from fleet.auth.secrets import hash_password
 from fleet.models import ApiToken, AuditEntry, User
 
-router = APIRouter(tags=["people"])
+router = APIRouter(tags=["people"], dependencies=[LOGGED_IN])
 Admin = Annotated[Auditor, acting(Permission.USERS)]
 
 
