@@ -29,6 +29,9 @@ class Device(Model):
     # presence, from birth and death (docs/protocol.md "Presence")
     online = fields.BooleanField(default=False, db_index=True)
     session = fields.BigIntField(null=True)
+    # bumped when the device's session counter goes backwards (its storage was wiped): streams of
+    # the new epoch never collide with the old ones (docs/protocol.md, "Streams")
+    epoch = fields.IntField(default=0)
     last_birth_at = fields.DatetimeField(null=True)
     last_death_at = fields.DatetimeField(null=True)
     last_death_reason = fields.CharField(max_length=16, null=True)
@@ -54,6 +57,7 @@ class Device(Model):
 class HealthRecord(Model):
     id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
+    epoch = fields.IntField(default=0)
     ses = fields.BigIntField()
     seq = fields.BigIntField()
     device_ts = fields.BigIntField(null=True)  # device clock, Unix ms; None while unknown
@@ -62,13 +66,14 @@ class HealthRecord(Model):
 
     class Meta:
         table = "health"
-        unique_together = (("device_id", "ses", "seq"),)
+        unique_together = (("device_id", "epoch", "ses", "seq"),)
         indexes = (("device_id", "received_at"),)
 
 
 class TelemetryRecord(Model):
     id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
+    epoch = fields.IntField(default=0)
     ses = fields.BigIntField()
     seq = fields.BigIntField()
     device_ts = fields.BigIntField(null=True)
@@ -80,13 +85,14 @@ class TelemetryRecord(Model):
 
     class Meta:
         table = "telemetry"
-        unique_together = (("device_id", "ses", "seq"),)
+        unique_together = (("device_id", "epoch", "ses", "seq"),)
         indexes = (("device_id", "at"),)
 
 
 class EventRecord(Model):
     id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
+    epoch = fields.IntField(default=0)
     ses = fields.BigIntField()
     seq = fields.BigIntField()
     device_ts = fields.BigIntField(null=True)
@@ -101,7 +107,7 @@ class EventRecord(Model):
 
     class Meta:
         table = "event"
-        unique_together = (("device_id", "ses", "seq"),)
+        unique_together = (("device_id", "epoch", "ses", "seq"),)
         indexes = (("device_id", "at"),)
 
 
@@ -110,6 +116,7 @@ class SeqStream(Model):
 
     id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
+    epoch = fields.IntField(default=0)
     ses = fields.BigIntField()
     max_seq = fields.BigIntField()
     received = fields.BigIntField(default=0)
@@ -119,7 +126,7 @@ class SeqStream(Model):
 
     class Meta:
         table = "seq_stream"
-        unique_together = (("device_id", "ses"),)
+        unique_together = (("device_id", "epoch", "ses"),)
 
 
 class SeqGap(Model):
@@ -127,6 +134,7 @@ class SeqGap(Model):
 
     id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63, db_index=True)
+    epoch = fields.IntField(default=0)
     ses = fields.BigIntField()
     first_seq = fields.BigIntField()
     last_seq = fields.BigIntField()
@@ -135,7 +143,7 @@ class SeqGap(Model):
 
     class Meta:
         table = "seq_gap"
-        indexes = (("device_id", "ses", "open"),)
+        indexes = (("device_id", "epoch", "ses", "open"),)
 
 
 class Command(Model):

@@ -31,6 +31,8 @@ from fleet.models import (
 
 log = logging.getLogger(__name__)
 
+StreamKey = tuple[str, int, int]  # (device id, epoch, ses)
+
 
 @dataclass
 class BatchResult:
@@ -51,33 +53,33 @@ def _utc_from_ms(ms: int | None, fallback: datetime) -> datetime:
 
 
 class _Streams:
-    """The (device, ses) streams a batch touches, loaded once and written back once."""
+    """The (device, epoch, ses) streams a batch touches, loaded once and written back once."""
 
     def __init__(self, conn: BaseDBAsyncClient) -> None:
         self.conn = conn
-        self.rows: dict[tuple[str, int], SeqStream] = {}
-        self.states: dict[tuple[str, int], StreamState] = {}
-        self.gaps_loaded: set[tuple[str, int]] = set()
+        self.rows: dict[StreamKey, SeqStream] = {}
+        self.states: dict[StreamKey, StreamState] = {}
+        self.gaps_loaded: set[StreamKey] = set()
 
-    async def load(self, keys: set[tuple[str, int]]) -> None:
+    async def load(self, keys: set[StreamKey]) -> None:
         if not keys:
             return
         query = Q()
-        for device_id, ses in keys:
-            query |= Q(device_id=device_id, ses=ses)
+        for device_id, epoch, ses in keys:
+            query |= Q(device_id=device_id, epoch=epoch, ses=ses)
         for row in await SeqStream.filter(query).using_db(self.conn):
-            key = (row.device_id, row.ses)
+            key = (row.device_id, row.epoch, row.ses)
             self.rows[key] = row
             self.states[key] = StreamState(max_seq=row.max_seq)
 
-    async def _load_gaps(self, key: tuple[str, int], state: StreamState) -> None:
-        rows = await SeqGap.filter(device_id=key[0], ses=key[1], open=True).using_db(self.conn)
+    async def _load_gaps(self, key: StreamKey, state: StreamState) -> None:
+        rows = await SeqGap.filter(device_id=key[0], epoch=key[1], ses=key[2], open=True).using_db(self.conn)
         stored = [Gap(r.first_seq, r.last_seq, r.id) for r in sorted(rows, key=lambda r: r.first_seq)]
         # gaps opened earlier in this batch lie above every stored one
         state.gaps = stored + state.gaps
         self.gaps_loaded.add(key)
 
-    async def accept(self, key: tuple[str, int], seq: int) -> Verdict:
+    async def accept(self, key: StreamKey, seq: int) -> Verdict:
         state = self.states.get(key)
         if state is None:  # a stream the database has never seen has no stored gaps
             state = self.states[key] = StreamState()
@@ -87,7 +89,7 @@ class _Streams:
             await self._load_gaps(key, state)
         return state.accept(seq)
 
-    async def save(self, now: datetime, counts: dict[tuple[str, int], tuple[int, int]]) -> int:
+    async def save(self, now: datetime, counts: dict[StreamKey, tuple[int, int]]) -> int:
         """Write streams and gaps back; returns the number of gaps opened."""
         opened = 0
         new_rows = []
@@ -97,7 +99,7 @@ class _Streams:
             if row is None:
                 if state.max_seq is None:
                     continue
-                new_rows.append(SeqStream(device_id=key[0], ses=key[1], max_seq=state.max_seq,
+                new_rows.append(SeqStream(device_id=key[0], epoch=key[1], ses=key[2], max_seq=state.max_seq,
                                           received=received, duplicates=duplicates,
                                           first_at=now, last_at=now))
             elif received or duplicates:
@@ -110,7 +112,7 @@ class _Streams:
             for gap in state.changed:
                 if gap.id is None:
                     if gap.first <= gap.last:
-                        await SeqGap.create(using_db=self.conn, device_id=key[0], ses=key[1],
+                        await SeqGap.create(using_db=self.conn, device_id=key[0], epoch=key[1], ses=key[2],
                                             first_seq=gap.first, last_seq=gap.last, detected_at=now)
                         opened += 1
                 else:
@@ -137,9 +139,6 @@ async def _apply_birth(conn: BaseDBAsyncClient, device: Device, msg: Upstream, n
     if not birth_applies(msg.ses, device.ended_session):
         log.info("device %s: ignoring birth of session %d, which has ended", device.id, msg.ses)
         return False
-    if device.session is not None and msg.ses < device.session:
-        log.warning("device %s: birth session %d is below the stored %d (counter reset?); accepting",
-                    device.id, msg.ses, device.session)
     device.online = True
     device.session = msg.ses
     device.last_birth_at = now
@@ -179,8 +178,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
     async with in_transaction() as conn:
         devices = await _devices(conn, {m.device_id for m in batch}, now)
         streams = _Streams(conn)
-        await streams.load({(m.device_id, m.ses) for m in batch if m.seq is not None})
-        counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        await streams.load({(m.device_id, devices[m.device_id].epoch, m.ses) for m in batch if m.seq is not None})
+        counts: dict[StreamKey, list[int]] = defaultdict(lambda: [0, 0])
         health: list[HealthRecord] = []
         telemetry: list[TelemetryRecord] = []
         events: list[EventRecord] = []
@@ -197,7 +196,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 await _apply_death(conn, device, msg, now)
                 continue
             assert msg.seq is not None
-            key = (msg.device_id, msg.ses)
+            key = (msg.device_id, device.epoch, msg.ses)
             verdict = await streams.accept(key, msg.seq)
             if verdict is Verdict.DUPLICATE:
                 counts[key][1] += 1
@@ -214,7 +213,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 device.reported_version = msg.body["version"]
                 device.reported_status = msg.body["status"]
         result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
-        # ignore_conflicts: the unique (device, ses, seq) key is the last line against a replay
+        # ignore_conflicts: the unique (device, epoch, ses, seq) key is the last line against a replay
         # that a second fleet instance stored at the same moment
         for model, rows in ((HealthRecord, health), (TelemetryRecord, telemetry), (EventRecord, events)):
             if rows:
@@ -231,7 +230,7 @@ def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRe
              telemetry: list[TelemetryRecord], events: list[EventRecord]) -> None:
     assert msg.seq is not None
     body = msg.body
-    common: dict[str, Any] = {"device_id": msg.device_id, "ses": msg.ses, "seq": msg.seq,
+    common: dict[str, Any] = {"device_id": msg.device_id, "epoch": device.epoch, "ses": msg.ses, "seq": msg.seq,
                               "device_ts": msg.ts, "received_at": now}
     if msg.kind == "health":
         data = {k: v for k, v in body.items() if k not in ("v", "ses", "seq", "ts")}

@@ -206,3 +206,29 @@ async def test_every_example_message_is_accepted_and_stored(
         probe.device_id = device_id
         probe.clear_retained()
     probe.close()
+
+
+async def test_a_device_that_lost_its_counter_is_not_mistaken_for_a_replay(
+        fleet: httpx.AsyncClient, mosquitto: Mosquitto, device_id: str) -> None:
+    before = ScriptedDevice(mosquitto.port, device_id, ses=50)
+    before.birth()
+    for seq in range(3):
+        before.health(seq=seq, cpu_pct=1.0)
+    before.close()
+    wiped = ScriptedDevice(mosquitto.port, device_id, ses=1)  # storage wiped: counting from 1 again
+    wiped.birth()
+    for seq in range(3):
+        wiped.health(seq=seq, cpu_pct=2.0)
+    for seq in range(3):
+        wiped.health(seq=seq, cpu_pct=2.0)  # and a replay of those: still duplicates
+
+    async def all_stored() -> list[dict[str, Any]] | None:
+        rows = await _health(fleet, device_id)
+        return rows if len(rows) == 6 else None
+
+    rows = await async_wait_for(all_stored, what="both devices' lives stored")
+    assert sorted(r["data"]["cpu_pct"] for r in rows) == [1.0] * 3 + [2.0] * 3
+    assert (await _stats(fleet))["duplicates"] == 3
+    device = await _device(fleet, device_id)
+    assert device["session"] == 1 and device["online"] is True
+    wiped.close()
