@@ -31,7 +31,8 @@ from fleet.contract import DEVICE_ID_PATTERN, is_valid_device_id
 class BrokerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = "mqtt://127.0.0.1:1883"
+    url: str = "mqtt://127.0.0.1:1883"  # mqtts://host:8883 for TLS
+    ca_file: Path | None = None  # the CA of the broker's certificate (default: the system's CAs)
     username: str | None = None
     password: SecretStr | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
@@ -45,8 +46,8 @@ class BrokerSettings(BaseModel):
     @classmethod
     def _check_url(cls, url: str) -> str:
         parts = urlsplit(url)
-        if parts.scheme != "mqtt":
-            raise ValueError("must look like mqtt://host:port (TLS is not supported yet)")
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
         if parts.username is not None or parts.password is not None:
             raise ValueError("must not carry credentials; use broker.username and broker.password")
         if not parts.hostname:
@@ -70,8 +71,12 @@ class BrokerSettings(BaseModel):
         return urlsplit(self.url).hostname or ""
 
     @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
 
 class QueueSettings(BaseModel):
@@ -138,6 +143,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ag
         raise ConfigError(describe_validation_error(err)) from err
     if base_dir is not None and not config.state_dir.is_absolute():
         config = config.model_copy(update={"state_dir": base_dir / config.state_dir})
+    ca_file = config.broker.ca_file
+    if base_dir is not None and ca_file is not None and not ca_file.is_absolute():
+        config = config.model_copy(update={"broker": config.broker.model_copy(update={"ca_file": base_dir / ca_file})})
     return config
 
 

@@ -9,6 +9,7 @@ bounded time, publishes a death with reason `shutdown` and disconnects.
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -103,6 +104,8 @@ class Link:
             will=aiomqtt.Will(device_topic(self.config.device_id, "death"), will, qos=QOS, retain=True),
             max_inflight_messages=self.config.queue.inflight,
             max_queued_incoming_messages=MAX_INCOMING,
+            tls_context=ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+            if broker.tls else None,
         )
         client.pending_calls_threshold = self.config.queue.inflight + 8
         return client

@@ -1,25 +1,213 @@
-"""`provision`: the field technician's tool. Flashing and registration arrive with the identity issue."""
+"""`provision`: the field technician's tool. A table of commands, one handler each.
+
+    provision ports                       serial ports; ESP32 USB bridges are marked
+    provision flash --port P --kind K --site S [--port P2 ...]
+    provision pi-bundle --out DIR --site S
+
+Every failure reaches the user as one line, `provision: message`, with the exit status of
+`provisioning.errors` (the table is in docs/provisioning.md).
+"""
+
+from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from provisioning.board import SerialBoard
+from provisioning.errors import BatchFailed, ProvisionError
+from provisioning.flash import ALL_KINDS, Flasher, FlashRequest, new_device_id
+from provisioning.fleet_api import FleetClient
+from provisioning.image import FirmwareImage
+from provisioning.pibundle import PiBundleRequest, make_pi_bundle
+from provisioning.ports import list_serial_ports
+from provisioning.progress import Reporter
+
+PROG = "provision"
+VERSION = "0.2.0"
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _broker(value: str) -> tuple[str, int]:
+    """HOST:PORT or mqtt://HOST:PORT."""
+    parts = urlsplit(value if "://" in value else f"mqtt://{value}")
+    try:
+        port = parts.port or 1883
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"bad broker port in {value!r}") from err
+    if not parts.hostname or parts.scheme != "mqtt":
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or mqtt://HOST:PORT, got {value!r}")
+    return parts.hostname, port
+
+
+def _fleet(args: argparse.Namespace) -> FleetClient | None:
+    if not args.fleet:
+        return None
+    return FleetClient(args.fleet, args.token, timeout=args.http_timeout)
+
+
+# handlers ---------------------------------------------------------------------------------
+def do_ports(args: argparse.Namespace, reporter: Reporter) -> int:
+    ports = list_serial_ports(args.include)
+    if not ports:
+        print("no serial ports found (is the board plugged in? a charge-only cable?)")
+        return 0
+    for port in ports:
+        mark = "ESP32?" if port.likely_esp32 else "      "
+        what = port.bridge or port.description or "serial port"
+        usb = f" [{port.usb_id}]" if port.usb_id else ""
+        serial_no = f" s/n {port.serial_number}" if port.serial_number else ""
+        print(f"{mark} {port.device}  {what}{usb}{serial_no}")
+    return 0
+
+
+def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
+    try:
+        image = FirmwareImage.from_dir(args.firmware) if args.firmware else FirmwareImage.from_dir()
+    except (OSError, ValueError) as err:
+        raise ProvisionError(f"cannot read the firmware image: {err}") from err
+    request = FlashRequest(kind=args.kind, site=args.site, name=args.name, ward=args.ward,
+                           wifi_ssid=args.wifi_ssid, wifi_password=args.wifi_password,
+                           broker=args.broker, enrollment_token=args.enrollment_token,
+                           offline=args.offline, fleet_url=args.fleet, wait_s=args.wait)
+    fleet = None if args.offline else _fleet(args)
+    failures: list[ProvisionError] = []
+    try:
+        flasher = Flasher(request, image, fleet, reporter,
+                          open_board=functools.partial(SerialBoard, answer_timeout=args.answer_timeout))
+        for port in args.port:
+            try:
+                print(flasher.flash(port).line(), flush=True)
+            except ProvisionError as err:
+                if len(args.port) == 1:
+                    raise
+                _fail(err.message)
+                failures.append(err)
+    finally:
+        if fleet is not None:
+            fleet.close()
+    if not failures:
+        return 0
+    codes = {err.exit_code for err in failures}
+    done = len(args.port) - len(failures)
+    summary = f"{len(failures)} of {len(args.port)} boards failed ({done} done)"
+    if len(codes) == 1:  # one reason: keep its exit status
+        raise _same_code(failures[0], summary)
+    raise BatchFailed(summary + ", for different reasons (see above)")
+
+
+def _same_code(err: ProvisionError, message: str) -> ProvisionError:
+    summary = ProvisionError(message)
+    summary.exit_code = err.exit_code
+    return summary
+
+
+def do_pi_bundle(args: argparse.Namespace, reporter: Reporter) -> int:
+    broker_url = None
+    if args.broker:
+        host, port = args.broker
+        broker_url = f"mqtt://{host}:{port}"
+    request = PiBundleRequest(out_dir=args.out, site=args.site, name=args.name, ward=args.ward,
+                              roles=tuple(args.role), broker_url=broker_url,
+                              enrollment_token=args.enrollment_token, offline=args.offline,
+                              fleet_url=args.fleet)
+    device_id = new_device_id("pi", args.site)
+    fleet = None if args.offline else _fleet(args)
+    try:
+        out = make_pi_bundle(request, fleet, device_id)
+    finally:
+        if fleet is not None:
+            fleet.close()
+    how = "enrolls when install.sh runs" if args.offline else "registered"
+    print(f"ok {device_id} ({how}): bundle in {out}; on the Pi run: sudo sh install.sh", flush=True)
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Reporter], int], str]] = {
+    "ports": (do_ports, "list serial ports; ESP32 USB bridges are marked"),
+    "flash": (do_flash, "flash, register and verify ESP32 boards"),
+    "pi-bundle": (do_pi_bundle, "write what a Raspberry Pi needs to a folder (SD card, USB stick)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="provision",
-        description="Flash, register and verify field devices (ESP32 boards, Raspberry Pi bundles).",
-        epilog="Commands (ports, flash, pi-bundle) arrive with the device-identity issue; "
-               "today this prints its help.",
-    )
-    parser.add_argument("--version", action="version", version="provision 0.1.0")
+        prog=PROG, description="Flash, register and verify field devices (ESP32 boards, Raspberry Pi bundles).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {VERSION}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--fleet", default=os.environ.get("PROVISION_FLEET_URL"), metavar="URL",
+                        help="fleet service URL (env PROVISION_FLEET_URL)")
+    common.add_argument("--token", default=os.environ.get("PROVISION_API_TOKEN"),
+                        help="your API token (env PROVISION_API_TOKEN)")
+    common.add_argument("--http-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    common.add_argument("-q", "--quiet", action="store_true", help="only the result lines and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parsers = {name: sub.add_parser(name, help=help_, description=help_, parents=[common])
+               for name, (_, help_) in COMMANDS.items()}
+
+    ports = parsers["ports"]
+    ports.add_argument("--include", action="append", default=[], metavar="GLOB",
+                       help="also list paths matching GLOB (pty links of virtual boards)")
+
+    flash = parsers["flash"]
+    flash.add_argument("--port", action="append", required=True,
+                       help="serial port of a board; repeat for several boards")
+    flash.add_argument("--kind", required=True, choices=ALL_KINDS,
+                       help="what the node does (sim: a simulated sensor, for demos)")
+    flash.add_argument("--site", required=True, help="where it is installed (part of its id)")
+    flash.add_argument("--name", default="", help="a human name for the device")
+    flash.add_argument("--ward", default="", help="ward or commune")
+    flash.add_argument("--wifi-ssid", default=os.environ.get("PROVISION_WIFI_SSID"))
+    flash.add_argument("--wifi-password", default=os.environ.get("PROVISION_WIFI_PASSWORD"),
+                       help="(env PROVISION_WIFI_PASSWORD)")
+    flash.add_argument("--broker", type=_broker, metavar="HOST:PORT",
+                       help="broker address the device uses (default: what the fleet says)")
+    flash.add_argument("--enrollment-token", default=os.environ.get("PROVISION_ENROLLMENT_TOKEN"),
+                       help="register with an enrollment token instead of an API token")
+    flash.add_argument("--offline", action="store_true",
+                       help="no link to the fleet: write the enrollment token; the device enrolls itself")
+    flash.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                       help="how long to wait for the device to come online (default 60)")
+    flash.add_argument("--firmware", type=Path, help="firmware folder (default: the bundled firmware/)")
+    flash.add_argument("--answer-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="how long a board may take to answer one request (default 5)")
+
+    bundle = parsers["pi-bundle"]
+    bundle.add_argument("--out", type=Path, required=True, help="an empty or new folder")
+    bundle.add_argument("--site", required=True)
+    bundle.add_argument("--name", default="")
+    bundle.add_argument("--ward", default="")
+    bundle.add_argument("--role", action="append", default=[], help="an agent role (e.g. sim); repeatable")
+    bundle.add_argument("--broker", type=_broker, metavar="HOST:PORT")
+    bundle.add_argument("--enrollment-token", default=os.environ.get("PROVISION_ENROLLMENT_TOKEN"))
+    bundle.add_argument("--offline", action="store_true",
+                        help="no link to the fleet now: the Pi enrolls itself when install.sh runs")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handler, _ = COMMANDS[args.command]
+    reporter = Reporter(quiet=args.quiet)
+    try:
+        return handler(args, reporter)
+    except ProvisionError as err:
+        _fail(err.message)
+        return err.exit_code
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to finish cleanly")
+        return 130
 
 
 if __name__ == "__main__":
