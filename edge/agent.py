@@ -83,7 +83,7 @@ class Agent:
             self.outbox = Outbox(state / "outbox.sqlite3", max_messages=self.config.queue.max_messages)
             self.uplink = Uplink(self.config.device_id, self.stamper, self.outbox)
             self.roles: dict[str, Role] = {
-                name: self._spec(name).create(name, section, RoleContext(name, self.uplink))
+                name: self._spec(name).create(name, section, RoleContext(name, self.uplink, state))
                 for name, section in self.config.roles.items()
             }
             self.system = SystemHealth(disk_path=state)

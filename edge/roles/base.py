@@ -14,6 +14,7 @@ A role gives the agent:
 
 import abc
 import logging
+from pathlib import Path
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -37,9 +38,10 @@ class RoleSettings(BaseModel):
 class RoleContext:
     """The agent's services for one role; everything sent is stamped and queued."""
 
-    def __init__(self, name: str, uplink: Uplink) -> None:
+    def __init__(self, name: str, uplink: Uplink, state_dir: Path) -> None:
         self.name = name
         self._uplink = uplink
+        self.state_dir = state_dir  # the agent's state folder; a role keeps its files in a subfolder
         self.log = logging.getLogger(f"edge.roles.{name}")
 
     @property
