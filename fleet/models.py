@@ -54,7 +54,9 @@ class Device(Model):
         table = "device"
 
 
-class HealthRecord(Model):
+class StreamRecord(Model):
+    """What every stored upstream message has: its stamp, and when it arrived."""
+
     id = fields.BigIntField(primary_key=True)
     device_id = fields.CharField(max_length=63)
     epoch = fields.IntField(default=0)
@@ -62,42 +64,37 @@ class HealthRecord(Model):
     seq = fields.BigIntField()
     device_ts = fields.BigIntField(null=True)  # device clock, Unix ms; None while unknown
     received_at = fields.DatetimeField()
+
+    class Meta:
+        abstract = True
+
+
+STAMP_KEY = (("device_id", "epoch", "ses", "seq"),)  # one row per message: replays cannot double it
+
+
+class HealthRecord(StreamRecord):
     data = fields.JSONField()
 
     class Meta:
         table = "health"
-        unique_together = (("device_id", "epoch", "ses", "seq"),)
+        unique_together = STAMP_KEY
         indexes = (("device_id", "received_at"),)
 
 
-class TelemetryRecord(Model):
-    id = fields.BigIntField(primary_key=True)
-    device_id = fields.CharField(max_length=63)
-    epoch = fields.IntField(default=0)
-    ses = fields.BigIntField()
-    seq = fields.BigIntField()
-    device_ts = fields.BigIntField(null=True)
+class TelemetryRecord(StreamRecord):
     # the time the reading belongs to: the device's clock when it had one, else arrival
     at = fields.DatetimeField()
-    received_at = fields.DatetimeField()
     role = fields.CharField(max_length=32)
     readings = fields.JSONField()
 
     class Meta:
         table = "telemetry"
-        unique_together = (("device_id", "epoch", "ses", "seq"),)
+        unique_together = STAMP_KEY
         indexes = (("device_id", "at"),)
 
 
-class EventRecord(Model):
-    id = fields.BigIntField(primary_key=True)
-    device_id = fields.CharField(max_length=63)
-    epoch = fields.IntField(default=0)
-    ses = fields.BigIntField()
-    seq = fields.BigIntField()
-    device_ts = fields.BigIntField(null=True)
+class EventRecord(StreamRecord):
     at = fields.DatetimeField()
-    received_at = fields.DatetimeField()
     event_id = fields.CharField(max_length=200)
     type = fields.CharField(max_length=64)
     phase = fields.CharField(max_length=8)
@@ -107,7 +104,7 @@ class EventRecord(Model):
 
     class Meta:
         table = "event"
-        unique_together = (("device_id", "epoch", "ses", "seq"),)
+        unique_together = STAMP_KEY
         indexes = (("device_id", "at"),)
 
 
