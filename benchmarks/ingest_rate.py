@@ -22,10 +22,10 @@ import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleet.app import fleet_services  # noqa: E402
-from fleet.settings import Settings  # noqa: E402
-from tests.support.mosquitto import Mosquitto  # noqa: E402
-from tests.support.postgres import fresh_database  # noqa: E402
+from fleet.app import fleet_services
+from fleet.settings import Settings
+from tests.support.mosquitto import Mosquitto
+from tests.support.postgres import fresh_database
 
 
 def publish(port: int, messages: int, devices: int, ses: int) -> None:

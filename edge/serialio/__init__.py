@@ -1,0 +1,1 @@
+"""Serial sensors: frame parsers (pure) and an asyncio reader over pyserial."""
