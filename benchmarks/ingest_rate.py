@@ -90,7 +90,7 @@ def baseline(port: int, messages: int, devices: int, ses: int) -> float:
 async def ingest(port: int, database_url: str, messages: int, devices: int, ses: int) -> float:
     """Messages/s from first publish to the last row committed."""
     settings = Settings(database_url=database_url, mqtt_url=f"mqtt://127.0.0.1:{port}",
-                        mqtt_client_id=f"bench-fleet-{ses}")
+                        mqtt_client_id=f"bench-fleet-{ses}", broker_accounts="none")  # an open test broker
     async with fleet_services(settings) as runtime:
         start = time.perf_counter()
         proc = await asyncio.to_thread(start_publisher, port, messages, devices, ses)
