@@ -1,7 +1,10 @@
 # Boot stage. Picks the app slot (app_a/ or app_b/), counts boots that never became healthy,
 # and falls back to the other slot after MAX_TRIES of them. An update replaces a slot, never
 # this file: keep it tiny and stable. File format of bootstate.json: {"active": "a"|"b",
-# "tries": n}; the app clears "tries" through Boot.mark_good() once it has run healthy.
+# "tries": n, "failed": m}: tries of the active slot, and failed boots of all slots since the
+# last healthy one; the app clears both through Boot.mark_good() once it has run healthy.
+# Once both slots had MAX_TRIES (failed reached 2 x MAX_TRIES), the boot stage stops switching:
+# it stays on the active slot, whose tries then pass MAX_TRIES, and the app runs in safe mode.
 import json
 import os
 import sys
@@ -45,19 +48,25 @@ def _valid(slot):
 class Boot:
     def __init__(self):
         s = _read()
+        failed = s.get("failed", s["tries"])
+        if not isinstance(failed, int):
+            failed = s["tries"]
         self.switched_from = None
-        if s["tries"] >= MAX_TRIES or not _valid(s["active"]):
+        usable = _valid(s["active"])
+        if not usable or s["tries"] >= MAX_TRIES and failed < 2 * MAX_TRIES:
             other = "b" if s["active"] == "a" else "a"
             if _valid(other):
                 self.switched_from = s["active"]
                 s = {"active": other, "tries": 0}
         s["tries"] += 1
+        s["failed"] = failed + 1
         _write(s)
         self.slot = s["active"]
         self.tries = s["tries"]
+        self.failed = s["failed"]
 
     def mark_good(self):
-        _write({"active": self.slot, "tries": 0})
+        _write({"active": self.slot, "tries": 0, "failed": 0})
 
 
 def _run():

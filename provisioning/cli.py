@@ -70,7 +70,7 @@ def do_ports(args: argparse.Namespace, reporter: Reporter) -> int:
 
 def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
     try:
-        image = FirmwareImage.from_dir(args.firmware) if args.firmware else FirmwareImage.from_dir()
+        image = FirmwareImage.from_dir(args.firmware) if args.firmware else FirmwareImage.build()
     except (OSError, ValueError) as err:
         raise ProvisionError(f"cannot read the firmware image: {err}") from err
     request = FlashRequest(kind=args.kind, site=args.site, name=args.name, ward=args.ward,

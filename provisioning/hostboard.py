@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from provisioning.firmware_build import compile_slot
+
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
 MICROPYTHON = Path(sys.executable).with_name("micropython")
 CONSOLE = "console.log"
@@ -26,17 +28,22 @@ EXIT_CRASH = 70  # the boot stage: the app raised (an ESP32 would reset)
 EXIT_CONFIG = 2  # the app refused its config.json
 
 
-def prepare_board(dest_dir: Path | str, device_id: str, broker_host: str, broker_port: int,
-                  **cfg: Any) -> Path:
+def prepare_board(dest_dir: Path | str, device_id: str, broker_host: str, broker_port: int, *,
+                  precompiled: bool = True, **cfg: Any) -> Path:
     """Copy the firmware into `dest_dir` (the board's filesystem) and write its config.json.
 
-    Extra keyword arguments become config.json fields (see docs/firmware.md). Existing state
-    files in `dest_dir` (state.json, desired.json, bootstate.json) are kept, like on a board
-    that is flashed again.
+    `precompiled`: the app slot as `.mpy` (mpy-cross), as `provision flash` writes it; compiling
+    the sources on a 64 KB board takes more heap than running them. Extra keyword arguments
+    become config.json fields (see docs/firmware.md). Existing state files in `dest_dir`
+    (state.json, desired.json, bootstate.json) are kept, like on a board that is flashed again.
     """
     board = Path(dest_dir)
+    if (board / "app_a").exists():
+        shutil.rmtree(board / "app_a")  # no stale modules from an earlier image
     shutil.copytree(FIRMWARE_DIR, board, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if precompiled:
+        compile_slot(board / "app_a")
     config = {"device_id": device_id, "broker_host": broker_host, "broker_port": broker_port, **cfg}
     (board / "config.json").write_text(json.dumps(config, indent=1))
     return board

@@ -21,10 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provisioning.firmware_build import compile_slot
 from provisioning.hostboard import FIRMWARE_DIR
 
 MARKER = "provision.partial"
@@ -125,6 +128,22 @@ class FirmwareImage:
         if BOOT_STAGE not in files:
             raise ValueError(f"{root} has no {BOOT_STAGE}: not a firmware folder")
         return cls(files=files, version=_firmware_version(files), roles=_firmware_roles(files))
+
+
+    @classmethod
+    def build(cls, root: Path = FIRMWARE_DIR) -> FirmwareImage:
+        """The image as flashed: the boot stage as source, the app slot precompiled to .mpy.
+
+        Version and roles are read from the sources; the board gets bytecode, which loads
+        without the compile-time heap peak and writes faster.
+        """
+        sources = cls.from_dir(root)
+        with tempfile.TemporaryDirectory(prefix="fw-build-") as tmp:
+            staged = Path(tmp) / "firmware"
+            shutil.copytree(root, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            compile_slot(staged / "app_a")
+            built = cls.from_dir(staged)
+        return cls(files=built.files, version=sources.version, roles=sources.roles)
 
 
 def _firmware_version(files: dict[str, bytes]) -> str:

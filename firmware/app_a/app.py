@@ -5,12 +5,30 @@
 # 64 KB heap that only fits while little else is loaded, so the modules are imported largest
 # first, collecting after each. (Precompiled .mpy files need no such care.)
 import gc
+import sys
 
 IMPORT_ORDER = ("mqtt", "device", "link", "contract", "config", "commands", "desired", "store",
-                "outbox", "roles", "hal")
+                "outbox", "hal")
+
+
+def _enroll():
+    # a board flashed offline trades its enrollment token for credentials first (enroll.py)
+    import enroll
+
+    if enroll.needed():
+        def board():
+            import config
+            import hal
+
+            return hal.load(config.load())
+
+        enroll.run(board)
+    del sys.modules["enroll"]
+    gc.collect()
 
 
 def main(boot=None):
+    _enroll()
     for name in IMPORT_ORDER:
         gc.collect()
         __import__(name)

@@ -14,7 +14,9 @@ class Commands:
             "ping": self.ping,
             "set_health_period": self.set_health_period,
             "reboot": self.reboot,
+            "set_time": self.set_time,
         }
+        self.current = None  # the id of the command being handled, for handlers that answer later
 
     def handle(self, payload):
         dev = self.device
@@ -39,10 +41,16 @@ class Commands:
         elif handler is None:
             status, detail = "unknown", None
         else:
+            self.current = cid
             try:
                 status, detail = handler(cmd["args"])
             except Exception as e:  # a failing handler is an answer, not a crash
                 status, detail = "error", repr(e)
+            if status is None:
+                return  # the handler answers later, through finish()
+        self._answer(cid, status, detail)
+
+    def finish(self, cid, status, detail=None):
         self._answer(cid, status, detail)
 
     def _answer(self, cid, status, detail):
@@ -64,6 +72,17 @@ class Commands:
 
     def reboot(self, args):
         # Deferred: the loop first sends this answer and acknowledges the command, or the broker
-        # would hand the same reboot to the next boot.
-        self.device.reboot_requested = True
+        # would hand the same reboot to the next boot. {"safe_mode": false} leaves safe mode: the
+        # failed-boot count is cleared, so the next boot runs the roles again.
+        dev = self.device
+        if args.get("safe_mode") is False and dev.boot is not None:
+            dev.boot.mark_good()
+        dev.reboot_requested = True
         return "ok", None
+
+    def set_time(self, args):
+        # The fleet's clock, for a device that cannot reach NTP: {"unix_ms": n}
+        ms = args.get("unix_ms")
+        if not isinstance(ms, int) or isinstance(ms, bool) or ms < 1577836800000:
+            return "error", "unix_ms must be an integer after 2020"
+        return "ok", {"skew_ms": self.device.set_time(ms)}

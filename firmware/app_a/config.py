@@ -14,6 +14,8 @@ DEFAULTS = {
     "buffer_max": 32,
     "roles": [],
     "telemetry_period_s": 60,
+    "wdt_s": 30,
+    "ntp_host": "pool.ntp.org",
 }
 # name -> (lowest, highest) for the integer settings
 RANGES = {
@@ -24,6 +26,7 @@ RANGES = {
     "backoff_max_s": (1, 3600),
     "buffer_max": (1, 256),
     "telemetry_period_s": (1, 86400),
+    "wdt_s": (2, 3600),
 }
 ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 
@@ -42,9 +45,9 @@ def valid_device_id(s):
 
 
 class Config:
-    def __init__(self, values):
-        for k in values:
-            setattr(self, k, values[k])
+    # Settings as attributes. No methods: a method would keep this module's globals (only
+    # start-up needs them) alive in the heap.
+    pass
 
 
 def load(path="config.json"):
@@ -72,4 +75,7 @@ def load(path="config.json"):
         raise ConfigError(path + ": backoff_min_s is above backoff_max_s")
     if not isinstance(values["roles"], list):
         raise ConfigError(path + ": roles must be a list of role names")
-    return Config(values)
+    cfg = Config()
+    for k in values:
+        setattr(cfg, k, values[k])
+    return cfg

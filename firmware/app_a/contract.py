@@ -64,6 +64,10 @@ def telemetry(role, readings):
     return {"role": role, "r": readings}
 
 
+def event(eid, etype, phase, category, data):
+    return {"id": eid, "type": etype, "phase": phase, "category": category, "data": data}
+
+
 def cmd_result(cmd_id, status, detail=None):
     body = {"id": cmd_id, "status": status}
     if detail is not None:

@@ -55,7 +55,10 @@ class Desired:
     def _apply(self, doc):
         # Every known key is checked before any is applied: a document runs whole or not at all.
         dev = self.device
-        keys = (("health_period_s", dev.check_health_period, dev.set_health_period),)
+        keys = [("health_period_s", dev.check_health_period, dev.set_health_period)]
+        for role in dev.roles:
+            if getattr(role, "key", None):  # a role's own part of the document: "light", ...
+                keys.append((role.key, role.check, role.apply))
         for key, check, _ in keys:
             if key in doc:
                 error = check(doc[key])

@@ -8,7 +8,6 @@ import time
 import config
 import contract
 import hal
-import roles
 import store
 from commands import Commands
 from desired import Desired
@@ -20,6 +19,9 @@ TICK_MS = 200  # longest idle wait of the loop: commands wake it at once, timers
 FLUSH_PER_TICK = 8  # buffered messages sent per loop turn, so a backlog cannot stall the loop
 REBOOT_GRACE_MS = 5000  # how long a requested reboot waits for its answer to be sent
 MAX_SHORT_TURNS = 3  # loop turns in a row that may run out of heap before the app gives up
+SAFE_AFTER_TRIES = 3  # boots that never became healthy before the next one runs in safe mode
+NTP_RETRY_MS = 30000  # while the clock is unknown: ask NTP this often (the fleet's set_time too)
+NTP_PERIOD_MS = 6 * 3600 * 1000  # once known: resynchronise this often (an RTC drifts)
 
 
 def log(msg):
@@ -66,16 +68,18 @@ class Device:
         self.outbox = Outbox(cfg.buffer_max)
         self.meter = Meter()
         self.period_s = cfg.health_period_s
+        self._period_range = config.RANGES["health_period_s"]
         self._next_health = time.ticks_ms()
         self.reboot_requested = False
         self._reboot_at = None
         self.marked_good = boot is None
+        # Safe mode: the boot stage counted too many boots that never got healthy (and had no
+        # other slot to fall back to). Only the network, commands and updates run: no roles.
+        self.safe_mode = boot is not None and boot.tries > SAFE_AFTER_TRIES
         self.commands = Commands(self)
         self.desired = Desired(self)
-        try:
-            self.roles = roles.load(cfg.roles, self, cfg)
-        except ValueError as e:
-            raise config.ConfigError("config.json: " + str(e))
+        self._next_ntp = time.ticks_ms()
+        self.roles = []  # loaded by start_roles(), once start-up code has left the heap
         self.link = Link(board, cfg, self.counters, self.on_message, log)
         self._prefix_len = len(contract.topic(cfg.device_id, ""))
 
@@ -86,11 +90,33 @@ class Device:
         self.stream.stamp(body, self.hal.now_ms())
         self.outbox.put((suffix, contract.encode(body)))
 
+    def start_roles(self, names):
+        # Raises ValueError for an unknown role name.
+        import roles
+        if not self.safe_mode:
+            self.roles = roles.load(names, self, self.cfg)
+        for role in self.roles:
+            self.commands.handlers.update(getattr(role, "commands", {}))
+
     def telemetry(self, role, readings):
         self.emit("telemetry", contract.telemetry(role, readings))
 
+    def event(self, eid, etype, phase, data, category="other"):
+        self.emit("event", contract.event(eid, etype, phase, category, data))
+
+    def feed(self):
+        # Only a loop that gets round (or a long job that makes progress) keeps the board alive.
+        self.hal.wdt_feed()
+
+    def set_time(self, unix_ms):
+        before = self.hal.now_ms()
+        self.hal.set_time(unix_ms)
+        log("clock set to %d (was %s)" % (unix_ms, before))
+        self._next_ntp = time.ticks_add(time.ticks_ms(), NTP_PERIOD_MS)
+        return None if before is None else unix_ms - before
+
     def check_health_period(self, period):
-        lo, hi = config.RANGES["health_period_s"]
+        lo, hi = self._period_range
         if not isinstance(period, int) or isinstance(period, bool) or not lo <= period <= hi:
             return "must be an integer in %d..%d" % (lo, hi)
         return None
@@ -122,19 +148,40 @@ class Device:
         self.stream = contract.Stream(ses)
 
     def birth(self, ses):
-        return contract.birth(ses, self.hal.now_ms(), FW, [r.name for r in self.roles],
+        body = contract.birth(ses, self.hal.now_ms(), FW, [r.name for r in self.roles],
                               self.counters.boots, self.reset_cause, self.period_s, self.hal.hw)
+        if self.safe_mode:
+            body["mode"] = "safe"
+        return body
 
     def health(self):
         m = self.meter
         m.heap_min = min(m.heap_min, gc.mem_free())
-        return contract.health(
+        body = contract.health(
             m.up_ms // 1000, FW, gc.mem_free(), m.heap_min, self.hal.heap_max_block(),
             self.hal.rssi() if self.hal.wifi_up() else None, self.reset_cause, len(self.outbox),
             self.outbox.dropped, self.link.reconnects, m.take_loop_max())
+        if self.safe_mode:
+            body["mode"] = "safe"
+        figures = {}
+        for role in self.roles:
+            figures[role.name] = role.figures()
+        if figures:
+            body["roles"] = figures
+        return body
 
     def run(self):
+        if self.safe_mode:
+            log("safe mode: %d boots did not get healthy; roles off"
+                % (getattr(self.boot, "failed", self.boot.tries) - 1))
         self.desired.restore()
+        try:
+            for role in self.roles:  # a first look at the stored state, before any connection
+                role.tick(time.ticks_ms())
+        except MemoryError:
+            log("out of heap at the first look; the loop tries again")
+        gc.collect()
+        self.hal.wdt_start(self.cfg.wdt_s * 1000)
         short = 0
         try:
             while True:
@@ -171,6 +218,12 @@ class Device:
                     body["ses"], body["seq"], "up" if link.up else "down", body["queue"],
                     body["heap_free"], m.heap_min, m.peak_live, m.peak_turn,
                     gc.mem_free() + gc.mem_alloc()))
+        if time.ticks_diff(now, self._next_ntp) >= 0 and self.hal.wifi_up():
+            known = self.hal.now_ms() is not None
+            if self.hal.ntp_sync(self.cfg.ntp_host):
+                log("clock set by NTP")
+                known = True
+            self._next_ntp = time.ticks_add(now, NTP_PERIOD_MS if known else NTP_RETRY_MS)
         for role in self.roles:
             role.tick(now)
         if link.up:
@@ -183,6 +236,7 @@ class Device:
                 self.shutdown()
                 self.hal.reset()
         self.meter.turn(time.ticks_diff(time.ticks_ms(), now))
+        self.feed()
         wait = min(TICK_MS, max(0, time.ticks_diff(self._next_health, time.ticks_ms())))
         if link.up:
             try:
@@ -203,7 +257,7 @@ class Device:
                 self.outbox.put_back(item)
                 self.link.lost(e)
                 return
-            if not self.marked_good and item[0] == "health":
+            if not self.marked_good and item[0] == "health" and not self.safe_mode:
                 # Connected, announced and a health report taken by the broker: this slot is good.
                 self.marked_good = True
                 self.boot.mark_good()
@@ -221,6 +275,12 @@ class Device:
         self.link.close(contract.encode(death))
 
 
+def _drop(name):
+    # Forget a module that only start-up needs, so the collector can take it back.
+    globals().pop(name, None)
+    sys.modules.pop(name, None)
+
+
 def main(boot=None):
     try:
         cfg = config.load()
@@ -231,6 +291,15 @@ def main(boot=None):
     except config.ConfigError as e:
         print("fw: config error:", e)
         sys.exit(2)
+    for name in ("config", "hal", "roles"):  # needed only to start: their code leaves the heap
+        _drop(name)
+    gc.collect()
+    try:
+        device.start_roles(cfg.roles)
+    except ValueError as e:
+        print("fw: config error: config.json:", e)
+        sys.exit(2)
+    _drop("roles")
     log("fw %s device %s boot %d reset %s" % (FW, cfg.device_id, device.counters.boots,
                                              device.reset_cause))
     gc.collect()

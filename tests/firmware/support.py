@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,10 @@ def run_mp(
 class HostBoard:
     """One simulated ESP32: its folder, its process, its console."""
 
-    def __init__(self, path: Path, device_id: str, port: int, **cfg: Any) -> None:
+    def __init__(self, path: Path, device_id: str, port: int, *, precompiled: bool = True,
+                 **cfg: Any) -> None:
         self.device_id = device_id
-        self.path = prepare_board(path, device_id, "127.0.0.1", port, **{**FAST, **cfg})
+        self.path = prepare_board(path, device_id, "127.0.0.1", port, precompiled=precompiled, **{**FAST, **cfg})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, heapsize: str = "64k") -> "HostBoard":
@@ -86,6 +88,23 @@ class HostBoard:
 
     def file(self, name: str) -> Any:
         return json.loads((self.path / name).read_text())
+
+    def io(self, name: str) -> str:
+        path = self.path / "io" / name
+        return path.read_text() if path.exists() else ""
+
+    def set_io(self, name: str, value: object) -> None:
+        (self.path / "io").mkdir(exist_ok=True)
+        tmp = self.path / "io" / (name + ".tmp")
+        tmp.write_text(str(value))
+        tmp.rename(self.path / "io" / name)
+
+    def set_clock(self, unix_ms: int | None, rate: int = 1) -> None:
+        """The board's clock reads unix_ms now (None: not set), running `rate` times as fast."""
+        body = {"unix_ms": unix_ms, "real_ms": time.time_ns() // 1_000_000, "rate": rate}
+        tmp = self.path / "clock.json.tmp"
+        tmp.write_text(json.dumps(body))
+        tmp.rename(self.path / "clock.json")
 
 
 def upstream(observer: Probe, suffix: str) -> list[dict[str, Any]]:

@@ -33,12 +33,12 @@ def test_failed_boots_switch_to_the_other_slot(boards: Boards, device_id: str, p
     break_slot(board, "a")
     for tries in range(1, MAX_TRIES + 1):
         crash_once(board)
-        assert board.file("bootstate.json") == {"active": "a", "tries": tries}
+        assert board.file("bootstate.json") == {"active": "a", "tries": tries, "failed": tries}
     board.start()
     birth = wait_upstream(probe, "birth")[0]
     assert birth["fw"] == "0.1.0-b"
     board.wait_console("boot marked good")
-    assert board.file("bootstate.json") == {"active": "b", "tries": 0}
+    assert board.file("bootstate.json") == {"active": "b", "tries": 0, "failed": 0}
     assert "boot: leaving slot a (failed boots or no app) for b" in board.console()
 
 
@@ -47,7 +47,7 @@ def test_without_a_good_other_slot_it_stays_and_keeps_counting(boards: Boards, d
     break_slot(board, "a")
     for _ in range(MAX_TRIES + 1):
         crash_once(board)
-    assert board.file("bootstate.json") == {"active": "a", "tries": MAX_TRIES + 1}
+    assert board.file("bootstate.json") == {"active": "a", "tries": MAX_TRIES + 1, "failed": MAX_TRIES + 1}
     assert f"boot: slot a try {MAX_TRIES + 1}" in board.console()
     assert "leaving slot" not in board.console()
 
@@ -58,7 +58,7 @@ def test_a_healthy_boot_clears_the_count(boards: Boards, device_id: str, probe: 
     board.start()
     wait_upstream(probe, "health")
     board.wait_console("boot marked good")
-    assert board.file("bootstate.json") == {"active": "a", "tries": 0}
+    assert board.file("bootstate.json") == {"active": "a", "tries": 0, "failed": 0}
 
 
 def test_an_empty_or_unreadable_slot_is_never_started(boards: Boards, device_id: str, probe: Probe) -> None:
@@ -67,7 +67,7 @@ def test_an_empty_or_unreadable_slot_is_never_started(boards: Boards, device_id:
     board.start()
     assert wait_upstream(probe, "birth")[0]["fw"] == "0.1.0"
     board.wait_console("boot marked good")
-    assert board.file("bootstate.json") == {"active": "a", "tries": 0}
+    assert board.file("bootstate.json") == {"active": "a", "tries": 0, "failed": 0}
     assert "boot: leaving slot b (failed boots or no app) for a" in board.console()
 
 
@@ -77,4 +77,23 @@ def test_a_damaged_boot_state_starts_slot_a(boards: Boards, device_id: str, prob
     board.start()
     wait_upstream(probe, "birth")
     board.wait_console("boot marked good")
-    assert board.file("bootstate.json") == {"active": "a", "tries": 0}
+    assert board.file("bootstate.json") == {"active": "a", "tries": 0, "failed": 0}
+
+
+def test_two_bad_slots_end_in_safe_mode_instead_of_swapping_forever(
+    boards: Boards, device_id: str, probe: Probe
+) -> None:
+    # Both slots crash when their role starts (the sensor's serial port is not there).
+    board = boards(device_id, roles=["sensor"], sds011_port="/nonexistent/tty")
+    install_second_slot(board, fw="0.1.0-b")
+    for _ in range(2 * MAX_TRIES):  # each slot gets its tries ...
+        board.start()
+        assert board.wait_exit() == EXIT_CRASH
+    assert board.file("bootstate.json") == {"active": "b", "tries": MAX_TRIES, "failed": 2 * MAX_TRIES}
+    board.start()  # ... then the boot stage stays on the last one, and the app starts safe
+    birth = wait_upstream(probe, "birth")[0]
+    assert (birth["fw"], birth["mode"], birth["roles"]) == ("0.1.0-b", "safe", [])
+    assert wait_upstream(probe, "health")[0]["mode"] == "safe"
+    board.wait_console(f"safe mode: {2 * MAX_TRIES} boots did not get healthy")
+    assert board.console().count("leaving slot") == 1
+    assert board.file("bootstate.json") == {"active": "b", "tries": MAX_TRIES + 1, "failed": 2 * MAX_TRIES + 1}

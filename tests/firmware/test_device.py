@@ -46,11 +46,11 @@ def test_birth_then_health_numbered_in_its_stream(boards: Boards, device_id: str
     assert first["reset"] == "power_on" and first["rssi"] == -60 and first["fw"] == "0.1.0"
     assert first["queue"] == 0 and first["dropped"] == 0 and first["reconnects"] == 0
     assert 0 < first["heap_free"] < 64 * 1024 and first["heap_min"] <= first["heap_free"]
-    assert "heap_max_block" not in first  # the unix port cannot tell; not sent as null
+    assert 0 < first["heap_max_block"] <= first["heap_free"]  # probed on the unix port
     assert isinstance(first["ts"], int)
     assert board.file("state.json") == {"boots": 1, "ses": 2}
     board.wait_console("boot marked good")
-    assert board.file("bootstate.json") == {"active": "a", "tries": 0}
+    assert board.file("bootstate.json") == {"active": "a", "tries": 0, "failed": 0}
 
 
 def test_kill_9_leaves_a_retained_death_of_the_same_session(
@@ -204,33 +204,3 @@ def test_a_bad_config_is_one_clear_line(boards: Boards, device_id: str) -> None:
     lines = board.console().strip().splitlines()
     assert lines[-1] == ("fw: config error: config.json: health_period_s must be an integer in 1..86400")
     assert "Traceback" not in board.console()
-
-
-def test_peak_heap_stays_inside_64k(
-    boards: Boards, device_id: str, probe: Probe, artifacts_dir: Path
-) -> None:
-    board = boards(device_id, roles=["sim"], telemetry_period_s=1).start(heapsize="64k")
-    wait_upstream(probe, "birth")
-    send_command(probe, device_id, "h-1", "ping")
-    probe.publish(
-        f"ioc/v1/d/{device_id}/state/desired",
-        json.dumps({"v": 1, "version": 1, "doc": {"health_period_s": 1, "program": "x" * 1500}}),
-    )
-    result_of(probe, "h-1")
-    wait_upstream(probe, "state/reported")
-    lines = board.wait_console(
-        r"health ses=\d+ seq=\d+ .*peak_live=(\d+) peak_turn=(\d+) heap_total=(\d+)", count=6
-    )
-    last = lines[-1]
-    peak_live, peak_turn, total = (int(g) for g in last.groups())
-    assert board.running
-    assert total <= 64 * 1024 and peak_turn < total and peak_live < total
-    report = {
-        "heapsize": "64k",
-        "heap_total": total,
-        "peak_live": peak_live,
-        "peak_turn": peak_turn,
-        "heap_min_free": wait_upstream(probe, "health")[-1]["heap_min"],
-    }
-    (artifacts_dir / "firmware-heap.json").write_text(json.dumps(report, indent=1))
-    print(f"\nfirmware heap under -X heapsize=64k: {report}")

@@ -42,7 +42,7 @@ async def test_edge_agent_over_tls_and_firmware_log_in_with_issued_credentials(t
                               f'username = "{pi["username"]}"\n[roles.sim]\nperiod_s = 0.5\n')
             env = {**os.environ, "EDGE_BROKER__PASSWORD": pi["password"]}  # never in the file
             with (tmp_path / "agent.log").open("ab") as log:
-                agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "--config", str(config)],
+                agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "--config", str(config)],  # noqa: ASYNC220
                                          stdout=log, stderr=subprocess.STDOUT, env=env)
             esp = credentials["esp-cred-01"]
             board_dir = prepare_board(tmp_path / "esp", "esp-cred-01", "127.0.0.1", broker.port,

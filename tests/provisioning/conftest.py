@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ANSWER_TIMEOUT = "2"
 # Boards that must run the firmware until it is online. The firmware's own tests hold it to its
 # 64 KB budget (tests/firmware); these test the provisioning path, so they give it some room.
-FIRMWARE_HEAP = "96k"
+FIRMWARE_HEAP = "64k"
 
 
 @dataclass

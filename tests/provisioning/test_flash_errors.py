@@ -46,9 +46,9 @@ def test_offline_flash_writes_firmware_and_enrollment_config(vboard: VirtualBoar
     assert config["fleet_url"] == "http://fleet.example:8000"
     assert "password" not in config and config["roles"] == ["sim"]
     assert (config["wifi_ssid"], config["wifi_password"]) == ("DX-IOC", "s3cret")
-    assert (board / "main.py").exists() and (board / "app_a" / "app.py").exists()
+    assert (board / "main.py").exists() and (board / "app_a" / "app.mpy").exists()  # the slot goes precompiled
     manifest = json.loads((board / MANIFEST).read_text())
-    assert manifest["device_id"] == config["device_id"] and "app_a/device.py" in manifest["files"]
+    assert manifest["device_id"] == config["device_id"] and "app_a/device.mpy" in manifest["files"]
     assert not (board / MARKER).exists()
 
 

@@ -21,5 +21,8 @@ class Sim:
         temp_c = (280 + random.getrandbits(6)) / 10
         self.device.telemetry(self.name, {"temp_c": temp_c, "count": self.count})
 
+    def figures(self):
+        return {"readings": self.count}
+
     def stop(self):
         pass

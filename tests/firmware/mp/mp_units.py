@@ -35,6 +35,8 @@ class Device:
         self.sent = []
         self.period_s = 60
         self.reboot_requested = False
+        self.roles = []
+        self.boot = None
 
     def log(self, msg):
         pass

@@ -1,0 +1,91 @@
+"""Each role's firmware under `micropython -X heapsize=64k`: it stays up through connect, birth,
+health, a command and its desired-state document; the peak heap per role goes to
+test-artifacts/firmware-heap.json (and is printed)."""
+
+import json
+import os
+import pty
+import time
+import tty
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.firmware.support import HostBoard, wait_upstream
+from tests.support.mqtt_probe import Probe
+
+Boards = Callable[..., HostBoard]
+HEAP_LINE = r"health ses=\d+ seq=\d+ .*heap_min=(\d+) peak_live=(\d+) peak_turn=(\d+) heap_total=(\d+)"
+NOW = 20522 * 86_400_000 + 12 * 3_600_000  # 2026-03-10 19:00 in Đồng Xoài (UTC+7)
+PLACE = {"lat": 11.535, "lon": 106.883, "tz_min": 420}
+
+# role -> (config, desired-state document, a command of its own)
+CASES: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any]]]] = {
+    "sim": ({"telemetry_period_s": 1}, {"health_period_s": 1, "program": "x" * 1500}, ("ping", {})),
+    "light": (
+        {"telemetry_period_s": 1, **PLACE},
+        {"light": {"failsafe": 70, "default": 10, "rules": [
+            {"dates": ["12-24"], "steps": [{"sun": "set", "level": 100}, {"at": "23:30", "level": 60}]},
+            {"days": [5, 6], "steps": [{"sun": "set", "off": 10, "level": 90}, {"sun": "rise", "level": 0}]},
+            {"steps": [{"sun": "set", "off": -15, "level": 80}, {"at": "23:00", "level": 40},
+                       {"sun": "rise", "off": 15, "level": 0}]}]}},
+        ("light.override", {"level": 100, "until": NOW + 3_600_000}),
+    ),
+    "speaker": (
+        {"tz_min": 420},
+        {"speaker": {"volume": 60, "schedule": [
+            {"id": "news", "clip": "news", "daily": "06:30", "days": [0, 1, 2, 3, 4]},
+            {"id": "alert", "clip": "siren", "at": NOW + 3_600_000, "emergency": True}]}},
+        ("speaker.broadcast", {"id": "now-1", "clip": "missing"}),
+    ),
+    "sensor": (
+        {"th_sensor": False},
+        {"sensor": {"median": 3, "deadband": {"pm25": 1}, "max_silent_s": 60,
+                    "alarms": {"pm25": {"hi": 50, "hyst": 10}}}},
+        ("ping", {}),
+    ),
+}
+
+
+@pytest.fixture
+def serial_line() -> Iterator[str]:
+    """A pty for the sensor role's SDS011 port (nothing is written: the role just listens)."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    yield os.ttyname(slave)
+    os.close(master)
+    os.close(slave)
+
+
+@pytest.mark.parametrize("role", list(CASES))
+def test_each_role_runs_in_64k(
+    role: str, boards: Boards, device_id: str, probe: Probe, serial_line: str, artifacts_dir: Path
+) -> None:
+    cfg, doc, (name, args) = CASES[role]
+    if role == "sensor":
+        cfg = {**cfg, "sds011_port": serial_line}
+    board = boards(device_id, roles=[role], **cfg)
+    board.set_clock(NOW)
+    board.start(heapsize="64k")
+    assert wait_upstream(probe, "birth")[0]["roles"] == [role]
+    body = {"v": 1, "id": "c-1", "name": name, "args": args, "exp": NOW + 86_400_000}
+    probe.publish(f"ioc/v1/d/{device_id}/cmd", json.dumps(body))
+    probe.publish(f"ioc/v1/d/{device_id}/state/desired", json.dumps({"v": 1, "version": 1, "doc": doc}))
+    assert wait_upstream(probe, "cmd/result", lambda m: m["id"] == "c-1")[0]["status"] == "ok"
+    assert wait_upstream(probe, "state/reported")[0]["status"] == "applied"
+    seen = len(wait_upstream(probe, "health"))
+    health = wait_upstream(probe, "health", count=seen + 3)[-1]  # three reports after both
+    assert board.running and role in health.get("roles", {})
+    heap_min, peak_live, peak_turn, total = (int(g) for g in board.wait_console(HEAP_LINE)[-1].groups())
+    assert "out of heap" not in board.console() and "no heap" not in board.console()
+    assert total <= 64 * 1024 and peak_live < total
+    entry = {"heap_total": total, "peak_live": peak_live, "peak_turn": peak_turn, "heap_min_free": heap_min}
+    path = artifacts_dir / "firmware-heap.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    if report.get("heapsize") != "64k" or "roles" not in report:
+        report = {"heapsize": "64k", "roles": {}}
+    report["roles"][role] = {**entry, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path.write_text(json.dumps(report, indent=1))
+    print(f"\nfirmware heap, role {role}, -X heapsize=64k: {entry}")
