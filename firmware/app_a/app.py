@@ -12,17 +12,25 @@ IMPORT_ORDER = ("mqtt", "device", "link", "contract", "config", "commands", "des
 
 
 def _enroll():
-    # a board flashed offline trades its enrollment token for credentials first (enroll.py)
+    # A board flashed offline trades its enrollment token for credentials first (enroll.py).
+    # enroll.py is imported only then: loading it on every boot would cost the light role its
+    # last free block on a 64 KB heap.
+    try:
+        with open("config.json") as f:
+            asks = '"enrollment_token"' in f.read()
+    except OSError:
+        return  # config.load() reports it
+    if not asks:
+        return
     import enroll
 
-    if enroll.needed():
-        def board():
-            import config
-            import hal
+    def board():
+        import config
+        import hal
 
-            return hal.load(config.load())
+        return hal.load(config.load())
 
-        enroll.run(board)
+    enroll.run(board)
     del sys.modules["enroll"]
     gc.collect()
 
