@@ -15,6 +15,8 @@ import uuid
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet.broker_auth.accounts import AccountsError
 from fleet.contract.acl import device_rules, fleet_rules
@@ -49,19 +51,20 @@ class DynsecAccounts:
                  timeout: float = 10.0) -> None:
         if not target.username or target.password is None:
             raise AccountsError("FLEET_MQTT_URL needs the fleet's user name and password for dynamic security")
+        self.username: str = target.username
         self.target = target
         self.timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ready = asyncio.Event()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         client.username_pw_set(target.username, target.password.get_secret_value())
         if target.tls:
             context = ssl.create_default_context(cafile=ca_file)
             client.tls_set_context(context)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        client.on_subscribe = lambda *a: self._loop.call_soon_threadsafe(self._ready.set)
+        client.on_subscribe = self._on_subscribe
         self._client = client
 
     async def __aenter__(self) -> "DynsecAccounts":
@@ -82,10 +85,13 @@ class DynsecAccounts:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode,
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,
                     properties: object) -> None:
         if not reason.is_failure:
             client.subscribe(CONTROL + "/response", qos=1)
+
+    def _on_subscribe(self, *args: object) -> None:
+        self._loop.call_soon_threadsafe(self._ready.set)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -123,17 +129,17 @@ class DynsecAccounts:
         await self._must("setDefaultACLAccess", acls=DEFAULT_ACCESS)
         await self._must("createRole", ("already exists",), rolename=FLEET_ROLE,
                          acls=_acls(fleet_rules(), FLEET_ACL_TYPES))
-        if FLEET_ROLE in await self._roles_of(self.target.username):
+        if FLEET_ROLE in await self._roles_of(self.username):
             return
         # Changing our own account's roles makes the broker disconnect us (paho reconnects), so
         # the answer may be lost or be an error; what counts is the role being there afterwards.
         try:
-            await self.call("addClientRole", username=self.target.username, rolename=FLEET_ROLE)
+            await self.call("addClientRole", username=self.username, rolename=FLEET_ROLE)
         except AccountsError:
             pass
         for _ in range(3):
             try:
-                if FLEET_ROLE in await self._roles_of(self.target.username):
+                if FLEET_ROLE in await self._roles_of(self.username):
                     return
             except AccountsError:
                 continue

@@ -65,7 +65,7 @@ class FleetAuthPlugin(BaseAuthPlugin):
         authority: Any = None
 
     async def authenticate(self, *, session: Session) -> bool | None:
-        authority: EmbeddedAuthority = self.context.config.authority  # type: ignore[union-attr]
+        authority: EmbeddedAuthority = self.context.config.authority
         ok = await authority.authenticate(session.username, session.password)
         if not ok:
             log.warning("embedded broker refused a login as %r", session.username)
@@ -79,7 +79,7 @@ class FleetTopicPlugin(BaseTopicPlugin):
 
     async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
                               action: Action | None = None) -> bool | None:
-        authority: EmbeddedAuthority = self.context.config.authority  # type: ignore[union-attr]
+        authority: EmbeddedAuthority = self.context.config.authority
         if session is None or topic is None or action is None:
             return False
         allowed = authority.allowed(session.username, topic, action.value)

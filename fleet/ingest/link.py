@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet.contract import fleet_subscription
 from fleet.settings import MqttTarget
@@ -49,7 +51,7 @@ class MqttLink:
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._closing = False
         self.refused: str | None = None
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if target.username:
             password = target.password.get_secret_value() if target.password else None
             client.username_pw_set(target.username, password)
@@ -92,7 +94,7 @@ class MqttLink:
 
     # paho's network thread ------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-                    reason: mqtt.ReasonCode, properties: object) -> None:
+                    reason: ReasonCode, properties: object) -> None:
         if reason.is_failure:
             log.error("broker refused the fleet: %s", reason)
             self.refused = str(reason)
@@ -102,13 +104,13 @@ class MqttLink:
         self._loop.call_soon_threadsafe(self.connected.set)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
-                       reason: mqtt.ReasonCode, properties: object) -> None:
+                       reason: ReasonCode, properties: object) -> None:
         if not self._closing:
             log.warning("lost the broker (%s); paho reconnects", reason)
         self._loop.call_soon_threadsafe(self.connected.clear)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        raw = RawMessage(msg.topic, msg.payload, bool(msg.retain))
+        raw = RawMessage(msg.topic, bytes(msg.payload), bool(msg.retain))
         while not self._slots.acquire(timeout=1.0):  # full: hold the socket until there is room
             if self._closing:
                 return

@@ -215,9 +215,12 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
         result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
         # ignore_conflicts: the unique (device, epoch, ses, seq) key is the last line against a replay
         # that a second fleet instance stored at the same moment
-        for model, rows in ((HealthRecord, health), (TelemetryRecord, telemetry), (EventRecord, events)):
-            if rows:
-                await model.bulk_create(rows, using_db=conn, ignore_conflicts=True)  # type: ignore[attr-defined]
+        if health:
+            await HealthRecord.bulk_create(health, using_db=conn, ignore_conflicts=True)
+        if telemetry:
+            await TelemetryRecord.bulk_create(telemetry, using_db=conn, ignore_conflicts=True)
+        if events:
+            await EventRecord.bulk_create(events, using_db=conn, ignore_conflicts=True)
         for device in seen.values():
             device.last_seen_at = now
             await device.save(using_db=conn, update_fields=[
