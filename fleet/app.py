@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from fleet import __version__
 from fleet.api.routes import auth, control, data, devices, enrollment, ingest, users
-from fleet.broker import embedded_broker
+from fleet.broker import EmbeddedAccounts, embedded_broker
 from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
 from fleet.broker_auth.dynsec import DynsecAccounts
 from fleet.broker_auth.embedded import FLEET_USER, EmbeddedAuthority
@@ -36,11 +36,11 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         accounts: BrokerAccounts
         if target is None:
             authority = EmbeddedAuthority()
-            url = await stack.enter_async_context(
+            broker = await stack.enter_async_context(
                 embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port, authority))
-            public = MqttTarget(url)
-            target = MqttTarget(url.replace("mqtt://", f"mqtt://{FLEET_USER}:{authority.fleet_password}@"))
-            accounts = UncheckedAccounts()  # the embedded broker reads the credentials table itself
+            public = MqttTarget(broker.url)
+            target = MqttTarget(broker.url.replace("mqtt://", f"mqtt://{FLEET_USER}:{authority.fleet_password}@"))
+            accounts = EmbeddedAccounts(broker)
         else:
             public = target
             if settings.broker_accounts == "dynsec":

@@ -22,6 +22,8 @@ class BrokerError(RuntimeError):
 
 
 class _CheckedBroker(Broker):
+    url: str
+
     """amqtt, with retained messages going only where the topic rules allow.
 
     amqtt 0.12, when a client connects, replays retained messages for every subscription held by
@@ -48,10 +50,34 @@ class _CheckedBroker(Broker):
         if sends:
             await asyncio.wait(sends)
 
+    async def disconnect_user(self, username: str) -> int:
+        """Close every open connection logged in as `username` (its will is published)."""
+        closed = 0
+        for session, handler in list(self._sessions.values()):
+            if session.username == username and handler is not None and handler.writer is not None:
+                await handler.writer.close()
+                closed += 1
+        return closed
+
+
+class EmbeddedAccounts:
+    """Broker accounts on the embedded broker: logins are checked against the credential table
+    as they happen, so a change needs no push; what is left is to disconnect whoever is logged in
+    with credentials that were just replaced or revoked."""
+
+    def __init__(self, broker: "_CheckedBroker") -> None:
+        self._broker = broker
+
+    async def set_device_password(self, device_id: str, password: str) -> None:
+        await self._broker.disconnect_user(device_id)
+
+    async def remove_device(self, device_id: str) -> None:
+        await self._broker.disconnect_user(device_id)
+
 
 @asynccontextmanager
-async def embedded_broker(host: str, port: int, authority: EmbeddedAuthority) -> AsyncIterator[str]:
-    """Run an amqtt broker for the duration of the block; yields its mqtt:// URL (no password in it)."""
+async def embedded_broker(host: str, port: int, authority: EmbeddedAuthority) -> AsyncIterator["_CheckedBroker"]:
+    """Run an amqtt broker for the duration of the block; its `url` carries no password."""
     config = {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 2000}},
         "plugins": {
@@ -65,9 +91,9 @@ async def embedded_broker(host: str, port: int, authority: EmbeddedAuthority) ->
     except Exception as err:  # amqtt wraps the OSError of a taken port in its own errors
         raise BrokerError(f"the embedded MQTT broker cannot listen on {host}:{port} ({err}); "
                           "set FLEET_EMBEDDED_BROKER_PORT or FLEET_MQTT_URL") from err
-    url = f"mqtt://{host}:{port}"
-    log.info("embedded MQTT broker listening on %s", url)
+    broker.url = f"mqtt://{host}:{port}"
+    log.info("embedded MQTT broker listening on %s", broker.url)
     try:
-        yield url
+        yield broker
     finally:
         await broker.shutdown()
