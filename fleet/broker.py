@@ -21,8 +21,21 @@ class BrokerError(RuntimeError):
     """The embedded broker could not start (most often: its port is taken)."""
 
 
+class _SnapshotDict(dict):  # type: ignore[type-arg]
+    """A dict whose items() is a copy: amqtt 0.12 awaits while iterating its subscriptions, and a
+    client subscribing meanwhile made the broadcast fail ('dictionary changed size') and lose the
+    message."""
+
+    def items(self):  # type: ignore[no-untyped-def]
+        return list(super().items())
+
+
 class _CheckedBroker(Broker):
     url: str
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._subscriptions = _SnapshotDict(self._subscriptions)  # type: ignore[has-type]
 
     """amqtt, with retained messages going only where the topic rules allow.
 
