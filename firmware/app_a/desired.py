@@ -70,5 +70,7 @@ class Desired:
         return None
 
     def _report(self, version, status, error=None):
-        self.reported = True
+        # marked reported only once queued: a report lost to a short heap is made again when the
+        # document is offered again
         self.device.emit("state/reported", contract.state_reported(version, status, error))
+        self.reported = True

@@ -20,6 +20,7 @@ FLUSH_PER_TICK = 8  # buffered messages sent per loop turn, so a backlog cannot 
 REBOOT_GRACE_MS = 5000  # how long a requested reboot waits for its answer to be sent
 MAX_SHORT_TURNS = 3  # loop turns in a row that may run out of heap before the app gives up
 SAFE_AFTER_TRIES = 3  # boots that never became healthy before the next one runs in safe mode
+DESIRED_RETRY_MS = 5000  # a desired-state document dropped for want of heap is asked for again this often
 NTP_RETRY_MS = 30000  # while the clock is unknown: ask NTP this often (the fleet's set_time too)
 NTP_PERIOD_MS = 6 * 3600 * 1000  # once known: resynchronise this often (an RTC drifts)
 
@@ -71,6 +72,8 @@ class Device:
         self._period_range = config.RANGES["health_period_s"]
         self._next_health = time.ticks_ms()
         self.reboot_requested = False
+        self._desired_missed = False  # a document arrived while the heap was short: ask again
+        self._desired_retry_at = 0
         self._reboot_at = None
         self.marked_good = boot is None
         # Safe mode: the boot stage counted too many boots that never got healthy (and had no
@@ -140,7 +143,11 @@ class Device:
             elif suffix == "state/desired":
                 self.desired.offer(payload)
         except MemoryError:
-            log("no heap for a %d-byte %s message; dropped" % (len(payload), suffix))
+            if suffix == "state/desired":  # retained: the broker sends it again on a new SUBSCRIBE
+                self._desired_missed = True
+                log("no heap for a %d-byte state/desired message; will ask again" % len(payload))
+            else:
+                log("no heap for a %d-byte %s message; dropped" % (len(payload), suffix))
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -226,6 +233,15 @@ class Device:
             self._next_ntp = time.ticks_add(now, NTP_PERIOD_MS if known else NTP_RETRY_MS)
         for role in self.roles:
             role.tick(now)
+        if self._desired_missed and link.up and time.ticks_diff(now, self._desired_retry_at) >= 0:
+            self._desired_missed = False
+            self._desired_retry_at = time.ticks_add(now, DESIRED_RETRY_MS)
+            gc.collect()
+            log("asking again for state/desired")
+            try:
+                link.client.subscribe(link.topic("state/desired"), 1)
+            except OSError as e:
+                link.lost(e)
         if link.up:
             self._flush()
         if self.reboot_requested:
