@@ -32,6 +32,9 @@ from edge.uplink import Uplink
 
 log = logging.getLogger(__name__)
 
+STOP_ATTEMPTS = 5  # cancellations sent to a task that does not stop ...
+STOP_WAIT_S = 1.0  # ... this long apart
+
 # Exit status asking for a restart (`reboot` command). EX_TEMPFAIL; the systemd unit restarts
 # the agent on it (Restart=always, or RestartForceExitStatus=75).
 EXIT_RESTART = 75
@@ -169,6 +172,15 @@ class Agent:
             await self._stop.wait()
             for task in producers:  # nothing new is made once the link starts draining
                 task.cancel()
+            # A library that swallows a cancellation (pymodbus does, in places) would keep its
+            # role running and the task group open for ever: cancel again, a bounded few times.
+            for _ in range(STOP_ATTEMPTS):
+                _, pending = await asyncio.wait(producers, timeout=STOP_WAIT_S)
+                if not pending:
+                    break
+                for task in pending:
+                    log.warning("%s: %s did not stop; cancelling it again", device, task.get_name())
+                    task.cancel()
             grace = self.config.shutdown_drain_s + self.config.broker.timeout_s
             try:
                 async with asyncio.timeout(grace):

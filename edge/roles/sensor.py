@@ -160,7 +160,10 @@ class SensorRole(Role):
 
     async def run(self) -> None:
         delay = 1.0
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():  # a cancellation the serial library swallowed
+                raise asyncio.CancelledError
             try:
                 await self.source.open()
                 delay = 1.0

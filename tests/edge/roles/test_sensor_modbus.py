@@ -1,9 +1,6 @@
 """The sensor role reading Modbus RTU registers from a pymodbus server on the other end of a
 socat pty pair (a real serial line, real RTU frames with CRCs)."""
 
-import asyncio
-import contextlib
-
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusSerialServer
 
@@ -27,7 +24,7 @@ async def test_modbus_holding_and_input_registers_over_a_serial_line(
     server = ModbusSerialServer(
         ModbusServerContext(devices={7: registers}, single=False), port=pty_pair.sensor, baudrate=19200
     )
-    serving = asyncio.create_task(server.serve_forever())
+    await server.serve_forever(background=True)  # listening before the agent polls it
     settings = {
         "source": "modbus",
         "port": pty_pair.device,
@@ -51,9 +48,6 @@ async def test_modbus_holding_and_input_registers_over_a_serial_line(
             await until(lambda: role.source.frames >= 5, "several polls")
     finally:
         await server.shutdown()
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
     assert first["temp_c"] == -2.5 and round(first["rh"], 1) == 65.3
     assert role.read_errors == 0
     checked_upstream(probe)
