@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from fleet import db
 from fleet.contract import ContractError, Upstream, parse_upstream
+from fleet.ingest.clock import offer_time
 from fleet.ingest.link import MqttLink, RawMessage
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.store import BatchResult, apply_batch
@@ -36,15 +37,21 @@ class Ingest:
     async def process(self, raw: Sequence[RawMessage]) -> None:
         self.stats.received += len(raw)
         checked: list[Upstream] = []
+        fresh_births: list[Upstream] = []
         rejects: list[dict[str, object]] = []
         for message in raw:
             if not message.payload and message.topic.endswith(RETAINED_SUFFIXES):
                 continue  # an empty publish clears a retained topic: nothing to store
             try:
                 checked.append(parse_upstream(message.topic, message.payload))
+                if checked[-1].kind == "birth" and not message.retain:  # a connection just made
+                    fresh_births.append(checked[-1])
             except ContractError as err:
                 rejects.append(self.stats.reject(message.topic, err.reason, str(err), len(message.payload)))
         result = await self._store(checked)
+        if fresh_births:
+            refused = {msg.device_id for msg, _ in result.refused}
+            await offer_time(self.link, [m for m in fresh_births if m.device_id not in refused])
         for msg, reason in result.refused:
             rejects.append(self.stats.reject(f"ioc/v1/d/{msg.device_id}/{msg.kind}", reason,
                                              "device is decommissioned", 0))

@@ -167,3 +167,35 @@ async def _first(dev: ScriptedDevice, suffix: str) -> dict[str, Any] | None:
     return None
 
 
+
+
+async def test_a_board_without_a_clock_gets_the_fleets_time(
+        fleet: httpx.AsyncClient, mosquitto: Mosquitto, device_id: str) -> None:
+    board = ScriptedDevice(mosquitto.port, device_id, ses=1)
+    board.birth(kind="esp32", roles=["light"])  # ts null: no NTP reached yet
+    command = await async_wait_for(lambda: _first(board, "/cmd"), what="set_time at the board")
+    assert command["name"] == "set_time"
+    assert abs(command["args"]["unix_ms"] - time.time() * 1000) < 60_000
+    board.send("cmd/result", id=command["id"], status="ok", detail={"skew_ms": 0})
+
+    async def answered() -> dict[str, Any] | None:
+        row = (await fleet.get(f"/api/devices/{device_id}/commands/{command['id']}")).json()
+        return row if row["status"] == "ok" else None
+
+    await async_wait_for(answered, what="set_time answered")
+    clocked = ScriptedDevice(mosquitto.port, device_id + "-2", ses=1)
+    clocked.birth(kind="esp32", ts=int(time.time() * 1000))  # a board that knows the time
+    clocked.health(seq=0)
+
+    async def marker() -> bool:
+        response = await fleet.get(f"/api/devices/{device_id}-2/health")
+        return response.status_code == 200 and len(response.json()) == 1
+
+    await async_wait_for(marker, what="the clocked board's health")
+    # a ping sent now travels the same connection after any set_time would have: if the first
+    # command the clocked board sees is the ping, no set_time was sent to it
+    ping = (await fleet.post(f"/api/devices/{device_id}-2/commands", json={"name": "ping"})).json()
+    first = await async_wait_for(lambda: _first(clocked, "/cmd"), what="the ping")
+    assert first["id"] == ping["id"]
+    board.close()
+    clocked.close()

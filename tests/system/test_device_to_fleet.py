@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fleet.models import Command
 from provisioning.hostboard import prepare_board, start_board, stop_board
 from tests.support.fleet import fleet_settings, running_fleet
 from tests.support.mosquitto import Mosquitto
@@ -84,4 +86,29 @@ async def test_real_devices_come_online_answer_commands_and_go_offline_when_kill
     finally:
         if agent.poll() is None:
             agent.kill()
+        stop_board(board)
+
+
+async def test_a_board_without_a_clock_takes_the_fleets_time(
+        fleet: httpx.AsyncClient, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    board_dir = prepare_board(tmp_path / "esp-noclock", "esp-noclock", "127.0.0.1", mosquitto.port,
+                              health_period_s=1)
+    (board_dir / "clock.json").write_text(  # the host HAL's clock: not set, as on a board without NTP
+        '{"unix_ms": null, "real_ms": 0, "rate": 1}')
+    board = start_board(board_dir)
+    try:
+        async def clocked_health() -> list[dict[str, Any]] | None:
+            response = await fleet.get("/api/devices/esp-noclock/health")
+            rows = response.json() if response.status_code == 200 else []
+            return rows if any(r["device_ts"] is not None for r in rows) else None
+
+        rows = await async_wait_for(clocked_health, timeout=30, what="health stamped with the fleet's time")
+        birth = (await fleet.get("/api/devices/esp-noclock")).json()
+        assert birth["online"] is True
+        stamped = [r["device_ts"] for r in rows if r["device_ts"] is not None]
+        assert abs(stamped[0] - time.time() * 1000) < 120_000
+        assert any(r["device_ts"] is None for r in rows)  # it began without a clock ...
+        answered = await Command.filter(device_id="esp-noclock", name="set_time", status="ok").count()
+        assert answered == 1  # ... and took the fleet's
+    finally:
         stop_board(board)
