@@ -3,13 +3,13 @@
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fleet.auth import audit
-from fleet.auth.people import AuthError, Principal, principal_for
+from fleet.auth.people import SESSION_TTL, AuthError, Principal, login, principal_for
 from fleet.auth.roles import Permission
-from fleet.models import Device
+from fleet.models import ApiToken, Device
 from fleet.runtime import Runtime
 
 SESSION_COOKIE = "ioc_session"
@@ -62,6 +62,22 @@ Reader = Annotated[Principal, permitted(Permission.READ)]
 
 def source_of(request: Request) -> str:
     return request.client.host if request.client else ""
+
+
+async def open_session(request: Request, username: str, password: str) -> tuple[str, ApiToken]:
+    """Log a person in (AuthError if refused); the attempt is audited either way."""
+    try:
+        session = await login(username, password)
+    except AuthError:
+        await audit.record(username, "auth.login.failed", "", None, source_of(request))
+        raise
+    await audit.record(username, "auth.login", "", None, source_of(request))
+    return session
+
+
+def set_session_cookie(response: Response, token: str, request: Request, *, samesite: str) -> None:
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
+                        samesite=samesite, secure=request.url.scheme == "https")  # type: ignore[arg-type]
 
 
 class Auditor:

@@ -51,6 +51,17 @@ async def login(username: str, password: str) -> tuple[str, ApiToken]:
     return await issue_token(user, "session", "login", SESSION_TTL)
 
 
+async def redeem_login_link(code: str) -> tuple[str, ApiToken, User]:
+    """A session for whoever a one-time login link was made for; the link is spent either way."""
+    now = datetime.now(UTC)
+    link = await ApiToken.get_or_none(token_hash=token_hash(code), kind="link").prefetch_related("user")
+    used = await ApiToken.filter(id=link.id, revoked_at=None).update(revoked_at=now) if link else 0
+    if link is None or not used or link.expires_at <= now or link.user.disabled:
+        raise AuthError("that login link is not valid")
+    token, row = await issue_token(link.user, "session", "login link", SESSION_TTL)
+    return token, row, link.user
+
+
 async def issue_token(user: User, kind: str, name: str, ttl: timedelta) -> tuple[str, ApiToken]:
     token = new_token()
     row = await ApiToken.create(user=user, token_hash=token_hash(token), kind=kind, name=name,

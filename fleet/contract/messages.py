@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.contract.errors import ContractError
-from fleet.contract.topics import device_topic, split_topic
+from fleet.contract.topics import UPSTREAM_KINDS, device_topic, split_topic
+
+KIND_SUFFIX = {kind: suffix for suffix, kind in UPSTREAM_KINDS.items()}
 
 CONTRACT_VERSION = 1
 UPSTREAM_MAX_BYTES = 8192
@@ -122,6 +124,11 @@ class Upstream:
     seq: int | None
     ts: int | None
     body: dict[str, Any]
+
+    @property
+    def topic(self) -> str:
+        """The topic it came on (the kind's own topic in the device's subtree)."""
+        return device_topic(self.device_id, KIND_SUFFIX[self.kind])
 
 
 def _check_fields(kind: str, body: Mapping[str, Any]) -> None:

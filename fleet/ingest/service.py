@@ -53,7 +53,7 @@ class Ingest:
             refused = {msg.device_id for msg, _ in result.refused}
             await offer_time(self.link, [m for m in fresh_births if m.device_id not in refused])
         for msg, reason in result.refused:
-            rejects.append(self.stats.reject(f"ioc/v1/d/{msg.device_id}/{msg.kind}", reason,
+            rejects.append(self.stats.reject(msg.topic, reason,
                                              "device is decommissioned", 0))
         self.stats.batches += 1
         self.stats.stored += result.stored
@@ -88,7 +88,7 @@ class Ingest:
             try:
                 one = await apply_batch([msg])
             except Exception as err:
-                self.stats.reject(f"ioc/v1/d/{msg.device_id}/{msg.kind}", "store_error", str(err), 0)
+                self.stats.reject(msg.topic, "store_error", str(err), 0)
                 continue
             total.stored += one.stored
             total.duplicates += one.duplicates

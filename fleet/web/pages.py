@@ -9,12 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from fleet.api.deps import SESSION_COOKIE, RuntimeDep, source_of
+from fleet.api.deps import SESSION_COOKIE, RuntimeDep, open_session, set_session_cookie, source_of
 from fleet.auth import audit
-from fleet.auth.people import SESSION_TTL, AuthError, Principal, issue_token, login, principal_for
+from fleet.auth.people import AuthError, Principal, principal_for, redeem_login_link
 from fleet.auth.roles import Permission
-from fleet.auth.secrets import token_hash
-from fleet.models import ApiToken, Device, DeviceStatus, SeqGap
+from fleet.models import Device, DeviceStatus, SeqGap
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -75,8 +74,7 @@ async def _viewer(request: Request) -> Principal | None:
 
 def _session_response(token: str, request: Request) -> Response:
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https")
+    set_session_cookie(response, token, request, samesite="lax")
     return response
 
 
@@ -84,15 +82,13 @@ def _session_response(token: str, request: Request) -> Response:
 async def login_page(request: Request, code: str | None = None) -> Response:
     """The login form; `?code=` redeems a one-time login link (POST /api/auth/login-link)."""
     if code:
-        now = datetime.now(UTC)
-        link = await ApiToken.get_or_none(token_hash=token_hash(code), kind="link").prefetch_related("user")
-        used = await ApiToken.filter(id=link.id, revoked_at=None).update(revoked_at=now) if link else 0
-        if link is not None and used and link.expires_at > now and not link.user.disabled:
-            token, _ = await issue_token(link.user, "session", "login link", SESSION_TTL)
-            await audit.record(link.user.username, "auth.login.link", "", None, source_of(request))
-            return _session_response(token, request)
-        return templates.TemplateResponse(request, "login.html", {"error": "That login link is not valid."},
-                                          status_code=401)
+        try:
+            token, _, user = await redeem_login_link(code)
+        except AuthError:
+            return templates.TemplateResponse(request, "login.html", {"error": "That login link is not valid."},
+                                              status_code=401)
+        await audit.record(user.username, "auth.login.link", "", None, source_of(request))
+        return _session_response(token, request)
     return templates.TemplateResponse(request, "login.html", {"error": None})
 
 
@@ -101,11 +97,9 @@ async def login_submit(request: Request) -> Response:
     form = parse_qs((await request.body()).decode(errors="replace"))
     username = form.get("username", [""])[0]
     try:
-        token, _ = await login(username, form.get("password", [""])[0])
+        token, _ = await open_session(request, username, form.get("password", [""])[0])
     except AuthError as err:
-        await audit.record(username, "auth.login.failed", "", None, source_of(request))
         return templates.TemplateResponse(request, "login.html", {"error": str(err)}, status_code=401)
-    await audit.record(username, "auth.login", "", None, source_of(request))
     return _session_response(token, request)
 
 

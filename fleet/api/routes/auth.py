@@ -5,9 +5,9 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.api.deps import SESSION_COOKIE, PrincipalDep, source_of
+from fleet.api.deps import SESSION_COOKIE, PrincipalDep, open_session, set_session_cookie, source_of
 from fleet.auth import audit
-from fleet.auth.people import SESSION_TTL, AuthError, issue_token, login
+from fleet.auth.people import AuthError, issue_token
 from fleet.auth.roles import ROLE_PERMISSIONS
 from fleet.auth.secrets import token_hash
 from fleet.models import ApiToken, User
@@ -53,13 +53,10 @@ class Me(BaseModel):
 async def log_in(body: LoginRequest, request: Request, response: Response) -> TokenPublic:
     """A session token (also set as an HttpOnly cookie for the web pages)."""
     try:
-        token, row = await login(body.username, body.password)
+        token, row = await open_session(request, body.username, body.password)
     except AuthError as err:
-        await audit.record(body.username, "auth.login.failed", "", None, source_of(request))
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(err)) from err
-    await audit.record(body.username, "auth.login", "", None, source_of(request))
-    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+    set_session_cookie(response, token, request, samesite="strict")
     return TokenPublic(token=token, expires_at=row.expires_at)
 
 
