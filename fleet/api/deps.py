@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fleet.auth import audit
 from fleet.auth.people import SESSION_TTL, AuthError, Principal, login, principal_for
 from fleet.auth.roles import Permission
+from fleet.auth.throttle import Attempt, Guards, Lock, Refusal, Throttled
 from fleet.models import ApiToken, Device
 from fleet.runtime import Runtime
 
@@ -64,14 +65,51 @@ def source_of(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def guards_of(request: Request) -> Guards:
+    """The throttles of this fleet process (in memory: docs/identity.md "Throttling")."""
+    guards: Guards | None = getattr(request.app.state, "guards", None)
+    if guards is None:  # made on first use, so every app (and every test's app) has its own
+        guards = request.app.state.guards = Guards()
+    return guards
+
+
+def too_many(err: Throttled) -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(err),
+                         headers={"Retry-After": str(err.refusal.retry_after_s)})
+
+
+async def record_locks(actor: str, action: str, locks: list[Lock], source: str) -> None:
+    """One audit row per lock started: refusals during a lock are counted in the next one."""
+    for lock in locks:
+        await audit.record(actor, action, lock.scope, {"failures": lock.failures,
+                                                       "refused_meanwhile": lock.refused_meanwhile,
+                                                       "retry_after_s": lock.retry_after_s}, source)
+
+
 async def open_session(request: Request, username: str, password: str) -> tuple[str, ApiToken]:
-    """Log a person in (AuthError if refused); the attempt is audited either way."""
+    """Log a person in (AuthError if refused, Throttled if guessing is being slowed down).
+
+    Every attempt that gets to the password check is audited; refusals by the throttle are not
+    one by one (that would let a guesser flood the log) but counted in the next lock's row.
+    """
+    source = source_of(request)
+    guard = guards_of(request).login
+    admitted: Attempt | Refusal = guard.admit(source, username)
+    if isinstance(admitted, Refusal):
+        raise Throttled(admitted)
+    ok: bool | None = None
     try:
         session = await login(username, password)
+        ok = True
     except AuthError:
-        await audit.record(username, "auth.login.failed", "", None, source_of(request))
+        ok = False
         raise
-    await audit.record(username, "auth.login", "", None, source_of(request))
+    finally:
+        locks = guard.done(admitted, ok=ok)
+        if ok is False:
+            await audit.record(username, "auth.login.failed", "", None, source)
+            await record_locks(username, "auth.login.throttled", locks, source)
+    await audit.record(username, "auth.login", "", None, source)
     return session
 
 

@@ -1,5 +1,6 @@
 """Users, sessions and API tokens, free of HTTP: the routes and the CLI both use these."""
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -8,7 +9,11 @@ from fleet.auth.secrets import hash_password, new_token, token_hash, verify_pass
 from fleet.models import ApiToken, User
 
 SESSION_TTL = timedelta(hours=12)
+LINK_TTL = timedelta(seconds=60)
 MIN_PASSWORD = 12
+# what a bearer token or the session cookie may be; a login link ("link") is redeemed only
+# through its own endpoint (redeem_login_link), never presented as a token
+BEARER_KINDS = ("session", "api")
 
 
 class AuthError(Exception):
@@ -38,7 +43,8 @@ def check_password_policy(password: str, username: str) -> None:
 
 async def create_user(username: str, password: str, role: Role, full_name: str = "") -> User:
     check_password_policy(password, username)
-    return await User.create(username=username, password_hash=hash_password(password), role=role.value,
+    password_hash = await asyncio.to_thread(hash_password, password)
+    return await User.create(username=username, password_hash=password_hash, role=role.value,
                              full_name=full_name)
 
 
@@ -46,7 +52,8 @@ async def login(username: str, password: str) -> tuple[str, ApiToken]:
     user = await User.get_or_none(username=username)
     # verify even for unknown users, so timing does not tell which user names exist
     stored = user.password_hash if user else "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAA"
-    if not verify_password(password, stored) or user is None or user.disabled:
+    # scrypt takes ~50 ms of CPU: in a thread, so the event loop serves everyone else meanwhile
+    if not await asyncio.to_thread(verify_password, password, stored) or user is None or user.disabled:
         raise AuthError("wrong user name or password")
     return await issue_token(user, "session", "login", SESSION_TTL)
 
@@ -72,7 +79,7 @@ async def issue_token(user: User, kind: str, name: str, ttl: timedelta) -> tuple
 async def principal_for(token: str) -> Principal:
     row = await ApiToken.get_or_none(token_hash=token_hash(token)).prefetch_related("user")
     now = datetime.now(UTC)
-    if row is None or row.revoked_at is not None or row.expires_at <= now:
+    if row is None or row.kind not in BEARER_KINDS or row.revoked_at is not None or row.expires_at <= now:
         raise AuthError("the token is unknown, expired or revoked")
     user: User = row.user
     if user.disabled:

@@ -9,10 +9,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from fleet.api.deps import SESSION_COOKIE, RuntimeDep, open_session, set_session_cookie, source_of
+from fleet.api.deps import (
+    SESSION_COOKIE,
+    RuntimeDep,
+    guards_of,
+    open_session,
+    record_locks,
+    set_session_cookie,
+    source_of,
+)
 from fleet.auth import audit
 from fleet.auth.people import AuthError, Principal, principal_for, redeem_login_link
 from fleet.auth.roles import Permission
+from fleet.auth.throttle import Throttled
 from fleet.models import Device, DeviceStatus, SeqGap
 
 HERE = Path(__file__).parent
@@ -78,28 +87,54 @@ def _session_response(token: str, request: Request) -> Response:
     return response
 
 
+def _login_form(request: Request, error: str | None, status_code: int = 200,
+                retry_after_s: int | None = None) -> Response:
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
+    return templates.TemplateResponse(request, "login.html", {"error": error, "retry_after_s": retry_after_s},
+                                      status_code=status_code, headers=headers)
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    return parse_qs((await request.body()).decode(errors="replace"))
+
+
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, code: str | None = None) -> Response:
-    """The login form; `?code=` redeems a one-time login link (POST /api/auth/login-link)."""
-    if code:
-        try:
-            token, _, user = await redeem_login_link(code)
-        except AuthError:
-            return templates.TemplateResponse(request, "login.html", {"error": "That login link is not valid."},
-                                              status_code=401)
-        await audit.record(user.username, "auth.login.link", "", None, source_of(request))
-        return _session_response(token, request)
-    return templates.TemplateResponse(request, "login.html", {"error": None})
+async def login_page(request: Request) -> Response:
+    """The login form. A login link (`/login#code=…`) lands here too: the fragment never reaches
+    the server (nor its access log); static/login-link.js POSTs it to /login/link."""
+    return _login_form(request, None)
+
+
+@router.post("/login/link", response_class=HTMLResponse)
+async def login_link_redeem(request: Request) -> Response:
+    """Redeem a one-time login link (POST /api/auth/login-link): once, within its 60 s."""
+    source = source_of(request)
+    guards = guards_of(request)
+    refusal = guards.check_secret(source)
+    if refusal is not None:
+        err = Throttled(refusal)
+        return _login_form(request, f"{err}.", 429, refusal.retry_after_s)
+    try:
+        token, _, user = await redeem_login_link((await _form(request)).get("code", [""])[0])
+    except AuthError:
+        lock = guards.secrets.failed(source)
+        await audit.record("login-link", "auth.login.link.refused", "", None, source)
+        await record_locks("login-link", "auth.secrets.throttled", [lock] if lock else [], source)
+        return _login_form(request, "That login link is not valid (used, expired or unknown).", 401)
+    await audit.record(user.username, "auth.login.link", "", None, source)
+    return _session_response(token, request)
 
 
 @router.post("/login", response_class=HTMLResponse)
 async def login_submit(request: Request) -> Response:
-    form = parse_qs((await request.body()).decode(errors="replace"))
+    form = await _form(request)
     username = form.get("username", [""])[0]
     try:
         token, _ = await open_session(request, username, form.get("password", [""])[0])
+    except Throttled as err:
+        return _login_form(request, f"{err}.", 429, err.refusal.retry_after_s)
     except AuthError as err:
-        return templates.TemplateResponse(request, "login.html", {"error": str(err)}, status_code=401)
+        return _login_form(request, str(err), 401)
     return _session_response(token, request)
 
 

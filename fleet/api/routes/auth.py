@@ -5,11 +5,12 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.api.deps import SESSION_COOKIE, PrincipalDep, open_session, set_session_cookie, source_of
+from fleet.api.deps import SESSION_COOKIE, PrincipalDep, open_session, set_session_cookie, source_of, too_many
 from fleet.auth import audit
-from fleet.auth.people import AuthError, issue_token
+from fleet.auth.people import LINK_TTL, AuthError, issue_token
 from fleet.auth.roles import ROLE_PERMISSIONS
 from fleet.auth.secrets import token_hash
+from fleet.auth.throttle import Throttled
 from fleet.models import ApiToken, User
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -49,11 +50,13 @@ class Me(BaseModel):
     permissions: list[str]
 
 
-@router.post("/login")
+@router.post("/login", responses={429: {"description": "too many failed log-ins: wait Retry-After seconds"}})
 async def log_in(body: LoginRequest, request: Request, response: Response) -> TokenPublic:
     """A session token (also set as an HttpOnly cookie for the web pages)."""
     try:
         token, row = await open_session(request, body.username, body.password)
+    except Throttled as err:
+        raise too_many(err) from err
     except AuthError as err:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(err)) from err
     set_session_cookie(response, token, request, samesite="strict")
@@ -71,17 +74,23 @@ async def log_out(principal: PrincipalDep, request: Request, response: Response)
 
 
 class LoginLink(BaseModel):
-    url: str = Field(description="opens a session in a browser; once, within 60 s")
+    url: str = Field(description="opens a session in a browser; once, within 60 s. The code rides in "
+                                 "the URL fragment, which browsers never send: the login page POSTs "
+                                 "it to /login/link")
     expires_at: datetime
 
 
 @router.post("/login-link", status_code=status.HTTP_201_CREATED)
 async def create_login_link(principal: PrincipalDep, request: Request) -> LoginLink:
-    """A one-time link that logs a browser in as the caller (for kiosks, scripts, headless checks)."""
+    """A one-time link that logs a browser in as the caller (for kiosks, scripts, headless checks).
+
+    It is redeemed only by `POST /login/link` (form field `code`), once, within its lifetime;
+    it is never accepted as a bearer token or a session cookie.
+    """
     user = await User.get(id=principal.user_id)
-    token, row = await issue_token(user, "link", "login link", timedelta(seconds=60))
+    token, row = await issue_token(user, "link", "login link", LINK_TTL)
     await audit.record(principal.username, "auth.login_link.create", "", None, source_of(request))
-    return LoginLink(url=f"/login?code={token}", expires_at=row.expires_at)
+    return LoginLink(url=f"/login#code={token}", expires_at=row.expires_at)
 
 
 @router.get("/me")

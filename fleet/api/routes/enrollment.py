@@ -7,15 +7,30 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
+from tortoise.exceptions import IntegrityError
 
-from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting, source_of
+from fleet.api.deps import (
+    LOGGED_IN,
+    Auditor,
+    DeviceDep,
+    Reader,
+    RuntimeDep,
+    acting,
+    guards_of,
+    record_locks,
+    source_of,
+    too_many,
+)
 from fleet.auth import audit
 from fleet.auth.roles import Permission
 from fleet.auth.secrets import new_token, token_hash
+from fleet.auth.throttle import Throttled
 from fleet.broker_auth.accounts import AccountsError
 from fleet.broker_auth.credentials import issue_credentials, revoke_credentials
+from fleet.broker_auth.embedded import FLEET_USER
 from fleet.contract import DEVICE_ID_PATTERN, is_valid_device_id
-from fleet.models import Device, DeviceStatus, EnrollmentToken
+from fleet.models import Device, DeviceCredential, DeviceStatus, EnrollmentToken
+from fleet.runtime import Runtime
 
 router = APIRouter(tags=["enrollment"])  # self-enrollment: the token is the credential
 protected = APIRouter(tags=["enrollment"], dependencies=[LOGGED_IN])
@@ -106,39 +121,101 @@ async def revoke_enrollment_token(token_id: int,
     await audit_("enrollment.token.revoke", str(token_id))
 
 
-@router.post("/api/enroll")
-async def enroll(body: EnrollRequest, request: Request, runtime: RuntimeDep) -> DeviceCredentials:
-    """Exchange an enrollment token for a device identity and MQTT credentials (no login: the token is it)."""
-    now = datetime.now(UTC)
+class _Refused(Exception):
+    """An enrollment refused: the HTTP status, what the caller reads, and a short reason for the audit."""
+
+    def __init__(self, status_code: int, message: str, why: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.why = why
+
+
+def _reserved_ids(runtime: Runtime) -> set[str]:
+    """The fleet's own broker accounts and client ids: no device may ever be enrolled as one."""
+    settings = runtime.settings
+    target = settings.mqtt_target()
+    names = {FLEET_USER, settings.mqtt_client_id, f"{settings.mqtt_client_id}-accounts"}
+    if target is not None and target.username:
+        names.add(target.username)
+    return names
+
+
+async def _id_taken(device_id: str) -> bool:
+    """Whether the id belongs to anything the fleet knows: a device, or credentials ever issued."""
+    return await Device.exists(id=device_id) or await DeviceCredential.exists(device_id=device_id)
+
+
+async def _claim(body: EnrollRequest, runtime: Runtime, now: datetime) -> tuple[EnrollmentToken, str, bool]:
+    """Check the token and choose the device id; returns (token, id, whether the device is new)."""
     row = await EnrollmentToken.get_or_none(token_hash=token_hash(body.token))
     if row is None or row.revoked_at is not None:
-        await audit.record("enrollment", "enroll.refused", body.device_id or "", {"why": "unknown token"},
-                           source_of(request))
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked enrollment token")
+        raise _Refused(status.HTTP_401_UNAUTHORIZED, "unknown or revoked enrollment token", "unknown token")
     if row.used_at is not None:
-        raise HTTPException(status.HTTP_410_GONE, "this enrollment token has already been used")
+        raise _Refused(status.HTTP_410_GONE, "this enrollment token has already been used", "used token")
     if row.expires_at <= now:
-        raise HTTPException(status.HTTP_410_GONE,
-                            f"this enrollment token expired at {row.expires_at:%Y-%m-%d %H:%M} UTC")
-    device_id = row.device_id or body.device_id or f"{row.kind}-{_slug(row.site)}-{secrets.token_hex(3)}"
+        raise _Refused(status.HTTP_410_GONE, f"this enrollment token expired at {row.expires_at:%Y-%m-%d %H:%M} UTC",
+                       "expired token")
     if row.device_id and body.device_id and body.device_id != row.device_id:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token is for device {row.device_id!r}")
+        raise _Refused(status.HTTP_403_FORBIDDEN, f"this token is for device {row.device_id!r}", "other device id")
+    # The id comes from the token (bound: the one way to re-provision an existing device), else
+    # from the caller (the tool and offline boards pick a fresh one), else from the fleet.
+    device_id = row.device_id or body.device_id or f"{row.kind}-{_slug(row.site)}-{secrets.token_hex(3)}"
     if not is_valid_device_id(device_id):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"bad device id {device_id!r}")
+        raise _Refused(status.HTTP_422_UNPROCESSABLE_CONTENT, "the token's site gives no valid device id", "bad id")
+    if device_id in _reserved_ids(runtime):
+        raise _Refused(status.HTTP_409_CONFLICT, f"{device_id!r} is one of the fleet's own accounts", "reserved id")
     existing = await Device.get_or_none(id=device_id)
     if existing is not None and existing.status == DeviceStatus.DECOMMISSIONED:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"device {device_id!r} is decommissioned")
+        raise _Refused(status.HTTP_409_CONFLICT, f"device {device_id!r} is decommissioned", "decommissioned")
+    if row.device_id is None and await _id_taken(device_id):
+        raise _Refused(status.HTTP_409_CONFLICT,
+                       f"device {device_id!r} already exists; enrolling it again needs an enrollment token "
+                       "issued for that device id", "id taken")
     # claim the token atomically: of two concurrent uses, one wins
-    claimed = await EnrollmentToken.filter(id=row.id, used_at=None).update(used_at=now, used_by_device=device_id)
-    if not claimed:
-        raise HTTPException(status.HTTP_410_GONE, "this enrollment token has already been used")
-    if existing is None:
+    if not await EnrollmentToken.filter(id=row.id, used_at=None).update(used_at=now, used_by_device=device_id):
+        raise _Refused(status.HTTP_410_GONE, "this enrollment token has already been used", "used token")
+    if existing is not None:
+        return row, device_id, False
+    try:
+        # the primary key settles a race between two tokens proposing the same new id
         await Device.create(id=device_id, kind=row.kind, name=body.name, site=row.site, ward=row.ward,
                             status=DeviceStatus.REGISTERED)
+    except IntegrityError as err:
+        await EnrollmentToken.filter(id=row.id).update(used_at=None, used_by_device=None)
+        raise _Refused(status.HTTP_409_CONFLICT, f"device {device_id!r} was just enrolled by someone else",
+                       "id taken") from err
+    return row, device_id, True
+
+
+@router.post("/api/enroll", responses={
+    409: {"description": "the device id exists (needs a token issued for it) or is the fleet's own"},
+    429: {"description": "too many refused enrollments from this address: wait Retry-After seconds"}})
+async def enroll(body: EnrollRequest, request: Request, runtime: RuntimeDep) -> DeviceCredentials:
+    """Exchange an enrollment token for a device identity and MQTT credentials (no login: the token is it).
+
+    A token bound to a device id enrolls that id, existing or not (re-provisioning: the old
+    credentials stop working). An unbound token enrolls the id the caller proposes only if no
+    device, and no credentials, ever had it; without a proposal the fleet makes one up.
+    """
+    source = source_of(request)
+    guards = guards_of(request)
+    refusal = guards.check_secret(source)
+    if refusal is not None:
+        raise too_many(Throttled(refusal))
     try:
-        issued = await issue_credentials(runtime, device_id, f"enrollment:{row.id}", source_of(request))
+        row, device_id, created = await _claim(body, runtime, datetime.now(UTC))
+    except _Refused as err:
+        lock = guards.secrets.failed(source)
+        await audit.record("enrollment", "enroll.refused", body.device_id or "", {"why": err.why}, source)
+        await record_locks("enrollment", "auth.secrets.throttled", [lock] if lock else [], source)
+        raise HTTPException(err.status_code, str(err)) from err
+    try:
+        issued = await issue_credentials(runtime, device_id, f"enrollment:{row.id}", source)
     except AccountsError as err:
-        await EnrollmentToken.filter(id=row.id).update(used_at=None, used_by_device=None)  # usable again
+        # leave nothing behind: the token is usable again and a new id is free again
+        await EnrollmentToken.filter(id=row.id).update(used_at=None, used_by_device=None)
+        if created:
+            await Device.filter(id=device_id).delete()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the broker did not take the account: {err}") from err
     return DeviceCredentials.model_validate(issued)
 
