@@ -17,8 +17,8 @@ from typing import Any
 import aiomqtt
 
 from edge.backoff import Backoff
-from edge.config import AgentConfig
-from edge.errors import EdgeError
+from edge.config import AgentConfig, BrokerSettings
+from edge.errors import ConfigError, EdgeError
 from edge.queue import Outbox
 from edge.stamps import SessionCounter, Stamper
 from edge.uplink import QOS, encode
@@ -31,6 +31,26 @@ log = logging.getLogger(__name__)
 MAX_INCOMING = 256
 
 DownstreamHandler = Callable[[bytes], None]
+
+
+def tls_context(broker: BrokerSettings) -> ssl.SSLContext | None:
+    """The TLS settings of an mqtts:// link: the broker's certificate must chain to `ca_file` (only
+    that file; the system's CAs when it is not set) and name the host of the URL. A broker that
+    fails either check is dropped during the handshake, before the password is sent."""
+    if not broker.tls:
+        return None
+    cafile = str(broker.ca_file) if broker.ca_file else None
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as err:
+        reason = getattr(err, "strerror", None) or "not a PEM file of CA certificates"
+        raise ConfigError(f"broker.ca_file: cannot use {broker.ca_file}: {reason}") from err
+    if cafile and not context.get_ca_certs():
+        raise ConfigError(f"broker.ca_file: {broker.ca_file} holds no CA certificate")
+    # Both are the defaults of create_default_context; stated so a refactor cannot lose them.
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 class Link:
@@ -54,6 +74,8 @@ class Link:
         self.connections = 0
         self._outage_reported = False
         self.backoff = Backoff(config.broker.backoff_min_s, config.broker.backoff_max_s)
+        # Built once: a missing or unreadable CA file stops the agent at start with one line.
+        self._tls = tls_context(config.broker)
 
     @property
     def reconnects(self) -> int:
@@ -104,8 +126,7 @@ class Link:
             will=aiomqtt.Will(device_topic(self.config.device_id, "death"), will, qos=QOS, retain=True),
             max_inflight_messages=self.config.queue.inflight,
             max_queued_incoming_messages=MAX_INCOMING,
-            tls_context=ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
-            if broker.tls else None,
+            tls_context=self._tls,
         )
         client.pending_calls_threshold = self.config.queue.inflight + 8
         return client

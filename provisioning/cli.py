@@ -2,7 +2,7 @@
 
     provision ports                       serial ports; ESP32 USB bridges are marked
     provision flash --port P --kind K --site S [--port P2 ...]
-    provision pi-bundle --out DIR --site S
+    provision pi-bundle --out DIR --site S (--ca-file F | --system-ca | --insecure-plaintext)
 
 Every failure reaches the user as one line, `provision: message`, with the exit status of
 `provisioning.errors` (the table is in docs/provisioning.md).
@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from provisioning.board import SerialBoard
+from provisioning.broker_tls import TransportChoice
 from provisioning.errors import BatchFailed, ProvisionError
 from provisioning.flash import ALL_KINDS, Flasher, FlashRequest, new_device_id
 from provisioning.fleet_api import FleetClient
@@ -26,6 +27,7 @@ from provisioning.image import FirmwareImage
 from provisioning.pibundle import PiBundleRequest, make_pi_bundle
 from provisioning.ports import list_serial_ports
 from provisioning.progress import Reporter
+from provisioning.wheels import WheelTarget
 
 PROG = "provision"
 VERSION = "0.2.0"
@@ -110,14 +112,13 @@ def _same_code(err: ProvisionError, message: str) -> ProvisionError:
 
 
 def do_pi_bundle(args: argparse.Namespace, reporter: Reporter) -> int:
-    broker_url = None
-    if args.broker:
-        host, port = args.broker
-        broker_url = f"mqtt://{host}:{port}"
-    request = PiBundleRequest(out_dir=args.out, site=args.site, name=args.name, ward=args.ward,
-                              roles=tuple(args.role), broker_url=broker_url,
-                              enrollment_token=args.enrollment_token, offline=args.offline,
-                              fleet_url=args.fleet)
+    transport = TransportChoice.from_options(broker=args.broker, ca_file=args.ca_file, system_ca=args.system_ca,
+                                             plaintext=args.insecure_plaintext)
+    wheels = WheelTarget(platforms=tuple(args.platform), python_version=args.python_version,
+                         find_links=args.wheels_from)
+    request = PiBundleRequest(out_dir=args.out, site=args.site, transport=transport, name=args.name,
+                              ward=args.ward, roles=tuple(args.role), enrollment_token=args.enrollment_token,
+                              offline=args.offline, fleet_url=args.fleet, wheels=wheels)
     device_id = new_device_id("pi", args.site)
     fleet = None if args.offline else _fleet(args)
     try:
@@ -185,10 +186,25 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--name", default="")
     bundle.add_argument("--ward", default="")
     bundle.add_argument("--role", action="append", default=[], help="an agent role (e.g. sim); repeatable")
-    bundle.add_argument("--broker", type=_broker, metavar="HOST:PORT")
+    bundle.add_argument("--broker", metavar="URL",
+                        help="mqtts://HOST:PORT (or HOST:PORT) the Pi connects to (default: what the fleet says)")
+    bundle.add_argument("--ca-file", type=Path, default=os.environ.get("PROVISION_BROKER_CA_FILE"), metavar="FILE",
+                        help="the CA that signed the broker's certificate; shipped in the bundle "
+                             "(env PROVISION_BROKER_CA_FILE)")
+    bundle.add_argument("--system-ca", action="store_true",
+                        help="check the broker's certificate with the Pi's system CAs (a public CA signed it)")
+    bundle.add_argument("--insecure-plaintext", action="store_true",
+                        help="no TLS: the password crosses the network in clear (lab networks only)")
     bundle.add_argument("--enrollment-token", default=os.environ.get("PROVISION_ENROLLMENT_TOKEN"))
     bundle.add_argument("--offline", action="store_true",
                         help="no link to the fleet now: the Pi enrolls itself when install.sh runs")
+    bundle.add_argument("--platform", action="append", default=[], metavar="TAG",
+                        help="wheels for this pip platform tag, e.g. manylinux_2_36_aarch64; repeatable "
+                             "(default: this machine)")
+    bundle.add_argument("--python-version", metavar="X.Y",
+                        help="the Pi's Python, e.g. 3.11 on Raspberry Pi OS 12 (default: this one)")
+    bundle.add_argument("--wheels-from", type=Path, metavar="DIR",
+                        help="take every wheel from this folder, with no index (an offline laptop)")
     return parser
 
 

@@ -2,55 +2,61 @@
 then on the Pi run `sudo sh install.sh` from it.
 
     agent.toml        the edge agent's config (edge.config format), without the password
+    ca.pem            the CA the agent checks the broker's certificate with (with --ca-file)
     credentials.env   EDGE_BROKER__PASSWORD=... (mode 0600); or, offline, an enrollment token
                       that install.sh exchanges for credentials on first install
     ioc-edge.service  systemd unit, Restart=always
     install.sh        installs into /opt/ioc-edge/versions/<version>, points /opt/ioc-edge/current
                       at it, config in /etc/ioc-edge, state in /var/lib/ioc-edge
-    src/              the agent's source (pip installs it into the versioned folder)
+    requirements.lock every wheel below, pinned to its SHA-256
+    wheels/           the project's wheel and the edge agent's dependencies (provisioning.wheels)
+
+The bundle is written to a scratch folder next to `--out` and renamed into place when complete:
+a failure leaves no half-written bundle behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
-from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as installed_version
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from edge.config import dump_config, parse_config
 from edge.errors import ConfigError
+from edge.roles import ROLES
+from provisioning.broker_tls import BrokerAddress, TransportChoice
 from provisioning.errors import ProvisionError
 from provisioning.fleet_api import FleetClient, MqttCredentials
+from provisioning.wheels import LockedWheel, WheelTarget, write_wheel_set
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ITEMS = ("pyproject.toml", "README.md", "edge", "fleet")
+PROJECT_DISTRIBUTION = "ioc-fleet"
 OPT = "/opt/ioc-edge"
 ETC = "/etc/ioc-edge"
 STATE = "/var/lib/ioc-edge"
 UNIT_NAME = "ioc-edge.service"
 SERVICE_USER = "ioc-edge"
-
-
-def project_version() -> str:
-    try:
-        return installed_version("ioc-fleet")
-    except PackageNotFoundError:
-        return "0.0.0"
+CA_NAME = "ca.pem"
+LOCK_NAME = "requirements.lock"
 
 
 @dataclass(frozen=True)
 class PiBundleRequest:
     out_dir: Path
     site: str
+    transport: TransportChoice
     name: str = ""
     ward: str = ""
     roles: tuple[str, ...] = ()
-    broker_url: str | None = None  # mqtt://host:port; default: what the fleet says
     enrollment_token: str | None = None
     offline: bool = False
     fleet_url: str | None = None
+    wheels: WheelTarget = field(default_factory=WheelTarget)
 
 
 UNIT = f"""[Unit]
@@ -81,7 +87,7 @@ WantedBy=multi-user.target
 INSTALL = r"""#!/bin/sh
 # Install the IOC edge agent __VERSION__ on this Raspberry Pi:   sudo sh install.sh
 # Code:   /opt/ioc-edge/versions/__VERSION__ (a venv), /opt/ioc-edge/current -> versions/__VERSION__
-# Config: /etc/ioc-edge/agent.toml, /etc/ioc-edge/credentials.env (0600)
+# Config: /etc/ioc-edge/agent.toml, /etc/ioc-edge/ca.pem, /etc/ioc-edge/credentials.env (0600)
 # State:  /var/lib/ioc-edge (kept across versions)
 # Running it again is safe; an interrupted install is redone. IOC_EDGE_ROOT=/some/dir stages the
 # whole layout under that folder without creating users or touching systemd (for checking it).
@@ -107,10 +113,15 @@ if [ ! -f "$DEST/.complete" ]; then
         "$PYTHON" -m venv --without-pip "$DEST"
     else
         "$PYTHON" -m venv "$DEST"
-        if [ -d "$HERE/wheels" ]; then
-            "$DEST/bin/pip" install --quiet --no-index --find-links "$HERE/wheels" "$HERE/src"
-        else
-            "$DEST/bin/pip" install --quiet "$HERE/src"
+        # Only the wheels shipped here, each checked against its SHA-256 in requirements.lock; no
+        # index and none of this machine's pip settings (a Pi's /etc/pip.conf names piwheels).
+        # --no-deps: the lock is the complete list (see its header).
+        if ! env -i PATH="$PATH" HOME="${HOME:-/root}" PIP_CONFIG_FILE=/dev/null \
+            "$DEST/bin/pip" install --quiet --no-input --no-cache-dir --disable-pip-version-check \
+            --no-index --find-links "$HERE/wheels" --require-hashes --no-deps -r "$HERE/requirements.lock"; then
+            rm -rf "$DEST"
+            echo "install: the shipped wheels did not install (see above); nothing was changed" >&2
+            exit 1
         fi
     fi
     echo "$VERSION" > "$DEST/.complete"
@@ -119,24 +130,33 @@ fi
 ln -sfn "versions/$VERSION" "$OPT/current.new"
 mv -T "$OPT/current.new" "$OPT/current"
 
-# 3. Config and credentials.
+# 3. Config, the broker's CA and credentials.
 install -d -m 0755 "$ETC"
 install -m 0644 "$HERE/agent.toml" "$ETC/agent.toml"
+if [ -f "$HERE/ca.pem" ]; then
+    install -m 0644 "$HERE/ca.pem" "$ETC/ca.pem"
+else
+    rm -f "$ETC/ca.pem"
+fi
 install -m 0600 "$HERE/credentials.env" "$ETC/credentials.env"
 if grep -q '^IOC_ENROLLMENT_TOKEN=' "$ETC/credentials.env"; then
-    # Offline-prepared bundle: exchange the enrollment token for credentials now.
+    # Offline-prepared bundle: exchange the enrollment token for credentials now. HTTPS is checked
+    # against the system's CAs and the bundle's ca.pem.
     say "enrolling with the fleet"
-    "$PYTHON" - "$ETC/credentials.env" <<'PY'
-import json, sys, urllib.request, urllib.error, os
-path = sys.argv[1]
+    "$PYTHON" - "$ETC/credentials.env" "$HERE/ca.pem" <<'PY'
+import json, os, ssl, sys, urllib.error, urllib.request
+path, ca = sys.argv[1], sys.argv[2]
 env = dict(line.split("=", 1) for line in open(path).read().splitlines() if "=" in line)
+context = ssl.create_default_context()
+if os.path.exists(ca):
+    context.load_verify_locations(ca)
 body = json.dumps({"token": env["IOC_ENROLLMENT_TOKEN"], "device_id": env["IOC_DEVICE_ID"]}).encode()
 req = urllib.request.Request(env["IOC_FLEET_URL"].rstrip("/") + "/api/enroll", data=body,
                              headers={"Content-Type": "application/json"})
 try:
-    answer = json.load(urllib.request.urlopen(req, timeout=20))
+    answer = json.load(urllib.request.urlopen(req, timeout=20, context=context))
 except urllib.error.HTTPError as err:
-    sys.exit("install: the fleet refused the enrollment token: %s" % err.read().decode(errors="replace"))
+    sys.exit("install: the fleet refused the enrollment token (HTTP %d)" % err.code)
 except OSError as err:
     sys.exit("install: cannot reach the fleet to enroll (%s); connect the Pi and run install.sh again" % err)
 fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -171,21 +191,13 @@ def _write(path: Path, text: str, mode: int) -> Path:
     return path
 
 
-def _copy_source(dest: Path) -> None:
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.sqlite3*")
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in SOURCE_ITEMS:
-        source = PROJECT_ROOT / item
-        if source.is_dir():
-            shutil.copytree(source, dest / item, ignore=ignore, dirs_exist_ok=True)
-        elif source.exists():
-            shutil.copy2(source, dest / item)
-
-
-def agent_toml(device_id: str, broker_url: str, username: str, roles: tuple[str, ...]) -> str:
+def agent_toml(device_id: str, broker: BrokerAddress, username: str, roles: tuple[str, ...], *,
+               ca_file: str | None) -> str:
     """The agent's config, checked by the agent's own loader before it is written."""
-    data = {"device_id": device_id, "state_dir": STATE,
-            "broker": {"url": broker_url, "username": username},
+    broker_table: dict[str, str] = {"url": broker.url, "username": username}
+    if ca_file is not None:
+        broker_table["ca_file"] = ca_file  # relative: next to agent.toml
+    data = {"device_id": device_id, "state_dir": STATE, "broker": broker_table,
             "roles": {role: {} for role in roles}}
     try:
         config = parse_config(data)
@@ -199,55 +211,118 @@ def check_out_dir(out: Path) -> None:
         raise ProvisionError(f"{out}: not an empty folder; give an empty or new folder")
 
 
-def write_bundle(request: PiBundleRequest, device_id: str, credentials: MqttCredentials | None) -> Path:
-    """Write the bundle to `request.out_dir`; returns the folder."""
-    out = request.out_dir
-    check_out_dir(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if credentials is not None:
-            broker_url = request.broker_url or f"mqtt://{credentials.host}:{credentials.port}"
-            username = credentials.username
-            secret = f"EDGE_BROKER__PASSWORD={credentials.password}\n"
-        else:
-            assert request.broker_url and request.enrollment_token and request.fleet_url
-            broker_url, username = request.broker_url, device_id
-            secret = (f"IOC_ENROLLMENT_TOKEN={request.enrollment_token}\n"
-                      f"IOC_FLEET_URL={request.fleet_url}\nIOC_DEVICE_ID={device_id}\n")
-        version = project_version()
-        _write(out / "agent.toml", agent_toml(device_id, broker_url, username, request.roles), 0o644)
-        _write(out / "credentials.env", secret, 0o600)
-        _write(out / UNIT_NAME, UNIT, 0o644)
-        _write(out / "install.sh", INSTALL.replace("__VERSION__", version), 0o755)
-        _copy_source(out / "src")
-    except OSError as err:
-        raise ProvisionError(f"{out}: cannot write the bundle: {err.strerror or err}") from err
-    return out
-
-
-def make_pi_bundle(request: PiBundleRequest, fleet: FleetClient | None, device_id: str) -> Path:
-    """Register the Pi (unless offline) and write its bundle; revoke the credentials if that fails."""
+def check_request(request: PiBundleRequest) -> None:
+    """Everything that can be refused before anything is registered or downloaded."""
     check_out_dir(request.out_dir)
+    unknown = [role for role in request.roles if role not in ROLES]
+    if unknown:
+        raise ProvisionError(f"--role {unknown[0]}: no such role (known: {', '.join(sorted(ROLES))})")
     if request.offline:
-        if not (request.enrollment_token and request.broker_url and request.fleet_url):
+        if not (request.enrollment_token and request.transport.override and request.fleet_url):
             raise ProvisionError("--offline needs --enrollment-token, --broker and --fleet "
                                  "(the Pi enrolls itself when install.sh runs)")
-        return write_bundle(request, device_id, None)
+        if urlsplit(request.fleet_url).scheme != "https" and not request.transport.plaintext:
+            raise ProvisionError("--fleet must be https:// for an offline bundle: the Pi gets its password from "
+                                 "it when install.sh runs (--insecure-plaintext allows http:// on a lab network)")
+
+
+def bundle_version(wheels: list[LockedWheel]) -> str:
+    """The project's version and a digest of the whole wheel set: another set, another folder."""
+    project = next((wheel for wheel in wheels if wheel.name == PROJECT_DISTRIBUTION), None)
+    if project is None:
+        raise ProvisionError("the project's own wheel is missing from the wheel set")
+    digest = hashlib.sha256("".join(f"{wheel.line}\n" for wheel in wheels).encode()).hexdigest()
+    return f"{project.version}-{digest[:12]}"
+
+
+def _fleet_address(credentials: MqttCredentials) -> BrokerAddress:
+    return BrokerAddress(credentials.host, credentials.port, credentials.tls)
+
+
+def write_files(folder: Path, request: PiBundleRequest, device_id: str, credentials: MqttCredentials | None,
+                version: str) -> None:
+    """Everything but the wheels, into the scratch folder."""
+    transport = request.transport
+    broker = transport.resolve(_fleet_address(credentials) if credentials else None)
+    if credentials is not None:
+        username = credentials.username
+        secret = f"EDGE_BROKER__PASSWORD={credentials.password}\n"
+    else:
+        assert request.enrollment_token and request.fleet_url
+        username = device_id
+        secret = (f"IOC_ENROLLMENT_TOKEN={request.enrollment_token}\n"
+                  f"IOC_FLEET_URL={request.fleet_url}\nIOC_DEVICE_ID={device_id}\n")
+    ca_file = CA_NAME if broker.tls and transport.ca_pem else None
+    try:
+        _write(folder / "agent.toml", agent_toml(device_id, broker, username, request.roles, ca_file=ca_file), 0o644)
+        if ca_file is not None and transport.ca_pem is not None:
+            _write(folder / CA_NAME, transport.ca_pem, 0o644)
+        _write(folder / "credentials.env", secret, 0o600)
+        _write(folder / UNIT_NAME, UNIT, 0o644)
+        _write(folder / "install.sh", INSTALL.replace("__VERSION__", version), 0o755)
+    except OSError as err:
+        raise ProvisionError(f"{request.out_dir}: cannot write the bundle: {err.strerror or err}") from err
+
+
+def _scratch_folder(out: Path) -> Path:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as err:
+        raise ProvisionError(f"{out}: cannot write the bundle: {err.strerror or err}") from err
+
+
+def _move_into_place(scratch: Path, out: Path) -> None:
+    try:
+        os.chmod(scratch, 0o755)  # mkdtemp made it 0700
+        os.rename(scratch, out)  # also over an empty folder
+    except OSError as err:
+        raise ProvisionError(f"{out}: cannot write the bundle: {err.strerror or err}") from err
+
+
+def _register(request: PiBundleRequest, fleet: FleetClient | None, device_id: str) -> MqttCredentials | None:
+    if request.offline:
+        return None
     if fleet is None:
         raise ProvisionError("no fleet to register with: pass --fleet URL, or --offline")
     if request.enrollment_token:
-        credentials = fleet.enroll(request.enrollment_token, device_id, request.name or None)
-    else:
-        fleet.create_device(device_id, "pi", name=request.name, ward=request.ward, site=request.site,
-                            tags=list(request.roles))
-        credentials = fleet.issue_credentials(device_id)
+        return fleet.enroll(request.enrollment_token, device_id, request.name or None)
+    fleet.create_device(device_id, "pi", name=request.name, ward=request.ward, site=request.site,
+                        tags=list(request.roles))
+    return fleet.issue_credentials(device_id)
+
+
+def make_pi_bundle(request: PiBundleRequest, fleet: FleetClient | None, device_id: str) -> Path:
+    """Check, gather the wheels, register the Pi (unless offline) and write its bundle; the
+    credentials are revoked if anything after registering fails."""
+    check_request(request)
+    if not request.offline and fleet is None:
+        raise ProvisionError("no fleet to register with: pass --fleet URL, or --offline")
+    out = request.out_dir
+    scratch = _scratch_folder(out)
     try:
-        return write_bundle(request, device_id, credentials)
-    except ProvisionError as err:
-        if not request.enrollment_token:
-            try:
-                fleet.revoke_credentials(device_id)
-                err.message += f"; the credentials issued for {device_id} were revoked"
-            except ProvisionError as again:
-                err.message += f"; revoking the credentials of {device_id} failed too ({again.message})"
-        raise
+        wheels = write_wheel_set(scratch / "wheels", scratch / LOCK_NAME, roles=request.roles,
+                                 project_root=PROJECT_ROOT, target=request.wheels)
+        version = bundle_version(wheels)
+        credentials = _register(request, fleet, device_id)
+        try:
+            write_files(scratch, request, device_id, credentials, version)
+            check_out_dir(out)
+            _move_into_place(scratch, out)
+        except ProvisionError as err:
+            if credentials is not None and not request.enrollment_token and fleet is not None:
+                _revoke(fleet, device_id, err)
+            raise
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(scratch)
+    return out
+
+
+def _revoke(fleet: FleetClient, device_id: str, err: ProvisionError) -> None:
+    try:
+        fleet.revoke_credentials(device_id)
+        err.message += f"; the credentials issued for {device_id} were revoked"
+    except ProvisionError as again:
+        err.message += f"; revoking the credentials of {device_id} failed too ({again.message})"
+
