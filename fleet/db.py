@@ -1,7 +1,10 @@
 """The database's lifecycle: Tortoise ORM on SQLite (default) or PostgreSQL."""
 
+import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
@@ -19,6 +22,20 @@ def _url(settings: Settings) -> str:
     return url
 
 
+def make_private(path: Path) -> None:
+    """The SQLite file (and its -wal, -shm, -journal companions) readable by the fleet's user only.
+
+    It holds password hashes, token hashes and the audit log. The file is created 0600 before
+    SQLite opens it; SQLite gives its companions the database file's mode; files left 0644 by an
+    older version are narrowed on every start.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+        if file.exists() and stat.S_IMODE(file.stat().st_mode) != 0o600:
+            file.chmod(0o600)
+
+
 @asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[TortoiseContext]:
     """Open the database, create missing tables, close it on exit.
@@ -30,8 +47,8 @@ async def database(settings: Settings) -> AsyncIterator[TortoiseContext]:
     # PostgreSQL under the same name (the test suite does) must not reuse the other's SQL.
     EXECUTOR_CACHE.clear()
     path = settings.sqlite_path()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None and str(path) != ":memory:":
+        make_private(path)
     ctx = await Tortoise.init(db_url=_url(settings), modules={"models": MODELS},
                               _enable_global_fallback=True)
     try:
