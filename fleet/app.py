@@ -35,7 +35,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         ca_file = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
         accounts: BrokerAccounts
         if target is None:
-            authority = EmbeddedAuthority()
+            authority = EmbeddedAuthority.from_settings(settings)
             broker = await stack.enter_async_context(
                 embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port, authority))
             public = MqttTarget(broker.url)
@@ -45,7 +45,8 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
             public = target
             if settings.broker_accounts == "dynsec":
                 accounts = await stack.enter_async_context(
-                    DynsecAccounts(target, client_id=f"{settings.mqtt_client_id}-accounts", ca_file=ca_file))
+                    DynsecAccounts(target, client_id=f"{settings.mqtt_client_id}-accounts", ca_file=ca_file,
+                                   fleet_client_id=settings.mqtt_client_id))
             else:
                 accounts = UncheckedAccounts()
         link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max,

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     device_broker_url: str | None = None
     embedded_broker_host: str = "127.0.0.1"
     embedded_broker_port: int = Field(default=1884, ge=1, le=65535)
+    # embedded broker bounds: see docs/identity.md "The embedded broker under load"
+    embedded_broker_max_connections: int = Field(default=1000, ge=10)
+    embedded_broker_connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    embedded_broker_connects_per_s: float = Field(default=5.0, gt=0)  # per remote address
+    embedded_broker_connect_burst: int = Field(default=30, ge=1)  # per remote address
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     # ingest bounds: see docs/fleet.md "Ingest"

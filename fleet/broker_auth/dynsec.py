@@ -5,6 +5,10 @@ without touching the broker's disk (the broker may run on another host), a delet
 client is disconnected by the broker immediately (so revocation is not 'at next connect'), and
 several fleet instances can make the same idempotent calls. The broker stores its own salted
 PBKDF2 hash; the fleet sends each new password once, over the (TLS in production) connection.
+
+Each device's client is pinned to a client id equal to its device id (the plugin's `clientid`),
+so a device cannot connect under another device's client id or the fleet's and take its session
+over. Device ids that would be the fleet's own account or client ids are refused.
 """
 
 import asyncio
@@ -18,7 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet.broker_auth.accounts import AccountsError
+from fleet.broker_auth.accounts import AccountsError, refuse_reserved, reserved_for_fleet
 from fleet.contract.acl import device_rules, fleet_rules
 from fleet.settings import MqttTarget
 
@@ -48,10 +52,12 @@ class DynsecAccounts:
     """An admin connection to Mosquitto's dynamic-security plugin."""
 
     def __init__(self, target: MqttTarget, *, client_id: str, ca_file: str | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, fleet_client_id: str | None = None) -> None:
         if not target.username or target.password is None:
             raise AccountsError("FLEET_MQTT_URL needs the fleet's user name and password for dynamic security")
         self.username: str = target.username
+        # the ingest's client id (FLEET_MQTT_CLIENT_ID); ours is made from it
+        self.fleet_client_id = fleet_client_id or client_id
         self.target = target
         self.timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -79,6 +85,7 @@ class DynsecAccounts:
             self._client.loop_stop()
             raise AccountsError("the broker refused the fleet's admin connection (dynamic security)") from err
         await self._setup_fleet_role()
+        await self._pin_existing_devices()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -125,6 +132,23 @@ class DynsecAccounts:
         if error and not any(t in error for t in tolerated):
             raise AccountsError(f"broker refused {command}: {error}")
 
+    def _reserved(self, device_id: str) -> bool:
+        return reserved_for_fleet(device_id, fleet_username=self.username, fleet_client_id=self.fleet_client_id)
+
+    async def _pin_existing_devices(self) -> None:
+        """Device clients made before client ids were pinned get theirs now (the broker
+        disconnects each once; it reconnects with its device id, as every device does)."""
+        response = await self.call("listClients", verbose=True, count=-1, offset=0)
+        if response.get("error"):
+            raise AccountsError(f"broker refused listClients: {response['error']}")
+        for client in response.get("data", {}).get("clients", []):
+            username = client.get("username")
+            roles = {r.get("rolename") for r in client.get("roles", [])}
+            if (isinstance(username, str) and device_role(username) in roles and client.get("clientid") != username
+                    and not self._reserved(username)):
+                await self._must("modifyClient", username=username, clientid=username)
+                log.info("broker account for %s pinned to its client id", username)
+
     async def _setup_fleet_role(self) -> None:
         await self._must("setDefaultACLAccess", acls=DEFAULT_ACCESS)
         await self._must("createRole", ("already exists",), rolename=FLEET_ROLE,
@@ -152,16 +176,20 @@ class DynsecAccounts:
         return {r["rolename"] for r in response.get("data", {}).get("client", {}).get("roles", [])}
 
     async def set_device_password(self, device_id: str, password: str) -> None:
+        # a device named like the fleet's account would replace it below (deleteClient)
+        refuse_reserved(device_id, fleet_username=self.username, fleet_client_id=self.fleet_client_id)
         role = device_role(device_id)
         await self._must("createRole", ("already exists",), rolename=role,
                          acls=_acls(device_rules(device_id), ACL_TYPES))
         # delete first: the broker then disconnects whoever is connected with the old password
         await self._must("deleteClient", ("not found",), username=device_id)
-        await self._must("createClient", username=device_id, password=password,
+        await self._must("createClient", username=device_id, password=password, clientid=device_id,
                          roles=[{"rolename": role}], textdescription="IOC device")
         log.info("broker account for %s set", device_id)
 
     async def remove_device(self, device_id: str) -> None:
+        if self._reserved(device_id):
+            return  # never a device account: deleting it would delete the fleet's own
         await self._must("deleteClient", ("not found",), username=device_id)
         await self._must("deleteRole", ("not found",), rolename=device_role(device_id))
         log.info("broker account for %s removed", device_id)

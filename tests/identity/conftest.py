@@ -18,6 +18,7 @@ class SecureFleet:
     port: int  # where devices connect
     broker: Mosquitto | None  # None: the embedded broker
     tls: TlsFiles | None = None
+    client_id: str = ""  # the fleet's own MQTT client id (FLEET_MQTT_CLIENT_ID)
 
     async def register(self, device_id: str, kind: str = "pi") -> str:
         """Register a device and issue its credentials; returns the password."""
@@ -38,10 +39,10 @@ async def secure_fleet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         try:
             settings = fleet_settings(database, broker.admin_url, broker_accounts="dynsec")
             async with fleet_in_thread(settings) as http:
-                yield SecureFleet(http, broker.port, broker, tls)
+                yield SecureFleet(http, broker.port, broker, tls, settings.mqtt_client_id)
         finally:
             broker.kill()
     else:
         settings = fleet_settings(database, None)
         async with fleet_in_thread(settings) as http:
-            yield SecureFleet(http, settings.embedded_broker_port, None)
+            yield SecureFleet(http, settings.embedded_broker_port, None, client_id=settings.mqtt_client_id)

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fleet.broker_auth.limits import MOSQUITTO_MAX_PACKET_SIZE
+
 if TYPE_CHECKING:
     from tests.support.tls import TlsFiles
 
@@ -55,15 +57,21 @@ class Mosquitto:
         self.admin_url = f"mqtt://{admin[0]}:{admin[1]}@127.0.0.1:{self.port}"
         self.tls_port = free_port() if tls else None
         security = "allow_anonymous true\n"
+        self.dynsec_file = workdir / "dynamic-security.json"
         if secure:
-            dynsec = workdir / "dynamic-security.json"
+            dynsec = self.dynsec_file
             if not dynsec.exists():
-                subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(dynsec), admin[0], admin[1]],
-                               check=True, capture_output=True)
+                # umask 077: the file holds the accounts' password hashes, readable by its owner
+                # only from the first byte (docs/identity.md); Mosquitto rewrites it in place
+                subprocess.run(["sh", "-c", 'umask 077 && exec mosquitto_ctrl dynsec init "$@"', "init",
+                                str(dynsec), admin[0], admin[1]], check=True, capture_output=True)
             security = ("allow_anonymous false\n"
                         f"plugin {DYNSEC_PLUGIN}\n"
                         f"plugin_opt_config_file {dynsec}\n"
-                        "per_listener_settings false\n")
+                        "per_listener_settings false\n"
+                        # the production limits (docs/identity.md): no packet over the fleet's
+                        # largest message, retained ones included
+                        f"max_packet_size {MOSQUITTO_MAX_PACKET_SIZE}\n")
         if tls:
             security += (f"listener {self.tls_port} 127.0.0.1\n"
                          f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"

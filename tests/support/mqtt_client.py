@@ -20,14 +20,17 @@ class Client:
 
     def __init__(self, port: int, username: str | None = None, password: str | None = None, *,
                  client_id: str | None = None, ca_file: str | None = None,
-                 will: tuple[str, bytes] | None = None) -> None:
+                 will: tuple[str, bytes] | None = None, clean_session: bool = True) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.suback: list[int] = []
         self.disconnected = threading.Event()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._reason: str | None = None
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"c-{uuid.uuid4().hex[:8]}")
+        # a device's client id is its user name (brokers pin it); anonymous probes get a random one
+        client_id = client_id if client_id is not None else (username or f"c-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=clean_session)
         if username is not None:
             self.client.username_pw_set(username, password)
         if ca_file:
