@@ -138,8 +138,10 @@ def test_a_wheel_swapped_for_another_version_is_not_installed(bundle: Path, tmp_
     subprocess.run(["cp", "-a", str(bundle), str(swapped)], check=True)
     real = next((swapped / "wheels").glob("paho_mqtt-*.whl"))
     real.rename(real.with_name("paho_mqtt-99.0.0-py3-none-any.whl"))
-    result = install(swapped, tmp_path / "root")
-    assert result.returncode != 0 and "paho-mqtt==" in result.stderr
+    root = tmp_path / "root"
+    result = install(swapped, root)
+    assert result.returncode != 0 and "paho-mqtt==" in result.stderr and "nothing was changed" in result.stderr
+    assert not (root / "opt/ioc-edge/current").exists()
 
 
 def test_platform_and_python_version_select_the_wheels(tmp_path: Path) -> None:
