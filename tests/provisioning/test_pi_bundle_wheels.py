@@ -9,6 +9,7 @@ import http.server
 import os
 import platform
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_wheels_from_a_folder_without_an_index(bundle: Path, tmp_path: Path) -> 
         if not wheel.name.startswith("ioc_fleet-"):
             (wheelhouse / wheel.name).write_bytes(wheel.read_bytes())
     # building the project's own wheel needs setuptools: the folder must hold it too
-    subprocess.run([os.sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest",
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest",
                     str(wheelhouse), "setuptools>=68"], check=True, capture_output=True)
     out = make_bundle(tmp_path, "from-folder", "--wheels-from", str(wheelhouse), "--role", "sim")
     shipped = read_lock(out / "requirements.lock")
