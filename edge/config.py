@@ -66,6 +66,13 @@ class BrokerSettings(BaseModel):
             raise ValueError("backoff_min_s must not be larger than backoff_max_s")
         return self
 
+    @model_validator(mode="after")
+    def _check_tls(self) -> "BrokerSettings":
+        # A CA file with a plaintext URL means someone believes the link is verified when it is not.
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file is set but the url is mqtt:// (plaintext: nothing is verified); use mqtts://")
+        return self
+
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""

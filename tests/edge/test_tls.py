@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from edge.agent import run_agent
 from edge.cli import main as edge_agent_main
 from edge.config import AgentConfig, parse_config
+from edge.errors import ConfigError
 from tests.edge.helpers import until
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
@@ -219,3 +220,9 @@ def test_a_missing_or_wrong_ca_file_stops_the_agent_with_one_line(tmp_path: Path
         assert edge_agent_main(["--config", str(config)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("edge-agent: broker.ca_file: ") and words in err and len(err.splitlines()) == 1
+
+
+def test_a_ca_file_with_a_plaintext_url_is_refused(tmp_path: Path, pki: Pki) -> None:
+    with pytest.raises(ConfigError, match=r"^broker: ca_file is set but the url is mqtt://"):
+        parse_config({"device_id": "pi-tls-test", "state_dir": str(tmp_path),
+                      "broker": {"url": "mqtt://127.0.0.1:1883", "ca_file": str(pki.ca)}})
