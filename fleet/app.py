@@ -10,6 +10,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from fleet import __version__
+from fleet.api import errors
+from fleet.api.csrf import CrossSiteGuard
+from fleet.api.headers import SecurityHeaders
 from fleet.api.routes import auth, control, data, devices, enrollment, ingest, users
 from fleet.broker import EmbeddedAccounts, embedded_broker
 from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
@@ -21,7 +24,7 @@ from fleet.ingest.service import Ingest
 from fleet.ingest.stats import IngestStats
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
-from fleet.web import pages
+from fleet.web import docs, pages
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +92,21 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
             app.state.runtime = runtime
             yield
 
+    # /docs and /openapi.json are served by fleet.web.docs, behind a login
     app = FastAPI(title="IOC fleet", version=__version__, lifespan=lifespan,
-                  description="Device registry, presence, health and telemetry of the city's field devices.")
+                  description="Device registry, presence, health and telemetry of the city's field devices.",
+                  docs_url=None, redoc_url=None, openapi_url=None, responses=errors.COMMON_RESPONSES)
+    errors.install(app)
+    # the last added runs first: headers on every answer, then the pages' origin check (the API's
+    # cookie requests are checked where the cookie is read: fleet.api.deps)
+    app.add_middleware(CrossSiteGuard)
+    app.add_middleware(SecurityHeaders)
     for module in (auth, users, devices, data, control, enrollment, ingest):
         app.include_router(module.router)
     app.include_router(enrollment.protected)
     app.include_router(pages.router)
+    app.include_router(docs.router)
+    app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
 
     @app.get("/healthz", tags=["service"])

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     embedded_broker_connect_burst: int = Field(default=30, ge=1)  # per remote address
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    # HTTP bounds and browser security: see docs/fleet.md "HTTP limits" and "Browser security"
+    http_body_max: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
+    # mark the session cookie Secure even when the request arrived over plain HTTP (a TLS proxy
+    # in front of the fleet); over HTTPS it is always Secure
+    cookie_secure: bool = False
     # ingest bounds: see docs/fleet.md "Ingest"
     ingest_queue_max: int = Field(default=20_000, ge=100)
     ingest_batch_max: int = Field(default=500, ge=1)
@@ -78,6 +83,6 @@ class Settings(BaseSettings):
         return MqttTarget(self.mqtt_url) if self.mqtt_url else None
 
     def sqlite_path(self) -> Path | None:
-        if self.database_url.startswith("sqlite://"):
-            return Path(self.database_url.removeprefix("sqlite://"))
+        if self.database_url.startswith("sqlite://"):  # sqlite://PATH[?options]
+            return Path(self.database_url.removeprefix("sqlite://").split("?", 1)[0])
         return None

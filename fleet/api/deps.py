@@ -1,15 +1,17 @@
 """Dependencies shared by the routes, as Annotated aliases."""
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, HTTPException, Request, Response, status
+from fastapi import Depends, HTTPException, Path, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from fleet.api.csrf import refuse_cross_site
 from fleet.auth import audit
 from fleet.auth.people import SESSION_TTL, AuthError, Principal, login, principal_for
 from fleet.auth.roles import Permission
 from fleet.auth.throttle import Attempt, Guards, Lock, Refusal, Throttled
+from fleet.contract import DEVICE_ID_PATTERN
 from fleet.models import ApiToken, Device
 from fleet.runtime import Runtime
 
@@ -28,6 +30,8 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 async def get_principal(request: Request,
                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     token = credentials.credentials if credentials else request.cookies.get(SESSION_COOKIE)
+    if token and not credentials:  # the browser's cookie: it must not act for another site
+        refuse_cross_site(request)
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in or send 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -113,9 +117,14 @@ async def open_session(request: Request, username: str, password: str) -> tuple[
     return session
 
 
-def set_session_cookie(response: Response, token: str, request: Request, *, samesite: str) -> None:
-    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
-                        samesite=samesite, secure=request.url.scheme == "https")  # type: ignore[arg-type]
+def set_session_cookie(response: Response, token: str, request: Request, *,
+                       samesite: Literal["strict"] = "strict") -> None:
+    """The pages' session: HttpOnly, SameSite=Strict (no other value: a link from another site
+    opens the pages logged out), Secure over HTTPS or when FLEET_COOKIE_SECURE says a TLS proxy
+    is in front. Cross-site use from the same site is refused by fleet.api.csrf."""
+    secure = request.url.scheme == "https" or get_runtime(request).settings.cookie_secure
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), path="/",
+                        httponly=True, samesite=samesite, secure=secure)
 
 
 class Auditor:
@@ -129,7 +138,12 @@ class Auditor:
         await audit.record(self.actor, action, target, detail, self.source)
 
 
-async def get_device(device_id: str) -> Device:
+# row ids are 32-bit columns: a larger number in a path is refused (422), not sent to the database
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+DeviceId = Annotated[str, Path(pattern=f"^{DEVICE_ID_PATTERN}$", description="lower-case device id, 2-63 chars")]
+
+
+async def get_device(device_id: DeviceId) -> Device:
     device = await Device.get_or_none(id=device_id)
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")

@@ -1,7 +1,7 @@
 """Request and response bodies: XCreate / XUpdate / XPublic."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -9,7 +9,21 @@ from fleet.contract import DEVICE_ID_PATTERN
 from fleet.models import DeviceStatus
 
 Kind = Literal["pi", "esp32"]
-Tag = Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,39}$")
+TAG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,39}$"
+Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def patch_field(**constraints: Any) -> Any:
+    """A field an update may leave out but not set to null (its column is NOT NULL).
+
+    Pydantic needs a default for "may be left out"; the route reads only the fields that were
+    sent (`exclude_unset`), and the schema shows no default, so it does not read as nullable.
+    """
+    return Field(default=None, json_schema_extra=_no_default, **constraints)
 
 
 class DeviceCreate(BaseModel):
@@ -19,17 +33,19 @@ class DeviceCreate(BaseModel):
     name: str = Field(default="", max_length=120)
     ward: str = Field(default="", max_length=80)
     site: str = Field(default="", max_length=120)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
 
 
 class DeviceUpdate(BaseModel):
+    """Only the fields sent change; `latitude`/`longitude` may be set to null (position unknown)."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=120)
-    ward: str | None = Field(default=None, max_length=80)
-    site: str | None = Field(default=None, max_length=120)
-    tags: list[str] | None = Field(default=None, max_length=32)
+    name: str = patch_field(max_length=120)
+    ward: str = patch_field(max_length=80)
+    site: str = patch_field(max_length=120)
+    tags: list[Tag] = patch_field(max_length=32)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
 

@@ -83,7 +83,7 @@ async def _viewer(request: Request) -> Principal | None:
 
 def _session_response(token: str, request: Request) -> Response:
     response = RedirectResponse("/", status_code=303)
-    set_session_cookie(response, token, request, samesite="lax")
+    set_session_cookie(response, token, request)
     return response
 
 

@@ -5,7 +5,15 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.api.deps import SESSION_COOKIE, PrincipalDep, open_session, set_session_cookie, source_of, too_many
+from fleet.api.deps import (
+    SESSION_COOKIE,
+    PrincipalDep,
+    RowId,
+    open_session,
+    set_session_cookie,
+    source_of,
+    too_many,
+)
 from fleet.auth import audit
 from fleet.auth.people import LINK_TTL, AuthError, issue_token
 from fleet.auth.roles import ROLE_PERMISSIONS
@@ -115,7 +123,7 @@ async def list_api_tokens(principal: PrincipalDep) -> list[TokenInfo]:
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_api_token(token_id: int, principal: PrincipalDep, request: Request) -> None:
+async def revoke_api_token(token_id: RowId, principal: PrincipalDep, request: Request) -> None:
     updated = await ApiToken.filter(id=token_id, user_id=principal.user_id, revoked_at=None).update(
         revoked_at=datetime.now().astimezone())
     if not updated:

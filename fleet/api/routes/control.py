@@ -4,9 +4,10 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 
 from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting
+from fleet.api.errors import answer
 from fleet.api.schemas import CommandCreate, CommandPublic, DesiredPublic, DesiredUpdate
 from fleet.auth.roles import Permission
 from fleet.contract import ContractError, make_command, make_desired
@@ -21,7 +22,9 @@ def _refuse_retired(device: Device) -> None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"device {device.id!r} is decommissioned")
 
 
-@router.post("/commands", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/commands", status_code=status.HTTP_202_ACCEPTED, responses={
+    409: answer("the device is decommissioned"),
+    503: answer("the broker link is down: the command is recorded as 'unsent'")})
 async def send_command(device: DeviceDep, body: CommandCreate, runtime: RuntimeDep,
                        audit: Annotated[Auditor, acting(Permission.COMMAND)]) -> CommandPublic:
     """Send a command; the device's result arrives later on the command's record."""
@@ -45,10 +48,11 @@ async def send_command(device: DeviceDep, body: CommandCreate, runtime: RuntimeD
 
 
 @router.get("/commands/{command_id}")
-async def get_command(device: DeviceDep, command_id: str, _: Reader) -> CommandPublic:
+async def get_command(device: DeviceDep, command_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")],
+                      _: Reader) -> CommandPublic:
     command = await Command.get_or_none(id=command_id, device_id=device.id)
     if command is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no command {command_id!r} for {device.id!r}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no such command for {device.id!r}")
     return CommandPublic.model_validate(command)
 
 
@@ -57,7 +61,9 @@ async def get_desired(device: DeviceDep, _: Reader) -> DesiredPublic:
     return _desired(device)
 
 
-@router.put("/desired")
+@router.put("/desired", responses={
+    409: answer("the device is decommissioned, or the document changed meanwhile (retry)"),
+    503: answer("stored, but the broker link is down: not sent yet")})
 async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDep,
                       audit: Annotated[Auditor, acting(Permission.DESIRED_STATE)]) -> DesiredPublic:
     """Replace the desired-state document; it goes out retained, with the next version number."""

@@ -1,9 +1,10 @@
 """What devices sent: health, telemetry by time range, events, sequence gaps."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import AfterValidator
 
 from fleet.api.deps import LOGGED_IN, DeviceDep, Reader
 from fleet.api.schemas import EventPublic, GapPublic, HealthPublic, TelemetryPublic
@@ -12,6 +13,19 @@ from fleet.models import EventRecord, HealthRecord, SeqGap, TelemetryRecord
 router = APIRouter(prefix="/api/devices/{device_id}", tags=["device data"], dependencies=[LOGGED_IN])
 
 Limit = Annotated[int, Query(ge=1, le=10_000)]
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time both databases can compare with: in UTC (no offset given: UTC), years 1 to 9999."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside the years 1 to 9999 once converted to UTC") from None
+
+
+Moment = Annotated[datetime, AfterValidator(_utc)]
 
 
 def _range(since: datetime | None, until: datetime | None) -> dict[str, datetime]:
@@ -36,8 +50,8 @@ async def device_health(device: DeviceDep, _: Reader, limit: Limit = 100) -> lis
 async def device_telemetry(
     device: DeviceDep,
     _: Reader,
-    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    since: Annotated[Moment | None, Query(description="ISO 8601 (no offset: UTC), inclusive")] = None,
+    until: Annotated[Moment | None, Query(description="ISO 8601 (no offset: UTC), exclusive")] = None,
     limit: Limit = 1000,
 ) -> list[TelemetryPublic]:
     """Readings in [since, until), oldest first; `at` is the device's time when it knew it."""
@@ -50,8 +64,8 @@ async def device_telemetry(
 async def device_events(
     device: DeviceDep,
     _: Reader,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[Moment | None, Query(description="ISO 8601 (no offset: UTC), inclusive")] = None,
+    until: Annotated[Moment | None, Query(description="ISO 8601 (no offset: UTC), exclusive")] = None,
     limit: Limit = 200,
 ) -> list[EventPublic]:
     rows = await EventRecord.filter(device_id=device.id, **_range(since, until)).order_by("-at").limit(limit)

@@ -7,8 +7,10 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting
-from fleet.api.schemas import DeviceCreate, DevicePublic, DeviceUpdate
+from fleet.api.errors import answer
+from fleet.api.schemas import TAG_PATTERN, DeviceCreate, DevicePublic, DeviceUpdate, Kind
 from fleet.auth.roles import Permission
+from fleet.broker_auth.accounts import AccountsError
 from fleet.broker_auth.credentials import revoke_credentials
 from fleet.models import Device, DeviceStatus, SeqGap
 
@@ -20,7 +22,8 @@ async def to_public(device: Device) -> DevicePublic:
     return DevicePublic.model_validate(device).model_copy(update={"open_gaps": gaps})
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED,
+             responses={409: answer("a device with this id already exists (and is not just discovered)")})
 async def create_device(body: DeviceCreate,
                         audit: Annotated[Auditor, acting(Permission.DEVICE_WRITE)]) -> DevicePublic:
     existing = await Device.get_or_none(id=body.id)
@@ -44,10 +47,10 @@ async def create_device(body: DeviceCreate,
 @router.get("")
 async def list_devices(
     _: Reader,
-    kind: Annotated[str | None, Query(description="pi or esp32")] = None,
-    ward: str | None = None,
+    kind: Kind | None = None,
+    ward: Annotated[str | None, Query(max_length=80)] = None,
     status_: Annotated[DeviceStatus | None, Query(alias="status")] = None,
-    tag: Annotated[str | None, Query(description="devices carrying this tag")] = None,
+    tag: Annotated[str | None, Query(description="devices carrying this tag", pattern=TAG_PATTERN)] = None,
     online: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -84,11 +87,16 @@ async def update_device(device: DeviceDep, body: DeviceUpdate,
     return await to_public(device)
 
 
-@router.post("/{device_id}/decommission")
+@router.post("/{device_id}/decommission",
+             responses={503: answer("the broker did not remove the device's account; nothing changed")})
 async def decommission_device(device: DeviceDep, runtime: RuntimeDep,
                               audit: Annotated[Auditor, acting(Permission.DEVICE_DECOMMISSION)]) -> DevicePublic:
     """Retire a device: its credentials are revoked, it keeps its history, its messages are refused."""
-    await revoke_credentials(runtime, device.id, audit.actor)
+    try:
+        await revoke_credentials(runtime, device.id, audit.actor)
+    except AccountsError as err:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"the broker did not remove the account: {err}") from err
     device.status = DeviceStatus.DECOMMISSIONED
     device.online = False
     await device.save()

@@ -14,6 +14,7 @@ from fleet.api.deps import (
     Auditor,
     DeviceDep,
     Reader,
+    RowId,
     RuntimeDep,
     acting,
     guards_of,
@@ -21,6 +22,7 @@ from fleet.api.deps import (
     source_of,
     too_many,
 )
+from fleet.api.errors import answer
 from fleet.auth import audit
 from fleet.auth.roles import Permission
 from fleet.auth.secrets import new_token, token_hash
@@ -111,7 +113,7 @@ async def list_enrollment_tokens(_: Reader) -> list[EnrollmentTokenPublic]:
 
 
 @protected.delete("/api/enrollment-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_enrollment_token(token_id: int,
+async def revoke_enrollment_token(token_id: RowId,
                                   audit_: Annotated[Auditor, acting(Permission.ENROLLMENT)]) -> None:
     updated = await EnrollmentToken.filter(id=token_id, used_at=None, revoked_at=None).update(
         revoked_at=datetime.now(UTC))
@@ -216,7 +218,8 @@ async def enroll(body: EnrollRequest, request: Request, runtime: RuntimeDep) -> 
     return DeviceCredentials.model_validate(issued)
 
 
-@protected.post("/api/devices/{device_id}/credentials")
+@protected.post("/api/devices/{device_id}/credentials", responses={
+    409: answer("the device is decommissioned"), 503: answer("the broker did not take the account")})
 async def rotate_credentials(device: DeviceDep, runtime: RuntimeDep, request: Request,
                              audit_: Annotated[Auditor, acting(Permission.CREDENTIALS)]) -> DeviceCredentials:
     """Issue new MQTT credentials for a registered device; older ones stop working at once."""
@@ -229,7 +232,8 @@ async def rotate_credentials(device: DeviceDep, runtime: RuntimeDep, request: Re
     return DeviceCredentials.model_validate(issued)
 
 
-@protected.post("/api/devices/{device_id}/credentials/revoke")
+@protected.post("/api/devices/{device_id}/credentials/revoke",
+                responses={503: answer("the broker did not remove the account")})
 async def revoke_device_credentials(device: DeviceDep, runtime: RuntimeDep, request: Request,
                                     audit_: Annotated[Auditor, acting(Permission.CREDENTIALS)]) -> dict[str, int]:
     try:

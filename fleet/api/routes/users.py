@@ -3,11 +3,13 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from tortoise.exceptions import IntegrityError
 
 from fleet.api.deps import LOGGED_IN, Auditor, acting, permitted
+from fleet.api.errors import answer
+from fleet.api.schemas import patch_field
 from fleet.auth.people import PasswordPolicyError, Principal, check_password_policy, create_user
 from fleet.auth.roles import Permission, Role
 from fleet.auth.secrets import hash_password
@@ -26,11 +28,13 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
+    """Only the fields sent change."""
+
     model_config = ConfigDict(extra="forbid")
-    full_name: str | None = Field(default=None, max_length=120)
-    role: Role | None = None
-    disabled: bool | None = None
-    password: str | None = Field(default=None, max_length=256)
+    full_name: str = patch_field(max_length=120)
+    role: Role = patch_field()
+    disabled: bool = patch_field()
+    password: str = patch_field(min_length=1, max_length=256)
 
 
 class UserPublic(BaseModel):
@@ -52,7 +56,8 @@ class AuditPublic(BaseModel):
     source: str
 
 
-@router.post("/api/users", status_code=status.HTTP_201_CREATED)
+@router.post("/api/users", status_code=status.HTTP_201_CREATED,
+             responses={409: answer("a user with this name already exists")})
 async def add_user(body: UserCreate, audit: Admin) -> UserPublic:
     try:
         user = await create_user(body.username, body.password, body.role, body.full_name)
@@ -70,34 +75,36 @@ async def list_users(_: Annotated[Principal, permitted(Permission.USERS)]) -> li
 
 
 @router.patch("/api/users/{username}")
-async def update_user(username: str, body: UserUpdate, audit: Admin) -> UserPublic:
+async def update_user(username: Annotated[str, Path(min_length=1, max_length=64)], body: UserUpdate,
+                      audit: Admin) -> UserPublic:
     user = await User.get_or_none(username=username)
     if user is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
-    if body.password is not None:
+    password: str | None = body.password if "password" in body.model_fields_set else None
+    if password is not None:
         try:
-            check_password_policy(body.password, username)
+            check_password_policy(password, username)
         except PasswordPolicyError as err:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
-        user.password_hash = hash_password(body.password)
-    if "role" in changes and changes["role"] is not None:
+        user.password_hash = hash_password(password)
+    if "role" in changes:
         changes["role"] = changes["role"].value
     user.update_from_dict(changes)
     await user.save()
-    if body.disabled or body.password is not None or "role" in changes:
+    if changes.get("disabled") or password is not None or "role" in changes:
         # a changed role, password or a disabled account ends every session and token
         await ApiToken.filter(user_id=user.id, revoked_at=None).update(revoked_at=datetime.now().astimezone())
-    await audit("user.update", username, {**changes, **({"password": "changed"} if body.password else {})})
+    await audit("user.update", username, {**changes, **({"password": "changed"} if password else {})})
     return UserPublic.model_validate(user)
 
 
 @router.get("/api/audit")
 async def read_audit(
     _: Annotated[Principal, permitted(Permission.AUDIT)],
-    actor: str | None = None,
-    action: str | None = None,
-    target: str | None = None,
+    actor: Annotated[str | None, Query(max_length=80)] = None,
+    action: Annotated[str | None, Query(max_length=64, description="actions starting with this")] = None,
+    target: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> list[AuditPublic]:
     """Newest first."""
