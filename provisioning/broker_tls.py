@@ -91,8 +91,8 @@ class TransportChoice:
             if override is not None and override.tls:
                 raise ProvisionError("--insecure-plaintext contradicts --broker mqtts://; drop one of them")
             if ca_file is not None or system_ca:
-                raise ProvisionError("--insecure-plaintext turns TLS off; --ca-file and --system-ca then "
-                                     "have nothing to verify: drop them")
+                raise ProvisionError("--insecure-plaintext turns TLS off; --ca-file (or $PROVISION_BROKER_CA_FILE) "
+                                     "and --system-ca then have nothing to verify: drop them")
             return cls(override, None, False, True)
         if override is not None and not override.tls:
             raise ProvisionError("--broker mqtt:// is plaintext: the device's password would cross the network "
