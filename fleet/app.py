@@ -7,6 +7,8 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from fleet import __version__
@@ -19,9 +21,11 @@ from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
 from fleet.broker_auth.dynsec import DynsecAccounts
 from fleet.broker_auth.embedded import FLEET_USER, EmbeddedAuthority
 from fleet.db import database
+from fleet.ingest.health import ingest_health
 from fleet.ingest.link import MqttLink
 from fleet.ingest.service import Ingest
 from fleet.ingest.stats import IngestStats
+from fleet.ingest.supervisor import Supervisor
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
 from fleet.web import docs, pages
@@ -53,30 +57,25 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
             else:
                 accounts = UncheckedAccounts()
         link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max,
-                        ca_file=ca_file)
+                        ca_file=ca_file, probe_s=settings.mqtt_probe_s)
         await stack.enter_async_context(link)
         stats = IngestStats()
         ingest_loop = Ingest(link, stats, batch_max=settings.ingest_batch_max,
                              batch_wait_ms=settings.ingest_batch_wait_ms,
                              rejected_keep=settings.rejected_keep)
         stop = asyncio.Event()
-        task = asyncio.create_task(ingest_loop.run(stop), name="fleet-ingest")
-        task.add_done_callback(_report_crash)
+        supervisor = Supervisor(ingest_loop, stop)
+        supervising = asyncio.create_task(supervisor.run(), name="fleet-ingest-supervisor")
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
                           broker_host=target.host, broker_port=target.port, accounts=accounts,
-                          device_broker=device_broker)
+                          device_broker=device_broker, supervisor=supervisor)
         finally:
             # the link closes first (the stack unwinds after this), so stop feeding, then drain
             await link.close()
             stop.set()
-            await task
-
-
-def _report_crash(task: "asyncio.Task[None]") -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.critical("the %s task died", task.get_name(), exc_info=task.exception())
+            await supervising
 
 
 Services = Callable[[Settings], AbstractAsyncContextManager[Runtime]]
@@ -109,9 +108,12 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
 
-    @app.get("/healthz", tags=["service"])
-    async def healthz() -> dict[str, object]:
+    @app.get("/healthz", tags=["service"], responses={503: {"description": "not receiving or not storing: "
+                                                                           "`problems` says why"}})
+    async def healthz() -> JSONResponse:
+        """The ingest's real state (docs/fleet.md, "Health"): 200 when it receives and stores, else 503."""
         runtime: Runtime = app.state.runtime
-        return {"ok": True, "mqtt_connected": runtime.link.connected.is_set()}
+        report = ingest_health(runtime.link, runtime.supervisor, runtime.stats)
+        return JSONResponse(jsonable_encoder(report), status_code=200 if report["ok"] else 503)
 
     return app

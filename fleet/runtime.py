@@ -1,10 +1,11 @@
-"""What the running service holds: its settings, its MQTT link and its ingest counters."""
+"""What the running service holds: its settings, its MQTT link, its ingest loop and counters."""
 
 from dataclasses import dataclass
 
 from fleet.broker_auth.accounts import BrokerAccounts
 from fleet.ingest.link import MqttLink
 from fleet.ingest.stats import IngestStats
+from fleet.ingest.supervisor import Supervisor
 from fleet.settings import MqttTarget, Settings
 
 
@@ -18,3 +19,4 @@ class Runtime:
     broker_port: int
     accounts: BrokerAccounts
     device_broker: MqttTarget  # where devices are told to connect
+    supervisor: Supervisor  # keeps the ingest loop running; /healthz asks it

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # mark the session cookie Secure even when the request arrived over plain HTTP (a TLS proxy
     # in front of the fleet); over HTTPS it is always Secure
     cookie_secure: bool = False
+    # the fleet's probe through its own subscription, every this many seconds (docs/fleet.md "Health")
+    mqtt_probe_s: float = Field(default=5.0, gt=0, le=300)
     # ingest bounds: see docs/fleet.md "Ingest"
     ingest_queue_max: int = Field(default=20_000, ge=100)
     ingest_batch_max: int = Field(default=500, ge=1)

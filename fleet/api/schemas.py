@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.contract import DEVICE_ID_PATTERN
+from fleet.contract import COMMAND_NAME_MAX, COMMAND_NAME_PATTERN, DEVICE_ID_PATTERN
 from fleet.models import DeviceStatus
 
 Kind = Literal["pi", "esp32"]
@@ -124,7 +124,8 @@ class GapPublic(BaseModel):
 
 class CommandCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    # the contract's rule (fleet/contract/names.py): `ping`, or a role's own `speaker.clip_fetch`
+    name: str = Field(pattern=f"^{COMMAND_NAME_PATTERN}$", max_length=COMMAND_NAME_MAX)
     args: dict[str, Any] = Field(default_factory=dict)
     ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600, description="the device must not run it later")
 

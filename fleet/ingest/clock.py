@@ -36,4 +36,6 @@ async def offer_time(link: MqttLink, checked: Sequence[Upstream]) -> int:
             sent += 1
         except (ContractError, LinkError) as err:
             log.warning("could not send the time to %s: %s", msg.device_id, err)
+        except Exception as err:  # the database, most often: the birth is stored, the ingest goes on
+            log.error("could not send the time to %s (%s: %.200s)", msg.device_id, type(err).__name__, err)
     return sent

@@ -7,16 +7,19 @@ fleet's persistent session (up to the broker's own `max_queued_messages`).
 """
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import threading
+import time
+import uuid
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet.contract import fleet_subscription
+from fleet.contract import PROBE_TOPIC, fleet_subscription
 from fleet.settings import MqttTarget
 
 log = logging.getLogger(__name__)
@@ -33,12 +36,31 @@ class LinkError(RuntimeError):
     """The broker could not be reached or refused the fleet."""
 
 
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """What the link can tell about itself, for /healthz (times are `time.monotonic()`)."""
+
+    connected: bool
+    subscribed: bool  # the broker granted the subscription on the current connection
+    refused: str | None  # why the broker refused the connection or the subscription, if it did
+    probe_age_s: float | None  # since the last probe came back (None: none yet on this connection)
+    connected_for_s: float | None
+
+
 class MqttLink:
-    """Subscribes to everything devices send and publishes commands and desired state."""
+    """Subscribes to everything devices send and publishes commands and desired state.
+
+    It also sends itself a probe every `probe_s` seconds on PROBE_TOPIC, inside its own
+    subscription: a probe that comes back proves the broker still delivers to the fleet, which
+    neither the socket nor a SUBACK can (a broker can drop a session's subscriptions and keep
+    the socket open).
+    """
 
     def __init__(self, target: MqttTarget, *, client_id: str, queue_max: int,
-                 shared_group: str | None = None, ca_file: str | None = None) -> None:
+                 shared_group: str | None = None, ca_file: str | None = None, probe_s: float = 5.0) -> None:
         self.target = target
+        self.queue_max = queue_max
+        self.probe_s = probe_s
         # The queue is bounded by `_slots`: the network thread takes a slot before it enqueues
         # (and waits for one when there is none); `take()` gives the slot back.
         self.queue: asyncio.Queue[RawMessage] = asyncio.Queue()
@@ -48,9 +70,19 @@ class MqttLink:
         self._subscription = fleet_subscription()
         if shared_group:
             self._subscription = f"$share/{shared_group}/{self._subscription}"
+        self._subscriptions = [self._subscription]
+        if shared_group:  # a shared subscription may hand our probe to another instance
+            self._subscriptions.append(PROBE_TOPIC)
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._closing = False
         self.refused: str | None = None
+        # written by paho's thread, read by /healthz: plain assignments, each atomic
+        self._subscribe_mid: int | None = None
+        self._subscribed = False
+        self._connected_at: float | None = None
+        self._probe_back_at: float | None = None
+        self._probe_nonce = uuid.uuid4().hex.encode()
+        self._probe_task: asyncio.Task[None] | None = None
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if target.username:
             password = target.password.get_secret_value() if target.password else None
@@ -64,6 +96,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         self._client = client
 
     async def __aenter__(self) -> "MqttLink":
@@ -78,6 +111,7 @@ class MqttLink:
             self._client.loop_stop()
             why = f": {self.refused}" if self.refused else ""
             raise LinkError(f"the MQTT broker at {self.target!r} did not accept the fleet{why}") from err
+        self._probe_task = asyncio.create_task(self._probe_loop(), name="fleet-mqtt-probe")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -88,6 +122,10 @@ class MqttLink:
         if self._closing:
             return
         self._closing = True
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
         logging.getLogger("fleet.paho").setLevel(logging.CRITICAL)  # its loop complains while stopping
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
@@ -99,18 +137,44 @@ class MqttLink:
             log.error("broker refused the fleet: %s", reason)
             self.refused = str(reason)
             return
-        client.subscribe(self._subscription, qos=1)
-        log.info("connected to %r, subscribed to %s", self.target, self._subscription)
+        self._subscribed = False
+        self._probe_back_at = None
+        self._connected_at = time.monotonic()
+        _, self._subscribe_mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
+        log.info("connected to %r, subscribing to %s", self.target, self._subscription)
         self._loop.call_soon_threadsafe(self.connected.set)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list[ReasonCode],
+                      properties: object) -> None:
+        if mid != self._subscribe_mid:
+            return
+        failed = [str(r) for r in reasons if r.is_failure]
+        self._subscribed = not failed
+        if failed:
+            self.refused = f"the broker refused the subscription ({', '.join(failed)})"
+            log.error("%s", self.refused)
+        else:
+            self.refused = None
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
                        reason: ReasonCode, properties: object) -> None:
+        self._subscribed = False
+        self._connected_at = None
         if not self._closing:
             log.warning("lost the broker (%s); paho reconnects", reason)
         self._loop.call_soon_threadsafe(self.connected.clear)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        raw = RawMessage(msg.topic, bytes(msg.payload), bool(msg.retain))
+        # paho's thread dies with any exception raised here, and the fleet with it: nothing may escape
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers refuse such topics; counted if one gets through anyway
+            topic = "(topic is not UTF-8)"
+        if topic == PROBE_TOPIC:
+            if bytes(msg.payload).startswith(self._probe_nonce):  # ours, not another instance's
+                self._probe_back_at = time.monotonic()
+            return
+        raw = RawMessage(topic, bytes(msg.payload), bool(msg.retain))
         while not self._slots.acquire(timeout=1.0):  # full: hold the socket until there is room
             if self._closing:
                 return
@@ -154,6 +218,27 @@ class MqttLink:
 
     def depth(self) -> int:
         return self.queue.qsize()
+
+    def state(self) -> LinkState:
+        now = time.monotonic()
+        connected_at, back_at = self._connected_at, self._probe_back_at
+        connected = self.connected.is_set() and connected_at is not None
+        return LinkState(
+            connected=connected,
+            subscribed=connected and self._subscribed,
+            refused=self.refused,
+            probe_age_s=None if back_at is None or not connected else round(now - back_at, 1),
+            connected_for_s=None if connected_at is None or not connected else round(now - connected_at, 1),
+        )
+
+    async def _probe_loop(self) -> None:
+        sent = 0
+        while True:
+            await asyncio.sleep(self.probe_s)
+            if self.connected.is_set() and self._subscribed:
+                sent += 1
+                # QoS 1: it queues behind what the broker holds for the fleet, like a device's message
+                self._client.publish(PROBE_TOPIC, self._probe_nonce + b" %d" % sent, qos=1)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False,
                       timeout: float = 10.0) -> None:

@@ -48,6 +48,27 @@ class StreamState:
                 return Verdict.LATE
         return Verdict.DUPLICATE
 
+    def start_at(self, first: int) -> None:
+        """The stream's first number is `first` (its birth's `next_seq`): nothing below is missing.
+
+        Numbers below `first` cannot belong to the stream; one that arrives anyway is dropped as
+        a duplicate.
+        """
+        if first <= 0:
+            return
+        if self.max_seq is None or self.max_seq < first - 1:
+            self.max_seq = first - 1
+        for gap in list(self.gaps):
+            if gap.last < first:  # wholly below the start: closed
+                gap.first = gap.last + 1
+                self.gaps.remove(gap)
+            elif gap.first < first:
+                gap.first = first
+            else:
+                continue
+            if gap not in self.changed:
+                self.changed.append(gap)
+
     def _fill(self, index: int, gap: Gap, seq: int) -> None:
         if gap.first == gap.last:  # the gap is now closed
             gap.first = gap.last + 1

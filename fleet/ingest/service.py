@@ -1,11 +1,21 @@
-"""The ingest loop: take a batch from the link, check it, store it; never die of a bad message."""
+"""The ingest loop: take a batch from the link, check it, store it; never die of a bad message.
+
+Every stage contains its own failures: a message that breaks the check is refused, a batch the
+database refuses is stored one by one, a reply that cannot be sent is logged. Whatever still
+escapes a batch is logged (with a traceback the first time of each kind), counted in
+`batch_errors`, and the loop takes the next batch. The supervisor (fleet/ingest/supervisor.py)
+is the last line: it restarts the loop if it ends anyway.
+"""
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from fleet import db
-from fleet.contract import ContractError, Upstream, parse_upstream
+from fleet.contract import ContractError, Upstream, is_fleet_publish, parse_upstream
 from fleet.ingest.clock import offer_time
 from fleet.ingest.link import MqttLink, RawMessage
 from fleet.ingest.stats import IngestStats
@@ -16,6 +26,9 @@ log = logging.getLogger(__name__)
 
 RETAINED_SUFFIXES = ("/birth", "/death")
 STORE_RETRY_MAX_S = 5.0  # backoff cap while the database is down (the queue holds the rest back)
+TRACEBACK_KINDS_MAX = 32  # distinct exception types logged with a traceback; the rest in one line
+REFUSED_DETAIL = {"decommissioned": "device is decommissioned",
+                  "store_error": "the database refused this message (see the fleet's log)"}
 
 
 class Ingest:
@@ -26,40 +39,70 @@ class Ingest:
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_ms / 1000
         self.rejected_keep = rejected_keep
+        self.turned_at = time.monotonic()  # the loop's last turn, for /healthz: a stuck loop stops it
+        self._traced: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set and the queue is drained (the link stops feeding it first)."""
         while not (stop.is_set() and self.link.depth() == 0):
+            self.turned_at = time.monotonic()
             raw = await self.link.take(self.batch_max, self.batch_wait_s)
-            if raw:
+            if not raw:
+                continue
+            try:
                 await self.process(raw)
+            except Exception as err:
+                self.stats.batch_errors += 1
+                self.log_failure(f"a batch of {len(raw)} messages", err)
+
+    def log_failure(self, what: str, err: BaseException) -> None:
+        """One line per failure; the traceback only the first time of each kind (no log floods)."""
+        kind = type(err).__name__
+        if kind in self._traced or len(self._traced) >= TRACEBACK_KINDS_MAX:
+            log.error("ingest: %s failed (%s: %.200s); carrying on", what, kind, err)
+        else:
+            self._traced.add(kind)
+            log.error("ingest: %s failed; carrying on", what, exc_info=err)
+
+    def _check(self, message: RawMessage, rejects: list[dict[str, object]]) -> Upstream | None:
+        """The checked message, or None when it is not stored (then it is counted here)."""
+        if is_fleet_publish(message.topic):
+            self.stats.skipped["own_publish"] += 1  # a command or desired state the fleet sent
+            return None
+        if not message.payload and message.topic.endswith(RETAINED_SUFFIXES):
+            self.stats.skipped["retained_clear"] += 1  # an empty publish clears a retained topic
+            return None
+        try:
+            checked = parse_upstream(message.topic, message.payload)
+        except ContractError as err:
+            rejects.append(self.stats.reject(message.topic, err.reason, str(err), len(message.payload)))
+            return None
+        except Exception as err:  # a bug in the check must cost one message, not the ingest
+            self.log_failure("checking a message", err)
+            rejects.append(self.stats.reject(message.topic, "check_error", "the check failed (see the fleet's log)",
+                                             len(message.payload)))
+            return None
+        return dataclasses.replace(checked, retained=True) if message.retain else checked
 
     async def process(self, raw: Sequence[RawMessage]) -> None:
         self.stats.received += len(raw)
-        checked: list[Upstream] = []
-        fresh_births: list[Upstream] = []
+        self.stats.last_message_at = datetime.now(UTC)
         rejects: list[dict[str, object]] = []
-        for message in raw:
-            if not message.payload and message.topic.endswith(RETAINED_SUFFIXES):
-                continue  # an empty publish clears a retained topic: nothing to store
-            try:
-                checked.append(parse_upstream(message.topic, message.payload))
-                if checked[-1].kind == "birth" and not message.retain:  # a connection just made
-                    fresh_births.append(checked[-1])
-            except ContractError as err:
-                rejects.append(self.stats.reject(message.topic, err.reason, str(err), len(message.payload)))
+        checked = [msg for msg in (self._check(m, rejects) for m in raw) if msg is not None]
         result = await self._store(checked)
-        if fresh_births:
-            refused = {msg.device_id for msg, _ in result.refused}
-            await offer_time(self.link, [m for m in fresh_births if m.device_id not in refused])
         for msg, reason in result.refused:
-            rejects.append(self.stats.reject(msg.topic, reason,
-                                             "device is decommissioned", 0))
+            rejects.append(self.stats.reject(msg.topic, reason, REFUSED_DETAIL.get(reason, reason), 0))
         self.stats.batches += 1
         self.stats.stored += result.stored
         self.stats.duplicates += result.duplicates
+        self.stats.presence += result.presence
+        self.stats.reserved += result.reserved
         self.stats.late += result.late
         self.stats.gaps_opened += result.gaps_opened
+        refused = {msg.device_id for msg, _ in result.refused}
+        fresh_births = [m for m in checked if m.kind == "birth" and not m.retained and m.device_id not in refused]
+        if fresh_births:  # a connection just made
+            await offer_time(self.link, fresh_births)
         if rejects:
             await self._record_rejects(rejects)
 
@@ -75,7 +118,7 @@ class Ingest:
                 return await apply_batch(checked)
             except Exception as err:
                 if await db.ping():
-                    log.exception("a batch of %d failed to store; retrying one by one", len(checked))
+                    self.log_failure(f"storing a batch of {len(checked)} (retrying one by one)", err)
                     return await self._store_singly(checked)
                 self.stats.store_retries += 1
                 log.warning("database not answering (%s); retrying in %.1fs", err, delay)
@@ -88,10 +131,13 @@ class Ingest:
             try:
                 one = await apply_batch([msg])
             except Exception as err:
-                self.stats.reject(msg.topic, "store_error", str(err), 0)
+                self.log_failure(f"storing one message from {msg.device_id}", err)
+                total.refused.append((msg, "store_error"))
                 continue
             total.stored += one.stored
             total.duplicates += one.duplicates
+            total.presence += one.presence
+            total.reserved += one.reserved
             total.late += one.late
             total.gaps_opened += one.gaps_opened
             total.refused.extend(one.refused)
@@ -104,7 +150,5 @@ class Ingest:
             newest = await RejectedMessage.all().order_by("-id").offset(self.rejected_keep).first()
             if newest is not None:
                 await RejectedMessage.filter(id__lte=newest.id).delete()
-        except Exception:
-            log.exception("could not record %d rejected messages", len(rejects))
-
-
+        except Exception as err:
+            self.log_failure(f"recording {len(rejects)} rejected messages", err)

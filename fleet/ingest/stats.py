@@ -1,4 +1,9 @@
-"""Counters of what the ingest did, for the API, the status page and (later) Prometheus."""
+"""Counters of what the ingest did, for the API, the status page and (later) Prometheus.
+
+Every message taken from the broker lands in exactly one of: `stored`, `duplicates`,
+`presence`, `reserved`, `skipped` (by why), `rejected` (by reason). `received` is their sum
+(`accounted` says so), except for messages of a batch that failed as a whole (`batch_errors`).
+"""
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -14,10 +19,15 @@ class IngestStats:
     received: int = 0
     stored: int = 0
     duplicates: int = 0
-    late: int = 0
+    late: int = 0  # of `stored`: filled a gap
     gaps_opened: int = 0
+    presence: int = 0  # births and deaths (whether they changed the device's presence or not)
+    reserved: int = 0  # ota/progress and child messages: checked and numbered, not stored yet
+    skipped: Counter[str] = field(default_factory=Counter)  # not device messages: `own_publish`, `retained_clear`
     batches: int = 0
+    batch_errors: int = 0  # batches whose processing failed unexpectedly (logged; the loop went on)
     store_retries: int = 0
+    last_message_at: datetime | None = None
     rejected: Counter[str] = field(default_factory=Counter)
     recent_rejects: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_REJECTS))
 
@@ -28,16 +38,26 @@ class IngestStats:
         self.recent_rejects.append(entry)
         return entry
 
+    def accounted(self) -> int:
+        return (self.stored + self.duplicates + self.presence + self.reserved + sum(self.skipped.values())
+                + sum(self.rejected.values()))
+
     def as_dict(self, queue_depth: int) -> dict[str, Any]:
         return {
             "started_at": self.started_at,
             "received": self.received,
+            "accounted": self.accounted(),  # below `received` while a batch is being stored
             "stored": self.stored,
             "duplicates": self.duplicates,
             "late": self.late,
             "gaps_opened": self.gaps_opened,
+            "presence": self.presence,
+            "reserved": self.reserved,
+            "skipped": dict(self.skipped),
             "batches": self.batches,
+            "batch_errors": self.batch_errors,
             "store_retries": self.store_retries,
+            "last_message_at": self.last_message_at,
             "rejected": dict(self.rejected),
             "rejected_total": sum(self.rejected.values()),
             "queue_depth": queue_depth,

@@ -4,6 +4,7 @@ Per batch, not per message: a handful of queries carry hundreds of messages. Wit
 messages are applied in arrival order, so a device's birth-then-death or seq order holds.
 """
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from fleet.contract import Upstream
-from fleet.ingest.presence import birth_applies, death_applies
+from fleet.ingest.presence import Presence
 from fleet.ingest.sequence import Gap, StreamState, Verdict
 from fleet.models import (
     Command,
@@ -32,6 +33,8 @@ from fleet.models import (
 log = logging.getLogger(__name__)
 
 StreamKey = tuple[str, int, int]  # (device id, epoch, ses)
+# numbered and deduplicated like the rest, but with no table yet (docs/protocol.md, "Messages")
+RESERVED_KINDS = frozenset({"ota_progress", "child_birth", "child_death", "child_health"})
 
 
 @dataclass
@@ -40,6 +43,8 @@ class BatchResult:
     duplicates: int = 0
     late: int = 0
     gaps_opened: int = 0
+    presence: int = 0  # births and deaths, whether they counted or not
+    reserved: int = 0  # ota/progress and child messages: numbered, not stored yet
     refused: list[tuple[Upstream, str]] = field(default_factory=list)  # (message, reason)
 
 
@@ -79,15 +84,26 @@ class _Streams:
         state.gaps = stored + state.gaps
         self.gaps_loaded.add(key)
 
-    async def accept(self, key: StreamKey, seq: int) -> Verdict:
+    def _state(self, key: StreamKey) -> StreamState:
         state = self.states.get(key)
         if state is None:  # a stream the database has never seen has no stored gaps
             state = self.states[key] = StreamState()
             self.gaps_loaded.add(key)
+        return state
+
+    async def accept(self, key: StreamKey, seq: int) -> Verdict:
+        state = self._state(key)
         # gaps only matter for numbers at or below the highest seen; load them lazily
         if state.max_seq is not None and seq <= state.max_seq and key not in self.gaps_loaded:
             await self._load_gaps(key, state)
         return state.accept(seq)
+
+    async def start_at(self, key: StreamKey, first: int) -> None:
+        """A birth's `next_seq`: the stream starts there, so nothing below it is a gap."""
+        state = self._state(key)
+        if state.max_seq is not None and key not in self.gaps_loaded:
+            await self._load_gaps(key, state)
+        state.start_at(first)
 
     async def save(self, now: datetime, counts: dict[StreamKey, tuple[int, int]]) -> int:
         """Write streams and gaps back; returns the number of gaps opened."""
@@ -102,7 +118,7 @@ class _Streams:
                 new_rows.append(SeqStream(device_id=key[0], epoch=key[1], ses=key[2], max_seq=state.max_seq,
                                           received=received, duplicates=duplicates,
                                           first_at=now, last_at=now))
-            elif received or duplicates:
+            elif received or duplicates or state.max_seq != row.max_seq:  # a birth's next_seq moves it too
                 row.max_seq = state.max_seq if state.max_seq is not None else row.max_seq
                 row.received += received
                 row.duplicates += duplicates
@@ -134,11 +150,20 @@ async def _devices(conn: BaseDBAsyncClient, ids: set[str], now: datetime) -> dic
     return known
 
 
+def _presence(device: Device) -> Presence:
+    return Presence(session=device.session, ended=device.ended_session, online=device.online)
+
+
 async def _apply_birth(conn: BaseDBAsyncClient, device: Device, msg: Upstream, now: datetime) -> bool:
     body = msg.body
-    if not birth_applies(msg.ses, device.ended_session):
-        log.info("device %s: ignoring birth of session %d, which has ended", device.id, msg.ses)
+    before = device.session
+    if not _presence(device).birth(msg.ses, retained=msg.retained):
+        log.info("device %s: ignoring %s birth of session %d (on record: %s, ended: %s)", device.id,
+                 "retained" if msg.retained else "live", msg.ses, before, device.ended_session)
         return False
+    if before is not None and msg.ses < before:
+        log.warning("device %s: live birth of session %d below %d: its session counter went back",
+                    device.id, msg.ses, before)
     device.online = True
     device.session = msg.ses
     device.last_birth_at = now
@@ -154,7 +179,7 @@ async def _apply_birth(conn: BaseDBAsyncClient, device: Device, msg: Upstream, n
 
 
 async def _apply_death(conn: BaseDBAsyncClient, device: Device, msg: Upstream, now: datetime) -> bool:
-    if not death_applies(msg.ses, device.session):
+    if not _presence(device).death(msg.ses):
         log.info("device %s: ignoring death of session %d (current %s)", device.id, msg.ses, device.session)
         return False
     # conditional, so a newer birth written meanwhile by another instance wins
@@ -178,7 +203,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
     async with in_transaction() as conn:
         devices = await _devices(conn, {m.device_id for m in batch}, now)
         streams = _Streams(conn)
-        await streams.load({(m.device_id, devices[m.device_id].epoch, m.ses) for m in batch if m.seq is not None})
+        await streams.load({(m.device_id, devices[m.device_id].epoch, m.ses) for m in batch
+                            if m.seq is not None or m.body.get("next_seq")})
         counts: dict[StreamKey, list[int]] = defaultdict(lambda: [0, 0])
         health: list[HealthRecord] = []
         telemetry: list[TelemetryRecord] = []
@@ -189,14 +215,18 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
             if device.status == DeviceStatus.DECOMMISSIONED:
                 result.refused.append((msg, "decommissioned"))
                 continue
+            key = (msg.device_id, device.epoch, msg.ses)
             if msg.kind == "birth":
+                result.presence += 1
+                if msg.body.get("next_seq"):  # counts even for a birth that does not: it describes the stream
+                    await streams.start_at(key, msg.body["next_seq"])
                 await _apply_birth(conn, device, msg, now)
                 continue
             if msg.kind == "death":
+                result.presence += 1
                 await _apply_death(conn, device, msg, now)
                 continue
             assert msg.seq is not None
-            key = (msg.device_id, device.epoch, msg.ses)
             verdict = await streams.accept(key, msg.seq)
             if verdict is Verdict.DUPLICATE:
                 counts[key][1] += 1
@@ -204,8 +234,11 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 continue
             counts[key][0] += 1
             result.late += verdict is Verdict.LATE
-            result.stored += 1
             seen[device.id] = device
+            if msg.kind in RESERVED_KINDS:
+                result.reserved += 1
+                continue
+            result.stored += 1
             _collect(msg, device, now, health, telemetry, events)
             if msg.kind == "cmd_result":
                 await _apply_command_result(conn, msg, now)
@@ -252,6 +285,8 @@ def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRe
 
 async def _apply_command_result(conn: BaseDBAsyncClient, msg: Upstream, now: datetime) -> None:
     detail = msg.body.get("detail")
+    if isinstance(detail, str):  # Tortoise takes a str for JSON already encoded: encode it, or "12" becomes 12
+        detail = json.dumps(detail)
     updated = await Command.filter(id=msg.body["id"], device_id=msg.device_id).using_db(conn).update(
         status=msg.body["status"], detail=detail, answered_at=now)
     if not updated:

@@ -106,6 +106,8 @@ def check_cmd_result():
     same(body, p, "cmd_result")
     assert "detail" not in contract.cmd_result("x", "unknown")
     check_wire("cmd_result", body, ex)
+    text = load("cmd_result.text")["payload"]  # a detail may be text
+    same(stamped(contract.cmd_result(text["id"], text["status"], text["detail"]), text), text, "cmd_result.text")
 
 
 def check_state_reported():
@@ -130,6 +132,9 @@ def check_cmd():
     payload = json.dumps(ex["payload"]).encode()
     same(contract.parse_cmd(payload), ex["payload"], "cmd")
     assert contract.command_id(payload) == ex["payload"]["id"]
+    for name in ("cmd.light_override", "cmd.clip_fetch"):  # a role's own commands: dotted names
+        role_cmd = load(name)["payload"]
+        same(contract.parse_cmd(json.dumps(role_cmd).encode()), role_cmd, name)
     for bad in (
         {"v": 2},
         {"v": 1, "id": "", "name": "ping", "args": {}, "exp": 1},
