@@ -156,6 +156,9 @@ req = urllib.request.Request(env["IOC_FLEET_URL"].rstrip("/") + "/api/enroll", d
 try:
     answer = json.load(urllib.request.urlopen(req, timeout=20, context=context))
 except urllib.error.HTTPError as err:
+    if err.code == 429:  # throttled (another client at this address guessed tokens): not a refusal
+        sys.exit("install: the fleet asks to wait %s s before enrolling again; run install.sh again then"
+                 % err.headers.get("Retry-After", "a few"))
     sys.exit("install: the fleet refused the enrollment token (HTTP %d)" % err.code)
 except OSError as err:
     sys.exit("install: cannot reach the fleet to enroll (%s); connect the Pi and run install.sh again" % err)

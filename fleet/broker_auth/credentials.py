@@ -5,6 +5,7 @@ broker took it is the new hash stored (and older ones revoked). If storing fails
 account is removed again.
 """
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,8 @@ async def issue_credentials(runtime: Runtime, device_id: str, actor: str, source
     try:
         now = datetime.now(UTC)
         await DeviceCredential.filter(device_id=device_id, revoked_at=None).update(revoked_at=now)
-        await DeviceCredential.create(device_id=device_id, secret_hash=hash_password(password), created_by=actor)
+        await DeviceCredential.create(device_id=device_id, secret_hash=await asyncio.to_thread(hash_password, password),
+                                        created_by=actor)
     except Exception:
         await runtime.accounts.remove_device(device_id)
         raise
