@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fleet import __version__
 from fleet.api import errors
 from fleet.api.csrf import CrossSiteGuard
+from fleet.api.guard import RequestGuard
 from fleet.api.headers import SecurityHeaders
 from fleet.api.routes import auth, control, data, devices, enrollment, ingest, users
 from fleet.broker import EmbeddedAccounts, embedded_broker
@@ -93,11 +94,15 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
 
     # /docs and /openapi.json are served by fleet.web.docs, behind a login
     app = FastAPI(title="IOC fleet", version=__version__, lifespan=lifespan,
-                  description="Device registry, presence, health and telemetry of the city's field devices.",
+                  description="Device registry, presence, health and telemetry of the city's field devices. "
+                              f"Request bodies: at most {settings.http_body_max} bytes (else 413) of strict "
+                              "JSON (no NaN or Infinity, no lone surrogate or NUL in strings, at most 16 levels "
+                              "deep; else 422). Errors never repeat the request back.",
                   docs_url=None, redoc_url=None, openapi_url=None, responses=errors.COMMON_RESPONSES)
     errors.install(app)
-    # the last added runs first: headers on every answer, then the pages' origin check (the API's
-    # cookie requests are checked where the cookie is read: fleet.api.deps)
+    # the last added runs first: headers on every answer, then the pages' origin check, then the
+    # body's bounds (the API's cookie requests are checked where the cookie is read: fleet.api.deps)
+    app.add_middleware(RequestGuard, body_max=settings.http_body_max)
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(SecurityHeaders)
     for module in (auth, users, devices, data, control, enrollment, ingest):

@@ -1,0 +1,89 @@
+"""The bounds every HTTP request meets before anything parses it (docs/fleet.md, "HTTP limits").
+
+- a body over `body_max` bytes is refused with 413 as soon as that is known: from Content-Length
+  before reading anything, or while reading a chunked body, never buffering more than the limit;
+- a JSON body (Content-Type application/json or application/*+json: what FastAPI parses as JSON)
+  must be JSON as the contract allows it (fleet.contract.strict_json: finite numbers, no lone
+  surrogate or NUL in any string, at most 16 levels deep), else 422 in the validation shape;
+- a NUL character in the path or the query string is refused with 422 (PostgreSQL cannot store it).
+"""
+
+from email.message import Message
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from fleet.contract import ContractError, strict_json
+
+
+def invalid(location: str, message: str) -> JSONResponse:
+    """A 422 in the shape of FastAPI's validation errors (docs: HTTPValidationError)."""
+    return JSONResponse({"detail": [{"type": "value_error", "loc": [location], "msg": message}]}, 422)
+
+
+def too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body over the limit of {limit} bytes"}, 413,
+                        headers={"Connection": "close"})
+
+
+def is_json(headers: Headers) -> bool:
+    content_type = headers.get("content-type")
+    if not content_type:  # FastAPI's strict_content_type (the default) does not parse it either
+        return False
+    message = Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, *, body_max: int) -> None:
+        self.app = app
+        self.body_max = body_max
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"].lower():
+            await invalid("path" if "\x00" in scope["path"] else "query",
+                          "NUL characters are not allowed")(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.body_max:
+            await too_large(self.body_max)(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.body_max:
+                await too_large(self.body_max)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body and is_json(headers):
+            try:
+                strict_json.loads(body)
+            except ContractError as err:
+                await invalid("body", str(err))(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> AsgiMessage:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: waits for the disconnect, as the server would
+
+        await self.app(scope, replay, send)
