@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from fleet.broker_auth.accounts import BrokerAccounts
+from fleet.broker_auth.accounts import FLEET_USER, BrokerAccounts, reserved_for_fleet
 from fleet.ingest.link import MqttLink
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
@@ -20,3 +20,9 @@ class Runtime:
     accounts: BrokerAccounts
     device_broker: MqttTarget  # where devices are told to connect
     supervisor: Supervisor  # keeps the ingest loop running; /healthz asks it
+
+    def reserves(self, device_id: str) -> bool:
+        """The fleet's own broker account and client ids: no device may be registered or enrolled as one."""
+        target = self.settings.mqtt_target()
+        return reserved_for_fleet(device_id, fleet_username=(target.username if target else None) or FLEET_USER,
+                                  fleet_client_id=self.settings.mqtt_client_id)

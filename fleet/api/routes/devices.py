@@ -23,9 +23,13 @@ async def to_public(device: Device) -> DevicePublic:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED,
-             responses={409: answer("a device with this id already exists (and is not just discovered)")})
-async def create_device(body: DeviceCreate,
+             responses={409: answer("a device with this id already exists (and is not just discovered), "
+                                    "or the id is one of the fleet's own broker accounts")})
+async def create_device(body: DeviceCreate, runtime: RuntimeDep,
                         audit: Annotated[Auditor, acting(Permission.DEVICE_WRITE)]) -> DevicePublic:
+    if runtime.reserves(body.id):
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"device id {body.id!r} is reserved for the fleet's own broker connections")
     existing = await Device.get_or_none(id=body.id)
     if existing is not None and existing.status != DeviceStatus.DISCOVERED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.id!r} already exists")

@@ -27,7 +27,7 @@ from fleet.auth import audit
 from fleet.auth.roles import Permission
 from fleet.auth.secrets import new_token, token_hash
 from fleet.auth.throttle import Throttled
-from fleet.broker_auth.accounts import FLEET_USER, AccountsError, reserved_for_fleet
+from fleet.broker_auth.accounts import AccountsError
 from fleet.broker_auth.credentials import issue_credentials, revoke_credentials
 from fleet.contract import DEVICE_ID_PATTERN, is_valid_device_id
 from fleet.models import Device, DeviceCredential, DeviceStatus, EnrollmentToken
@@ -131,13 +131,6 @@ class _Refused(Exception):
         self.why = why
 
 
-def _reserved(device_id: str, runtime: Runtime) -> bool:
-    """The fleet's own broker accounts and client ids: no device may ever be enrolled as one."""
-    target = runtime.settings.mqtt_target()
-    return reserved_for_fleet(device_id, fleet_username=(target.username if target else None) or FLEET_USER,
-                              fleet_client_id=runtime.settings.mqtt_client_id)
-
-
 async def _id_taken(device_id: str) -> bool:
     """Whether the id belongs to anything the fleet knows: a device, or credentials ever issued."""
     return await Device.exists(id=device_id) or await DeviceCredential.exists(device_id=device_id)
@@ -160,7 +153,7 @@ async def _claim(body: EnrollRequest, runtime: Runtime, now: datetime) -> tuple[
     device_id = row.device_id or body.device_id or f"{row.kind}-{_slug(row.site)}-{secrets.token_hex(3)}"
     if not is_valid_device_id(device_id):
         raise _Refused(status.HTTP_422_UNPROCESSABLE_CONTENT, "the token's site gives no valid device id", "bad id")
-    if _reserved(device_id, runtime):
+    if runtime.reserves(device_id):
         raise _Refused(status.HTTP_409_CONFLICT, f"{device_id!r} is one of the fleet's own accounts", "reserved id")
     existing = await Device.get_or_none(id=device_id)
     if existing is not None and existing.status == DeviceStatus.DECOMMISSIONED:

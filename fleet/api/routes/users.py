@@ -1,5 +1,6 @@
 """People and their roles (admins only), and the audit log."""
 
+import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -87,7 +88,7 @@ async def update_user(username: Annotated[str, Path(min_length=1, max_length=64)
             check_password_policy(password, username)
         except PasswordPolicyError as err:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
-        user.password_hash = hash_password(password)
+        user.password_hash = await asyncio.to_thread(hash_password, password)
     if "role" in changes:
         changes["role"] = changes["role"].value
     user.update_from_dict(changes)
