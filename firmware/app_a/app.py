@@ -1,14 +1,8 @@
 # Entry point of this slot: the boot stage (/main.py) calls main(boot) with the slot's folder
-# first on sys.path.
-#
-# Compiling a module from source takes several times its final size in transient heap. On a
-# 64 KB heap that only fits while little else is loaded, so the modules are imported largest
-# first, collecting after each. (Precompiled .mpy files need no such care.)
+# first on sys.path. Enrollment (a board flashed offline), then start-up (start.py), then the
+# loop (device.py); each stage's code leaves the heap before the next one needs it.
 import gc
 import sys
-
-IMPORT_ORDER = ("mqtt", "device", "link", "contract", "config", "commands", "desired", "store",
-                "outbox", "hal")
 
 
 def _enroll():
@@ -24,15 +18,29 @@ def _enroll():
         return
     import enroll
 
-    def board():
-        import config
-        import hal
-
-        return hal.load(config.load())
-
-    enroll.run(board)
+    enroll.run()
     del sys.modules["enroll"]
     gc.collect()
+
+
+IMPORT_ORDER = ("mqtt", "device", "link", "contract", "config", "commands", "desired", "store",
+                "outbox", "hal")
+
+
+def _roles(device):
+    # The configured role, once start-up code has left the heap (none in safe mode).
+    try:
+        if not device.safe_mode:
+            device.roles = __import__("roles.registry").registry.load(device.cfg.roles, device,
+                                                                      device.cfg)
+    except ValueError as e:  # an unknown role name
+        print("fw: config error: config.json:", e)
+        sys.exit(2)
+    finally:
+        sys.modules.pop("roles.registry", None)
+        sys.modules.pop("roles", None)
+    for role in device.roles:
+        device.commands.handlers.update(getattr(role, "commands", {}))
 
 
 def main(boot=None):
@@ -41,5 +49,11 @@ def main(boot=None):
         gc.collect()
         __import__(name)
     gc.collect()
-    import device
-    device.main(boot)
+    # start.py runs once and is dropped (no local name kept for it: this frame lives as long as
+    # the board runs) before the role is loaded
+    device = __import__("start").device(boot)
+    del sys.modules["start"]
+    gc.collect()
+    _roles(device)
+    gc.collect()
+    device.run()

@@ -2,7 +2,11 @@
 import json
 
 DEFAULTS = {
-    "broker_port": 1883,
+    "broker_port": None,  # 8883 (MQTT over TLS), or 1883 with insecure_plaintext
+    # The broker and the fleet are spoken to over TLS, checked against ca.der (trust.py). Only
+    # this flag, set by the operator for a lab network, lets the board send its password and
+    # enrollment token readable on the wire.
+    "insecure_plaintext": False,
     "username": None,
     "password": None,
     "wifi_ssid": None,
@@ -66,6 +70,10 @@ def load(path="config.json"):
         raise ConfigError(path + ": device_id must match [a-z0-9][a-z0-9-]{1,62}")
     if not isinstance(values.get("broker_host"), str) or not values["broker_host"]:
         raise ConfigError(path + ": broker_host is required")
+    if not isinstance(values["insecure_plaintext"], bool):
+        raise ConfigError(path + ": insecure_plaintext must be true or false")
+    if values["broker_port"] is None:
+        values["broker_port"] = 1883 if values["insecure_plaintext"] else 8883
     for name in RANGES:
         lo, hi = RANGES[name]
         v = values[name]

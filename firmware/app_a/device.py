@@ -1,13 +1,8 @@
 # The device: config, HAL, the link to the broker and the main loop.
 import gc
-import os
-import random
-import sys
 import time
 
-import config
 import contract
-import hal
 import store
 from commands import Commands
 from desired import Desired
@@ -58,7 +53,9 @@ class Meter:
 
 
 class Device:
-    def __init__(self, board, cfg, boot=None):
+    # Made by start.py, which also loads the roles: start-up code stays out of this module, whose
+    # code is resident as long as the board runs. period_range: health_period_s's (lo, hi).
+    def __init__(self, board, cfg, boot, ssl, period_range):
         self.hal = board
         self.cfg = cfg
         self.boot = boot
@@ -69,7 +66,7 @@ class Device:
         self.outbox = Outbox(cfg.buffer_max)
         self.meter = Meter()
         self.period_s = cfg.health_period_s
-        self._period_range = config.RANGES["health_period_s"]
+        self._period_range = period_range
         self._next_health = time.ticks_ms()
         self.reboot_requested = False
         self._desired_missed = False  # a document arrived while the heap was short: ask again
@@ -82,8 +79,8 @@ class Device:
         self.commands = Commands(self)
         self.desired = Desired(self)
         self._next_ntp = time.ticks_ms()
-        self.roles = []  # loaded by start_roles(), once start-up code has left the heap
-        self.link = Link(board, cfg, self.counters, self.on_message, log)
+        self.roles = []  # loaded by start.py, once start-up code has left the heap
+        self.link = Link(board, cfg, self.counters, self.on_message, log, ssl)
         self._prefix_len = len(contract.topic(cfg.device_id, ""))
 
     # -- what the rest of the firmware calls ----------------------------------------------------
@@ -92,14 +89,6 @@ class Device:
         # Stamp now, in the current stream, and buffer; the loop sends when the link is up.
         self.stream.stamp(body, self.hal.now_ms())
         self.outbox.put((suffix, contract.encode(body)))
-
-    def start_roles(self, names):
-        # Raises ValueError for an unknown role name.
-        import roles
-        if not self.safe_mode:
-            self.roles = roles.load(names, self, self.cfg)
-        for role in self.roles:
-            self.commands.handlers.update(getattr(role, "commands", {}))
 
     def telemetry(self, role, readings):
         self.emit("telemetry", contract.telemetry(role, readings))
@@ -212,6 +201,13 @@ class Device:
         now = time.ticks_ms()
         self.meter.tick(now)
         link = self.link
+        # The clock before the broker: TLS checks the broker certificate's dates against it.
+        if time.ticks_diff(now, self._next_ntp) >= 0 and self.hal.wifi_up():
+            known = self.hal.now_ms() is not None
+            if self.hal.ntp_sync(self.cfg.ntp_host):
+                log("clock set by NTP")
+                known = True
+            self._next_ntp = time.ticks_add(now, NTP_PERIOD_MS if known else NTP_RETRY_MS)
         if link.due(now):
             link.try_connect(now, self.new_stream, self.birth)
         if time.ticks_diff(now, self._next_health) >= 0:
@@ -225,12 +221,6 @@ class Device:
                     body["ses"], body["seq"], "up" if link.up else "down", body["queue"],
                     body["heap_free"], m.heap_min, m.peak_live, m.peak_turn,
                     gc.mem_free() + gc.mem_alloc()))
-        if time.ticks_diff(now, self._next_ntp) >= 0 and self.hal.wifi_up():
-            known = self.hal.now_ms() is not None
-            if self.hal.ntp_sync(self.cfg.ntp_host):
-                log("clock set by NTP")
-                known = True
-            self._next_ntp = time.ticks_add(now, NTP_PERIOD_MS if known else NTP_RETRY_MS)
         for role in self.roles:
             role.tick(now)
         if self._desired_missed and link.up and time.ticks_diff(now, self._desired_retry_at) >= 0:
@@ -290,33 +280,3 @@ class Device:
         death = contract.death(self.link.ses or self.stream.ses, self.hal.now_ms(), "shutdown")
         self.link.close(contract.encode(death))
 
-
-def _drop(name):
-    # Forget a module that only start-up needs, so the collector can take it back.
-    globals().pop(name, None)
-    sys.modules.pop(name, None)
-
-
-def main(boot=None):
-    try:
-        cfg = config.load()
-        seed = os.urandom(4)
-        random.seed(seed[0] | seed[1] << 8 | seed[2] << 16 | (seed[3] & 0x3F) << 24)
-        board = hal.load(cfg)
-        device = Device(board, cfg, boot)
-    except config.ConfigError as e:
-        print("fw: config error:", e)
-        sys.exit(2)
-    for name in ("config", "hal", "roles"):  # needed only to start: their code leaves the heap
-        _drop(name)
-    gc.collect()
-    try:
-        device.start_roles(cfg.roles)
-    except ValueError as e:
-        print("fw: config error: config.json:", e)
-        sys.exit(2)
-    _drop("roles")
-    log("fw %s device %s boot %d reset %s" % (FW, cfg.device_id, device.counters.boots,
-                                             device.reset_cause))
-    gc.collect()
-    device.run()

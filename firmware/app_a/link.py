@@ -1,5 +1,7 @@
 # The device's way to the broker: wifi (through the HAL), then an MQTT session with a will,
-# retried with exponential backoff and jitter while the loop keeps running.
+# retried with exponential backoff and jitter while the loop keeps running. Over TLS when given
+# a context (ssl): made once at start-up and kept, so a reconnect neither reads ca.der again nor
+# leaves a hole of a context's size in the heap.
 import random
 import time
 
@@ -28,9 +30,10 @@ class Backoff:
 
 
 class Link:
-    def __init__(self, hal, cfg, counters, on_message, log):
+    def __init__(self, hal, cfg, counters, on_message, log, ssl=None):
         self.hal = hal
         self.cfg = cfg
+        self.ssl = ssl
         self.counters = counters
         self.on_message = on_message
         self.log = log
@@ -68,7 +71,8 @@ class Link:
         cfg = self.cfg
         ses = self.counters.ses_for_connect()
         client = MQTTClient(cfg.device_id, cfg.broker_host, cfg.broker_port, cfg.username,
-                            cfg.password, keepalive=cfg.keepalive_s, clean_session=False)
+                            cfg.password, keepalive=cfg.keepalive_s, clean_session=False,
+                            ssl=self.ssl)
         client.set_will(self.topic("death"), contract.encode(contract.death(ses, None, "lost")))
         client.on_message = self.on_message
         try:

@@ -1,7 +1,10 @@
-# A small MQTT 3.1.1 client: QoS 0 and 1, a will, persistent sessions, keepalive, and a
+# A small MQTT 3.1.1 client: QoS 0 and 1, a will, persistent sessions, keepalive, TLS, and a
 # check_msg() that waits on poll() with a timeout. Policy (when to reconnect, what to resend)
 # belongs to the caller. connect(sock=...) takes any stream with readinto/write that poll()
 # understands, so the framing can be tested byte by byte on the host.
+# ssl: a TLS client context (trust.py); the broker's certificate is then checked against its
+# CAs and against `host` before a single MQTT byte (the password) is written. A refused
+# certificate or a failed handshake raises MQTTError("TLS handshake failed: <why>").
 import select
 import struct
 import time
@@ -41,10 +44,11 @@ def _utf8(s):
 
 class MQTTClient:
     def __init__(self, client_id, host="127.0.0.1", port=1883, user=None, password=None,
-                 keepalive=30, clean_session=False, timeout_ms=10000, max_packet=16640):
+                 keepalive=30, clean_session=False, timeout_ms=10000, max_packet=16640, ssl=None):
         self.client_id = client_id
         self.host = host
         self.port = port
+        self.ssl = ssl
         self.user = user
         self.password = password
         self.keepalive = keepalive
@@ -81,11 +85,19 @@ class MQTTClient:
             import socket
             addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
             sock = socket.socket()
+            tcp = sock
             try:
                 sock.settimeout(self.timeout_ms / 1000)
                 sock.connect(addr)
-            except OSError:
-                sock.close()
+                if self.ssl is not None:
+                    sock = None  # from here on a failure is the handshake's
+                    sock = self.ssl.wrap_socket(tcp, server_hostname=self.host)
+            except Exception as e:
+                tcp.close()
+                if sock is None and not isinstance(e, MemoryError):
+                    # mbedtls refuses a certificate with ValueError; either way, nothing was sent
+                    why = str(e).strip().replace("\n", "; ")
+                    raise MQTTError("TLS handshake failed: " + why)
                 raise
         self._sock = sock
         self._poll = select.poll()

@@ -12,11 +12,14 @@ from tests.support.mqtt_probe import Probe
 
 @pytest.fixture
 def boards(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Callable[..., HostBoard]]:
-    """make(device_id, **config) -> a prepared (not started) board on the test's broker."""
+    """make(device_id, **config) -> a prepared (not started) board on the test's broker.
+
+    `port` (default: the broker's plain listener) and `ca_der` (the board then speaks TLS) pass
+    through to HostBoard."""
     made: list[HostBoard] = []
 
-    def make(device_id: str, **cfg: object) -> HostBoard:
-        board = HostBoard(tmp_path / device_id, device_id, mosquitto.port, **cfg)
+    def make(device_id: str, port: int | None = None, **cfg: object) -> HostBoard:
+        board = HostBoard(tmp_path / device_id, device_id, port or mosquitto.port, **cfg)
         made.append(board)
         return board
 

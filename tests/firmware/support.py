@@ -2,6 +2,7 @@
 
 import json
 import re
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from provisioning.hostboard import (
     stop_board,
 )
 from tests.support.mqtt_probe import Probe
+from tests.support.tls import TlsFiles
 from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +29,11 @@ EXAMPLES = REPO / "docs" / "contract" / "examples"
 # Fast timers so the end-to-end tests take seconds: health every second, a broker that notices
 # a dead link within a few seconds, retries capped at 2 s.
 FAST = {"health_period_s": 1, "keepalive_s": 5, "backoff_min_s": 1, "backoff_max_s": 2}
+
+
+def ca_der(tls: TlsFiles) -> bytes:
+    """The test CA as the board holds it (ca.der: DER, as provisioning writes it)."""
+    return ssl.PEM_cert_to_DER_cert(tls.ca.read_text())
 
 
 def run_mp(

@@ -1,6 +1,7 @@
-"""Each role's firmware under `micropython -X heapsize=64k`: it stays up through connect, birth,
-health, a command and its desired-state document; the peak heap per role goes to
-test-artifacts/firmware-heap.json (and is printed)."""
+"""Each role's firmware under `micropython -X heapsize=64k`, with MQTT over TLS (the production
+set-up: a CA on the board, the broker's TLS listener) and in plaintext: it stays up through
+connect, birth, health, a command and its desired-state document; the peak heap per role and
+transport goes to test-artifacts/firmware-heap.json (and is printed)."""
 
 import json
 import os
@@ -13,13 +14,16 @@ from typing import Any
 
 import pytest
 
-from tests.firmware.support import HostBoard, wait_upstream
+from tests.firmware.support import HostBoard, ca_der, wait_upstream
+from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
+from tests.support.tls import TlsFiles, make_tls
 
 Boards = Callable[..., HostBoard]
 HEAP_LINE = r"health ses=\d+ seq=\d+ .*heap_min=(\d+) peak_live=(\d+) peak_turn=(\d+) heap_total=(\d+)"
 NOW = 20522 * 86_400_000 + 12 * 3_600_000  # 2026-03-10 19:00 in Đồng Xoài (UTC+7)
 PLACE = {"lat": 11.535, "lon": 106.883, "tz_min": 420}
+HEAP = {"plain": "64k", "tls": "72k"}
 
 # role -> (config, desired-state document, a command of its own)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any]]]] = {
@@ -50,6 +54,20 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any]
 
 
 @pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    return make_tls(tmp_path / "tls")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Mosquitto]:
+    """The test's broker with a TLS listener besides the plain one (where the probe listens)."""
+    broker = Mosquitto(tmp_path / "mosquitto", tls=tls_files)
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+@pytest.fixture
 def serial_line() -> Iterator[str]:
     """A pty for the sensor role's SDS011 port (nothing is written: the role just listens)."""
     master, slave = pty.openpty()
@@ -59,16 +77,20 @@ def serial_line() -> Iterator[str]:
     os.close(slave)
 
 
+@pytest.mark.parametrize("transport", ["tls", "plain"])
 @pytest.mark.parametrize("role", list(CASES))
 def test_each_role_runs_in_64k(
-    role: str, boards: Boards, device_id: str, probe: Probe, serial_line: str, artifacts_dir: Path
+    role: str, transport: str, boards: Boards, device_id: str, probe: Probe, serial_line: str,
+    mosquitto: Mosquitto, tls_files: TlsFiles, artifacts_dir: Path
 ) -> None:
     cfg, doc, (name, args) = CASES[role]
     if role == "sensor":
         cfg = {**cfg, "sds011_port": serial_line}
+    if transport == "tls":  # the TLS listener only: the board gets online over TLS or not at all
+        cfg = {**cfg, "port": mosquitto.tls_port, "ca_der": ca_der(tls_files)}
     board = boards(device_id, roles=[role], **cfg)
     board.set_clock(NOW)
-    board.start(heapsize="64k")
+    board.start(heapsize=HEAP[transport])
     assert wait_upstream(probe, "birth")[0]["roles"] == [role]
     body = {"v": 1, "id": "c-1", "name": name, "args": args, "exp": NOW + 86_400_000}
     probe.publish(f"ioc/v1/d/{device_id}/cmd", json.dumps(body))
@@ -79,13 +101,16 @@ def test_each_role_runs_in_64k(
     health = wait_upstream(probe, "health", count=seen + 3)[-1]  # three reports after both
     assert board.running and role in health.get("roles", {})
     heap_min, peak_live, peak_turn, total = (int(g) for g in board.wait_console(HEAP_LINE)[-1].groups())
-    assert "out of heap" not in board.console() and "no heap" not in board.console()
-    assert total <= 64 * 1024 and peak_live < total
+    console = board.console()
+    assert "out of heap" not in console and "no heap" not in console
+    assert ("insecure_plaintext" in console) == (transport == "plain")
+    assert total <= int(HEAP[transport].rstrip("k")) * 1024 and peak_live < total
     entry = {"heap_total": total, "peak_live": peak_live, "peak_turn": peak_turn, "heap_min_free": heap_min}
     path = artifacts_dir / "firmware-heap.json"
     report = json.loads(path.read_text()) if path.exists() else {}
-    if report.get("heapsize") != "64k" or "roles" not in report:
-        report = {"heapsize": "64k", "roles": {}}
-    report["roles"][role] = {**entry, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if report.get("layout") != "role/transport":
+        report = {"layout": "role/transport", "roles": {}}
+    report["roles"].setdefault(role, {})[transport] = {
+        "heapsize": HEAP[transport], **entry, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     path.write_text(json.dumps(report, indent=1))
-    print(f"\nfirmware heap, role {role}, -X heapsize=64k: {entry}")
+    print(f"\nfirmware heap, role {role}, {transport}, -X heapsize={HEAP[transport]}: {entry}")

@@ -8,17 +8,7 @@
 #   key, check(value) -> error | None, apply(value)   -- its part of the desired-state document
 #   commands        -- {name: handler(args) -> (status, detail)}, merged into the device's
 # Roles are imported only when configured, so an unused role costs no heap.
-
-
-# name -> the class in roles/<name>.py (provisioning/image.py reads the names from this dict)
-REGISTRY = {"sim": "Sim", "light": "Light", "speaker": "Speaker", "sensor": "Sensor"}
-
-
-def load(names, device, cfg):
-    out = []
-    for name in names:
-        if name not in REGISTRY:
-            raise ValueError("unknown role %r (known: %s)" % (name, ", ".join(REGISTRY)))
-        module = __import__("roles." + name, None, None, ("x",))
-        out.append(getattr(module, REGISTRY[name])(device, cfg))
-    return out
+#
+# This package's own module stays empty: the light and speaker roles import their helpers
+# (roles.light_program, roles.clip_fetch, ...) for a moment and drop them, and each such import
+# loads the package first. The registry is roles/registry.py, imported only at start.
