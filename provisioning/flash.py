@@ -6,6 +6,13 @@ The order is chosen so that nothing is left half-done:
   board fails afterwards (no live credentials that no board holds);
 - the board is written marker-first (see `provisioning.image`), so an interrupted flash is
   recognised and redone cleanly, under the same device id, by the next run.
+
+Transport: the board speaks TLS to its broker and its fleet, checking their certificates
+against the CA file it is given (`ca.der` on the board); plaintext only with
+`insecure_plaintext` (a lab network). The two must agree with what the fleet says of its broker
+(`tls` in the credentials) and with the scheme of an explicit broker URL: a plaintext board
+would send its password readable to a TLS port, a TLS board could never connect to a plaintext
+one. Disagreements are refused before the board is written.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from provisioning.errors import FirmwareMismatch, NotOnline, ProvisionError
 from provisioning.fleet_api import FleetClient, MqttCredentials
 from provisioning.image import (
     BOOT_STAGE,
+    CA_FILE,
     CONFIG,
     MANIFEST,
     MARKER,
@@ -70,10 +78,13 @@ class FlashRequest:
     wifi_ssid: str | None = None
     wifi_password: str | None = None
     broker: tuple[str, int] | None = None  # overrides what the fleet says
+    broker_tls: bool | None = None  # the broker URL's scheme (mqtts/mqtt), if it had one
     enrollment_token: str | None = None
     offline: bool = False
     fleet_url: str | None = None  # written for self-enrollment in offline mode
     wait_s: float = 60.0
+    ca_der: bytes | None = None  # the CA certificate(s) for ca.der (provisioning.image.board_ca)
+    insecure_plaintext: bool = False  # the operator's explicit choice, for a lab network
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,33 @@ class FlashResult:
                 f"fw {self.fw}; {timing}; total {self.total_s:.1f} s")
 
 
+PLAINTEXT_HINT = "--insecure-plaintext (lab networks only)"
+
+
+def check_transport(request: FlashRequest) -> None:
+    """What can be refused before anything is asked of the board or the fleet."""
+    if request.insecure_plaintext:
+        if request.ca_der is not None:
+            raise ProvisionError("--ca-file and --insecure-plaintext exclude each other: a plaintext "
+                                 "board checks no certificate")
+        if request.broker_tls:
+            raise ProvisionError("--broker mqtts://… is a TLS broker: drop --insecure-plaintext and "
+                                 "pass --ca-file")
+        if request.offline and request.fleet_url and not request.fleet_url.startswith("http://"):
+            raise ProvisionError("--insecure-plaintext: the board enrolls over plain http:// only "
+                                 "(it has no CA to check an https:// fleet with)")
+        return
+    if request.ca_der is None:
+        raise ProvisionError("the board speaks TLS to its broker and fleet and needs the CA that signed "
+                             f"their certificates: pass --ca-file CA.pem (or {PLAINTEXT_HINT})")
+    if request.broker_tls is False:
+        raise ProvisionError(f"--broker mqtt://… is plaintext: use mqtts://HOST:PORT, or {PLAINTEXT_HINT}")
+    if request.offline and request.fleet_url and not request.fleet_url.startswith("https://"):
+        raise ProvisionError("the board would send its enrollment token to "
+                             f"{request.fleet_url.split('://')[0]}://, readable on the network: "
+                             f"use the fleet's https:// URL, or {PLAINTEXT_HINT}")
+
+
 def check_image(image: FirmwareImage, kind: str) -> None:
     if kind not in image.roles:
         known = ", ".join(sorted(image.roles)) or "none"
@@ -116,6 +154,7 @@ class Flasher:
             raise ProvisionError("--offline needs --enrollment-token (a pre-issued enrollment token)")
         if request.offline and request.broker is None:
             raise ProvisionError("--offline needs --broker HOST:PORT (the fleet cannot tell it)")
+        check_transport(request)
         check_image(image, request.kind)
         self.request = request
         self.image = image
@@ -195,34 +234,50 @@ class Flasher:
             host, port = request.broker
             return board_config(device_id, host, port, [request.kind],
                                 enrollment_token=request.enrollment_token, fleet_url=request.fleet_url,
-                                wifi_ssid=request.wifi_ssid, wifi_password=request.wifi_password)
+                                wifi_ssid=request.wifi_ssid, wifi_password=request.wifi_password,
+                                insecure_plaintext=request.insecure_plaintext)
         host, port = request.broker or (credentials.host, credentials.port)
+        if request.broker is None and credentials.tls == request.insecure_plaintext:
+            raise ProvisionError(self._disagreement(credentials))
         return board_config(device_id, host, port, [request.kind], username=credentials.username,
                             password=credentials.password, wifi_ssid=request.wifi_ssid,
-                            wifi_password=request.wifi_password)
+                            wifi_password=request.wifi_password,
+                            insecure_plaintext=request.insecure_plaintext)
+
+    def _disagreement(self, credentials: MqttCredentials) -> str:
+        where = f"{credentials.host}:{credentials.port}"
+        if credentials.tls:
+            return (f"the fleet's broker {where} speaks TLS: with --insecure-plaintext the board "
+                    "would send its password to it unencrypted; drop it and pass --ca-file")
+        return (f"the fleet's broker {where} speaks plaintext (the fleet says tls: false): a TLS "
+                f"board could never connect to it; set the fleet's device broker to mqtts://, or "
+                f"pass {PLAINTEXT_HINT}")
 
     def _write(self, board: BoardLink, port: str, device_id: str,
                credentials: MqttCredentials | None) -> float:
         """Marker, wipe, files, config, boot stage, check, manifest, marker removed."""
         image = self.image
         config = self._config(device_id, credentials)
-        written = [*image.app_files(), CONFIG, BOOT_STAGE]
+        ca = self.request.ca_der
+        own = {CONFIG: config} if ca is None else {CONFIG: config, CA_FILE: ca}
+        written = [*image.app_files(), *own, BOOT_STAGE]
         with self.reporter.transfer(f"{port}: writing firmware {image.version}",
-                                    image.size + len(config)) as advance:
+                                    image.size + sum(len(data) for data in own.values())) as advance:
             board.write_file(MARKER, marker(device_id))
             board.run(rm_tree_code([BOOT_STAGE]))  # first: a half-written board must not boot
             board.run(rm_tree_code(WIPE))
             board.run(mkdirs_code(image.dirs()))
             for path in image.app_files():
                 board.write_file(path, image.files[path], advance)
-            board.write_file(CONFIG, config, advance)
+            for path, data in own.items():
+                board.write_file(path, data, advance)
             board.write_file(BOOT_STAGE, image.files[BOOT_STAGE], advance)
-        expected = [sha256(image.files[p]) if p != CONFIG else sha256(config) for p in written]
+        expected = [sha256(own[p] if p in own else image.files[p]) for p in written]
         found = board.run(hashes_code(written)).split()
         for path, want, got in zip(written, expected, found + ["-"] * len(written), strict=False):
             if want != got:
                 raise ProvisionError(f"{port}: {path} on the board is not what was written "
                                      "(flash full or failing?); run again to re-flash it")
-        board.write_file(MANIFEST, manifest(device_id, image, config))
+        board.write_file(MANIFEST, manifest(device_id, image, config, ca))
         board.run(rm_tree_code([MARKER]))
         return time.monotonic()

@@ -10,6 +10,9 @@ A flash is written so that an interruption at any point is visible and harmless:
 4. every file is checked by its SHA-256 on the board, `provision.json` (the manifest) written,
    and the marker removed last.
 
+`ca.der` (the CA certificates the board checks its broker and fleet against, DER) is written
+with `config.json`; a board flashed with `--insecure-plaintext` has none.
+
 A board with the marker was interrupted: the next flash says so, reuses the device id the marker
 names (so the registry does not collect orphans) and writes everything again from scratch.
 `state.json` (the firmware's stream counter) is kept, so a re-flashed device never reuses a
@@ -18,10 +21,13 @@ names (so the registry does not collect orphans) and writes everything again fro
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
 import shutil
+import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +39,11 @@ from provisioning.hostboard import FIRMWARE_DIR
 MARKER = "provision.partial"
 MANIFEST = "provision.json"
 CONFIG = "config.json"
+CA_FILE = "ca.der"  # firmware/app_a/trust.py reads it
+CA_FILE_MAX = 8192  # the firmware refuses a larger ca.der (trust.CA_MAX)
 BOOT_STAGE = "main.py"
 # Removed before writing: both slots and what belonged to the previous installation.
-WIPE = ("app_a", "app_b", "bootstate.json", "desired.json", CONFIG, MANIFEST)
+WIPE = ("app_a", "app_b", "bootstate.json", "desired.json", CONFIG, CA_FILE, MANIFEST)
 SKIP_NAMES = ("__pycache__",)
 SKIP_SUFFIXES = (".pyc",)
 
@@ -153,8 +161,8 @@ def _firmware_version(files: dict[str, bytes]) -> str:
 
 
 def _firmware_roles(files: dict[str, bytes]) -> frozenset[str]:
-    """Roles the image can run: named in roles/__init__.py's REGISTRY and with a roles/<name> module."""
-    source = files.get("app_a/roles/__init__.py", b"").decode(errors="replace")
+    """Roles the image can run: named in roles/registry.py's REGISTRY and with a roles/<name> module."""
+    source = files.get("app_a/roles/registry.py", b"").decode(errors="replace")
     found = re.search(r"REGISTRY\s*=\s*\{(.*?)\}", source, re.S)
     if not found:
         return frozenset()
@@ -167,14 +175,54 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
+
+
+def board_ca(data: bytes, source: str) -> bytes:
+    """The CA certificate(s) of a PEM or DER file as the board holds them: DER, back to back.
+
+    Refused (ValueError, one line) unless every certificate parses and is a CA certificate: a
+    server's own certificate here would make every TLS connection of the board fail.
+    """
+    if b"-----BEGIN" in data:
+        try:
+            ders = [base64.b64decode(block, validate=False) for block in _PEM_CERT.findall(data)]
+        except binascii.Error as err:
+            raise ValueError(f"{source}: a certificate in it is not valid base64") from err
+        if not ders:
+            raise ValueError(f"{source}: no PEM certificate in it")
+    else:
+        ders = [data]
+    for number, der in enumerate(ders, 1):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_verify_locations(cadata=der)
+        except ssl.SSLError as err:
+            raise ValueError(f"{source}: certificate {number} is not a valid certificate") from err
+        if not context.get_ca_certs():
+            raise ValueError(f"{source}: certificate {number} is not a CA certificate (pass the CA "
+                             "that signed the broker's certificate, not the broker's own)")
+    out = b"".join(ders)
+    if len(out) > CA_FILE_MAX:
+        raise ValueError(f"{source}: {len(out)} bytes of certificates; the board takes at most "
+                         f"{CA_FILE_MAX}")
+    return out
+
+
 def board_config(device_id: str, broker_host: str, broker_port: int, roles: list[str], *,
                  username: str | None = None, password: str | None = None,
                  enrollment_token: str | None = None, fleet_url: str | None = None,
                  wifi_ssid: str | None = None, wifi_password: str | None = None,
-                 extra: dict[str, Any] | None = None) -> bytes:
-    """config.json for the firmware (docs/firmware.md): credentials, or an enrollment token."""
+                 insecure_plaintext: bool = False, extra: dict[str, Any] | None = None) -> bytes:
+    """config.json for the firmware (docs/firmware.md): credentials, or an enrollment token.
+
+    The board speaks TLS (checked against ca.der) unless `insecure_plaintext`, which is written
+    only when asked for.
+    """
     config: dict[str, Any] = {"device_id": device_id, "broker_host": broker_host,
                               "broker_port": broker_port, "roles": roles}
+    if insecure_plaintext:
+        config["insecure_plaintext"] = True
     if enrollment_token is not None:
         config.update(enrollment_token=enrollment_token, fleet_url=fleet_url)
     else:
@@ -185,9 +233,11 @@ def board_config(device_id: str, broker_host: str, broker_port: int, roles: list
     return (json.dumps(config, indent=1) + "\n").encode()
 
 
-def manifest(device_id: str, image: FirmwareImage, config: bytes) -> bytes:
+def manifest(device_id: str, image: FirmwareImage, config: bytes, ca: bytes | None = None) -> bytes:
     files = {path: sha256(data) for path, data in image.files.items()}
     files[CONFIG] = sha256(config)
+    if ca is not None:
+        files[CA_FILE] = sha256(ca)
     return (json.dumps({"device_id": device_id, "fw": image.version, "files": files},
                        indent=1) + "\n").encode()
 

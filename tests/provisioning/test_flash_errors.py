@@ -19,8 +19,9 @@ from provisioning.virtual_board import VirtualBoard
 from tests.provisioning.conftest import ANSWER_TIMEOUT, Run, run_provision
 from tests.support.mosquitto import free_port
 
+# plaintext: these tests are about boards and ports (TLS flashing: test_flash_tls.py)
 OFFLINE = ("--kind", "sim", "--site", "Chợ Đồng Xoài", "--offline", "--enrollment-token", "ioc_test-token",
-           "--broker", "127.0.0.1:1883", "--fleet", "http://fleet.example:8000",
+           "--broker", "127.0.0.1:1883", "--fleet", "http://fleet.example:8000", "--insecure-plaintext",
            "--answer-timeout", ANSWER_TIMEOUT)
 
 
@@ -45,6 +46,7 @@ def test_offline_flash_writes_firmware_and_enrollment_config(vboard: VirtualBoar
     assert config["enrollment_token"] == "ioc_test-token"
     assert config["fleet_url"] == "http://fleet.example:8000"
     assert "password" not in config and config["roles"] == ["sim"]
+    assert config["insecure_plaintext"] is True and not (board / "ca.der").exists()
     assert (config["wifi_ssid"], config["wifi_password"]) == ("DX-IOC", "s3cret")
     assert (board / "main.py").exists() and (board / "app_a" / "app.mpy").exists()  # the slot goes precompiled
     manifest = json.loads((board / MANIFEST).read_text())
@@ -83,7 +85,7 @@ def test_silent_port(tmp_path: Path) -> None:
 def test_fleet_unreachable(vboard: VirtualBoard) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     result = run_provision("flash", "--port", vboard.port, "--kind", "sim", "--site", "x", "--fleet", closed,
-                           "--token", "ioc_whatever")
+                           "--token", "ioc_whatever", "--insecure-plaintext")
     line = one_line_error(result, FleetUnreachable.exit_code)
     assert "cannot reach the fleet" in line and "--offline" in line
     assert not (vboard.board_dir / "main.py").exists()  # nothing was written

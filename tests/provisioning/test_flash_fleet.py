@@ -17,8 +17,10 @@ SITE = "Ngã tư Phú Riềng Đỏ"
 
 
 def flash_args(fleet: FleetUnderTest, port: str, *extra: str) -> list[str]:
+    # this fleet's broker is a plaintext test Mosquitto (TLS flashing: test_flash_tls.py)
     return ["flash", "--port", port, "--kind", "sim", "--site", SITE, "--ward", "tan-phu",
-            "--fleet", fleet.url, "--wait", "30", "--answer-timeout", ANSWER_TIMEOUT, *extra]
+            "--fleet", fleet.url, "--wait", "30", "--answer-timeout", ANSWER_TIMEOUT, "--insecure-plaintext",
+            *extra]
 
 
 async def device_online(fleet: FleetUnderTest, device_id: str) -> dict[str, Any] | None:
