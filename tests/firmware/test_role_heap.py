@@ -23,7 +23,12 @@ Boards = Callable[..., HostBoard]
 HEAP_LINE = r"health ses=\d+ seq=\d+ .*heap_min=(\d+) peak_live=(\d+) peak_turn=(\d+) heap_total=(\d+)"
 NOW = 20522 * 86_400_000 + 12 * 3_600_000  # 2026-03-10 19:00 in Đồng Xoài (UTC+7)
 PLACE = {"lat": 11.535, "lon": 106.883, "tz_min": 420}
-HEAP = {"plain": "64k", "tls": "72k"}
+# -X heapsize per transport and role. Plaintext: every role in the 64 KB budget. TLS costs the
+# unix port about 3.6 KB more (mbedtls's context and socket objects; its record buffers come from
+# the C heap here, as from the IDF heap on an ESP32): the smallest of 64k/68k/72k each role passed
+# with in repeated runs (docs/firmware.md, Memory).
+HEAP = {"plain": {"sim": "64k", "light": "64k", "speaker": "64k", "sensor": "64k"},
+        "tls": {"sim": "68k", "light": "72k", "speaker": "64k", "sensor": "68k"}}
 
 # role -> (config, desired-state document, a command of its own)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str, dict[str, Any]]]] = {
@@ -79,7 +84,7 @@ def serial_line() -> Iterator[str]:
 
 @pytest.mark.parametrize("transport", ["tls", "plain"])
 @pytest.mark.parametrize("role", list(CASES))
-def test_each_role_runs_in_64k(
+def test_each_role_runs_in_its_heap(
     role: str, transport: str, boards: Boards, device_id: str, probe: Probe, serial_line: str,
     mosquitto: Mosquitto, tls_files: TlsFiles, artifacts_dir: Path
 ) -> None:
@@ -90,7 +95,8 @@ def test_each_role_runs_in_64k(
         cfg = {**cfg, "port": mosquitto.tls_port, "ca_der": ca_der(tls_files)}
     board = boards(device_id, roles=[role], **cfg)
     board.set_clock(NOW)
-    board.start(heapsize=HEAP[transport])
+    heapsize = HEAP[transport][role]
+    board.start(heapsize=heapsize)
     assert wait_upstream(probe, "birth")[0]["roles"] == [role]
     body = {"v": 1, "id": "c-1", "name": name, "args": args, "exp": NOW + 86_400_000}
     probe.publish(f"ioc/v1/d/{device_id}/cmd", json.dumps(body))
@@ -104,13 +110,13 @@ def test_each_role_runs_in_64k(
     console = board.console()
     assert "out of heap" not in console and "no heap" not in console
     assert ("insecure_plaintext" in console) == (transport == "plain")
-    assert total <= int(HEAP[transport].rstrip("k")) * 1024 and peak_live < total
+    assert total <= int(heapsize.rstrip("k")) * 1024 and peak_live < total
     entry = {"heap_total": total, "peak_live": peak_live, "peak_turn": peak_turn, "heap_min_free": heap_min}
     path = artifacts_dir / "firmware-heap.json"
     report = json.loads(path.read_text()) if path.exists() else {}
     if report.get("layout") != "role/transport":
         report = {"layout": "role/transport", "roles": {}}
     report["roles"].setdefault(role, {})[transport] = {
-        "heapsize": HEAP[transport], **entry, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        "heapsize": heapsize, **entry, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
     path.write_text(json.dumps(report, indent=1))
-    print(f"\nfirmware heap, role {role}, {transport}, -X heapsize={HEAP[transport]}: {entry}")
+    print(f"\nfirmware heap, role {role}, {transport}, -X heapsize={heapsize}: {entry}")
