@@ -16,14 +16,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from provisioning.board import SerialBoard
 from provisioning.broker_tls import TransportChoice
 from provisioning.errors import BatchFailed, ProvisionError
-from provisioning.flash import ALL_KINDS, Flasher, FlashRequest, new_device_id
+from provisioning.flash import ALL_KINDS, Flasher, FlashRequest, board_transport, new_device_id
 from provisioning.fleet_api import FleetClient
-from provisioning.image import FirmwareImage, board_ca
+from provisioning.image import FirmwareImage
 from provisioning.pibundle import PiBundleRequest, make_pi_bundle
 from provisioning.ports import list_serial_ports
 from provisioning.progress import Reporter
@@ -35,46 +34,6 @@ VERSION = "0.2.0"
 
 def _fail(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
-def _broker(value: str) -> tuple[str, int]:
-    """HOST:PORT or mqtt://HOST:PORT."""
-    parts = urlsplit(value if "://" in value else f"mqtt://{value}")
-    try:
-        port = parts.port or 1883
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"bad broker port in {value!r}") from err
-    if not parts.hostname or parts.scheme != "mqtt":
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT or mqtt://HOST:PORT, got {value!r}")
-    return parts.hostname, port
-
-
-def _device_broker(value: str) -> tuple[str, int, bool | None]:
-    """HOST:PORT, mqtts://HOST[:PORT] (TLS, 8883) or mqtt://HOST[:PORT] (plaintext, 1883).
-
-    The third item is the scheme's word on TLS, None for a bare HOST:PORT."""
-    tls = None if "://" not in value else value.startswith("mqtts://")
-    parts = urlsplit(value if "://" in value else f"mqtts://{value}")
-    try:
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"bad broker port in {value!r}") from err
-    if not parts.hostname or parts.scheme not in ("mqtt", "mqtts"):
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, mqtts://HOST:PORT or mqtt://HOST:PORT, "
-                                         f"got {value!r}")
-    return parts.hostname, port, tls
-
-
-def _ca_file(path: Path | None) -> bytes | None:
-    """The CA file (PEM or DER) as the board holds it, or None when none was given."""
-    if path is None:
-        return None
-    try:
-        return board_ca(path.read_bytes(), str(path))
-    except OSError as err:
-        raise ProvisionError(f"cannot read the CA file {path}: {err.strerror or err}") from err
-    except ValueError as err:
-        raise ProvisionError(str(err)) from err
 
 
 def _fleet(args: argparse.Namespace) -> FleetClient | None:
@@ -103,13 +62,11 @@ def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
         image = FirmwareImage.from_dir(args.firmware) if args.firmware else FirmwareImage.build()
     except (OSError, ValueError) as err:
         raise ProvisionError(f"cannot read the firmware image: {err}") from err
-    broker = args.broker[:2] if args.broker else None
-    request = FlashRequest(kind=args.kind, site=args.site, name=args.name, ward=args.ward,
-                           wifi_ssid=args.wifi_ssid, wifi_password=args.wifi_password,
-                           broker=broker, broker_tls=args.broker[2] if args.broker else None,
+    transport = board_transport(args.broker, args.ca_file, plaintext=args.insecure_plaintext)
+    request = FlashRequest(kind=args.kind, site=args.site, transport=transport, name=args.name,
+                           ward=args.ward, wifi_ssid=args.wifi_ssid, wifi_password=args.wifi_password,
                            enrollment_token=args.enrollment_token, offline=args.offline,
-                           fleet_url=args.fleet, wait_s=args.wait, ca_der=_ca_file(args.ca_file),
-                           insecure_plaintext=args.insecure_plaintext)
+                           fleet_url=args.fleet, wait_s=args.wait)
     fleet = None if args.offline else _fleet(args)
     failures: list[ProvisionError] = []
     try:
@@ -199,13 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     flash.add_argument("--wifi-ssid", default=os.environ.get("PROVISION_WIFI_SSID"))
     flash.add_argument("--wifi-password", default=os.environ.get("PROVISION_WIFI_PASSWORD"),
                        help="(env PROVISION_WIFI_PASSWORD)")
-    flash.add_argument("--broker", type=_device_broker, metavar="URL",
-                       help="broker the device uses: mqtts://HOST:PORT (or HOST:PORT); default: what "
+    flash.add_argument("--broker", metavar="URL",
+                       help="broker the device uses: mqtts://HOST[:PORT] (or HOST[:PORT]); default: what "
                             "the fleet says")
-    flash.add_argument("--ca-file", type=Path, default=os.environ.get("PROVISION_CA_FILE"),
-                       metavar="PEM",
-                       help="CA certificate(s) the board checks its broker and fleet against "
-                            "(env PROVISION_CA_FILE); written to the board as ca.der")
+    flash.add_argument("--ca-file", type=Path, default=os.environ.get("PROVISION_BROKER_CA_FILE"),
+                       metavar="FILE",
+                       help="PEM: the CA certificate(s) the board checks its broker and fleet against "
+                            "(env PROVISION_BROKER_CA_FILE); written to the board as ca.der")
     flash.add_argument("--insecure-plaintext", action="store_true",
                        help="no TLS: the board sends its password (and enrollment token) readable on "
                             "the network; for a lab network only")

@@ -7,12 +7,13 @@ The order is chosen so that nothing is left half-done:
 - the board is written marker-first (see `provisioning.image`), so an interrupted flash is
   recognised and redone cleanly, under the same device id, by the next run.
 
-Transport: the board speaks TLS to its broker and its fleet, checking their certificates
-against the CA file it is given (`ca.der` on the board); plaintext only with
-`insecure_plaintext` (a lab network). The two must agree with what the fleet says of its broker
-(`tls` in the credentials) and with the scheme of an explicit broker URL: a plaintext board
-would send its password readable to a TLS port, a TLS board could never connect to a plaintext
-one. Disagreements are refused before the board is written.
+Transport (provisioning.broker_tls, the same rule as `pi-bundle`): the board speaks TLS to its
+broker and its fleet and checks their certificates against the CA file it is given (`ca.der` on
+the board; an ESP32 has no store of its own); plaintext only with `--insecure-plaintext` (a lab
+network). What the fleet says of its broker (`tls` in the credentials) must agree: a plaintext
+board would send its password readable to a TLS port, a TLS board could never connect to a
+plaintext one. A disagreement is refused before the board is written, and credentials already
+issued are revoked.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from provisioning.board import BoardInfo, BoardLink, SerialBoard
+from provisioning.broker_tls import BrokerAddress, TransportChoice
 from provisioning.errors import FirmwareMismatch, NotOnline, ProvisionError
 from provisioning.fleet_api import FleetClient, MqttCredentials
 from provisioning.image import (
@@ -35,6 +38,7 @@ from provisioning.image import (
     MARKER,
     WIPE,
     FirmwareImage,
+    board_ca,
     board_config,
     hashes_code,
     manifest,
@@ -73,18 +77,15 @@ def new_device_id(prefix: str, site: str) -> str:
 class FlashRequest:
     kind: str
     site: str
+    transport: TransportChoice  # --broker (overrides what the fleet says), --ca-file, --insecure-plaintext
     name: str = ""
     ward: str = ""
     wifi_ssid: str | None = None
     wifi_password: str | None = None
-    broker: tuple[str, int] | None = None  # overrides what the fleet says
-    broker_tls: bool | None = None  # the broker URL's scheme (mqtts/mqtt), if it had one
     enrollment_token: str | None = None
     offline: bool = False
     fleet_url: str | None = None  # written for self-enrollment in offline mode
     wait_s: float = 60.0
-    ca_der: bytes | None = None  # the CA certificate(s) for ca.der (provisioning.image.board_ca)
-    insecure_plaintext: bool = False  # the operator's explicit choice, for a lab network
 
 
 @dataclass(frozen=True)
@@ -109,31 +110,31 @@ class FlashResult:
                 f"fw {self.fw}; {timing}; total {self.total_s:.1f} s")
 
 
-PLAINTEXT_HINT = "--insecure-plaintext (lab networks only)"
+NEEDS_CA = ("the board speaks TLS to its broker and fleet and must check their certificates: give "
+            "--ca-file FILE (the CA that signed them); --insecure-plaintext only on a lab network")
+
+
+def board_transport(broker: str | None, ca_file: Path | None, *, plaintext: bool) -> TransportChoice:
+    """The TLS rule's choice for a board: a CA file, or plaintext (an ESP32 has no CA store of its own)."""
+    if ca_file is None and not plaintext:
+        raise ProvisionError(NEEDS_CA)
+    return TransportChoice.from_options(broker=broker, ca_file=ca_file, system_ca=False, plaintext=plaintext)
 
 
 def check_transport(request: FlashRequest) -> None:
-    """What can be refused before anything is asked of the board or the fleet."""
-    if request.insecure_plaintext:
-        if request.ca_der is not None:
-            raise ProvisionError("--ca-file and --insecure-plaintext exclude each other: a plaintext "
-                                 "board checks no certificate")
-        if request.broker_tls:
-            raise ProvisionError("--broker mqtts://… is a TLS broker: drop --insecure-plaintext and "
-                                 "pass --ca-file")
-        if request.offline and request.fleet_url and not request.fleet_url.startswith("http://"):
+    """The board's side of the TLS rule, before anything is asked of the board or the fleet."""
+    transport = request.transport
+    if transport.system_ca or (not transport.plaintext and transport.ca_pem is None):
+        raise ProvisionError(NEEDS_CA)
+    if request.offline and request.fleet_url:
+        scheme = request.fleet_url.split("://", 1)[0]
+        if transport.plaintext and scheme != "http":
             raise ProvisionError("--insecure-plaintext: the board enrolls over plain http:// only "
-                                 "(it has no CA to check an https:// fleet with)")
-        return
-    if request.ca_der is None:
-        raise ProvisionError("the board speaks TLS to its broker and fleet and needs the CA that signed "
-                             f"their certificates: pass --ca-file CA.pem (or {PLAINTEXT_HINT})")
-    if request.broker_tls is False:
-        raise ProvisionError(f"--broker mqtt://… is plaintext: use mqtts://HOST:PORT, or {PLAINTEXT_HINT}")
-    if request.offline and request.fleet_url and not request.fleet_url.startswith("https://"):
-        raise ProvisionError("the board would send its enrollment token to "
-                             f"{request.fleet_url.split('://')[0]}://, readable on the network: "
-                             f"use the fleet's https:// URL, or {PLAINTEXT_HINT}")
+                                 "(it holds no CA to check an https:// fleet with)")
+        if not transport.plaintext and scheme != "https":
+            raise ProvisionError(f"--fleet {scheme}://: the board would send its enrollment token readable "
+                                 "on the network; give the fleet's https:// URL, or --insecure-plaintext "
+                                 "on a lab network")
 
 
 def check_image(image: FirmwareImage, kind: str) -> None:
@@ -152,8 +153,8 @@ class Flasher:
             raise ProvisionError("no fleet to register with: pass --fleet URL, or --offline")
         if request.offline and not request.enrollment_token:
             raise ProvisionError("--offline needs --enrollment-token (a pre-issued enrollment token)")
-        if request.offline and request.broker is None:
-            raise ProvisionError("--offline needs --broker HOST:PORT (the fleet cannot tell it)")
+        if request.offline and request.transport.override is None:
+            raise ProvisionError("--offline needs --broker mqtts://HOST:PORT (the fleet cannot tell it)")
         check_transport(request)
         check_image(image, request.kind)
         self.request = request
@@ -229,36 +230,27 @@ class Flasher:
 
     def _config(self, device_id: str, credentials: MqttCredentials | None) -> bytes:
         request = self.request
+        transport = request.transport
+        plaintext = transport.plaintext
         if credentials is None:
-            assert request.broker is not None
-            host, port = request.broker
-            return board_config(device_id, host, port, [request.kind],
+            assert transport.override is not None
+            broker = transport.override
+            return board_config(device_id, broker.host, broker.port, [request.kind],
                                 enrollment_token=request.enrollment_token, fleet_url=request.fleet_url,
                                 wifi_ssid=request.wifi_ssid, wifi_password=request.wifi_password,
-                                insecure_plaintext=request.insecure_plaintext)
-        host, port = request.broker or (credentials.host, credentials.port)
-        if request.broker is None and credentials.tls == request.insecure_plaintext:
-            raise ProvisionError(self._disagreement(credentials))
-        return board_config(device_id, host, port, [request.kind], username=credentials.username,
+                                insecure_plaintext=plaintext)
+        broker = transport.resolve(BrokerAddress(credentials.host, credentials.port, credentials.tls))
+        return board_config(device_id, broker.host, broker.port, [request.kind], username=credentials.username,
                             password=credentials.password, wifi_ssid=request.wifi_ssid,
-                            wifi_password=request.wifi_password,
-                            insecure_plaintext=request.insecure_plaintext)
-
-    def _disagreement(self, credentials: MqttCredentials) -> str:
-        where = f"{credentials.host}:{credentials.port}"
-        if credentials.tls:
-            return (f"the fleet's broker {where} speaks TLS: with --insecure-plaintext the board "
-                    "would send its password to it unencrypted; drop it and pass --ca-file")
-        return (f"the fleet's broker {where} speaks plaintext (the fleet says tls: false): a TLS "
-                f"board could never connect to it; set the fleet's device broker to mqtts://, or "
-                f"pass {PLAINTEXT_HINT}")
+                            wifi_password=request.wifi_password, insecure_plaintext=plaintext)
 
     def _write(self, board: BoardLink, port: str, device_id: str,
                credentials: MqttCredentials | None) -> float:
         """Marker, wipe, files, config, boot stage, check, manifest, marker removed."""
         image = self.image
         config = self._config(device_id, credentials)
-        ca = self.request.ca_der
+        pem = self.request.transport.ca_pem
+        ca = None if pem is None else board_ca(pem)
         own = {CONFIG: config} if ca is None else {CONFIG: config, CA_FILE: ca}
         written = [*image.app_files(), *own, BOOT_STAGE]
         with self.reporter.transfer(f"{port}: writing firmware {image.version}",

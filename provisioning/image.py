@@ -21,8 +21,6 @@ names (so the registry does not collect orphans) and writes everything again fro
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -33,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provisioning.errors import ProvisionError
 from provisioning.firmware_build import compile_slot
 from provisioning.hostboard import FIRMWARE_DIR
 
@@ -175,37 +174,16 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
-
-
-def board_ca(data: bytes, source: str) -> bytes:
-    """The CA certificate(s) of a PEM or DER file as the board holds them: DER, back to back.
-
-    Refused (ValueError, one line) unless every certificate parses and is a CA certificate: a
-    server's own certificate here would make every TLS connection of the board fail.
-    """
-    if b"-----BEGIN" in data:
-        try:
-            ders = [base64.b64decode(block, validate=False) for block in _PEM_CERT.findall(data)]
-        except binascii.Error as err:
-            raise ValueError(f"{source}: a certificate in it is not valid base64") from err
-        if not ders:
-            raise ValueError(f"{source}: no PEM certificate in it")
-    else:
-        ders = [data]
-    for number, der in enumerate(ders, 1):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        try:
-            context.load_verify_locations(cadata=der)
-        except ssl.SSLError as err:
-            raise ValueError(f"{source}: certificate {number} is not a valid certificate") from err
-        if not context.get_ca_certs():
-            raise ValueError(f"{source}: certificate {number} is not a CA certificate (pass the CA "
-                             "that signed the broker's certificate, not the broker's own)")
-    out = b"".join(ders)
+def board_ca(ca_pem: str) -> bytes:
+    """The CA certificates (PEM, as provisioning.broker_tls.read_ca_file checked them) as the board
+    holds them in ca.der: DER, back to back (mbedtls on the board may lack a PEM parser)."""
+    blocks = [f"-----BEGIN CERTIFICATE-----{block}-----END CERTIFICATE-----\n"
+              for block in ca_pem.split("-----BEGIN CERTIFICATE-----")[1:]
+              for block in [block.split("-----END CERTIFICATE-----")[0]]]
+    out = b"".join(ssl.PEM_cert_to_DER_cert(block) for block in blocks)
     if len(out) > CA_FILE_MAX:
-        raise ValueError(f"{source}: {len(out)} bytes of certificates; the board takes at most "
-                         f"{CA_FILE_MAX}")
+        raise ProvisionError(f"--ca-file: {len(out)} bytes of CA certificates; a board takes at most "
+                             f"{CA_FILE_MAX} (give only the CA that signed the broker's certificate)")
     return out
 
 
