@@ -8,6 +8,7 @@
 #   network failure   retried: 2 s doubling to 60 s, until it works (the board has no other job yet)
 #   untrusted fleet   (certificate not from ca.der, or for another name) retried the same way: the
 #                     token was not sent; a board whose clock was unknown may have it by then
+#   fleet busy        (5xx, or 429: too many refused enrollments from this address) retried the same way
 #   token refused     (unknown, used, expired, bound to another device) one line, exit 2: a
 #                     technician must re-provision; retrying could never succeed
 import gc
@@ -166,7 +167,7 @@ def run():
             why = "fleet not reachable (%s)" % e
         if why is None and status == 200:
             break
-        if why is None and status < 500:
+        if why is None and status < 500 and status != 429:  # 429: throttled, try again later
             print("enroll: refused (%d): %s" % (status, _detail(payload)))
             sys.exit(2)
         print("enroll: %s; retry in %d s" % (why or "fleet answered %d" % status, delay))
