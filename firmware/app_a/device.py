@@ -126,6 +126,7 @@ class Device:
         # Called from inside the MQTT client: it only changes state and buffers answers, never
         # publishes, so the client is not re-entered.
         suffix = topic[self._prefix_len:]
+        gc.collect()  # handling allocates the most of anything in a turn; take back the turn's garbage first
         try:
             if suffix == "cmd":
                 self.commands.handle(payload)

@@ -23,11 +23,13 @@ Boards = Callable[..., HostBoard]
 HEAP_LINE = r"health ses=\d+ seq=\d+ .*heap_min=(\d+) peak_live=(\d+) peak_turn=(\d+) heap_total=(\d+)"
 NOW = 20522 * 86_400_000 + 12 * 3_600_000  # 2026-03-10 19:00 in Đồng Xoài (UTC+7)
 PLACE = {"lat": 11.535, "lon": 106.883, "tz_min": 420}
-# -X heapsize per transport and role. Plaintext: every role in the 64 KB budget. TLS costs the
+# -X heapsize per transport and role. Plaintext: every role in the 64 KB budget but light, whose
+# margin there is gone (a transient out-of-heap in about one run in three, recovered from, once
+# the TLS code was added): 68k. TLS costs the
 # unix port about 3.6 KB more (mbedtls's context and socket objects; its record buffers come from
 # the C heap here, as from the IDF heap on an ESP32): the smallest of 64k/68k/72k each role passed
 # with in repeated runs (docs/firmware.md, Memory).
-HEAP = {"plain": {"sim": "64k", "light": "64k", "speaker": "64k", "sensor": "64k"},
+HEAP = {"plain": {"sim": "64k", "light": "68k", "speaker": "64k", "sensor": "64k"},
         "tls": {"sim": "68k", "light": "72k", "speaker": "64k", "sensor": "68k"}}
 
 # role -> (config, desired-state document, a command of its own)
@@ -100,7 +102,9 @@ def test_each_role_runs_in_its_heap(
     assert wait_upstream(probe, "birth")[0]["roles"] == [role]
     body = {"v": 1, "id": "c-1", "name": name, "args": args, "exp": NOW + 86_400_000}
     probe.publish(f"ioc/v1/d/{device_id}/cmd", json.dumps(body))
-    probe.publish(f"ioc/v1/d/{device_id}/state/desired", json.dumps({"v": 1, "version": 1, "doc": doc}))
+    # retained, as the fleet publishes it (a board short of heap asks for it again)
+    probe.publish(f"ioc/v1/d/{device_id}/state/desired", json.dumps({"v": 1, "version": 1, "doc": doc}),
+                  retain=True)
     assert wait_upstream(probe, "cmd/result", lambda m: m["id"] == "c-1")[0]["status"] == "ok"
     assert wait_upstream(probe, "state/reported")[0]["status"] == "applied"
     seen = len(wait_upstream(probe, "health"))
