@@ -5,6 +5,7 @@ store-and-forward queue, so it is numbered once and survives outages.
 """
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +46,12 @@ class Uplink:
         self.outbox.append(topic, payload, QOS)
 
     def telemetry(self, role: str, readings: Mapping[str, float]) -> None:
-        self.emit("telemetry", {"role": role, "r": dict(readings)})
+        """Queue the finite readings; one that is not (NaN, an infinity) is left out, as the contract
+        allows finite numbers only, and nothing is sent when none is left."""
+        finite = {name: value for name, value in readings.items()
+                  if not isinstance(value, float) or math.isfinite(value)}
+        if finite:
+            self.emit("telemetry", {"role": role, "r": finite})
 
     def event(
         self,

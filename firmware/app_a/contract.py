@@ -61,7 +61,10 @@ def health(up_s, fw, heap_free, heap_min, heap_max_block, rssi, reset, queue, dr
 
 
 def telemetry(role, readings):
-    return {"role": role, "r": readings}
+    # The contract allows finite numbers only (MicroPython's json writes NaN as a bare nan, which
+    # the fleet refuses whole): a reading that is not finite is left out; None if none is left.
+    r = {k: v for k, v in readings.items() if not isinstance(v, float) or v - v == 0}
+    return {"role": role, "r": r} if r else None
 
 
 def event(eid, etype, phase, category, data):

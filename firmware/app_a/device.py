@@ -91,7 +91,9 @@ class Device:
         self.outbox.put((suffix, contract.encode(body)))
 
     def telemetry(self, role, readings):
-        self.emit("telemetry", contract.telemetry(role, readings))
+        body = contract.telemetry(role, readings)
+        if body is not None:  # None: no finite reading to send
+            self.emit("telemetry", body)
 
     def event(self, eid, etype, phase, data, category="other"):
         self.emit("event", contract.event(eid, etype, phase, category, data))

@@ -125,6 +125,12 @@ def check_telemetry():
     body = stamped(contract.telemetry(p["role"], p["r"]), p)
     same(body, p, "telemetry")
     check_wire("telemetry", body, ex)
+    # readings that are not finite numbers are left out (the fleet refuses NaN and infinities)
+    nan, inf = float("nan"), float("inf")
+    kept = contract.telemetry("sim", {"a": nan, "b": inf, "c": -inf, "d": 1.5, "e": 3})
+    same(kept, {"role": "sim", "r": {"d": 1.5, "e": 3}}, "telemetry without non-finite readings")
+    assert b"nan" not in contract.encode(kept) and b"inf" not in contract.encode(kept)
+    assert contract.telemetry("sim", {"a": nan}) is None, "telemetry of no finite reading"
 
 
 def check_cmd():
