@@ -6,9 +6,8 @@ start and never shows it, so the test runs the broker itself and knows it.
 """
 
 import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from fleet.broker_auth.embedded import FLEET_USER, EmbeddedAuthority
 from fleet.db import database
 from fleet.models import DeviceCredential
 from fleet.settings import Settings
+from tests.support.loop_thread import LoopThread
 from tests.support.mosquitto import free_port
 
 T = TypeVar("T")
@@ -56,29 +56,15 @@ def standalone_embedded_broker(tmp_path: Path, bounds: BrokerBounds | None = Non
     port = free_port()
     settings = Settings(database_url=f"sqlite://{tmp_path / 'broker.sqlite3'}")
     authority = EmbeddedAuthority(fleet_client_id="fleet-standalone", bounds=bounds)
-    ready = threading.Event()
-    failure: list[BaseException] = []
-    holder: dict[str, Any] = {}
+    @asynccontextmanager
+    async def broker() -> AsyncIterator[None]:
+        async with database(settings), embedded_broker("127.0.0.1", port, authority):
+            yield
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        holder["stop"], holder["loop"] = stop, asyncio.get_running_loop()
-        try:
-            async with database(settings), embedded_broker("127.0.0.1", port, authority):
-                ready.set()
-                await stop.wait()
-        except BaseException as err:  # reported to the test below
-            failure.append(err)
-            ready.set()
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), name="embedded-broker", daemon=True)
-    thread.start()
-    ready.wait(30)
-    if failure:
-        raise failure[0]
-    loop: asyncio.AbstractEventLoop = holder["loop"]
+    service = LoopThread("embedded-broker", broker)
+    service.start(30)
+    assert service.loop is not None
     try:
-        yield StandaloneBroker(port, authority, loop)
+        yield StandaloneBroker(port, authority, service.loop)
     finally:
-        loop.call_soon_threadsafe(holder["stop"].set)
-        thread.join(30)
+        service.stop(30)

@@ -13,6 +13,7 @@ from fleet.auth.people import create_user
 from fleet.auth.roles import Role
 from fleet.models import User
 from fleet.settings import Settings
+from tests.support.loop_thread import LoopThread
 from tests.support.mosquitto import free_port
 
 ADMIN = "admin-test"
@@ -71,38 +72,11 @@ async def fleet_in_thread(settings: Settings) -> AsyncIterator[httpx.AsyncClient
     For tests that block on MQTT calls (paho's wait_for_publish, CONNACK waits) while the
     embedded broker must keep serving: with the fleet on the test's own loop, they would deadlock.
     """
-    import threading
-
-    ready = threading.Event()
-    failure: list[BaseException] = []
-    holder: dict[str, object] = {}
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        holder["stop"] = stop
-        holder["loop"] = asyncio.get_running_loop()
-        try:
-            async with running_fleet(settings) as http:
-                holder["token"] = http.headers["Authorization"]
-                ready.set()
-                await stop.wait()
-        except BaseException as err:  # reported to the test below
-            failure.append(err)
-            ready.set()
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), name="fleet-under-test", daemon=True)
-    thread.start()
-    await asyncio.to_thread(ready.wait, 60)
-    if failure:
-        raise failure[0]
+    service = LoopThread("fleet-under-test", lambda: running_fleet(settings))
+    token = (await asyncio.to_thread(service.start, 60)).headers["Authorization"]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", timeout=15) as http:
-            http.headers["Authorization"] = str(holder["token"])
+            http.headers["Authorization"] = token
             yield http
     finally:
-        loop = holder["loop"]
-        assert isinstance(loop, asyncio.AbstractEventLoop)
-        stop_event = holder["stop"]
-        assert isinstance(stop_event, asyncio.Event)
-        loop.call_soon_threadsafe(stop_event.set)
-        await asyncio.to_thread(thread.join, 30)
+        await asyncio.to_thread(service.stop, 30)
