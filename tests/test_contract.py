@@ -71,10 +71,13 @@ def test_presence_rule(case: dict) -> None:
     presence = Presence()
     for step in case["steps"]:
         if step["kind"] == "birth":
-            presence.birth(step["ses"], retained=step.get("retained", False))
+            # births with the same ses, ts and boot count are the same birth (a redelivery or replay)
+            body = {"ses": step["ses"], "ts": step.get("ts"), "boot": {"n": step.get("boot", 1)}}
+            presence.birth(step["ses"], retained=step.get("retained", False), body=body)
         else:
             presence.death(step["ses"])
     assert (presence.online, presence.session) == (case["online"], case["session"])
+    assert presence.epoch == case.get("epoch", 0)
 
 
 @pytest.mark.parametrize("case", rule_cases("streams"), ids=lambda c: c["name"])
@@ -84,6 +87,8 @@ def test_stream_rule(case: dict) -> None:
     for step in case["steps"]:
         if "next_seq" in step:
             stream.start_at(step["next_seq"])
+        elif "end" in step:  # a later birth's prev: {"ses": this stream, "next_seq": end}
+            stream.end_at(step["end"])
         else:
             verdicts.append(stream.accept(step["seq"]))
     assert [[g.first, g.last] for g in stream.gaps] == case["gaps"]

@@ -60,6 +60,10 @@ def _is_snapshot(value: Any) -> bool:
             and _is_count(value.get("bytes")))
 
 
+def _is_stream_end(value: Any) -> bool:
+    return isinstance(value, dict) and _is_count(value.get("ses")) and _is_count(value.get("next_seq"))
+
+
 def _is_boot(value: Any) -> bool:
     return (isinstance(value, dict) and _is_count(value.get("n")) and isinstance(value.get("reason"), str)
             and 0 < len(value["reason"]) <= MAX_TEXT)
@@ -80,6 +84,7 @@ DETAIL = Check(lambda v: isinstance(v, dict | str), "an object or text")
 PCT = Check(lambda v: _is_number(v) and 0 <= v <= 100, "a number from 0 to 100")
 SNAPSHOT = Check(_is_snapshot, 'an object {"ref", "sha256" (64 hex characters), "bytes"}')
 BOOT = Check(_is_boot, 'an object {"n": boot count, "reason": text}')
+STREAM_END = Check(_is_stream_end, 'an object {"ses", "next_seq"} of integers from 0 to 2^53-1')
 
 _ENVELOPE: dict[str, Check] = {"ses": COUNT, "seq": COUNT, "ts": TS}
 _PRESENCE: dict[str, Check] = {"ses": COUNT, "ts": TS}
@@ -89,7 +94,7 @@ SCHEMAS: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
     "birth": (
         {**_PRESENCE, "kind": _one_of("pi", "esp32"), "fw": _text(64), "roles": ROLES, "boot": BOOT,
          "period_s": COUNT},
-        {"hw": TEXT, "next_seq": COUNT},
+        {"hw": TEXT, "next_seq": COUNT, "prev": STREAM_END},
     ),
     "death": ({**_PRESENCE, "reason": _one_of("lost", "shutdown")}, {}),
     "health": (

@@ -35,11 +35,7 @@ class StreamState:
     def accept(self, seq: int) -> Verdict:
         """Classify `seq` and update the state to include it."""
         if self.max_seq is None or seq > self.max_seq:
-            expected = 0 if self.max_seq is None else self.max_seq + 1
-            if seq > expected:
-                gap = Gap(expected, seq - 1)
-                self.gaps.append(gap)
-                self.changed.append(gap)
+            self._missing_below(seq)
             self.max_seq = seq
             return Verdict.NEW
         for index, gap in enumerate(self.gaps):
@@ -68,6 +64,25 @@ class StreamState:
                 continue
             if gap not in self.changed:
                 self.changed.append(gap)
+
+    def end_at(self, next_seq: int) -> None:
+        """The stream's messages are numbered below `next_seq` (a later birth's `prev` says so).
+
+        Numbers below it not seen yet are missing: a gap up to `next_seq - 1`, which late arrivals
+        fill as usual. Applying the same end again changes nothing.
+        """
+        if next_seq <= 0 or (self.max_seq is not None and self.max_seq >= next_seq - 1):
+            return
+        self._missing_below(next_seq)
+        self.max_seq = next_seq - 1
+
+    def _missing_below(self, seq: int) -> None:
+        """A gap from the next expected number up to `seq - 1`, if there is one (`seq` > max_seq)."""
+        expected = 0 if self.max_seq is None else self.max_seq + 1
+        if seq > expected:
+            gap = Gap(expected, seq - 1)
+            self.gaps.append(gap)
+            self.changed.append(gap)
 
     def _fill(self, index: int, gap: Gap, seq: int) -> None:
         if gap.first == gap.last:  # the gap is now closed

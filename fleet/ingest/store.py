@@ -65,10 +65,15 @@ class _Streams:
         self.rows: dict[StreamKey, SeqStream] = {}
         self.states: dict[StreamKey, StreamState] = {}
         self.gaps_loaded: set[StreamKey] = set()
+        self.queried: set[StreamKey] = set()
+        self.received: set[StreamKey] = set()  # streams a message was accepted in, in this batch
+        self.ends: set[tuple[StreamKey, int]] = set()  # ends applied in this batch
 
     async def load(self, keys: set[StreamKey]) -> None:
+        keys = keys - self.queried
         if not keys:
             return
+        self.queried |= keys
         query = Q()
         for device_id, epoch, ses in keys:
             query |= Q(device_id=device_id, epoch=epoch, ses=ses)
@@ -84,26 +89,45 @@ class _Streams:
         state.gaps = stored + state.gaps
         self.gaps_loaded.add(key)
 
-    def _state(self, key: StreamKey) -> StreamState:
+    async def _state(self, key: StreamKey) -> StreamState:
         state = self.states.get(key)
+        if state is None:
+            await self.load({key})  # a key the batch did not foresee (a new epoch, a `prev` stream)
+            state = self.states.get(key)
         if state is None:  # a stream the database has never seen has no stored gaps
             state = self.states[key] = StreamState()
             self.gaps_loaded.add(key)
         return state
 
     async def accept(self, key: StreamKey, seq: int) -> Verdict:
-        state = self._state(key)
+        state = await self._state(key)
         # gaps only matter for numbers at or below the highest seen; load them lazily
         if state.max_seq is not None and seq <= state.max_seq and key not in self.gaps_loaded:
             await self._load_gaps(key, state)
-        return state.accept(seq)
+        verdict = state.accept(seq)
+        if verdict is not Verdict.DUPLICATE:
+            self.received.add(key)
+        return verdict
+
+    async def has_messages(self, key: StreamKey) -> bool:
+        """Whether any message of the stream has been accepted (a birth's `next_seq` is not one)."""
+        await self._state(key)
+        row = self.rows.get(key)
+        return key in self.received or (row is not None and row.received > 0)
 
     async def start_at(self, key: StreamKey, first: int) -> None:
         """A birth's `next_seq`: the stream starts there, so nothing below it is a gap."""
-        state = self._state(key)
+        state = await self._state(key)
         if state.max_seq is not None and key not in self.gaps_loaded:
             await self._load_gaps(key, state)
         state.start_at(first)
+
+    async def end_at(self, key: StreamKey, next_seq: int) -> None:
+        """A later birth's `prev`: the stream's numbers stop below `next_seq`; the unseen ones are a gap."""
+        if (key, next_seq) in self.ends:
+            return
+        self.ends.add((key, next_seq))
+        (await self._state(key)).end_at(next_seq)
 
     async def save(self, now: datetime, counts: dict[StreamKey, tuple[int, int]]) -> int:
         """Write streams and gaps back; returns the number of gaps opened."""
@@ -151,21 +175,45 @@ async def _devices(conn: BaseDBAsyncClient, ids: set[str], now: datetime) -> dic
 
 
 def _presence(device: Device) -> Presence:
-    return Presence(session=device.session, ended=device.ended_session, online=device.online)
+    return Presence(session=device.session, ended=device.ended_session, online=device.online,
+                    epoch=device.epoch, record=device.birth if isinstance(device.birth, dict) else None)
+
+
+PRESENCE_FIELDS = ("online", "session", "ended_session", "epoch", "birth", "last_birth_at", "last_death_at",
+                   "last_death_reason")
+BIRTH_FIELDS = ["online", "session", "ended_session", "last_birth_at", "last_seen_at", "kind", "fw", "roles",
+                "birth", "status", "updated_at"]  # not `epoch`: only the conditional update below writes it
+EPOCH_ATTEMPTS = 3  # another instance bumping the same device's epoch at the same moment: read again, retry
 
 
 async def _apply_birth(conn: BaseDBAsyncClient, device: Device, msg: Upstream, now: datetime) -> bool:
     body = msg.body
-    before = device.session
-    if not _presence(device).birth(msg.ses, retained=msg.retained):
-        log.info("device %s: ignoring %s birth of session %d (on record: %s, ended: %s)", device.id,
-                 "retained" if msg.retained else "live", msg.ses, before, device.ended_session)
+    for _ in range(EPOCH_ATTEMPTS):
+        before, epoch = device.session, device.epoch
+        presence = _presence(device)
+        if not presence.birth(msg.ses, retained=msg.retained, body=body):
+            log.info("device %s: ignoring %s birth of session %d (on record: %s, ended: %s)", device.id,
+                     "retained" if msg.retained else "live", msg.ses, before, device.ended_session)
+            return False
+        if presence.epoch == epoch:
+            break
+        # Conditional on the epoch read: when two instances apply the same birth, one bumps it and
+        # the other reads the device again and finds that birth on record.
+        if await Device.filter(id=device.id, epoch=epoch).using_db(conn).update(epoch=presence.epoch):
+            log.warning("device %s: birth of session %d after session %s: its session counter went back; "
+                        "epoch %d starts", device.id, msg.ses, before, presence.epoch)
+            break
+        fresh = await Device.filter(id=device.id).using_db(conn).get()
+        for name in PRESENCE_FIELDS:
+            setattr(device, name, getattr(fresh, name))
+    else:
+        log.error("device %s: epoch changed under %d attempts; birth of session %d not applied", device.id,
+                  EPOCH_ATTEMPTS, msg.ses)
         return False
-    if before is not None and msg.ses < before:
-        log.warning("device %s: live birth of session %d below %d: its session counter went back",
-                    device.id, msg.ses, before)
+    device.epoch = presence.epoch
     device.online = True
     device.session = msg.ses
+    device.ended_session = presence.ended
     device.last_birth_at = now
     device.last_seen_at = now
     device.kind = body["kind"]
@@ -174,8 +222,26 @@ async def _apply_birth(conn: BaseDBAsyncClient, device: Device, msg: Upstream, n
     device.birth = body
     if device.status == DeviceStatus.REGISTERED:
         device.status = DeviceStatus.ACTIVE
-    await device.save(using_db=conn)
+    await device.save(using_db=conn, update_fields=BIRTH_FIELDS)
     return True
+
+
+async def _end_previous(streams: _Streams, device: Device, birth: dict[str, Any] | None, ses: int) -> None:
+    """Apply the `prev` of the birth of stream `ses` (docs/protocol.md, "Streams").
+
+    Called once a message of stream `ses` is in: the device sends in stamp order, so everything
+    of the stream before it has been sent by then, and what is missing was lost.
+    """
+    prev = birth.get("prev") if isinstance(birth, dict) and birth.get("ses") == ses else None
+    if isinstance(prev, dict):
+        await streams.end_at((device.id, device.epoch, prev["ses"]), prev["next_seq"])
+
+
+def _prev_key(device: Device) -> set[StreamKey]:
+    """The stream the device's birth on record says ended, to load with the batch's streams."""
+    birth = device.birth
+    prev = birth.get("prev") if isinstance(birth, dict) else None
+    return {(device.id, device.epoch, prev["ses"])} if isinstance(prev, dict) else set()
 
 
 async def _apply_death(conn: BaseDBAsyncClient, device: Device, msg: Upstream, now: datetime) -> bool:
@@ -203,8 +269,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
     async with in_transaction() as conn:
         devices = await _devices(conn, {m.device_id for m in batch}, now)
         streams = _Streams(conn)
-        await streams.load({(m.device_id, devices[m.device_id].epoch, m.ses) for m in batch
-                            if m.seq is not None or m.body.get("next_seq")})
+        await streams.load({(m.device_id, devices[m.device_id].epoch, m.ses) for m in batch if m.kind != "death"}
+                           | {k for d in devices.values() for k in _prev_key(d)})
         counts: dict[StreamKey, list[int]] = defaultdict(lambda: [0, 0])
         health: list[HealthRecord] = []
         telemetry: list[TelemetryRecord] = []
@@ -215,19 +281,24 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
             if device.status == DeviceStatus.DECOMMISSIONED:
                 result.refused.append((msg, "decommissioned"))
                 continue
-            key = (msg.device_id, device.epoch, msg.ses)
             if msg.kind == "birth":
                 result.presence += 1
-                if msg.body.get("next_seq"):  # counts even for a birth that does not: it describes the stream
-                    await streams.start_at(key, msg.body["next_seq"])
-                await _apply_birth(conn, device, msg, now)
+                counted = await _apply_birth(conn, device, msg, now)
+                if counted or msg.ses == device.session:  # this epoch's birth, even one seen after its death
+                    key = (msg.device_id, device.epoch, msg.ses)  # a birth can start a new epoch
+                    if await streams.has_messages(key):  # its stream's messages came first
+                        await _end_previous(streams, device, msg.body, msg.ses)
+                    if msg.body.get("next_seq"):  # it describes the stream, whether it counted or not
+                        await streams.start_at(key, msg.body["next_seq"])
                 continue
+            key = (msg.device_id, device.epoch, msg.ses)
             if msg.kind == "death":
                 result.presence += 1
                 await _apply_death(conn, device, msg, now)
                 continue
             assert msg.seq is not None
             verdict = await streams.accept(key, msg.seq)
+            await _end_previous(streams, device, device.birth, msg.ses)
             if verdict is Verdict.DUPLICATE:
                 counts[key][1] += 1
                 result.duplicates += 1
