@@ -26,7 +26,7 @@ from edge.health import SystemHealth, hardware_description
 from edge.link import Link
 from edge.queue import Outbox
 from edge.roles import ROLES, Role, RoleContext, RoleSpec
-from edge.stamps import Boot, SessionCounter, Stamper, wall_clock_ms
+from edge.stamps import Boot, SessionCounter, Stamper, highest_queued_ses, wall_clock_ms
 from edge.statefile import StateDirLock
 from edge.uplink import Uplink
 
@@ -81,9 +81,11 @@ class Agent:
         self._lock.acquire()
         try:
             self.session = SessionCounter(state / "session.json")
+            self.outbox = Outbox(state / "outbox.sqlite3", max_messages=self.config.queue.max_messages)
+            if self.session.restarted:  # a lost counter: its streams must not reuse those still queued
+                self.session.keep_above(highest_queued_ses(self.outbox))
             self.boot: Boot = self.session.start()
             self.stamper = Stamper(self.boot.ses, clock=wall_clock_ms)
-            self.outbox = Outbox(state / "outbox.sqlite3", max_messages=self.config.queue.max_messages)
             self.uplink = Uplink(self.config.device_id, self.stamper, self.outbox)
             self.roles: dict[str, Role] = {
                 name: self._spec(name).create(name, section, RoleContext(name, self.uplink, state))

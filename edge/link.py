@@ -157,7 +157,7 @@ class Link:
         device = self.config.device_id
         self.stamper.open_stream(ses)
         self.connections += 1
-        birth = {**self.stamper.presence(ses), **self.birth_fields(), "next_seq": self.stamper.next_seq}
+        birth = {**self.stamper.presence(ses), **self.birth_fields(), **self.stamper.stream_fields()}
         await client.publish(device_topic(device, "birth"), encode(birth), qos=QOS, retain=True)
         await client.subscribe([(topic, QOS) for topic in self.handlers])
         self.backoff.reset()

@@ -4,16 +4,29 @@
 before every connection attempt (the attempt's will carries it). A value opens a stream whose
 `seq` starts at 0. Every upstream message is stamped when it is created, so a message queued
 during an outage keeps its stamp when it is replayed later.
+
+A counter that is lost (no `session.json`: a new device, a wiped or replaced SD card; or a damaged
+one) restarts at a random 48-bit value, and above every stream still in the store-and-forward queue:
+neither the clock (a Pi without NTP starts at its last shutdown or at 1970) nor 0 is safe, as the
+fleet would take the new streams' messages for duplicates of old ones.
 """
 
+import json
+import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.statefile import read_json, set_aside, write_json
 from fleet.contract import CONTRACT_VERSION
+
+if TYPE_CHECKING:
+    from edge.queue import Outbox
+
+log = logging.getLogger(__name__)
 
 # A Pi has no real-time clock: until NTP sets it, it starts near its last shutdown or at 1970.
 # A clock earlier than this is treated as unknown and messages carry `ts: null`.
@@ -24,6 +37,16 @@ def wall_clock_ms() -> int | None:
     """Unix time in milliseconds, or None while the clock is evidently not set."""
     now = time.time_ns() // 1_000_000
     return now if now >= CLOCK_VALID_AFTER_MS else None
+
+
+def restart_value() -> int:
+    """Where a lost counter restarts: a random 48-bit number with its top bit set (2^47 to 2^48 - 1).
+
+    Above any counter that counted up from 0 or from the clock in seconds, and, for a counter
+    that restarted this way before, different from it with overwhelming odds; the fleet notices
+    one that lands below (docs/protocol.md, "Streams").
+    """
+    return 1 << 47 | int.from_bytes(os.urandom(6), "big")
 
 
 def _is_counter(value: Any) -> bool:
@@ -46,16 +69,16 @@ class SessionCounter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        saved = read_json(path, {"ses": 0, "boots": 0}, if_corrupt=None)
+        saved = read_json(path, None, if_corrupt=None)
         if saved is not None and not _is_counter(saved):
             set_aside(path, "not a session counter")
             saved = None
+        # True when the counter is lost (missing or damaged file): it restarts at a random value,
+        # which `keep_above` then raises above the streams still queued.
+        self.restarted = saved is None
         if saved is None:
-            # The counter is lost. Restarting it at 0 would reuse (ses, seq) stamps the fleet
-            # has seen, and it would drop new messages as duplicates; the clock in seconds is
-            # above any value a counter that started at 0 can have reached.
-            now = wall_clock_ms()
-            saved = {"ses": now // 1000 if now is not None else 0, "boots": 0}
+            saved = {"ses": restart_value(), "boots": 0}
+            log.warning("%s: no session counter; streams restart at %d", path, saved["ses"])
         self._ses: int = saved["ses"]
         self._boots: int = saved["boots"]
 
@@ -70,6 +93,12 @@ class SessionCounter:
         self._save()
         return Boot(n=self._boots, ses=self._ses)
 
+    def keep_above(self, ses: int | None) -> None:
+        """Make the next stream number higher than `ses` (a stream still in the queue)."""
+        if ses is not None and ses >= self._ses:
+            log.warning("%s: stream %d is still queued; streams restart above it", self.path, ses)
+            self._ses = ses
+
     def next_session(self) -> int:
         """Reserve the stream of a new connection attempt (saved before it is used)."""
         self._ses += 1
@@ -80,17 +109,47 @@ class SessionCounter:
         write_json(self.path, {"ses": self._ses, "boots": self._boots})
 
 
+def highest_queued_ses(outbox: "Outbox", page: int = 1000) -> int | None:
+    """The highest `ses` stamped on a message in the queue (read once, when the counter was lost)."""
+    highest: int | None = None
+    for payload in _queued_payloads(outbox, page):
+        try:
+            ses = json.loads(payload)["ses"]
+        except (ValueError, KeyError, TypeError):
+            continue  # not ours to judge here: the fleet refuses what is not a message
+        if isinstance(ses, int) and (highest is None or ses > highest):
+            highest = ses
+    return highest
+
+
+def _queued_payloads(outbox: "Outbox", page: int) -> Iterator[bytes]:
+    after = 0
+    while batch := outbox.peek(page, after=after):
+        yield from (message.payload for message in batch)
+        after = batch[-1].id
+
+
 class Stamper:
     """Hands out (ses, seq) envelopes for the current stream."""
 
     def __init__(self, ses: int, *, clock: Callable[[], int | None] = wall_clock_ms) -> None:
         self.ses = ses
         self.next_seq = 0
+        # the stream before the current one and how many messages it stamped: a birth's `prev`
+        self.prev: dict[str, int] | None = None
         self._clock = clock
 
     def open_stream(self, ses: int) -> None:
+        self.prev = {"ses": self.ses, "next_seq": self.next_seq}
         self.ses = ses
         self.next_seq = 0
+
+    def stream_fields(self) -> dict[str, Any]:
+        """What a birth says of the streams: where the new one starts and where the one before ended."""
+        fields: dict[str, Any] = {"next_seq": self.next_seq}
+        if self.prev is not None:
+            fields["prev"] = dict(self.prev)
+        return fields
 
     def now_ms(self) -> int | None:
         return self._clock()
