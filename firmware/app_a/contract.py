@@ -15,9 +15,12 @@ def topic(device_id, suffix):
 class Stream:
     # One value of the persistent `ses` counter and the `seq` numbers issued in it. Messages are
     # stamped when they are made, so a buffered message keeps its stamp when it is sent later.
-    def __init__(self, ses):
+    def __init__(self, ses, before=None):
         self.ses = ses
         self.seq = 0
+        # where the stream before this one ended, for the birth's `prev`: numbers, not the object,
+        # so streams do not chain up in the heap
+        self.prev = None if before is None else (before.ses, before.seq)
 
     def stamp(self, body, ts):
         body["v"] = V
@@ -35,11 +38,13 @@ def encode(body):
     return data
 
 
-def birth(ses, ts, fw, roles, boots, reason, period_s, hw=None):
+def birth(ses, ts, fw, roles, boots, reason, period_s, hw=None, prev=None):
     body = {"v": V, "ses": ses, "ts": ts, "kind": "esp32", "fw": fw, "roles": roles,
             "boot": {"n": boots, "reason": reason}, "period_s": period_s}
     if hw:
         body["hw"] = hw
+    if prev:  # (ses, next seq) of the stream before this connection's
+        body["prev"] = {"ses": prev[0], "next_seq": prev[1]}
     return body
 
 

@@ -144,11 +144,12 @@ class Device:
     # -- the loop -------------------------------------------------------------------------------
 
     def new_stream(self, ses):
-        self.stream = contract.Stream(ses)
+        self.stream = contract.Stream(ses, self.stream)
 
     def birth(self, ses):
         body = contract.birth(ses, self.hal.now_ms(), FW, [r.name for r in self.roles],
-                              self.counters.boots, self.reset_cause, self.period_s, self.hal.hw)
+                              self.counters.boots, self.reset_cause, self.period_s, self.hal.hw,
+                              self.stream.prev)
         if self.safe_mode:
             body["mode"] = "safe"
         return body

@@ -24,14 +24,29 @@ def write_json(path, obj):
         os.rename(tmp, path)
 
 
+def restart_value():
+    # Where a counter that is lost restarts (docs/protocol.md, "Streams"): a random 48-bit number
+    # with its top bit set. Not 0 and not the clock (often unset, or wrong): the fleet would take
+    # the new streams' messages for duplicates of the old ones.
+    return 1 << 47 | int.from_bytes(os.urandom(6), "big")
+
+
 class Counters:
     # The boot count and the stream counter `ses` (docs/protocol.md: +1 at boot, +1 per connect),
-    # kept in state.json so no stream number is ever used twice.
+    # kept in state.json so no stream number is ever used twice. No usable state.json (a new
+    # board, a wiped or damaged file): the counter restarts at restart_value().
     def __init__(self, path="state.json"):
         self.path = path
-        saved = read_json(path, {})
-        self.boots = saved.get("boots", 0)
-        self.ses = saved.get("ses", 0)
+        saved = read_json(path)
+        ses = saved.get("ses") if isinstance(saved, dict) else None
+        if isinstance(ses, int) and ses >= 0:
+            boots = saved.get("boots")
+            self.boots = boots if isinstance(boots, int) and boots >= 0 else 0
+            self.ses = ses
+        else:
+            self.boots = 0
+            self.ses = restart_value()
+            print("fw: no stream counter in %s; streams restart at %d" % (path, self.ses))
         self._pending = None
 
     def _save(self):
