@@ -27,7 +27,7 @@ from edge.link import Link
 from edge.queue import Outbox
 from edge.roles import ROLES, Role, RoleContext, RoleSpec
 from edge.stamps import Boot, SessionCounter, Stamper, highest_queued_ses, wall_clock_ms
-from edge.statefile import StateDirLock
+from edge.statefile import StateDirLock, StateDisk
 from edge.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ EXIT_RESTART = 75
 MIN_PERIOD_S, MAX_PERIOD_S = 1, 86_400
 # A failing role is restarted after a delay growing from 1 s to this cap, for as long as it fails.
 ROLE_RESTART_MAX_S = 60.0
+# While the state folder's disk is full, its free space is looked at this often.
+DISK_CHECK_S = 2.0
 
 
 def _check_period(value: Any, what: str) -> int:
@@ -59,6 +61,7 @@ class Agent:
         self.exit_code = 0
         self.health_period_s = config.health_period_s
         self._period_changed = asyncio.Event()
+        self._disk_changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._started = time.monotonic()
         self._lock = StateDirLock(config.state_dir)
@@ -80,8 +83,17 @@ class Agent:
         state = self.config.state_dir
         self._lock.acquire()
         try:
+            # First, so that on a full disk the reserve is given back before the files below are written.
+            self.disk = StateDisk(state, name=self.config.device_id)
+            self.disk.on_change = lambda _full: self._disk_changed.set()
+            self.disk.prepare()
             self.session = SessionCounter(state / "session.json")
-            self.outbox = Outbox(state / "outbox.sqlite3", max_messages=self.config.queue.max_messages)
+            self.outbox = Outbox(
+                state / "outbox.sqlite3",
+                max_messages=self.config.queue.max_messages,
+                ram_max_bytes=self.config.queue.ram_max_bytes,
+                disk=self.disk,
+            )
             if self.session.restarted:  # a lost counter: its streams must not reuse those still queued
                 self.session.keep_above(highest_queued_ses(self.outbox))
             self.boot: Boot = self.session.start()
@@ -93,8 +105,12 @@ class Agent:
             }
             self.system = SystemHealth(disk_path=state)
             self.hw = self.config.hw or hardware_description()
-            self.commands = CommandDesk(self.uplink, state / "commands.json", self._command_handlers())
-            self.desired = DesiredState(state / "desired.json", self.uplink, [self, *self.roles.values()])
+            self.commands = CommandDesk(
+                self.uplink, state / "commands.json", self._command_handlers(), disk=self.disk
+            )
+            self.desired = DesiredState(
+                state / "desired.json", self.uplink, [self, *self.roles.values()], disk=self.disk
+            )
             self.desired.restore()
             self.link = Link(
                 self.config,
@@ -103,6 +119,7 @@ class Agent:
                 outbox=self.outbox,
                 birth_fields=self._birth_fields,
                 handlers={"cmd": self.commands.receive, "state/desired": self.desired.receive},
+                disk=self.disk,
             )
         except BaseException:
             outbox: Outbox | None = getattr(self, "outbox", None)
@@ -124,9 +141,15 @@ class Agent:
 
     def close(self) -> None:
         if self._opened:
-            self.outbox.close()
+            lost = self.outbox.close()
             self._lock.release()
             self._opened = False
+            log.info(
+                "%s: stopped (%d queued for next time%s)",
+                self.config.device_id,
+                self.outbox.depth,
+                f"; {lost} held in memory could not be stored (disk full): counted as dropped" if lost else "",
+            )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -165,6 +188,7 @@ class Agent:
             link = tasks.create_task(self.link.run(self._stop), name=f"edge-link-{device}")
             producers = [
                 tasks.create_task(self._health_loop(), name=f"edge-health-{device}"),
+                tasks.create_task(self._disk_loop(), name=f"edge-disk-{device}"),
                 tasks.create_task(self.commands.run(), name=f"edge-commands-{device}"),
                 *(
                     tasks.create_task(self._supervise(role), name=f"edge-role-{device}-{role.name}")
@@ -189,7 +213,6 @@ class Agent:
                     await link
             except TimeoutError:
                 log.warning("%s: the link did not close within %.0f s; cut it", device, grace)
-        log.info("%s: stopped (%d queued for next time)", device, self.outbox.depth)
         return self.exit_code
 
     async def _supervise(self, role: Role) -> None:
@@ -226,6 +249,7 @@ class Agent:
             "queue": self.outbox.depth,
             "dropped": self.outbox.dropped,
             "reconnects": self.link.reconnects,
+            "disk_full": self.disk.full,
         }
         roles = {
             name: {**role.health(), "errors": self.role_errors.get(name, 0)}
@@ -234,6 +258,43 @@ class Agent:
         if roles:
             fields["roles"] = roles
         return fields
+
+    # -- a full disk (docs/edge.md, "A full disk") ----------------------------------------------
+
+    async def _disk_loop(self) -> None:
+        """Report each change of the disk_full state (an event, and health at once); while full,
+        look at the free space every DISK_CHECK_S and give the queue its file back when it allows."""
+        reported = False
+        while True:
+            self._disk_changed.clear()
+            if self.disk.full != reported:
+                reported = self.disk.full
+                self._report_disk(reported)
+            if not self.disk.full:
+                await self._disk_changed.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DISK_CHECK_S):
+                    await self._disk_changed.wait()
+            if self.disk.full and self.disk.room_to_resume(self.outbox.room_needed()):
+                moved = self.outbox.resume()
+                if moved is not None:
+                    self.disk.recovered(
+                        f"{moved} messages moved from memory into the queue, {self.outbox.dropped} dropped in all"
+                    )
+
+    def _report_disk(self, full: bool) -> None:
+        data: dict[str, Any] = {"free_bytes": self.disk.free_bytes(), "dropped": self.outbox.dropped}
+        if full:
+            data["error"] = self.disk.error or "unknown"
+        self.uplink.event(
+            event_id=f"disk-full-{self.boot.ses}-{self.disk.episodes}",
+            event_type="disk_full",
+            phase="start" if full else "end",
+            category="other",
+            data=data,
+        )
+        self._period_changed.set()  # health now, with the new disk_full
 
     def set_health_period(self, period_s: int) -> None:
         self.health_period_s = period_s

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import CommandError
-from edge.statefile import read_json, write_json
+from edge.statefile import StateDisk, read_json
 from edge.uplink import Uplink
 from fleet.contract import ContractError, parse_downstream
 
@@ -63,9 +63,14 @@ class CommandDesk:
         uplink: Uplink,
         memory_path: Path,
         handlers: Mapping[str, CommandHandler],
+        *,
+        disk: StateDisk | None = None,
     ) -> None:
         self.uplink = uplink
         self.memory_path = memory_path
+        # A full disk must not stop the commands: the results stay in memory and are written
+        # with the next save that succeeds.
+        self.disk = disk if disk is not None else StateDisk(memory_path.parent, reserve_bytes=0)
         self.handlers = dict(handlers)
         self.executed = 0
         saved = read_json(memory_path, [], if_corrupt=[])
@@ -156,7 +161,7 @@ class CommandDesk:
             self._memory.popitem(last=False)
 
     def _save(self) -> None:
-        write_json(
+        self.disk.save_json(
             self.memory_path,
             [
                 {"id": cid, "status": result[0], "detail": result[1]}

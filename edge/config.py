@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge.errors import ConfigError
+from edge.queue import RAM_MAX_BYTES
 from fleet.contract import DEVICE_ID_PATTERN, is_valid_device_id
 
 
@@ -94,6 +95,9 @@ class QueueSettings(BaseModel):
     max_messages: int = Field(default=100_000, ge=10, le=10_000_000)
     # Messages sent to the broker and not yet acknowledged (PUBACK) at any time.
     inflight: int = Field(default=32, ge=1, le=1000)
+    # While the state folder's disk is full, new messages wait in memory up to this many bytes;
+    # at the bound the oldest not yet sent are dropped and counted (docs/edge.md, "A full disk").
+    ram_max_bytes: int = Field(default=RAM_MAX_BYTES, ge=16_384, le=1 << 30)
 
 
 class AgentConfig(BaseSettings):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.errors import DesiredStateError
-from edge.statefile import read_json, write_json
+from edge.statefile import StateDisk, read_json
 from edge.uplink import Uplink
 from fleet.contract import ContractError, parse_downstream
 
@@ -35,10 +35,18 @@ class DesiredConsumer(Protocol):
 
 
 class DesiredState:
-    def __init__(self, path: Path, uplink: Uplink, consumers: Sequence[DesiredConsumer]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        uplink: Uplink,
+        consumers: Sequence[DesiredConsumer],
+        *,
+        disk: StateDisk | None = None,
+    ) -> None:
         self.path = path
         self.uplink = uplink
         self.consumers = list(consumers)
+        self.disk = disk if disk is not None else StateDisk(path.parent, reserve_bytes=0)
         saved = read_json(path, None, if_corrupt=None)
         self.version: int | None = None
         self.doc: dict[str, Any] = {}
@@ -75,8 +83,10 @@ class DesiredState:
             self.uplink.state_reported(version, "rejected", str(err))
             return
         self.version, self.doc = version, body["doc"]
-        write_json(self.path, {"version": version, "doc": self.doc})
-        log.info("applied desired state version %d", version)
+        # On a full disk the document runs without being stored (`disk` reports it); after a
+        # restart the stored one runs until the broker delivers the retained document again.
+        stored = self.disk.save_json(self.path, {"version": version, "doc": self.doc})
+        log.info("applied desired state version %d%s", version, "" if stored else " (not stored: the disk is full)")
         self.uplink.state_reported(version, "applied")
 
     def _apply(self, doc: Mapping[str, Any]) -> None:

@@ -18,9 +18,10 @@ import aiomqtt
 
 from edge.backoff import Backoff
 from edge.config import AgentConfig, BrokerSettings
-from edge.errors import ConfigError, EdgeError
+from edge.errors import ConfigError, EdgeError, StateError
 from edge.queue import Outbox
 from edge.stamps import SessionCounter, Stamper
+from edge.statefile import StateDisk, describe_write_error
 from edge.uplink import QOS, encode
 from fleet.contract import device_topic
 
@@ -63,8 +64,10 @@ class Link:
         outbox: Outbox,
         birth_fields: Callable[[], dict[str, Any]],
         handlers: Mapping[str, DownstreamHandler],
+        disk: StateDisk | None = None,
     ) -> None:
         self.config = config
+        self.disk = disk
         self.session = session
         self.stamper = stamper
         self.outbox = outbox
@@ -88,6 +91,15 @@ class Link:
         while not stop.is_set():
             try:
                 await self._connection(stop)
+            except StateError as err:
+                # The attempt's stream cannot be recorded in session.json: a stream that is not on
+                # disk could be opened again after a restart, so none is; tried again after the
+                # backoff (docs/edge.md, "A full disk").
+                level = logging.DEBUG if self._outage_reported else logging.WARNING
+                log.log(level, "%s: not connecting, no new stream can be recorded: %s", device, err)
+                self._outage_reported = True
+                if self.disk is not None:
+                    self.disk.write_failed(self.session.path.name, describe_write_error(err.__cause__ or err))
             except aiomqtt.MqttError as err:
                 # One warning per outage; each further failed attempt only at debug level.
                 level = logging.DEBUG if self._outage_reported else logging.WARNING
@@ -233,6 +245,7 @@ class Link:
                         inflight.append((message.id, asyncio.create_task(publish)))
                     if batch:
                         last_sent = batch[-1].id
+                        self.outbox.sent(last_sent)
                         room -= len(batch)
                 wake: set[asyncio.Future[Any]] = set()
                 if inflight:

@@ -106,7 +106,10 @@ class SessionCounter:
         return self._ses
 
     def _save(self) -> None:
-        write_json(self.path, {"ses": self._ses, "boots": self._boots})
+        # On a full disk the counter is overwritten in place rather than not recorded: a stream
+        # that is not on disk could be opened again after a restart (docs/edge.md, "A full disk").
+        # If even that fails, StateError: the caller opens no stream it could not record.
+        write_json(self.path, {"ses": self._ses, "boots": self._boots}, in_place_when_full=True)
 
 
 def highest_queued_ses(outbox: "Outbox", page: int = 1000) -> int | None:
