@@ -1,6 +1,7 @@
 """The fleet service: database, broker link, ingest and the HTTP app, with one lifecycle."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -25,6 +26,7 @@ from fleet.db import database
 from fleet.ingest.health import ingest_health
 from fleet.ingest.link import MqttLink
 from fleet.ingest.service import Ingest
+from fleet.ingest.silence import SilenceSweep, hearing_of, timing_of
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
 from fleet.runtime import Runtime
@@ -67,12 +69,18 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         stop = asyncio.Event()
         supervisor = Supervisor(ingest_loop, stop)
         supervising = asyncio.create_task(supervisor.run(), name="fleet-ingest-supervisor")
+        sweep = SilenceSweep(lambda: hearing_of(link.state().listening_for_s), timing_of(settings),
+                             settings.presence_sweep_s)
+        sweeping = asyncio.create_task(sweep.run(), name="fleet-presence-sweep")
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
                           broker_host=target.host, broker_port=target.port, accounts=accounts,
                           device_broker=device_broker, supervisor=supervisor)
         finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
             # the link closes first (the stack unwinds after this), so stop feeding, then drain
             await link.close()
             stop.set()

@@ -5,6 +5,8 @@ from enum import StrEnum
 from tortoise import fields
 from tortoise.models import Model
 
+from fleet.liveness import DEFAULT_PERIOD_S
+
 
 class DeviceStatus(StrEnum):
     REGISTERED = "registered"  # created through the API, never heard from
@@ -37,6 +39,11 @@ class Device(Model):
     last_death_reason = fields.CharField(max_length=16, null=True)
     ended_session = fields.BigIntField(null=True)  # the session of the last death that counted
     last_seen_at = fields.DatetimeField(null=True)
+    # the fleet's own verdict on silence (fleet/liveness.py, docs/fleet.md "Liveness"): last_seen_at
+    # in Unix ms and the health period it judges by, so the sweep's arithmetic runs in SQL
+    last_seen_ms = fields.BigIntField(null=True)
+    health_period_s = fields.BigIntField(default=DEFAULT_PERIOD_S)
+    silenced_at = fields.DatetimeField(null=True)  # when the fleet last judged it silent
     fw = fields.CharField(max_length=64, null=True)
     roles = fields.JSONField(default=list)
     birth = fields.JSONField(null=True)  # the last birth certificate, as sent

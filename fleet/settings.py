@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,8 +64,12 @@ class Settings(BaseSettings):
     ingest_batch_max: int = Field(default=500, ge=1)
     ingest_batch_wait_ms: int = Field(default=50, ge=1)
     rejected_keep: int = Field(default=1000, ge=10)
-    # a device is shown as 'stale' when its last health is older than this many periods
-    stale_after_periods: int = Field(default=3, ge=1)
+    # liveness (docs/fleet.md "Liveness"): a device the fleet has not heard from for this many of its
+    # health periods is 'stale', and after silent_after_periods it is offline ('silent'); the
+    # sweep that writes the silent verdict runs every presence_sweep_s
+    stale_after_periods: int = Field(default=2, ge=1, le=100)
+    silent_after_periods: int = Field(default=3, ge=2, le=100)
+    presence_sweep_s: float = Field(default=5.0, gt=0, le=300)
 
     @field_validator("mqtt_url", "device_broker_url")
     @classmethod
@@ -80,6 +84,12 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite://", "postgres://", "postgresql://", "asyncpg://")):
             raise ValueError("FLEET_DATABASE_URL must be sqlite://PATH or postgres://…")
         return value
+
+    @model_validator(mode="after")
+    def _check_liveness(self) -> "Settings":
+        if self.stale_after_periods >= self.silent_after_periods:
+            raise ValueError("FLEET_STALE_AFTER_PERIODS must be below FLEET_SILENT_AFTER_PERIODS")
+        return self
 
     def mqtt_target(self) -> MqttTarget | None:
         return MqttTarget(self.mqtt_url) if self.mqtt_url else None

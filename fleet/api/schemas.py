@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.contract import COMMAND_NAME_MAX, COMMAND_NAME_PATTERN, DEVICE_ID_PATTERN
+from fleet.liveness import Reason, State
 from fleet.models import DeviceStatus
 
 Kind = Literal["pi", "esp32"]
@@ -61,14 +62,25 @@ class DevicePublic(BaseModel):
     latitude: float | None
     longitude: float | None
     status: DeviceStatus
-    online: bool
+    state: State = Field(default=State.UNKNOWN, description=(
+        "the fleet's verdict on the device's connection (docs/fleet.md, \"Liveness\"): online, stale, offline, "
+        "unknown (the fleet itself does not hear the broker), never_seen, decommissioned"))
+    state_reason: Reason | None = Field(default=None, description=(
+        "why: lost or shutdown (its death), silent (nothing heard for its health period x "
+        "FLEET_SILENT_AFTER_PERIODS), overdue (stale), fleet_disconnected (unknown); null when online"))
+    online: bool = Field(description="the raw presence flag: a birth or a message sets it, a death or the "
+                                     "fleet's silent verdict clears it; `state` is what to show")
     session: int | None
     fw: str | None
     roles: list[str]
     last_birth_at: datetime | None
     last_death_at: datetime | None
     last_death_reason: str | None
-    last_seen_at: datetime | None
+    last_seen_at: datetime | None = Field(description="the last message the fleet stored from it (a birth or "
+                                                      "any numbered message)")
+    health_period_s: int = Field(description="the health period the fleet judges it by: its birth's period_s, "
+                                             "or what set_health_period or the desired state set since")
+    silenced_at: datetime | None = Field(description="when the fleet last judged it silent")
     last_health: dict[str, Any] | None
     last_health_at: datetime | None
     desired_version: int

@@ -9,12 +9,19 @@ PBKDF2 hash; the fleet sends each new password once, over the (TLS in production
 Each device's client is pinned to a client id equal to its device id (the plugin's `clientid`),
 so a device cannot connect under another device's client id or the fleet's and take its session
 over. Device ids that would be the fleet's own account or client ids are refused.
+
+A broker that does not answer at the start does not stop the fleet: the admin connection is
+retried in the background like the ingest's (fleet/ingest/link.py), the fleet's role is set up
+once it connects, and account changes asked for meanwhile are refused at once (503 at the API),
+never queued to happen later.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
+import threading
 import uuid
 from typing import Any
 
@@ -24,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet.broker_auth.accounts import AccountsError, refuse_reserved, reserved_for_fleet
 from fleet.contract.acl import device_rules, fleet_rules
+from fleet.ingest.link import FIRST_CONTACT_S, RECONNECT_MAX_S, RECONNECT_MIN_S
 from fleet.settings import MqttTarget
 
 log = logging.getLogger(__name__)
@@ -63,39 +71,86 @@ class DynsecAccounts:
         self._loop = asyncio.get_running_loop()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ready = asyncio.Event()
+        self._first_contact = threading.Event()  # the first attempt answered or failed
+        self._refused: str | None = None
+        self._answered = False  # a connection was accepted (written by paho's thread)
+        self._setup: asyncio.Task[None] | None = None
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         client.username_pw_set(target.username, target.password.get_secret_value())
         if target.tls:
             context = ssl.create_default_context(cafile=ca_file)
             client.tls_set_context(context)
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         self._client = client
 
     async def __aenter__(self) -> "DynsecAccounts":
-        try:
-            await asyncio.to_thread(self._client.connect, self.target.host, self.target.port, 30)
-        except OSError as err:
-            raise AccountsError(f"cannot reach the broker's dynamic security at {self.target!r}: {err}") from err
+        """Set the fleet's role up now if the broker answers; if it does not, once it does."""
+        self._client.connect_async(self.target.host, self.target.port, 30)
         self._client.loop_start()
+        await asyncio.to_thread(self._first_contact.wait, FIRST_CONTACT_S)
+        if self._refused is not None:
+            await self._stop()
+            raise AccountsError(f"the broker refused the fleet's admin connection (dynamic security): "
+                                f"{self._refused}")
         try:
+            if not self._answered:
+                raise TimeoutError
             await asyncio.wait_for(self._ready.wait(), self.timeout)
-        except TimeoutError as err:
-            self._client.loop_stop()
-            raise AccountsError("the broker refused the fleet's admin connection (dynamic security)") from err
+        except TimeoutError:
+            log.warning("the broker's dynamic security at %r does not answer; its set-up waits for it, "
+                        "and device accounts cannot be changed until then", self.target)
+            self._setup = asyncio.create_task(self._set_up_when_ready(), name="fleet-dynsec-setup")
+            return self
         await self._setup_fleet_role()
         await self._pin_existing_devices()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._setup is not None:
+            self._setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._setup
+        await self._stop()
+
+    async def _stop(self) -> None:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 
+    async def _set_up_when_ready(self) -> None:
+        """The set-up of __aenter__, for a broker that came up later; retried until it works."""
+        delay = float(RECONNECT_MIN_S)
+        while True:
+            await self._ready.wait()
+            try:
+                await self._setup_fleet_role()
+                await self._pin_existing_devices()
+            except AccountsError as err:
+                log.error("dynamic-security set-up failed (%s); trying again in %.0f s", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            log.info("dynamic-security set-up done at %r", self.target)
+            return
+
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,
                     properties: object) -> None:
-        if not reason.is_failure:
+        if reason.is_failure:
+            self._refused = str(reason)
+        else:
+            self._answered = True
             client.subscribe(CONTROL + "/response", qos=1)
+        self._first_contact.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self._first_contact.set()
+
+    def _on_disconnect(self, *args: object) -> None:
+        self._loop.call_soon_threadsafe(self._ready.clear)
 
     def _on_subscribe(self, *args: object) -> None:
         self._loop.call_soon_threadsafe(self._ready.set)
@@ -115,6 +170,11 @@ class DynsecAccounts:
 
     async def call(self, command: str, **fields: Any) -> dict[str, Any]:
         """One dynamic-security command; returns its response (with `error` when it failed)."""
+        if not self._ready.is_set():  # reconnecting (a change of our own role makes the broker drop us)
+            try:
+                await asyncio.wait_for(self._ready.wait(), self.timeout)
+            except TimeoutError:  # never queued: it would happen later, after the API said it failed
+                raise AccountsError(f"the broker's dynamic security at {self.target!r} is not reachable") from None
         correlation = uuid.uuid4().hex
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._pending[correlation] = future

@@ -9,22 +9,29 @@ queue), and lists every problem in one line each.
 import time
 from typing import Any
 
-from fleet.ingest.link import MqttLink
+from fleet.ingest.link import RECONNECT_MAX_S, LinkState, MqttLink
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
 
-# probes that may fail to come back before the link counts as not delivering; generous, because a
-# probe queues behind the backlog the broker holds for the fleet
-PROBE_MISSES = 6
 STALL_S = 60.0  # a loop that has not turned for this long is stuck (a database that does not answer)
+
+
+def _not_connected(link: MqttLink, state: LinkState) -> str:
+    why = f"not connected to the MQTT broker at {link.target!r}"
+    if state.refused:
+        return f"{why}: {state.refused}"
+    if state.unreachable_for_s is not None:
+        return (f"{why}: unreachable for {state.unreachable_for_s:.0f} s ({state.connect_failures} attempts; "
+                f"retrying at least every {RECONNECT_MAX_S} s)")
+    return why
 
 
 def ingest_health(link: MqttLink, supervisor: Supervisor, stats: IngestStats) -> dict[str, Any]:
     state = link.state()
-    probe_window = round(PROBE_MISSES * link.probe_s, 1)
+    probe_window = link.probe_window_s
     problems: list[str] = []
     if not state.connected:
-        problems.append("not connected to the MQTT broker" + (f": {state.refused}" if state.refused else ""))
+        problems.append(_not_connected(link, state))
     elif not state.subscribed:
         problems.append(state.refused or "the broker has not granted the fleet's subscription")
     else:
@@ -47,6 +54,7 @@ def ingest_health(link: MqttLink, supervisor: Supervisor, stats: IngestStats) ->
         "subscribed": state.subscribed,
         "probe_age_s": state.probe_age_s,
         "probe_window_s": probe_window,
+        "listening_for_s": state.listening_for_s,
         "ingest_running": supervisor.running,
         "ingest_restarts": supervisor.restarts,
         "ingest_loop_age_s": loop_age,

@@ -4,6 +4,12 @@ Why paho directly and not aiomqtt here: aiomqtt's incoming queue either grows wi
 discards when full. The ingest needs backpressure instead: when its bounded queue is full, the
 network thread waits, stops reading the socket, and the broker holds further messages for the
 fleet's persistent session (up to the broker's own `max_queued_messages`).
+
+A broker that is down does not stop the fleet: the link starts anyway and paho's thread keeps
+trying, 1 s after a failure, doubling to 30 s (RECONNECT_MIN_S, RECONNECT_MAX_S), for as long as
+it takes; /healthz and the status page say so meanwhile. Only a broker that answers and refuses
+the fleet (bad credentials, a client id it may not use) stops the start: that is a
+configuration error, not an outage.
 """
 
 import asyncio
@@ -23,6 +29,11 @@ from fleet.contract import PROBE_TOPIC, fleet_subscription
 from fleet.settings import MqttTarget
 
 log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 1  # paho waits this long after a failed attempt, doubling up to RECONNECT_MAX_S
+RECONNECT_MAX_S = 30
+FIRST_CONTACT_S = 15.0  # the start waits this long for a broker that answers slowly, then goes on
+PROBE_MISSES = 6  # probes that may fail to come back before the fleet counts as not hearing
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,11 @@ class LinkState:
     refused: str | None  # why the broker refused the connection or the subscription, if it did
     probe_age_s: float | None  # since the last probe came back (None: none yet on this connection)
     connected_for_s: float | None
+    # how long the fleet has heard the broker without a break: connected, subscribed, and its
+    # probe came back within the probe window (None: it does not hear it now); fleet/liveness.py
+    listening_for_s: float | None = None
+    unreachable_for_s: float | None = None  # since the broker stopped answering (None: it answers)
+    connect_failures: int = 0  # failed connection attempts since it last answered
 
 
 class MqttLink:
@@ -61,6 +77,7 @@ class MqttLink:
         self.target = target
         self.queue_max = queue_max
         self.probe_s = probe_s
+        self.probe_window_s = round(PROBE_MISSES * probe_s, 1)
         # The queue is bounded by `_slots`: the network thread takes a slot before it enqueues
         # (and waits for one when there is none); `take()` gives the slot back.
         self.queue: asyncio.Queue[RawMessage] = asyncio.Queue()
@@ -81,7 +98,12 @@ class MqttLink:
         self._subscribed = False
         self._connected_at: float | None = None
         self._probe_back_at: float | None = None
+        self._hearing_since: float | None = None
+        self._unreachable_since: float | None = None
+        self._connect_failures = 0
+        self._first_contact = threading.Event()  # the first attempt answered, failed or was refused
         self._probe_nonce = uuid.uuid4().hex.encode()
+        self._probes_sent = 0
         self._probe_task: asyncio.Task[None] | None = None
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         if target.username:
@@ -90,27 +112,34 @@ class MqttLink:
         if target.tls:
             client.tls_set_context(ssl.create_default_context(cafile=ca_file))
         client.enable_logger(logging.getLogger("fleet.paho"))
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
         self._client = client
 
     async def __aenter__(self) -> "MqttLink":
-        try:
-            await asyncio.to_thread(self._client.connect, self.target.host, self.target.port, 30)
-        except OSError as err:
-            raise LinkError(f"cannot reach the MQTT broker at {self.target!r}: {err}") from err
+        """Start the link. A broker that answers is connected to before this returns (so nothing
+        a device sends right after the start is missed); one that does not is retried in the
+        background. Raises LinkError only when the broker answers and refuses the fleet."""
+        self._client.connect_async(self.target.host, self.target.port, 30)
         self._client.loop_start()
-        try:
-            await asyncio.wait_for(self.connected.wait(), timeout=15)
-        except TimeoutError as err:
-            self._client.loop_stop()
-            why = f": {self.refused}" if self.refused else ""
-            raise LinkError(f"the MQTT broker at {self.target!r} did not accept the fleet{why}") from err
+        await asyncio.to_thread(self._first_contact.wait, FIRST_CONTACT_S)
+        if self._connected_at is not None:
+            with contextlib.suppress(TimeoutError):  # set by the network thread through the loop, right behind
+                await asyncio.wait_for(self.connected.wait(), 2)
+        elif self.refused is not None:
+            self._closing = True
+            self._client.disconnect()
+            await asyncio.to_thread(self._client.loop_stop)
+            raise LinkError(f"the MQTT broker at {self.target!r} refused the fleet: {self.refused}")
+        else:
+            log.warning("the MQTT broker at %r does not answer; the fleet starts without it and keeps trying "
+                        "(every %d s at first, up to every %d s)", self.target, RECONNECT_MIN_S, RECONNECT_MAX_S)
         self._probe_task = asyncio.create_task(self._probe_loop(), name="fleet-mqtt-probe")
         return self
 
@@ -136,13 +165,28 @@ class MqttLink:
         if reason.is_failure:
             log.error("broker refused the fleet: %s", reason)
             self.refused = str(reason)
+            self._first_contact.set()
             return
+        if self._unreachable_since is not None:
+            log.info("the broker answers again after %d failed attempts", self._connect_failures)
+        self._unreachable_since = None
+        self._connect_failures = 0
         self._subscribed = False
         self._probe_back_at = None
+        self._hearing_since = None
         self._connected_at = time.monotonic()
         _, self._subscribe_mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
         log.info("connected to %r, subscribing to %s", self.target, self._subscription)
         self._loop.call_soon_threadsafe(self.connected.set)
+        self._first_contact.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        if self._unreachable_since is None:
+            self._unreachable_since = time.monotonic()
+            if self._first_contact.is_set():  # the start's own warning covers the first failure
+                log.warning("cannot reach the MQTT broker at %r; retrying", self.target)
+        self._connect_failures += 1
+        self._first_contact.set()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list[ReasonCode],
                       properties: object) -> None:
@@ -155,11 +199,13 @@ class MqttLink:
             log.error("%s", self.refused)
         else:
             self.refused = None
+            self._send_probe()  # at once: the fleet hears the broker again when it comes back
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
                        reason: ReasonCode, properties: object) -> None:
         self._subscribed = False
         self._connected_at = None
+        self._hearing_since = None
         if not self._closing:
             log.warning("lost the broker (%s); paho reconnects", reason)
         self._loop.call_soon_threadsafe(self.connected.clear)
@@ -172,7 +218,11 @@ class MqttLink:
             topic = "(topic is not UTF-8)"
         if topic == PROBE_TOPIC:
             if bytes(msg.payload).startswith(self._probe_nonce):  # ours, not another instance's
-                self._probe_back_at = time.monotonic()
+                now = time.monotonic()
+                back_at = self._probe_back_at
+                if self._hearing_since is None or back_at is None or now - back_at > self.probe_window_s:
+                    self._hearing_since = now  # hearing again, after a new connection or a deaf spell
+                self._probe_back_at = now
             return
         raw = RawMessage(topic, bytes(msg.payload), bool(msg.retain))
         while not self._slots.acquire(timeout=1.0):  # full: hold the socket until there is room
@@ -221,24 +271,33 @@ class MqttLink:
 
     def state(self) -> LinkState:
         now = time.monotonic()
-        connected_at, back_at = self._connected_at, self._probe_back_at
+        connected_at, back_at, hearing_since = self._connected_at, self._probe_back_at, self._hearing_since
+        unreachable_since = self._unreachable_since
         connected = self.connected.is_set() and connected_at is not None
+        subscribed = connected and self._subscribed
+        hearing = (subscribed and hearing_since is not None and back_at is not None
+                   and now - back_at <= self.probe_window_s)
         return LinkState(
             connected=connected,
-            subscribed=connected and self._subscribed,
+            subscribed=subscribed,
             refused=self.refused,
             probe_age_s=None if back_at is None or not connected else round(now - back_at, 1),
             connected_for_s=None if connected_at is None or not connected else round(now - connected_at, 1),
+            listening_for_s=round(now - hearing_since, 3) if hearing and hearing_since is not None else None,
+            unreachable_for_s=None if unreachable_since is None else round(now - unreachable_since, 1),
+            connect_failures=self._connect_failures,
         )
 
+    def _send_probe(self) -> None:
+        """QoS 1: it queues behind what the broker holds for the fleet, like a device's message."""
+        self._probes_sent += 1
+        self._client.publish(PROBE_TOPIC, self._probe_nonce + b" %d" % self._probes_sent, qos=1)
+
     async def _probe_loop(self) -> None:
-        sent = 0
         while True:
             await asyncio.sleep(self.probe_s)
             if self.connected.is_set() and self._subscribed:
-                sent += 1
-                # QoS 1: it queues behind what the broker holds for the fleet, like a device's message
-                self._client.publish(PROBE_TOPIC, self._probe_nonce + b" %d" % sent, qos=1)
+                self._send_probe()
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False,
                       timeout: float = 10.0) -> None:

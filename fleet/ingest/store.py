@@ -19,6 +19,15 @@ from tortoise.transactions import in_transaction
 from fleet.contract import Upstream
 from fleet.ingest.presence import Presence
 from fleet.ingest.sequence import Gap, StreamState, Verdict
+from fleet.ingest.silence import (
+    BORN_FIELDS,
+    HEARD_FIELDS,
+    newest_sessions,
+    note_birth,
+    note_command_result,
+    note_heard,
+    note_reported_state,
+)
 from fleet.models import (
     Command,
     Device,
@@ -216,13 +225,14 @@ async def _apply_birth(conn: BaseDBAsyncClient, device: Device, msg: Upstream, n
     device.ended_session = presence.ended
     device.last_birth_at = now
     device.last_seen_at = now
+    note_birth(device, body, now)
     device.kind = body["kind"]
     device.fw = body["fw"]
     device.roles = body["roles"]
     device.birth = body
     if device.status == DeviceStatus.REGISTERED:
         device.status = DeviceStatus.ACTIVE
-    await device.save(using_db=conn, update_fields=BIRTH_FIELDS)
+    await device.save(using_db=conn, update_fields=[*BIRTH_FIELDS, *BORN_FIELDS])
     return True
 
 
@@ -313,9 +323,11 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
             _collect(msg, device, now, health, telemetry, events)
             if msg.kind == "cmd_result":
                 await _apply_command_result(conn, msg, now)
+                await note_command_result(conn, device, msg)
             elif msg.kind == "state_reported":
                 device.reported_version = msg.body["version"]
                 device.reported_status = msg.body["status"]
+                note_reported_state(device, msg.body)
         result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
         # ignore_conflicts: the unique (device, epoch, ses, seq) key is the last line against a replay
         # that a second fleet instance stored at the same moment
@@ -325,11 +337,13 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
             await TelemetryRecord.bulk_create(telemetry, using_db=conn, ignore_conflicts=True)
         if events:
             await EventRecord.bulk_create(events, using_db=conn, ignore_conflicts=True)
+        newest = newest_sessions(batch)
         for device in seen.values():
             device.last_seen_at = now
+            note_heard(device, newest[device.id], now)
             await device.save(using_db=conn, update_fields=[
                 "last_seen_at", "last_health", "last_health_at", "reported_version", "reported_status",
-                "updated_at"])
+                "updated_at", *HEARD_FIELDS])
     return result
 
 

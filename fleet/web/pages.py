@@ -1,6 +1,7 @@
-"""The status page at `/`: who is online, who is not, what the ingest is doing."""
+"""The status page at `/`: who is online, who is not, what the ingest is doing; one device at
+`/devices/{id}`. The state of each device is fleet.liveness's verdict, the same as the API's."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -11,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from fleet.api.deps import (
     SESSION_COOKIE,
+    DeviceId,
     RuntimeDep,
     guards_of,
     open_session,
@@ -22,26 +24,44 @@ from fleet.auth import audit
 from fleet.auth.people import AuthError, Principal, principal_for, redeem_login_link
 from fleet.auth.roles import Permission
 from fleet.auth.throttle import Throttled
-from fleet.models import Device, DeviceStatus, SeqGap
+from fleet.ingest.health import ingest_health
+from fleet.ingest.silence import LivenessView
+from fleet.liveness import Reason, State, Verdict
+from fleet.models import Device, HealthRecord, SeqGap
+from fleet.runtime import Runtime
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
+RECENT_HEALTH = 20  # health reports on a device's page
+
+REASONS = {
+    Reason.LOST: "connection lost (the broker sent its will)",
+    Reason.SHUTDOWN: "shut down",
+    Reason.SILENT: "silent: nothing heard for {n} health periods",
+    Reason.OVERDUE: "nothing heard for {n} health periods",
+    Reason.FLEET_DISCONNECTED: "the fleet does not hear the broker",
+}
 
 
-def _state(device: Device, now: datetime, stale_after_periods: int) -> str:
-    """One word for a row: decommissioned, offline, stale (online, health overdue), online, never seen."""
-    if device.status == DeviceStatus.DECOMMISSIONED:
-        return "decommissioned"
-    if device.session is None:
-        return "never seen"
-    if not device.online:
-        return "offline"
-    period = (device.birth or {}).get("period_s") or 60
-    last = device.last_health_at or device.last_birth_at
-    if last is not None and now - last > timedelta(seconds=period * stale_after_periods):
-        return "stale"
-    return "online"
+def _reason_text(verdict: Verdict, view: LivenessView) -> str:
+    if verdict.reason is None:
+        return ""
+    periods = (view.timing.stale_after_periods if verdict.reason is Reason.OVERDUE
+               else view.timing.silent_after_periods)
+    return REASONS[verdict.reason].format(n=periods)
+
+
+def _words(state: State) -> str:
+    return state.value.replace("_", " ")
+
+
+def _banner(runtime: Runtime, view: LivenessView) -> list[str]:
+    """What keeps the fleet from hearing its devices, one line each; empty while it hears them."""
+    if view.hearing.listening:
+        return []
+    problems = ingest_health(runtime.link, runtime.supervisor, runtime.stats)["problems"]
+    return [str(p) for p in problems] or ["the fleet is waiting for its first probe to come back through the broker"]
 
 
 def _health_summary(health: dict[str, Any] | None) -> str:
@@ -143,25 +163,74 @@ async def status_page(request: Request, runtime: RuntimeDep) -> Response:
     viewer = await _viewer(request)
     if viewer is None:
         return RedirectResponse("/login", status_code=303)
-    now = datetime.now(UTC)
+    view = LivenessView.of(runtime.link, runtime.settings)
+    now = view.now
     devices = await Device.all().order_by("ward", "id")
     open_gaps: dict[str, int] = {}
     for gap in await SeqGap.filter(open=True).only("device_id"):
         open_gaps[gap.device_id] = open_gaps.get(gap.device_id, 0) + 1
     rows = []
-    counts = {"online": 0, "stale": 0, "offline": 0, "never seen": 0, "decommissioned": 0}
+    counts = {state: 0 for state in State}
     for device in devices:
-        state = _state(device, now, runtime.settings.stale_after_periods)
-        counts[state] += 1
+        verdict = view.judge(device)
+        counts[verdict.state] += 1
         rows.append({
             "device": device,
-            "state": state,
+            "state": verdict.state.value.replace("_", "-"),
+            "words": _words(verdict.state),
+            "why": _reason_text(verdict, view),
             "health": _health_summary(device.last_health),
             "seen": _ago(device.last_seen_at, now),
             "gaps": open_gaps.get(device.id, 0),
         })
     stats = runtime.stats.as_dict(runtime.link.depth())
     return templates.TemplateResponse(request, "status.html", {
-        "rows": rows, "counts": counts, "total": len(devices), "stats": stats, "now": now, "viewer": viewer,
+        "rows": rows, "counts": {s.value: n for s, n in counts.items()}, "total": len(devices), "stats": stats,
+        "now": now, "viewer": viewer, "banner": _banner(runtime, view), "broker": runtime.broker_url,
     })
+
+
+@router.get("/devices/{device_id}", response_class=HTMLResponse)
+async def device_page(request: Request, runtime: RuntimeDep, device_id: DeviceId) -> Response:
+    """One device for a person: the same verdict as the API's, the facts behind it, its recent health."""
+    viewer = await _viewer(request)
+    if viewer is None:
+        return RedirectResponse("/login", status_code=303)
+    device = await Device.get_or_none(id=device_id)
+    if device is None:
+        return templates.TemplateResponse(request, "device.html", {"device": None, "device_id": device_id,
+                                                                   "viewer": viewer}, status_code=404)
+    view = LivenessView.of(runtime.link, runtime.settings)
+    verdict = view.judge(device)
+    health = await HealthRecord.filter(device_id=device.id).order_by("-received_at", "-id").limit(RECENT_HEALTH)
+    gaps = await SeqGap.filter(device_id=device.id, open=True).count()
+    return templates.TemplateResponse(request, "device.html", {
+        "device": device, "viewer": viewer, "now": view.now, "banner": _banner(runtime, view),
+        "broker": runtime.broker_url, "state": verdict.state.value.replace("_", "-"), "words": _words(verdict.state),
+        "why": _reason_text(verdict, view), "gaps": gaps,
+        "silent_after": device.health_period_s * view.timing.silent_after_periods,
+        "facts": _facts(device, view.now),
+        "health": [{"at": _ago(h.received_at, view.now), "stamp": f"{h.ses}/{h.seq}",
+                    "summary": _health_summary(h.data) or "—", "up": h.data.get("up_s")} for h in health],
+    })
+
+
+def _facts(device: Device, now: datetime) -> list[tuple[str, str]]:
+    def when(moment: datetime | None) -> str:
+        return "—" if moment is None else f"{moment.strftime('%Y-%m-%d %H:%M:%S')} UTC ({_ago(moment, now)})"
+
+    return [
+        ("Kind", device.kind or "?"),
+        ("Roles", ", ".join(device.roles or []) or "—"),
+        ("Ward / site", " / ".join(x for x in (device.ward, device.site) if x) or "—"),
+        ("Firmware", device.fw or "—"),
+        ("Registry status", device.status.value),
+        ("Last heard", when(device.last_seen_at)),
+        ("Health period", f"{device.health_period_s} s"),
+        ("Last birth", when(device.last_birth_at)),
+        ("Last death", when(device.last_death_at) + (f" · {device.last_death_reason}"
+                                                     if device.last_death_reason else "")),
+        ("Judged silent", when(device.silenced_at)),
+        ("Session", "—" if device.session is None else str(device.session)),
+    ]
 

@@ -163,8 +163,9 @@ async def test_a_death_from_a_newer_session_ends_the_device_and_that_sessions_la
     dev.death(ses=11, reason="lost")  # connection 11 died before its birth got through
     dev.ses = 11
     dev.birth()  # ... which a second fleet instance, or a retained replay, applies after the death
-    dev.ses = 12
-    dev.health(seq=0)  # a marker to wait for
+    # a marker to wait for, in the ended session 11: a message of a session no death has ended
+    # would bring the device online (docs/fleet.md, "Liveness")
+    dev.health(seq=0)
 
     async def marker() -> bool:
         return await _health_seqs(fleet, device_id) == [0]
@@ -172,6 +173,7 @@ async def test_a_death_from_a_newer_session_ends_the_device_and_that_sessions_la
     await async_wait_for(marker, what="the marker")
     device = await _device(fleet, device_id)
     assert device["online"] is False and device["session"] == 11
+    dev.ses = 12
     dev.birth()  # a new connection
     await async_wait_for(lambda: _online(fleet, device_id), what="online again")
     assert (await _device(fleet, device_id))["session"] == 12

@@ -1,8 +1,10 @@
-"""The device registry: create, list, get, update, decommission."""
+"""The device registry: create, list, get, update, decommission; each with the fleet's verdict on
+its connection (fleet/liveness.py)."""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BeforeValidator
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
@@ -12,14 +14,33 @@ from fleet.api.schemas import TAG_PATTERN, DeviceCreate, DevicePublic, DeviceUpd
 from fleet.auth.roles import Permission
 from fleet.broker_auth.accounts import AccountsError
 from fleet.broker_auth.credentials import revoke_credentials
+from fleet.ingest.silence import LivenessView
+from fleet.liveness import State
 from fleet.models import Device, DeviceStatus, SeqGap
 
 router = APIRouter(prefix="/api/devices", tags=["devices"], dependencies=[LOGGED_IN])
 
 
-async def to_public(device: Device) -> DevicePublic:
+def view_of(runtime: RuntimeDep) -> LivenessView:
+    return LivenessView.of(runtime.link, runtime.settings)
+
+
+async def to_public(device: Device, view: LivenessView) -> DevicePublic:
     gaps = await SeqGap.filter(device_id=device.id, open=True).count()
-    return DevicePublic.model_validate(device).model_copy(update={"open_gaps": gaps})
+    verdict = view.judge(device)
+    return DevicePublic.model_validate(device).model_copy(
+        update={"open_gaps": gaps, "state": verdict.state, "state_reason": verdict.reason})
+
+
+_STATES = ", ".join(s.value for s in State if s.value not in {d.value for d in DeviceStatus})
+
+
+def _registry_status(value: Any) -> Any:
+    """`?status=stale` is the question of a person who meant `state`: say so instead of listing enums."""
+    if isinstance(value, str) and value in {s.value for s in State} - {d.value for d in DeviceStatus}:
+        raise ValueError(f"a connection state ({_STATES}) is filtered with state=, not status=; status is the "
+                         "registry status: registered, discovered, active or decommissioned")
+    return value
 
 
 @router.post("", status_code=status.HTTP_201_CREATED,
@@ -39,26 +60,31 @@ async def create_device(body: DeviceCreate, runtime: RuntimeDep,
         existing.status = DeviceStatus.ACTIVE if existing.session is not None else DeviceStatus.REGISTERED
         await existing.save()
         await audit("device.adopt", body.id, fields)
-        return await to_public(existing)
+        return await to_public(existing, view_of(runtime))
     try:
         device = await Device.create(**fields, status=DeviceStatus.REGISTERED)
     except IntegrityError as err:
         raise HTTPException(status.HTTP_409_CONFLICT, f"device {body.id!r} already exists") from err
     await audit("device.create", body.id, fields)
-    return await to_public(device)
+    return await to_public(device, view_of(runtime))
 
 
 @router.get("")
 async def list_devices(
     _: Reader,
+    runtime: RuntimeDep,
     kind: Kind | None = None,
     ward: Annotated[str | None, Query(max_length=80)] = None,
-    status_: Annotated[DeviceStatus | None, Query(alias="status")] = None,
+    status_: Annotated[DeviceStatus | None, BeforeValidator(_registry_status),
+                       Query(alias="status", description="the registry status")] = None,
+    state: Annotated[State | None, Query(description="the fleet's verdict on the connection, as in each "
+                                                     "device's `state` (docs/fleet.md, \"Liveness\")")] = None,
     tag: Annotated[str | None, Query(description="devices carrying this tag", pattern=TAG_PATTERN)] = None,
-    online: bool | None = None,
+    online: Annotated[bool | None, Query(description="the raw presence flag (`state` is what to show)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[DevicePublic]:
+    view = view_of(runtime)
     query = Q()
     if kind:
         query &= Q(kind=kind)
@@ -68,19 +94,22 @@ async def list_devices(
         query &= Q(status=status_)
     if online is not None:
         query &= Q(online=online)
-    devices = await Device.filter(query).order_by("id")
+    selected = Device.filter(query)
+    if state is not None:
+        selected = view.filter(selected, state)
+    devices = await selected.order_by("id")
     if tag:  # tags are a JSON list; filtered here so SQLite and PostgreSQL behave the same
         devices = [d for d in devices if tag in (d.tags or [])]
-    return [await to_public(d) for d in devices[offset : offset + limit]]
+    return [await to_public(d, view) for d in devices[offset : offset + limit]]
 
 
 @router.get("/{device_id}")
-async def get_device(device: DeviceDep, _: Reader) -> DevicePublic:
-    return await to_public(device)
+async def get_device(device: DeviceDep, _: Reader, runtime: RuntimeDep) -> DevicePublic:
+    return await to_public(device, view_of(runtime))
 
 
 @router.patch("/{device_id}")
-async def update_device(device: DeviceDep, body: DeviceUpdate,
+async def update_device(device: DeviceDep, body: DeviceUpdate, runtime: RuntimeDep,
                         audit: Annotated[Auditor, acting(Permission.DEVICE_WRITE)]) -> DevicePublic:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
@@ -88,7 +117,7 @@ async def update_device(device: DeviceDep, body: DeviceUpdate,
     device.update_from_dict(changes)
     await device.save()
     await audit("device.update", device.id, changes)
-    return await to_public(device)
+    return await to_public(device, view_of(runtime))
 
 
 @router.post("/{device_id}/decommission",
@@ -105,4 +134,4 @@ async def decommission_device(device: DeviceDep, runtime: RuntimeDep,
     device.online = False
     await device.save()
     await audit("device.decommission", device.id)
-    return await to_public(device)
+    return await to_public(device, view_of(runtime))
