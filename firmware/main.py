@@ -1,10 +1,13 @@
-# Boot stage. Picks the app slot (app_a/ or app_b/), counts boots that never became healthy,
-# and falls back to the other slot after MAX_TRIES of them. An update replaces a slot, never
-# this file: keep it tiny and stable. File format of bootstate.json: {"active": "a"|"b",
-# "tries": n, "failed": m}: tries of the active slot, and failed boots of all slots since the
-# last healthy one; the app clears both through Boot.mark_good() once it has run healthy.
-# Once both slots had MAX_TRIES (failed reached 2 x MAX_TRIES), the boot stage stops switching:
-# it stays on the active slot, whose tries then pass MAX_TRIES, and the app runs in safe mode.
+# Boot stage. Picks the app slot (app_a/ or app_b/), counts failed boots, and falls back to the
+# other slot after MAX_TRIES of them. An update replaces a slot, never this file: keep it tiny
+# and stable. bootstate.json: {"active": "a"|"b", "tries": n, "failed": m, "open": 1}: failed
+# boots of the active slot, and of all slots since the last good boot; "open" while a boot runs
+# unjudged. A boot is judged once: good (Boot.mark_good(), the app's call once its roles ran
+# for a while) or failed (the app raised, or the board reset itself by its watchdog or a panic
+# before the judgement). A boot cut short by a power cut or a restart the app asked for is not
+# judged, so not counted: a power cut is no fault of the firmware. Other keys are the app's
+# (Boot.state), kept until mark_good. Once both slots had MAX_TRIES (failed reached
+# 2 x MAX_TRIES) the boot stage stops switching; the app then runs in safe mode.
 import json
 import os
 import sys
@@ -14,72 +17,93 @@ MAX_TRIES = 3
 EXIT_CRASH = 70  # host only: the app raised; an ESP32 resets instead
 
 
-def _read():
-    try:
-        with open(STATE) as f:
-            s = json.load(f)
-        if s.get("active") in ("a", "b") and isinstance(s.get("tries"), int):
-            return s
-    except (OSError, ValueError):
-        pass
-    return {"active": "a", "tries": 0}
-
-
 def _write(s):
-    with open(STATE + ".tmp", "w") as f:
-        json.dump(s, f)
     try:
-        os.rename(STATE + ".tmp", STATE)
-    except OSError:  # FAT will not rename over a file; LittleFS does
-        os.remove(STATE)
-        os.rename(STATE + ".tmp", STATE)
+        with open(STATE + ".tmp", "w") as f:
+            json.dump(s, f)
+        try:
+            os.rename(STATE + ".tmp", STATE)
+        except OSError:  # FAT will not rename over a file; LittleFS does
+            os.remove(STATE)
+            os.rename(STATE + ".tmp", STATE)
+    except OSError:  # a full or failing flash: the board runs on, uncounted
+        pass
+
+
+def _has(path):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _valid(slot):
-    for name in ("app.py", "app.mpy"):
-        try:
-            os.stat("app_" + slot + "/" + name)
-            return True
-        except OSError:
-            pass
-    return False
+    return _has("app_" + slot + "/app.mpy") or _has("app_" + slot + "/app.py")
 
 
 class Boot:
+    # state: this boot's bootstate.json ("tries" and "failed" count the boots before it).
     def __init__(self):
-        s = _read()
-        failed = s.get("failed", s["tries"])
-        if not isinstance(failed, int):
-            failed = s["tries"]
-        self.switched_from = None
-        usable = _valid(s["active"])
-        if not usable or s["tries"] >= MAX_TRIES and failed < 2 * MAX_TRIES:
+        # bootstate.json, or the .tmp of an interrupted write if whole (FAT: cut between remove
+        # and rename); damaged, missing or not ours: slot a with nothing counted.
+        for name in (STATE, STATE + ".tmp"):
+            try:
+                with open(name) as f:
+                    s = json.load(f)
+                if s["active"] in ("a", "b") and 0 <= s["tries"] <= s.setdefault("failed", s["tries"]):
+                    break
+            except Exception:
+                pass
+        else:
+            s = {"active": "a", "tries": 0, "failed": 0}
+        # The last boot, if left open, is judged now: failed if the board reset itself (its
+        # watchdog, a panic), not counted if it lost its power.
+        if s.pop("open", 0):
+            if sys.platform == "esp32":
+                import machine
+                fault = machine.reset_cause() in (machine.WDT_RESET, machine.HARD_RESET)
+            else:
+                fault = _has(".wdt_reset")  # the host HAL's watchdog mark (app_a/hal/host.py)
+            if fault:
+                s["tries"] += 1
+                s["failed"] += 1
+        if not _valid(s["active"]) or s["tries"] >= MAX_TRIES and s["failed"] < 2 * MAX_TRIES:
             other = "b" if s["active"] == "a" else "a"
             if _valid(other):
-                self.switched_from = s["active"]
-                s = {"active": other, "tries": 0}
-        s["tries"] += 1
-        s["failed"] = failed + 1
+                print("boot: leaving slot", s["active"], "(failed boots or no app) for", other)
+                s = {"active": other, "tries": 0, "failed": s["failed"]}
+        s["open"] = 1
         _write(s)
-        self.slot = s["active"]
-        self.tries = s["tries"]
-        self.failed = s["failed"]
+        self.state = s
 
     def mark_good(self):
-        _write({"active": self.slot, "tries": 0, "failed": 0})
+        # The one place that commits a boot (and slot) as good: counts and the app's keys cleared.
+        self.state = {"active": self.state["active"], "tries": 0, "failed": 0}
+        _write(self.state)
+
+    def end(self, failed=False, **keys):
+        # This boot ends unjudged: failed (counted) or a restart the app asked for (not counted).
+        # keys: fields for the next boot (the app's own, or tries for a new round of them).
+        s = self.state
+        if s.pop("open", 0):
+            if failed:
+                s["tries"] += 1
+                s["failed"] += 1
+            s.update(keys)
+            _write(s)
 
 
 def _run():
     boot = Boot()
-    if boot.switched_from:
-        print("boot: leaving slot", boot.switched_from, "(failed boots or no app) for", boot.slot)
-    print("boot: slot", boot.slot, "try", boot.tries)
-    sys.path.insert(0, "app_" + boot.slot)
+    s = boot.state
+    print("boot: slot", s["active"], "try", s["tries"] + 1)
+    sys.path.insert(0, "app_" + s["active"])
     try:
         import app
         app.main(boot)
     except Exception as e:  # SystemExit and KeyboardInterrupt are not Exceptions: they pass
         sys.print_exception(e)
+        boot.end(True)
         if sys.platform != "esp32":
             sys.exit(EXIT_CRASH)
         import machine

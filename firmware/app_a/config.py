@@ -20,6 +20,8 @@ DEFAULTS = {
     "telemetry_period_s": 60,
     "wdt_s": 30,
     "ntp_host": "pool.ntp.org",
+    "boot_good_s": 60,  # a boot whose roles ran this long without failing is good (docs/firmware.md)
+    "safe_retry_s": 600,  # safe mode tries the slot again after this long, doubling per retry
 }
 # name -> (lowest, highest) for the integer settings
 RANGES = {
@@ -31,6 +33,8 @@ RANGES = {
     "buffer_max": (1, 256),
     "telemetry_period_s": (1, 86400),
     "wdt_s": (2, 3600),
+    "boot_good_s": (1, 3600),
+    "safe_retry_s": (1, 21600),  # x 16 stays within ticks_diff's reach (2^29 ms)
 }
 ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 

@@ -2,6 +2,8 @@
 import gc
 import time
 
+from micropython import const
+
 import contract
 import store
 from commands import Commands
@@ -10,14 +12,14 @@ from link import Link
 from outbox import Outbox
 from version import FW
 
-TICK_MS = 200  # longest idle wait of the loop: commands wake it at once, timers within a tick
-FLUSH_PER_TICK = 8  # buffered messages sent per loop turn, so a backlog cannot stall the loop
-REBOOT_GRACE_MS = 5000  # how long a requested reboot waits for its answer to be sent
-MAX_SHORT_TURNS = 3  # loop turns in a row that may run out of heap before the app gives up
-SAFE_AFTER_TRIES = 3  # boots that never became healthy before the next one runs in safe mode
-DESIRED_RETRY_MS = 5000  # a desired-state document dropped for want of heap is asked for again this often
-NTP_RETRY_MS = 30000  # while the clock is unknown: ask NTP this often (the fleet's set_time too)
-NTP_PERIOD_MS = 6 * 3600 * 1000  # once known: resynchronise this often (an RTC drifts)
+_TICK_MS = const(200)  # longest idle wait of the loop: commands wake it at once, timers within a tick
+_FLUSH_PER_TICK = const(8)  # buffered messages sent per loop turn, so a backlog cannot stall the loop
+_REBOOT_GRACE_MS = const(5000)  # how long a requested reboot waits for its answer to be sent
+_MAX_SHORT_TURNS = const(3)  # loop turns in a row that may run out of heap before the app gives up
+_SAFE_AFTER_TRIES = const(3)  # failed boots before the next one runs in safe mode (1 on a retry after it)
+_DESIRED_RETRY_MS = const(5000)  # a desired-state document dropped for want of heap is asked for again this often
+_NTP_RETRY_MS = const(30000)  # while the clock is unknown: ask NTP this often (the fleet's set_time too)
+_NTP_PERIOD_MS = const(6 * 3600 * 1000)  # once known: resynchronise this often (an RTC drifts)
 
 
 def log(msg):
@@ -72,10 +74,12 @@ class Device:
         self._desired_missed = False  # a document arrived while the heap was short: ask again
         self._desired_retry_at = 0
         self._reboot_at = None
-        self.marked_good = boot is None
-        # Safe mode: the boot stage counted too many boots that never got healthy (and had no
-        # other slot to fall back to). Only the network, commands and updates run: no roles.
-        self.safe_mode = boot is not None and boot.tries > SAFE_AFTER_TRIES
+        # Safe mode: the boot stage counted too many failed boots (and had no other slot to fall
+        # back to); after a retry (bootstate "back": retries so far) one failed boot is enough.
+        # Only the network, commands and updates run: no roles. docs/firmware.md, Boot stage.
+        self.safe_mode = boot is not None and boot.state["tries"] >= (
+            1 if boot.state.get("back") else _SAFE_AFTER_TRIES)
+        self.judge_ms = 0  # uptime of the boot's judgement (safe mode: of the retry; start.py)
         self.commands = Commands(self)
         self.desired = Desired(self)
         self._next_ntp = time.ticks_ms()
@@ -106,7 +110,7 @@ class Device:
         before = self.hal.now_ms()
         self.hal.set_time(unix_ms)
         log("clock set to %d (was %s)" % (unix_ms, before))
-        self._next_ntp = time.ticks_add(time.ticks_ms(), NTP_PERIOD_MS)
+        self._next_ntp = time.ticks_add(time.ticks_ms(), _NTP_PERIOD_MS)
         return None if before is None else unix_ms - before
 
     def check_health_period(self, period):
@@ -171,9 +175,6 @@ class Device:
         return body
 
     def run(self):
-        if self.safe_mode:
-            log("safe mode: %d boots did not get healthy; roles off"
-                % (getattr(self.boot, "failed", self.boot.tries) - 1))
         self.desired.restore()
         try:
             for role in self.roles:  # a first look at the stored state, before any connection
@@ -192,7 +193,7 @@ class Device:
                     # A turn that ran out of heap is given up; the link goes too, as a packet may
                     # be half read. Out of heap turn after turn is a crash (the boot stage resets).
                     short += 1
-                    if short > MAX_SHORT_TURNS:
+                    if short > _MAX_SHORT_TURNS:
                         raise
                     log("out of heap; turn abandoned")
                     self.link.lost("out of heap")
@@ -211,7 +212,7 @@ class Device:
             if self.hal.ntp_sync(self.cfg.ntp_host):
                 log("clock set by NTP")
                 known = True
-            self._next_ntp = time.ticks_add(now, NTP_PERIOD_MS if known else NTP_RETRY_MS)
+            self._next_ntp = time.ticks_add(now, _NTP_PERIOD_MS if known else _NTP_RETRY_MS)
         if link.due(now):
             link.try_connect(now, self.new_stream, self.birth)
         if time.ticks_diff(now, self._next_health) >= 0:
@@ -229,7 +230,7 @@ class Device:
             role.tick(now)
         if self._desired_missed and link.up and time.ticks_diff(now, self._desired_retry_at) >= 0:
             self._desired_missed = False
-            self._desired_retry_at = time.ticks_add(now, DESIRED_RETRY_MS)
+            self._desired_retry_at = time.ticks_add(now, _DESIRED_RETRY_MS)
             gc.collect()
             log("asking again for state/desired")
             try:
@@ -240,14 +241,27 @@ class Device:
             self._flush()
         if self.reboot_requested:
             if self._reboot_at is None:
-                self._reboot_at = time.ticks_add(now, REBOOT_GRACE_MS)
+                self._reboot_at = time.ticks_add(now, _REBOOT_GRACE_MS)
             if not self.outbox or time.ticks_diff(now, self._reboot_at) >= 0:
                 log("rebooting")
                 self.shutdown()
+                if self.boot is not None:
+                    self.boot.end()  # asked for: not a failed boot
                 self.hal.reset()
         self.meter.turn(time.ticks_diff(time.ticks_ms(), now))
         self.feed()
-        wait = min(TICK_MS, max(0, time.ticks_diff(self._next_health, time.ticks_ms())))
+        if self.judge_ms and self.meter.up_ms >= self.judge_ms:
+            # Once per boot, the watchdog just fed: the roles ran boot_good_s with no exception
+            # escaping, broker or not. A slot on trial after an update (OTA, issue 11) may also
+            # need the fleet's word before this commit; that check goes here. In safe mode: the
+            # wait before the slot is tried again is over (safe_mode.py).
+            self.judge_ms = 0
+            if self.safe_mode:
+                __import__("safe_mode").leave(self)
+            else:
+                self.boot.mark_good()
+                log("boot marked good")
+        wait = min(_TICK_MS, max(0, time.ticks_diff(self._next_health, time.ticks_ms())))
         if link.up:
             try:
                 link.client.check_msg(wait)
@@ -257,7 +271,7 @@ class Device:
             self.hal.sleep_ms(min(wait, link.ms_to_next_try(time.ticks_ms())))
 
     def _flush(self):
-        for _ in range(FLUSH_PER_TICK):
+        for _ in range(_FLUSH_PER_TICK):
             item = self.outbox.take()
             if item is None:
                 return
@@ -267,11 +281,6 @@ class Device:
                 self.outbox.put_back(item)
                 self.link.lost(e)
                 return
-            if not self.marked_good and item[0] == "health" and not self.safe_mode:
-                # Connected, announced and a health report taken by the broker: this slot is good.
-                self.marked_good = True
-                self.boot.mark_good()
-                log("boot marked good")
 
     def shutdown(self):
         for role in self.roles:

@@ -27,8 +27,8 @@ MP_SCRIPTS = Path(__file__).parent / "mp"
 EXAMPLES = REPO / "docs" / "contract" / "examples"
 
 # Fast timers so the end-to-end tests take seconds: health every second, a broker that notices
-# a dead link within a few seconds, retries capped at 2 s.
-FAST = {"health_period_s": 1, "keepalive_s": 5, "backoff_min_s": 1, "backoff_max_s": 2}
+# a dead link within a few seconds, retries capped at 2 s, a boot judged good after 1 s.
+FAST = {"health_period_s": 1, "keepalive_s": 5, "backoff_min_s": 1, "backoff_max_s": 2, "boot_good_s": 1}
 
 
 def ca_der(tls: TlsFiles) -> bytes:
