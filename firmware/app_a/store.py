@@ -39,14 +39,14 @@ class Counters:
         self.path = path
         saved = read_json(path)
         ses = saved.get("ses") if isinstance(saved, dict) else None
-        if isinstance(ses, int) and ses >= 0:
+        self.restarted = not (isinstance(ses, int) and ses >= 0)  # start.py says so on the console
+        if self.restarted:
+            self.boots = 0
+            self.ses = restart_value()
+        else:
             boots = saved.get("boots")
             self.boots = boots if isinstance(boots, int) and boots >= 0 else 0
             self.ses = ses
-        else:
-            self.boots = 0
-            self.ses = restart_value()
-            print("fw: no stream counter in %s; streams restart at %d" % (path, self.ses))
         self._pending = None
 
     def _save(self):
