@@ -21,10 +21,8 @@ older commit); the measurements go to test-artifacts/edge-disk-full-*.json eithe
 assertions, which is how the issue's before/after figures were taken.
 """
 
-import errno
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -38,6 +36,7 @@ from typing import Any
 import pytest
 
 from fleet.contract import make_command
+from tests.edge.small_disk import fill, small_disk, unfill
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
 from tests.support.wait import wait_for
@@ -48,53 +47,8 @@ CODE_ROOT = Path(os.environ.get("EDGE_CODE_ROOT", str(REPO))).resolve()
 KNOWS_DISK_FULL = "ram_max_bytes" in (CODE_ROOT / "edge" / "config.py").read_text()
 LABEL = "this" if CODE_ROOT == REPO else CODE_ROOT.name
 TAP = Path(__file__).with_name("stamp_tap.py")
-# A few MB: SQLite's write-ahead log alone grows to 4 MB before it is reused.
-TMPFS_SIZE = "16m"
 
 Stamp = tuple[int, int]
-
-
-# -- the state folder on a small tmpfs -----------------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "state"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
-def fill(folder: Path, name: str = "filler") -> int:
-    """Write zeros to `name` until the file system refuses a single byte; the bytes free after."""
-    fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            chunk = bytes(size)
-            while True:
-                try:
-                    if os.write(fd, chunk) < size:
-                        break
-                except OSError as err:
-                    if err.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
-    return shutil.disk_usage(folder).free
-
-
-def unfill(folder: Path) -> None:
-    for filler in folder.glob("filler*"):
-        filler.unlink()
 
 
 # -- the agent as a process ----------------------------------------------------------------------
@@ -148,6 +102,12 @@ class AgentProcess:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def state_disk(tmp_path: Path) -> Iterator[Path]:
+    with small_disk(tmp_path / "state") as folder:
+        yield folder
 
 
 @pytest.fixture
@@ -272,7 +232,7 @@ def save(artifacts_dir: Path, name: str, figures: dict[str, Any]) -> None:
 
 
 def test_broker_up_the_agent_sends_from_memory_and_recovers(
-    small_disk: Path,
+    state_disk: Path,
     mosquitto: Mosquitto,
     observer: Probe,
     agents: list[AgentProcess],
@@ -281,7 +241,7 @@ def test_broker_up_the_agent_sends_from_memory_and_recovers(
     artifacts_dir: Path,
 ) -> None:
     tap = tmp_path / "stamps.tap"
-    config = write_agent_config(tmp_path / "agent.toml", device_id, small_disk, mosquitto.url, ram_max_bytes=1 << 20)
+    config = write_agent_config(tmp_path / "agent.toml", device_id, state_disk, mosquitto.url, ram_max_bytes=1 << 20)
     agent = AgentProcess(config, tap, tmp_path / "agent.log")
     agents.append(agent)
     wait_for(lambda: bodies(observer, "birth"), what="the birth")
@@ -289,7 +249,7 @@ def test_broker_up_the_agent_sends_from_memory_and_recovers(
 
     # Filled while SQLite's write-ahead log still grows (it is reused once it reaches 4 MB, a few
     # seconds in, and then a full disk would go unnoticed for as long as no write needs a block).
-    free_after_fill = fill(small_disk)
+    free_after_fill = fill(state_disk)
     filled_at = len(taken(tap))
     made_while_full = settle(lambda: len(taken(tap)) >= filled_at + 2000, within=40)
     alive_while_full = agent.alive()
@@ -308,7 +268,7 @@ def test_broker_up_the_agent_sends_from_memory_and_recovers(
     health_while_full = [h for h in bodies(observer, "health") if h.get("disk_full") is True]
     health_made_while_full = set(taken(tap)[filled_at:full_until]) & set(taken(tap, "health"))
 
-    unfill(small_disk)
+    unfill(state_disk)
     unfilled_at = len(observer.messages)
     recovered = settle(
         lambda: any(h.get("disk_full") is False for h in bodies(observer, "health", since=unfilled_at)), within=20
@@ -317,10 +277,10 @@ def test_broker_up_the_agent_sends_from_memory_and_recovers(
     settle(lambda: len(taken(tap)) >= after + 500, within=20)
     exit_code = agent.stop()
     stamped = set(taken(tap))
-    settle(lambda: stamped - received(observer) - queue_file(small_disk)[0] == set(), within=15)
+    settle(lambda: stamped - received(observer) - queue_file(state_disk)[0] == set(), within=15)
 
     figures = {
-        **accounting(tap, observer, small_disk),
+        **accounting(tap, observer, state_disk),
         **log_figures(agent.text()),
         "free_bytes_after_fill": free_after_fill,
         "made_while_full": full_until - filled_at,
@@ -334,7 +294,7 @@ def test_broker_up_the_agent_sends_from_memory_and_recovers(
         "claimed_queued_at_stop": claimed_queued(agent.text()),
         "exit_code": exit_code,
     }
-    kept, _ = queue_file(small_disk)
+    kept, _ = queue_file(state_disk)
     figures["not_received_in_queue_file"] = len(kept - received(observer))
     save(artifacts_dir, "broker-up", figures)
 
@@ -354,7 +314,7 @@ def test_broker_up_the_agent_sends_from_memory_and_recovers(
 
 
 def test_broker_down_the_agent_survives_starts_full_and_counts_what_it_drops(
-    small_disk: Path,
+    state_disk: Path,
     mosquitto: Mosquitto,
     observer: Probe,
     agents: list[AgentProcess],
@@ -363,7 +323,7 @@ def test_broker_down_the_agent_survives_starts_full_and_counts_what_it_drops(
     artifacts_dir: Path,
 ) -> None:
     tap = tmp_path / "stamps.tap"
-    config = write_agent_config(tmp_path / "agent.toml", device_id, small_disk, mosquitto.url, ram_max_bytes=16_384)
+    config = write_agent_config(tmp_path / "agent.toml", device_id, state_disk, mosquitto.url, ram_max_bytes=16_384)
     first = AgentProcess(config, tap, tmp_path / "agent-1.log")
     agents.append(first)
     wait_for(lambda: bodies(observer, "birth"), what="the birth")
@@ -372,7 +332,7 @@ def test_broker_down_the_agent_survives_starts_full_and_counts_what_it_drops(
     mosquitto.stop()
     down_at = len(taken(tap))
     settle(lambda: len(taken(tap)) >= down_at + 100, within=20)
-    fill(small_disk)
+    fill(state_disk)
     filled_at = len(taken(tap))
     made_while_full = settle(lambda: len(taken(tap)) >= filled_at + 1500, within=40)
     made_while_full_and_down = len(taken(tap)) - filled_at
@@ -386,7 +346,7 @@ def test_broker_down_the_agent_survives_starts_full_and_counts_what_it_drops(
     )
     first_exit = first.stop()
 
-    free_at_second_start = fill(small_disk, "filler-2")
+    free_at_second_start = fill(state_disk, "filler-2")
     second_start = len(observer.messages)
     second = AgentProcess(config, tap, tmp_path / "agent-2.log")
     agents.append(second)
@@ -403,7 +363,7 @@ def test_broker_down_the_agent_survives_starts_full_and_counts_what_it_drops(
     )
     second_exit_early = None if second.alive() else second.process.returncode
 
-    unfill(small_disk)
+    unfill(state_disk)
     unfilled_at = len(observer.messages)
     recovered = settle(
         lambda: any(h.get("disk_full") is False for h in second_run_health(unfilled_at)), within=20
@@ -412,10 +372,10 @@ def test_broker_down_the_agent_survives_starts_full_and_counts_what_it_drops(
     settle(lambda: len(taken(tap)) >= after + 300, within=20)
     second_exit = second.stop()
     stamped = set(taken(tap))
-    settle(lambda: stamped - received(observer) - queue_file(small_disk)[0] == set(), within=15)
+    settle(lambda: stamped - received(observer) - queue_file(state_disk)[0] == set(), within=15)
 
     figures = {
-        **accounting(tap, observer, small_disk),
+        **accounting(tap, observer, state_disk),
         **log_figures(first.text(), second.text()),
         "made_while_full_and_down": made_while_full_and_down,
         "alive_while_full_and_down": alive_while_full_and_down,
@@ -433,7 +393,7 @@ def test_broker_down_the_agent_survives_starts_full_and_counts_what_it_drops(
         "first_log_tail": first.text().splitlines()[-3:],
         "second_log_tail": second.text().splitlines()[-3:],
     }
-    kept, _ = queue_file(small_disk)
+    kept, _ = queue_file(state_disk)
     figures["not_received_in_queue_file"] = len(kept - received(observer))
     save(artifacts_dir, "broker-down", figures)
 
