@@ -1,7 +1,7 @@
 """`provision`: the field technician's tool. A table of commands, one handler each.
 
     provision ports                       serial ports; ESP32 USB bridges are marked
-    provision flash --port P --kind K --site S [--port P2 ...]
+    provision flash --port P --kind K [--site S] [--new-identity | --device-id ID] [--port P2 ...]
     provision pi-bundle --out DIR --site S (--ca-file F | --system-ca | --insecure-plaintext)
 
 Every failure reaches the user as one line, `provision: message`, with the exit status of
@@ -20,8 +20,9 @@ from pathlib import Path
 from provisioning.board import SerialBoard
 from provisioning.broker_tls import TransportChoice
 from provisioning.errors import BatchFailed, ProvisionError
-from provisioning.flash import ALL_KINDS, Flasher, FlashRequest, board_transport, new_device_id
+from provisioning.flash import ALL_KINDS, Flasher, FlashRequest, board_transport
 from provisioning.fleet_api import FleetClient
+from provisioning.identity import new_device_id
 from provisioning.image import FirmwareImage
 from provisioning.pibundle import PiBundleRequest, make_pi_bundle
 from provisioning.ports import list_serial_ports
@@ -63,10 +64,13 @@ def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
     except (OSError, ValueError) as err:
         raise ProvisionError(f"cannot read the firmware image: {err}") from err
     transport = board_transport(args.broker, args.ca_file, plaintext=args.insecure_plaintext)
+    if args.device_id and len(args.port) > 1:
+        raise ProvisionError("--device-id names one board's identity: give one --port with it")
     request = FlashRequest(kind=args.kind, site=args.site, transport=transport, name=args.name,
                            ward=args.ward, wifi_ssid=args.wifi_ssid, wifi_password=args.wifi_password,
                            enrollment_token=args.enrollment_token, offline=args.offline,
-                           fleet_url=args.fleet, wait_s=args.wait)
+                           fleet_url=args.fleet, wait_s=args.wait, new_identity=args.new_identity,
+                           device_id=args.device_id)
     fleet = None if args.offline else _fleet(args)
     failures: list[ProvisionError] = []
     try:
@@ -150,7 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serial port of a board; repeat for several boards")
     flash.add_argument("--kind", required=True, choices=ALL_KINDS,
                        help="what the node does (sim: a simulated sensor, for demos)")
-    flash.add_argument("--site", required=True, help="where it is installed (part of its id)")
+    flash.add_argument("--site", help="where it is installed (part of a new id; needed when the board gets one)")
+    identity = flash.add_mutually_exclusive_group()
+    identity.add_argument("--new-identity", action="store_true",
+                          help="give the board a new device id even if it has one (default: a board keeps "
+                               "its id and its fleet record; the previous id's credentials are revoked)")
+    identity.add_argument("--device-id", metavar="ID",
+                          help="give the board this id (e.g. that of a board it replaces; its credentials "
+                               "are renewed, the old ones revoked)")
     flash.add_argument("--name", default="", help="a human name for the device")
     flash.add_argument("--ward", default="", help="ward or commune")
     flash.add_argument("--wifi-ssid", default=os.environ.get("PROVISION_WIFI_SSID"))

@@ -18,6 +18,11 @@ The table (also in docs/provisioning.md):
 | 11 | `NotOnline` | the board was written but did not come online in time |
 | 12 | `BatchFailed` | several boards failed, for different reasons |
 | 13 | `FirmwareMismatch` | the firmware image cannot do what was asked (e.g. it lacks the role) |
+| 130 | `Interrupted` | Ctrl-C |
+
+A failure of `provision flash` after the board answered ends its message with what the board (and
+the fleet) hold then: "the board was not changed", "the board was put back as it was", "the
+board keeps its previous firmware", "the new firmware is in place" (docs/provisioning.md).
 """
 
 
@@ -78,6 +83,10 @@ class BatchFailed(ProvisionError):
 
 class FirmwareMismatch(ProvisionError):
     exit_code = 13
+
+
+class Interrupted(ProvisionError):
+    exit_code = 130
 
 
 EXIT_USAGE = 2

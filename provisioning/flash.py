@@ -1,82 +1,74 @@
-"""Flashing one ESP32: check the board, register it, write it, reset it, see it come online.
+"""Flashing one ESP32: check the board, decide its identity, write it, reset it, see it come online.
 
-The order is chosen so that nothing is left half-done:
-- the board is checked (MicroPython answers) before the fleet is asked for anything;
-- credentials are issued only once the board has answered, and revoked again if writing the
-  board fails afterwards (no live credentials that no board holds);
-- the board is written marker-first (see `provisioning.image`), so an interrupted flash is
-  recognised and redone cleanly, under the same device id, by the next run.
+The order is chosen so that a failure leaves the board as it was, or says exactly what it is:
+- the board is checked (MicroPython answers) and read (its identity, counters, an interrupted
+  earlier flash) before the fleet is asked for anything; the fleet is then asked (a read, no
+  change) whether it knows the id, so a wrong token or an unreachable fleet changes nothing;
+- the new firmware is staged beside the running one (`provisioning.staging`); only then are the
+  device registered and credentials issued, so the long copy is over before the board's old
+  credentials stop working (issuing new ones revokes them);
+- config.json (with the new credentials) is staged last, every file checked, and one script on
+  the board switches to the new files;
+- on a failure with the board still answering, the staged files go, the board is reset into its
+  previous firmware, and credentials that no board holds are revoked (a board that kept its
+  identity gets the new credentials in its previous config.json instead: its old ones are gone).
+  With the board gone (cable, power), the message says what is on it.
 
 Transport (provisioning.broker_tls, the same rule as `pi-bundle`): the board speaks TLS to its
 broker and its fleet and checks their certificates against the CA file it is given (`ca.der` on
 the board; an ESP32 has no store of its own); plaintext only with `--insecure-plaintext` (a lab
 network). What the fleet says of its broker (`tls` in the credentials) must agree: a plaintext
 board would send its password readable to a TLS port, a TLS board could never connect to a
-plaintext one. A disagreement is refused before the board is written, and credentials already
-issued are revoked.
+plaintext one. A disagreement is refused before the board is switched.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
+import json
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from provisioning.board import BoardInfo, BoardLink, SerialBoard
 from provisioning.broker_tls import BrokerAddress, TransportChoice
-from provisioning.errors import FirmwareMismatch, NotOnline, ProvisionError
+from provisioning.errors import (
+    BoardStoppedAnswering,
+    FirmwareMismatch,
+    FleetRefused,
+    Interrupted,
+    NotOnline,
+    ProvisionError,
+)
 from provisioning.fleet_api import FleetClient, MqttCredentials
+from provisioning.identity import IdentityPlan, choose_identity
 from provisioning.image import (
     BOOT_STAGE,
     CA_FILE,
     CONFIG,
     MANIFEST,
     MARKER,
-    WIPE,
     FirmwareImage,
     board_ca,
     board_config,
-    hashes_code,
     manifest,
     marker,
-    mkdirs_code,
-    parse_marker,
     rm_tree_code,
     sha256,
 )
 from provisioning.progress import Reporter
+from provisioning.staging import STATE, BoardFiles, Staging, replace_file, roll_back, survey
 
 ESP32_KINDS = ("light", "speaker", "sensor")
 # `sim` is the simulated sensor every firmware has: for demos and tests, not for the field.
 ALL_KINDS = (*ESP32_KINDS, "sim")
-DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-
-
-def slug(text: str) -> str:
-    """'Chợ Đồng Xoài' -> 'cho-dong-xoai': ASCII, lower case, words joined by '-'."""
-    text = text.replace("đ", "d").replace("Đ", "D")
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-
-
-def new_device_id(prefix: str, site: str) -> str:
-    """`{prefix}-{site slug}-{4 hex}`, at most 63 characters (the contract's device id)."""
-    suffix = secrets.token_hex(2)
-    room = 63 - len(prefix) - len(suffix) - 2
-    site_part = slug(site)[:room].strip("-")
-    device_id = f"{prefix}-{site_part}-{suffix}" if site_part else f"{prefix}-{suffix}"
-    assert DEVICE_ID_RE.match(device_id), device_id
-    return device_id
 
 
 @dataclass(frozen=True)
 class FlashRequest:
     kind: str
-    site: str
+    site: str | None  # needed only when a new device id is made (it is part of the id)
     transport: TransportChoice  # --broker (overrides what the fleet says), --ca-file, --insecure-plaintext
     name: str = ""
     ward: str = ""
@@ -86,6 +78,8 @@ class FlashRequest:
     offline: bool = False
     fleet_url: str | None = None  # written for self-enrollment in offline mode
     wait_s: float = 60.0
+    new_identity: bool = False  # --new-identity: a new device id even if the board has one
+    device_id: str | None = None  # --device-id: this id, whatever the board has
 
 
 @dataclass(frozen=True)
@@ -98,6 +92,7 @@ class FlashResult:
     write_s: float
     online_after_s: float | None
     total_s: float
+    identity: str = ""  # what happened to the board's identity (and the fleet's records)
 
     def line(self) -> str:
         state = {"online": "online",
@@ -106,8 +101,9 @@ class FlashResult:
         timing = f"written in {self.write_s:.1f} s"
         if self.online_after_s is not None:
             timing += f", online {self.online_after_s:.1f} s after reset"
+        identity = f"; {self.identity}" if self.identity else ""
         return (f"ok {self.port} {self.device_id} {state[self.status]}: {self.board.describe()}, "
-                f"fw {self.fw}; {timing}; total {self.total_s:.1f} s")
+                f"fw {self.fw}; {timing}; total {self.total_s:.1f} s{identity}")
 
 
 NEEDS_CA = ("the board speaks TLS to its broker and fleet and must check their certificates: give "
@@ -144,6 +140,24 @@ def check_image(image: FirmwareImage, kind: str) -> None:
                                "use a newer firmware image")
 
 
+@dataclass
+class _Attempt:
+    """How far one board got: what a failure has to undo, and what its message must say."""
+
+    files: BoardFiles | None = None
+    plan: IdentityPlan | None = None
+    staged: bool = False  # provision.new/ and the marker were begun
+    created: bool = False  # this run registered the device id
+    credentials: MqttCredentials | None = None
+    switching: bool = False
+    switched: bool = False
+
+    @property
+    def rotated(self) -> bool:
+        """The credentials replaced the ones the board itself holds (it kept its identity)."""
+        return self.credentials is not None and self.plan is not None and not self.plan.changes
+
+
 class Flasher:
     """Flashes boards one after another with the same request, image and fleet."""
 
@@ -155,6 +169,8 @@ class Flasher:
             raise ProvisionError("--offline needs --enrollment-token (a pre-issued enrollment token)")
         if request.offline and request.transport.override is None:
             raise ProvisionError("--offline needs --broker mqtts://HOST:PORT (the fleet cannot tell it)")
+        if request.new_identity and request.device_id:
+            raise ProvisionError("--new-identity and --device-id: give one (--device-id names the new identity)")
         check_transport(request)
         check_image(image, request.kind)
         self.request = request
@@ -166,67 +182,142 @@ class Flasher:
     def flash(self, port: str) -> FlashResult:
         started = time.monotonic()
         board = self.open_board(port)
+        attempt = _Attempt()
         try:
             info = board.identify()
             self.reporter.info(f"{port}: {info.describe()}")
-            interrupted = parse_marker(board.read_file(MARKER))
-            reuse = interrupted is not None and interrupted.startswith(f"{self.request.kind}-") \
-                and DEVICE_ID_RE.match(interrupted) is not None
-            if interrupted is not None:
-                self.reporter.info(f"{port}: an earlier flash was interrupted; writing the board again "
-                                   "from scratch")
-            device_id = interrupted if reuse and interrupted else new_device_id(self.request.kind,
-                                                                                self.request.site)
-            credentials = None if self.request.offline else self._register(device_id, existing_ok=reuse)
             try:
-                written_at = self._write(board, port, device_id, credentials)
+                self._write(board, port, attempt)
+                written_at = time.monotonic()
                 board.reset()
             except ProvisionError as err:
-                if credentials is not None:
-                    err.message += self._revoke(device_id)
-                raise
+                raise self._failed(board, port, attempt, err) from None
+            except KeyboardInterrupt:
+                raise self._failed(board, port, attempt, Interrupted(f"{port}: interrupted")) from None
         finally:
             board.close()
         reset_at = time.monotonic()
-        assert self.fleet is not None or self.request.offline
+        assert attempt.plan is not None
+        plan = attempt.plan
+        notes = self._after_switch(plan)
+        identity = plan.describe() + (": " + "; ".join(notes) if notes else "")
         if self.fleet is None or not self.fleet.can_read:
-            return FlashResult(port, device_id, info, self.image.version,
+            return FlashResult(port, plan.device_id, info, self.image.version,
                                "offline" if self.request.offline else "unverified",
-                               written_at - started, None, time.monotonic() - started)
-        with self.reporter.waiting(f"{port}: waiting for {device_id} to come online",
+                               written_at - started, None, time.monotonic() - started, identity)
+        with self.reporter.waiting(f"{port}: waiting for {plan.device_id} to come online",
                                    self.request.wait_s) as tick:
-            device = self.fleet.wait_for_birth(device_id, self.request.wait_s, tick=tick)
+            device = self.fleet.wait_for_birth(plan.device_id, self.request.wait_s, tick=tick)
         if device is None:
-            raise NotOnline(f"{port}: {device_id} is written and registered but did not come online "
+            raise NotOnline(f"{port}: {plan.device_id} is written and registered but did not come online "
                             f"within {self.request.wait_s:.0f} s (check wifi and the broker address; "
-                            "it keeps trying by itself)")
+                            f"it keeps trying by itself); {identity}")
         now = time.monotonic()
-        return FlashResult(port, device_id, info, self.image.version, "online", written_at - started,
-                           now - reset_at, now - started)
+        return FlashResult(port, plan.device_id, info, self.image.version, "online", written_at - started,
+                           now - reset_at, now - started, identity)
 
-    def _register(self, device_id: str, *, existing_ok: bool) -> MqttCredentials:
-        assert self.fleet is not None
+    # the steps -------------------------------------------------------------------------------
+    def _write(self, board: BoardLink, port: str, attempt: _Attempt) -> None:
+        """Read the board, decide its identity, stage, register, stage its config, check, switch."""
         request = self.request
-        if request.enrollment_token:
-            return self.fleet.enroll(request.enrollment_token, device_id, request.name or None)
-        tags = [request.kind]
-        try:
-            self.fleet.create_device(device_id, "esp32", name=request.name, ward=request.ward,
-                                     site=request.site, tags=tags)
-        except ProvisionError as err:
-            if not (existing_ok and getattr(err, "status", None) == 409):
-                raise
-        return self.fleet.issue_credentials(device_id)
+        files = attempt.files = survey(board)
+        if files.interrupted_switch or files.leftovers:
+            undone = roll_back(board)
+            self.reporter.info(f"{port}: an earlier flash was interrupted"
+                               + (" while switching; its previous files were put back" if undone else "")
+                               + "; its partial copy was removed")
+            files = attempt.files = survey(board)
+        plan = attempt.plan = choose_identity(port, files, kind=request.kind, site=request.site,
+                                              new_identity=request.new_identity, device_id=request.device_id)
+        self.reporter.info(f"{port}: flashing {plan.device_id} ({plan.describe()})")
+        image = self.image
+        pem = request.transport.ca_pem
+        ca = None if pem is None else board_ca(pem)
+        record = self._look_up(plan)
+        with self.reporter.transfer(f"{port}: writing firmware {image.version}",
+                                    image.size + (len(ca) if ca else 0)) as advance:
+            board.write_file(MARKER, marker(plan.device_id))
+            attempt.staged = True
+            staging = Staging(board, image.dirs())
+            for path in [*image.app_files(), BOOT_STAGE]:
+                data = image.files[path]
+                staging.write(path, data, sha256(data), advance)
+            if ca is not None:
+                staging.write(CA_FILE, ca, sha256(ca), advance)
+        credentials = self._register(plan, record, attempt)
+        config = self._config(plan.device_id, credentials)
+        staging.write(CONFIG, config, sha256(config))
+        state = self._counters(files, plan, record)
+        if state is not None:
+            staging.write(STATE, state, sha256(state))
+        listing = manifest(plan.device_id, image, config, ca)
+        staging.write(MANIFEST, listing, sha256(listing))
+        staging.check()
+        attempt.switching = True
+        staging.switch(identity_changes=plan.changes)
+        attempt.switched = True
+        staging.finish()
 
-    def _revoke(self, device_id: str) -> str:
-        """Undo issued credentials; returns what to add to the error message."""
+    def _look_up(self, plan: IdentityPlan) -> dict[str, Any] | None:
+        """Ask the fleet (a read: nothing changes) what it knows of the id; refuse what cannot work.
+
+        Run before the board is written, so a wrong API token or an unreachable fleet changes
+        nothing. With an enrollment token only (or offline) the fleet cannot be asked.
+        """
+        if self.fleet is None or not self.fleet.can_read:
+            return None
+        record = self.fleet.find_device(plan.device_id)
+        if record is None:
+            return None
+        if plan.how == "new":  # the made-up id is taken (4 hex digits of chance): say so, change nothing
+            raise FleetRefused(f"the new id {plan.device_id} is taken in the fleet; run again for another one",
+                               status=409)
+        if record.get("status") == "decommissioned":
+            raise FleetRefused(f"{plan.device_id} is decommissioned in the fleet; flash the board with "
+                               "--new-identity to give it a new one", status=409)
+        if record.get("kind") not in (None, "esp32"):
+            raise FleetRefused(f"{plan.device_id} is a {record.get('kind')} in the fleet, not an ESP32; "
+                               "flash the board with --new-identity or another --device-id", status=409)
+        return record
+
+    def _register(self, plan: IdentityPlan, record: dict[str, Any] | None,
+                  attempt: _Attempt) -> MqttCredentials | None:
+        """Register the id if the fleet lacks it and issue credentials (which revokes older ones)."""
+        request = self.request
+        if request.offline:
+            return None
         assert self.fleet is not None
-        try:
-            self.fleet.revoke_credentials(device_id)
-        except ProvisionError as err:
-            return (f"; the credentials issued for {device_id} could not be revoked "
-                    f"({err.message}): ask the operations team to revoke them")
-        return f"; the credentials issued for {device_id} were revoked"
+        if request.enrollment_token:
+            credentials = self.fleet.enroll(request.enrollment_token, plan.device_id, request.name or None)
+        else:
+            if record is None:
+                try:
+                    self.fleet.create_device(plan.device_id, "esp32", name=request.name, ward=request.ward,
+                                             site=request.site or "", tags=[request.kind])
+                    attempt.created = True
+                except FleetRefused as err:  # an interrupted run of this flash registered it already
+                    if not (plan.how == "continued" and err.status == 409):
+                        raise
+            credentials = self.fleet.issue_credentials(plan.device_id)
+        attempt.credentials = credentials
+        return credentials
+
+    def _counters(self, files: BoardFiles, plan: IdentityPlan, record: dict[str, Any] | None) -> bytes | None:
+        """state.json to stage, if the board's stream counter must move up; None to keep the board's.
+
+        A stream number must never be used twice for one device id. The board's own counter is
+        kept with its identity; when the fleet has seen a higher session for the id (a board that
+        takes over the id of one it replaces, or one whose state.json was lost), the counter starts
+        above it.
+        """
+        seen = (record or {}).get("session")
+        if not isinstance(seen, int) or isinstance(seen, bool) or seen < 0:
+            return None
+        own = None if plan.changes else files.session
+        if own is not None and own >= seen:
+            return None
+        boots = (files.state or {}).get("boots", 0) if not plan.changes else 0
+        return json.dumps({"boots": boots if isinstance(boots, int) else 0, "ses": seen}).encode()
 
     def _config(self, device_id: str, credentials: MqttCredentials | None) -> bytes:
         request = self.request
@@ -244,32 +335,155 @@ class Flasher:
                             password=credentials.password, wifi_ssid=request.wifi_ssid,
                             wifi_password=request.wifi_password, insecure_plaintext=plaintext)
 
-    def _write(self, board: BoardLink, port: str, device_id: str,
-               credentials: MqttCredentials | None) -> float:
-        """Marker, wipe, files, config, boot stage, check, manifest, marker removed."""
-        image = self.image
-        config = self._config(device_id, credentials)
-        pem = self.request.transport.ca_pem
-        ca = None if pem is None else board_ca(pem)
-        own = {CONFIG: config} if ca is None else {CONFIG: config, CA_FILE: ca}
-        written = [*image.app_files(), *own, BOOT_STAGE]
-        with self.reporter.transfer(f"{port}: writing firmware {image.version}",
-                                    image.size + sum(len(data) for data in own.values())) as advance:
-            board.write_file(MARKER, marker(device_id))
-            board.run(rm_tree_code([BOOT_STAGE]))  # first: a half-written board must not boot
-            board.run(rm_tree_code(WIPE))
-            board.run(mkdirs_code(image.dirs()))
-            for path in image.app_files():
-                board.write_file(path, image.files[path], advance)
-            for path, data in own.items():
-                board.write_file(path, data, advance)
-            board.write_file(BOOT_STAGE, image.files[BOOT_STAGE], advance)
-        expected = [sha256(own[p] if p in own else image.files[p]) for p in written]
-        found = board.run(hashes_code(written)).split()
-        for path, want, got in zip(written, expected, found + ["-"] * len(written), strict=False):
-            if want != got:
-                raise ProvisionError(f"{port}: {path} on the board is not what was written "
-                                     "(flash full or failing?); run again to re-flash it")
-        board.write_file(MANIFEST, manifest(device_id, image, config, ca))
-        board.run(rm_tree_code([MARKER]))
-        return time.monotonic()
+    def _after_switch(self, plan: IdentityPlan) -> list[str]:
+        """The fleet's records once the board holds its new files: what is said in the result line."""
+        notes: list[str] = []
+        request = self.request
+        can_change = self.fleet is not None and self.fleet.can_read and not request.offline
+        if plan.how == "kept" and not plan.changes:
+            notes.append("new credentials, the old ones revoked" if not request.offline
+                         else "it enrolls with the token on first connect (the token must be issued for this id)")
+        if can_change and plan.how in ("kept", "assigned"):
+            notes.extend(self._update_record(plan.device_id))
+        previous = plan.previous
+        if previous is not None and plan.changes:
+            if can_change:
+                notes.append(self._retire(previous))
+            else:
+                notes.append(f"its previous identity {previous} keeps its credentials in the fleet: ask ops "
+                             "to revoke them or decommission it")
+        return notes
+
+    def _update_record(self, device_id: str) -> list[str]:
+        assert self.fleet is not None
+        request = self.request
+        try:
+            record = self.fleet.get_device(device_id)
+            given = {"site": request.site or "", "ward": request.ward, "name": request.name}
+            changes = {k: v for k, v in given.items() if v and record.get(k) != v}
+            if not changes:
+                return []
+            self.fleet.update_device(device_id, changes)
+        except ProvisionError as err:
+            return [f"its record was not updated ({err.message})"]
+        return [f"record updated: {', '.join(sorted(changes))}"]
+
+    def _retire(self, previous: str) -> str:
+        """The board no longer holds its previous identity's credentials: revoke them."""
+        assert self.fleet is not None
+        try:
+            if self.fleet.find_device(previous) is None:
+                return f"its previous identity {previous} is unknown to this fleet"
+            self.fleet.revoke_credentials(previous)
+        except ProvisionError as err:
+            return (f"its previous identity {previous} keeps its credentials ({err.message}): ask ops to "
+                    "revoke them")
+        return (f"{previous}'s credentials revoked, its record kept with its history "
+                "(ops may decommission it)")
+
+    # failures --------------------------------------------------------------------------------
+    def _failed(self, board: BoardLink, port: str, attempt: _Attempt, err: ProvisionError) -> ProvisionError:
+        """Put the board back if it still answers; say in the one line what the board and the fleet hold."""
+        plan = attempt.plan
+        answering = not isinstance(err, BoardStoppedAnswering)
+        if answering and isinstance(err, Interrupted):
+            answering = self._resync(board)
+        credentials_kept = attempt.switched
+        if attempt.switched:
+            board_said = f"the new firmware is in place as {plan.device_id if plan else '?'}"
+            if not answering:
+                board_said += "; power-cycle the board to start it"
+        else:
+            if answering and attempt.staged:
+                try:
+                    roll_back(board)
+                    if not (attempt.created and plan is not None and plan.fresh):
+                        board.run(rm_tree_code([MARKER]))
+                    if attempt.rotated:
+                        credentials_kept = self._give_new_credentials(board, attempt)
+                except ProvisionError:
+                    answering = False
+            board_said = self._previous(attempt, answering, credentials_kept)
+        if answering:
+            board_said += self._reset_after_failure(board, attempt)
+        fleet_said = "" if credentials_kept else self._withdraw(attempt)
+        err.message = "; ".join(part for part in (err.message, board_said, fleet_said) if part)
+        return err
+
+    def _resync(self, board: BoardLink) -> bool:
+        """After Ctrl-C in the middle of an exchange: back to a clean raw REPL."""
+        try:
+            board.identify()
+        except (ProvisionError, KeyboardInterrupt):
+            return False
+        return True
+
+    def _previous(self, attempt: _Attempt, answering: bool, credentials_kept: bool) -> str:
+        """What the board holds after a failure before the switch."""
+        files, plan = attempt.files, attempt.plan
+        previous = files.device_id if files is not None else None
+        if files is not None and not files.has_firmware:
+            held = "it has no firmware, as before"
+        else:
+            held = "its previous firmware" + (f" and identity {previous}" if previous else "")
+        if attempt.switching and not answering:
+            return ("the board stopped during the switch to the new files: run the same command again, which "
+                    "first puts its previous files back (until then it may not boot)")
+        if not answering:
+            said = "the board keeps " + held
+            if attempt.staged:
+                said += " (the partial copy in provision.new/ is removed by the next flash)"
+            if attempt.rotated:
+                said += ", but its old credentials were replaced: it cannot connect until it is flashed again"
+            elif files is not None and files.has_firmware:
+                said += "; unplug and plug it in to run it"
+            if plan is not None and plan.fresh and attempt.staged:
+                said += f"; the same command continues with {plan.device_id}"
+            return said
+        if not attempt.staged:
+            return "the board was not changed: " + held
+        said = "the board was put back as it was: " + held
+        if attempt.rotated:
+            said += (", with the new credentials in its config.json (the old ones were revoked)" if credentials_kept
+                     else ", but its old credentials were revoked and the new ones could not be written: "
+                          "it cannot connect until it is flashed again")
+        return said
+
+    def _reset_after_failure(self, board: BoardLink, attempt: _Attempt) -> str:
+        """Out of the raw REPL: the board boots what it holds, as after power-on."""
+        try:
+            board.reset()
+        except ProvisionError:
+            return "; it did not answer the reset: unplug and plug it in"
+        if attempt.switched:
+            return "; it was reset into it"
+        if attempt.files is not None and not attempt.files.has_firmware:
+            return ""
+        return "; it was reset and runs it again"
+
+    def _give_new_credentials(self, board: BoardLink, attempt: _Attempt) -> bool:
+        """The board kept its identity but its old password was revoked: put the new one into its
+        previous config.json (nothing else changes). True if written."""
+        files, credentials = attempt.files, attempt.credentials
+        if files is None or files.config is None or credentials is None:
+            return False
+        config = {k: v for k, v in files.config.items() if k not in ("enrollment_token", "fleet_url")}
+        config.update(username=credentials.username, password=credentials.password)
+        replace_file(board, CONFIG, (json.dumps(config, indent=1) + "\n").encode())
+        return True
+
+    def _withdraw(self, attempt: _Attempt) -> str:
+        """Credentials issued by this attempt that no board holds: revoked (API token) or reported."""
+        credentials, plan = attempt.credentials, attempt.plan
+        if credentials is None or plan is None:
+            return ""
+        device_id = plan.device_id
+        if self.fleet is None or not self.fleet.can_read:
+            return (f"the credentials the enrollment token gave {device_id} are on no board: ask ops to revoke "
+                    "them")
+        try:
+            self.fleet.revoke_credentials(device_id)
+        except ProvisionError as err:
+            return (f"the credentials issued for {device_id} could not be revoked ({err.message}): ask the "
+                    "operations team to revoke them")
+        return f"the credentials issued for {device_id} were revoked"

@@ -127,6 +127,19 @@ class FleetClient:
         result: dict[str, Any] = self._json(self._request("GET", f"/api/devices/{device_id}"))
         return result
 
+    def find_device(self, device_id: str) -> dict[str, Any] | None:
+        """The device's record, or None if the fleet has none with this id."""
+        try:
+            return self.get_device(device_id)
+        except FleetRefused as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def update_device(self, device_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self._request("PATCH", f"/api/devices/{device_id}", json=changes))
+        return result
+
     def wait_for_birth(self, device_id: str, timeout: float, *, interval: float = 0.25,
                        tick: Callable[[], None] | None = None) -> dict[str, Any] | None:
         """Poll until the fleet has the device's birth and holds it online; None at the deadline."""

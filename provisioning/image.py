@@ -1,22 +1,10 @@
-"""What goes onto an ESP32: the firmware files, its config.json, and the order they are written in.
+"""What goes onto an ESP32: the firmware files, its config.json, ca.der and the manifest.
 
-A flash is written so that an interruption at any point is visible and harmless:
-
-1. `provision.partial` (the marker, naming the device id) is written first;
-2. `main.py` is removed before anything else is touched, so a half-written board never boots
-   a half-written firmware (it idles at its REPL);
-3. the old slots and per-installation files are removed, the new files written, `config.json`,
-   then `main.py`;
-4. every file is checked by its SHA-256 on the board, `provision.json` (the manifest) written,
-   and the marker removed last.
+How they are written so that an interruption at any point leaves a board that boots its previous
+firmware (staged beside it, checked, then switched in at once) is `provisioning.staging`.
 
 `ca.der` (the CA certificates the board checks its broker and fleet against, DER) is written
 with `config.json`; a board flashed with `--insecure-plaintext` has none.
-
-A board with the marker was interrupted: the next flash says so, reuses the device id the marker
-names (so the registry does not collect orphans) and writes everything again from scratch.
-`state.json` (the firmware's stream counter) is kept, so a re-flashed device never reuses a
-`(ses, seq)` stamp the fleet has seen.
 """
 
 from __future__ import annotations
@@ -41,8 +29,6 @@ CONFIG = "config.json"
 CA_FILE = "ca.der"  # firmware/app_a/trust.py reads it
 CA_FILE_MAX = 8192  # the firmware refuses a larger ca.der (trust.CA_MAX)
 BOOT_STAGE = "main.py"
-# Removed before writing: both slots and what belonged to the previous installation.
-WIPE = ("app_a", "app_b", "bootstate.json", "desired.json", CONFIG, CA_FILE, MANIFEST)
 SKIP_NAMES = ("__pycache__",)
 SKIP_SUFFIXES = (".pyc",)
 
@@ -222,14 +208,3 @@ def manifest(device_id: str, image: FirmwareImage, config: bytes, ca: bytes | No
 
 def marker(device_id: str) -> bytes:
     return json.dumps({"device_id": device_id}).encode()
-
-
-def parse_marker(data: bytes | None) -> str | None:
-    """The device id an interrupted flash was writing, if the marker is readable."""
-    if data is None:
-        return None
-    try:
-        value = json.loads(data).get("device_id")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None

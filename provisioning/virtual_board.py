@@ -17,7 +17,9 @@ How it behaves like a board:
   asked for in raw-REPL mode it starts without main.py and re-enters the raw REPL (real boards
   skip main.py then); otherwise it boots `main.py` like a board that was reset.
 - `kill()` stops the interpreter and does not restart it: a board that stopped answering.
-  `power_cycle()` boots it again.
+  `cut_link_on(pattern)` pulls the cable when the host sends `pattern`: the serial port closes
+  under the host and the interpreter dies. `power_cycle()` boots it again (on a new serial port
+  at the same link path, if the cable was pulled).
 
 CLI (for demos and trying mpremote by hand)::
 
@@ -78,15 +80,26 @@ class VirtualBoard:
         self._wake_r, self._wake_w = os.pipe()
         self._relay: threading.Thread | None = None
         self._fail_after: int | None = None  # bytes from the host until the board dies
+        self._cut_on: bytes | None = None  # the link is cut when the host sends this
+        self._heard = b""  # the host's last bytes, to find `_cut_on` across reads
+        self.link_cut = False
         self.port = ""
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> VirtualBoard:
         self.board_dir.mkdir(parents=True, exist_ok=True)
+        self._open_serial()
+        self._spawn(boot_main=True)
+        self._relay = threading.Thread(target=self._run_relay, name=f"vboard-{self.board_dir.name}",
+                                       daemon=True)
+        self._relay.start()
+        return self
+
+    def _open_serial(self) -> None:
+        """The USB serial port: a raw pty, linked at `link` if given."""
         master, slave = os.openpty()
         tty.setraw(slave)  # a UART: no echo, no line editing, bytes as they are
         # We keep the slave open so the master never sees EIO between two host sessions.
-        self._serial_fd, self._serial_slave = master, slave
         os.set_blocking(master, False)
         self.port = os.ttyname(slave)
         if self.link is not None:
@@ -94,11 +107,9 @@ class VirtualBoard:
                 self.link.unlink()
             self.link.symlink_to(self.port)
             self.port = str(self.link)
-        self._spawn(boot_main=True)
-        self._relay = threading.Thread(target=self._run_relay, name=f"vboard-{self.board_dir.name}",
-                                       daemon=True)
-        self._relay.start()
-        return self
+        with self._lock:
+            self._serial_fd, self._serial_slave = master, slave
+            self.link_cut = False
 
     def close(self) -> None:
         with self._lock:
@@ -136,12 +147,24 @@ class VirtualBoard:
         with self._lock:
             self._fail_after = nbytes
 
+    def cut_link_on(self, pattern: bytes) -> None:
+        """Pull the USB cable when the host sends `pattern` (e.g. the name of a file it starts to
+        write): the serial port closes under the host and the board loses power. Its folder keeps
+        whatever was written; boot it again with `power_cycle()` (or run it with
+        `provisioning.hostboard.start_board`)."""
+        with self._lock:
+            self._cut_on = pattern
+            self._heard = b""
+
     def power_cycle(self) -> None:
-        """Unplug and plug in again: a fresh interpreter boots main.py (if there is one)."""
+        """Unplug and plug in again: a fresh interpreter boots main.py (if there is one); a cut
+        link is a new serial port (at the same `link` path)."""
         with self._lock:
             self._restart = False
         self._kill_child()
         self.wait_until(lambda: self._proc is None, timeout=10)
+        if self.link_cut:
+            self._open_serial()
         with self._lock:
             self._restart = True
             self._raw_mode = False
@@ -251,6 +274,9 @@ class VirtualBoard:
                     if self._count_down(len(data)):
                         self.kill()
                         continue
+                    if self._cut_here(data):
+                        self._cut_link()
+                        continue
                     self._write_child(data)
             if child_fd is not None and child_fd in readable:
                 try:
@@ -275,6 +301,29 @@ class VirtualBoard:
                 return False
             self._fail_after = None
             return True
+
+    def _cut_here(self, data: bytes) -> bool:
+        with self._lock:
+            if self._cut_on is None:
+                return False
+            heard = self._heard + data
+            if self._cut_on not in heard:
+                self._heard = heard[-len(self._cut_on):]
+                return False
+            self._cut_on = None
+            return True
+
+    def _cut_link(self) -> None:
+        """The cable is gone: the board loses power and the host's port closes under it."""
+        self.kill()
+        with self._lock:
+            fds, self._serial_fd, self._serial_slave = (self._serial_fd, self._serial_slave), None, None
+            self.link_cut = True
+            self._changed.notify_all()
+        for fd in fds:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _note_mode(self, data: bytes) -> None:
         for byte in data:
