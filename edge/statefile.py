@@ -153,7 +153,7 @@ class StateDisk:
         """At start: make the reserve whole; a file system without room for it (or with less than
         LOW_WATER_BYTES free besides it) is full from the start."""
         if not self.take_reserve():
-            self.write_failed("start", f"no room for the {self.reserve_bytes}-byte reserve")
+            self.write_failed("start", f"cannot allocate the {self.reserve_bytes}-byte reserve")
             return
         free = self.free_bytes()
         if free < LOW_WATER_BYTES:
