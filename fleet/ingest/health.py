@@ -21,8 +21,9 @@ def _not_connected(link: MqttLink, state: LinkState) -> str:
     if state.refused:
         return f"{why}: {state.refused}"
     if state.unreachable_for_s is not None:
-        return (f"{why}: unreachable for {state.unreachable_for_s:.0f} s ({state.connect_failures} attempts; "
-                f"retrying at least every {RECONNECT_MAX_S} s)")
+        failures = state.connect_failures
+        return (f"{why}: unreachable for {state.unreachable_for_s:.0f} s ({failures} failed attempt"
+                f"{'' if failures == 1 else 's'}; retrying at least every {RECONNECT_MAX_S} s)")
     return why
 
 
