@@ -2,11 +2,16 @@
 
 import argparse
 import logging
+import os
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from fleet import __version__
+
+if TYPE_CHECKING:
+    from fleet.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,6 +30,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_shown(settings: "Settings") -> str:
+    """Which database a command uses, as a person can find it: the SQLite file's absolute path,
+    or the server URL without its password."""
+    from pathlib import Path
+    from urllib.parse import urlsplit, urlunsplit
+
+    path = settings.sqlite_path()
+    if path is not None:
+        return f"sqlite://{path if str(path) == ':memory:' else Path(path).resolve()}"
+    parts = urlsplit(settings.database_url)
+    if parts.password is None:
+        return settings.database_url
+    host = f"{parts.username}@{parts.hostname}" if parts.username else str(parts.hostname)
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _user_add(args: argparse.Namespace) -> int:
     import asyncio
     import getpass
@@ -34,16 +56,20 @@ def _user_add(args: argparse.Namespace) -> int:
     from fleet.db import database
     from fleet.settings import Settings
 
+    settings = Settings()
+    where = _database_shown(settings)  # FLEET_DATABASE_URL: the fleet you mean (the demo has its own)
+    path = settings.sqlite_path()
+    new_file = path is not None and str(path) != ":memory:" and not path.exists()
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
-        password = getpass.getpass(f"password for {args.username}: ")
+        password = getpass.getpass(f"password for {args.username} (database {where}): ")
         if getpass.getpass("again: ") != password:
             print("fleet: the passwords differ", file=sys.stderr)
             return 2
 
     async def add() -> None:
-        async with database(Settings()):
+        async with database(settings):
             await create_user(args.username, password, Role(args.role), args.full_name)
 
     try:
@@ -52,14 +78,19 @@ def _user_add(args: argparse.Namespace) -> int:
         print(f"fleet: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        print(f"fleet: could not add {args.username}: {err}", file=sys.stderr)
+        print(f"fleet: could not add {args.username} to {where}: {err}", file=sys.stderr)
         return 1
-    print(f"fleet: user {args.username} ({args.role}) added")
+    created = " (a new, empty database: set FLEET_DATABASE_URL for another one)" if new_file else ""
+    print(f"fleet: user {args.username} ({args.role}) added to {where}{created}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fleet.demo import run_demo
+    try:
+        from fleet.demo import run_demo
+    except KeyboardInterrupt:  # Ctrl-C while the demo's modules load
+        print("fleet demo: interrupted during start-up; nothing had started", file=sys.stderr)
+        return 130
 
     return run_demo(pis=args.pis, boards=args.boards, port=args.port, workdir=args.workdir)
 
@@ -73,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="HTTP address (default FLEET_HTTP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default FLEET_HTTP_PORT or 8000)")
     serve.set_defaults(handler=_serve)
-    user = commands.add_parser("user-add", help="add a person (the first admin, for instance)")
+    user = commands.add_parser("user-add", help="add a person (the first admin, for instance) to the database "
+                                                "of FLEET_DATABASE_URL (default sqlite://var/fleet.sqlite3)")
     user.add_argument("username")
     user.add_argument("--role", required=True,
                       choices=["admin", "ops", "ioc_operator", "technician", "read_only"])
@@ -83,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="the fleet, an embedded broker and simulated devices, at once")
     demo.add_argument("--pis", type=int, default=3, help="simulated Raspberry Pi agents (sim role)")
     demo.add_argument("--boards", type=int, default=1, help="MicroPython firmware processes")
-    demo.add_argument("--port", type=int, default=8000, help="HTTP port of the status page")
-    demo.add_argument("--workdir", default="var/demo", help="folder for the demo's databases and boards")
+    demo.add_argument("--port", type=int, help="HTTP port of the status page (default FLEET_HTTP_PORT or 8000; "
+                                               "the broker's: FLEET_EMBEDDED_BROKER_PORT or 1884)")
+    demo.add_argument("--workdir", default=os.environ.get("FLEET_DEMO_DIR", "var/demo"),
+                      help="folder for the demo's database, devices and logs (default FLEET_DEMO_DIR or var/demo)")
     demo.set_defaults(handler=_demo)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

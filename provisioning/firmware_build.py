@@ -32,8 +32,11 @@ def compile_slot(slot_dir: Path | str, mpy_cross: Path = MPY_CROSS) -> list[Path
     for source in sorted(slot.rglob("*.py")):
         target = source.with_suffix(".mpy")
         name = source.relative_to(slot).as_posix()
+        # its own session: a terminal's Ctrl-C is for the program that asked (the demo stops in
+        # order; provision flash puts the board back), not a failure of the compiler
         result = subprocess.run([str(mpy_cross), "-X", "no-source-lines", "-s", name, "-o", str(target),
-                                 str(source)], capture_output=True, text=True, check=False)
+                                 str(source)], capture_output=True, text=True, check=False,
+                                start_new_session=True)
         if result.returncode != 0:
             raise BuildError(f"{source}: {result.stderr.strip()}")
         source.unlink()
