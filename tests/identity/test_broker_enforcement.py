@@ -52,7 +52,8 @@ async def test_devices_act_only_as_themselves(secure_fleet: SecureFleet) -> None
     await async_wait_for(lambda: stored("dev-a", [0, 1]), what="A's marker")
     await async_wait_for(lambda: stored("dev-b", [1]), what="B's marker")
     device_b = (await fleet.http.get("/api/devices/dev-b")).json()
-    assert device_b["fw"] is None and device_b["online"] is False  # the forged birth never landed
+    # the forged birth never landed (B's own health makes it online: docs/fleet.md, "Liveness")
+    assert device_b["fw"] is None and device_b["session"] is None and device_b["last_birth_at"] is None
 
     # 2. A subscribes to B's commands and desired state, and to everything: refused in SUBACK
     assert a.subscribe("ioc/v1/d/dev-b/cmd") == [128]
