@@ -51,8 +51,14 @@ class DeviceUpdate(BaseModel):
     longitude: float | None = Field(default=None, ge=-180, le=180)
 
 
+def _verdict_always_present(schema: dict[str, Any]) -> None:
+    """`state` and `state_reason` have defaults only because the route sets them after reading the
+    row; every answer carries them."""
+    schema.setdefault("required", []).extend(["state", "state_reason"])
+
+
 class DevicePublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra=_verdict_always_present)
     id: str
     kind: str | None
     name: str
