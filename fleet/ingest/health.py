@@ -22,8 +22,9 @@ def _not_connected(link: MqttLink, state: LinkState) -> str:
         return f"{why}: {state.refused}"
     if state.unreachable_for_s is not None:
         failures = state.connect_failures
+        last = f", the last: {state.connect_error}" if state.connect_error else ""
         return (f"{why}: unreachable for {state.unreachable_for_s:.0f} s ({failures} failed attempt"
-                f"{'' if failures == 1 else 's'}; retrying at least every {RECONNECT_MAX_S} s)")
+                f"{'' if failures == 1 else 's'}{last}; retrying at least every {RECONNECT_MAX_S} s)")
     return why
 
 

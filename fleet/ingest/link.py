@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -61,6 +62,7 @@ class LinkState:
     listening_for_s: float | None = None
     unreachable_for_s: float | None = None  # since the broker stopped answering (None: it answers)
     connect_failures: int = 0  # failed connection attempts since it last answered
+    connect_error: str | None = None  # why the last attempt failed (a socket or TLS error)
 
 
 class MqttLink:
@@ -101,6 +103,7 @@ class MqttLink:
         self._hearing_since: float | None = None
         self._unreachable_since: float | None = None
         self._connect_failures = 0
+        self._connect_error: str | None = None
         self._first_contact = threading.Event()  # the first attempt answered, failed or was refused
         self._probe_nonce = uuid.uuid4().hex.encode()
         self._probes_sent = 0
@@ -138,8 +141,8 @@ class MqttLink:
             await asyncio.to_thread(self._client.loop_stop)
             raise LinkError(f"the MQTT broker at {self.target!r} refused the fleet: {self.refused}")
         else:
-            log.warning("the MQTT broker at %r does not answer; the fleet starts without it and keeps trying "
-                        "(every %d s at first, up to every %d s)", self.target, RECONNECT_MIN_S, RECONNECT_MAX_S)
+            log.warning("the fleet starts without the MQTT broker at %r and keeps trying (after %d s at first, "
+                        "doubling to every %d s)", self.target, RECONNECT_MIN_S, RECONNECT_MAX_S)
         self._probe_task = asyncio.create_task(self._probe_loop(), name="fleet-mqtt-probe")
         return self
 
@@ -181,10 +184,12 @@ class MqttLink:
         self._first_contact.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        # paho calls this inside its `except OSError` (TLS errors included): the error is at hand
+        error = sys.exc_info()[1]
+        self._connect_error = f"{type(error).__name__}: {error}"[:200] if error is not None else None
         if self._unreachable_since is None:
             self._unreachable_since = time.monotonic()
-            if self._first_contact.is_set():  # the start's own warning covers the first failure
-                log.warning("cannot reach the MQTT broker at %r; retrying", self.target)
+            log.warning("cannot reach the MQTT broker at %r (%s); retrying", self.target, self._connect_error)
         self._connect_failures += 1
         self._first_contact.set()
 
@@ -286,6 +291,7 @@ class MqttLink:
             listening_for_s=round(now - hearing_since, 3) if hearing and hearing_since is not None else None,
             unreachable_for_s=None if unreachable_since is None else round(now - unreachable_since, 1),
             connect_failures=self._connect_failures,
+            connect_error=self._connect_error if unreachable_since is not None else None,
         )
 
     def _send_probe(self) -> None:
