@@ -4,14 +4,15 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint bench
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml contract/pyproject.toml edge/pyproject.toml fleet/pyproject.toml provisioning/pyproject.toml VERSION
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# the four parts and the workspace around them, editable (pyproject.toml says which is which)
+	$(PY) -m pip install --quiet -e ./contract -e './edge[camera,sensor,speaker]' -e ./fleet -e ./provisioning -e '.[dev]'
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/fleet demo
+	$(VENV)/bin/ioc-demo
 
 test: $(VENV)/.installed
 	$(PY) -m tests.support.check_services
@@ -19,7 +20,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy edge fleet provisioning
+	$(VENV)/bin/mypy contract edge fleet provisioning demo
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/ingest_rate.py --postgres

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract import ContractError, parse_downstream
 from edge.errors import CommandError
 from edge.statefile import StateDisk, read_json
 from edge.uplink import Uplink
-from fleet.contract import ContractError, parse_downstream
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from contract import DEVICE_ID_PATTERN, is_valid_device_id
 from edge.errors import ConfigError
 from edge.queue import RAM_MAX_BYTES
-from fleet.contract import DEVICE_ID_PATTERN, is_valid_device_id
 
 
 class BrokerSettings(BaseModel):

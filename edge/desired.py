@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from contract import ContractError, parse_downstream
 from edge.errors import DesiredStateError
 from edge.statefile import StateDisk, read_json
 from edge.uplink import Uplink
-from fleet.contract import ContractError, parse_downstream
 
 log = logging.getLogger(__name__)
 

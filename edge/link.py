@@ -16,6 +16,7 @@ from typing import Any
 
 import aiomqtt
 
+from contract import device_topic
 from edge.backoff import Backoff
 from edge.config import AgentConfig, BrokerSettings
 from edge.errors import ConfigError, EdgeError, StateError
@@ -23,7 +24,6 @@ from edge.queue import Outbox
 from edge.stamps import SessionCounter, Stamper
 from edge.statefile import StateDisk, describe_write_error
 from edge.uplink import QOS, encode
-from fleet.contract import device_topic
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contract import CONTRACT_VERSION
 from edge.statefile import read_json, set_aside, write_json
-from fleet.contract import CONTRACT_VERSION
 
 if TYPE_CHECKING:
     from edge.queue import Outbox

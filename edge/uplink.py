@@ -9,10 +9,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from contract import ContractError, device_topic, parse_upstream
 from edge.errors import EmitError
 from edge.queue import Outbox
 from edge.stamps import Stamper
-from fleet.contract import ContractError, device_topic, parse_upstream
 
 QOS = 1
 

@@ -18,6 +18,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.session import Session
 
+from contract.topics import is_valid_device_id
 from fleet.broker_auth.accounts import refuse_reserved
 from fleet.broker_auth.admission import Admission, LogThrottle, Refusal
 from fleet.broker_auth.embedded import FLEET_USER, EmbeddedAuthority, Login, LoginAttempt
@@ -33,7 +34,6 @@ from fleet.broker_auth.wire import (
     parse_connect,
     read_connect,
 )
-from fleet.contract.topics import is_valid_device_id
 
 log = logging.getLogger(__name__)
 

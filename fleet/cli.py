@@ -1,8 +1,7 @@
-"""`fleet serve` runs the service; `fleet demo` runs it with simulated devices."""
+"""`fleet serve` runs the service; `fleet user-add` adds a person to its database."""
 
 import argparse
 import logging
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -57,7 +56,7 @@ def _user_add(args: argparse.Namespace) -> int:
     from fleet.settings import Settings
 
     settings = Settings()
-    where = _database_shown(settings)  # FLEET_DATABASE_URL: the fleet you mean (the demo has its own)
+    where = _database_shown(settings)  # FLEET_DATABASE_URL: the fleet you mean (the demo, ioc-demo, has its own)
     path = settings.sqlite_path()
     new_file = path is not None and str(path) != ":memory:" and not path.exists()
     if args.password_stdin:
@@ -85,16 +84,6 @@ def _user_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    try:
-        from fleet.demo import run_demo
-    except KeyboardInterrupt:  # Ctrl-C while the demo's modules load
-        print("fleet demo: interrupted during start-up; nothing had started", file=sys.stderr)
-        return 130
-
-    return run_demo(pis=args.pis, boards=args.boards, port=args.port, workdir=args.workdir)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleet", description="The IOC fleet service.")
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
@@ -112,14 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument("--full-name", default="")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     user.set_defaults(handler=_user_add)
-    demo = commands.add_parser("demo", help="the fleet, an embedded broker and simulated devices, at once")
-    demo.add_argument("--pis", type=int, default=3, help="simulated Raspberry Pi agents (sim role)")
-    demo.add_argument("--boards", type=int, default=1, help="MicroPython firmware processes")
-    demo.add_argument("--port", type=int, help="HTTP port of the status page (default FLEET_HTTP_PORT or 8000; "
-                                               "the broker's: FLEET_EMBEDDED_BROKER_PORT or 1884)")
-    demo.add_argument("--workdir", default=os.environ.get("FLEET_DEMO_DIR", "var/demo"),
-                      help="folder for the demo's database, devices and logs (default FLEET_DEMO_DIR or var/demo)")
-    demo.set_defaults(handler=_demo)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("amqtt", "transitions", "httpx"):  # every connection and state change at INFO

@@ -1,7 +1,7 @@
 """Run the firmware on the host: a board is a folder holding a copy of `firmware/` plus its
 config.json, and the real MicroPython unix port runs its boot stage with that folder as cwd.
 
-Used by the firmware tests, the fleet demo and (later) the virtual ESP32 of the provisioning
+Used by the firmware tests, the demo and (later) the virtual ESP32 of the provisioning
 tests::
 
     board_dir = prepare_board(tmp / "esp-1", "esp-1", "127.0.0.1", 1883, health_period_s=5)
@@ -20,7 +20,10 @@ from typing import Any
 
 from provisioning.firmware_build import compile_slot
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
+# the firmware tree a board receives: package data in an installed ioc-provisioning, the
+# repository's firmware/ in a source checkout
+_PACKAGED = Path(__file__).resolve().parent / "firmware"
+FIRMWARE_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "firmware"
 MICROPYTHON = Path(sys.executable).with_name("micropython")
 CONSOLE = "console.log"
 CA_FILE = "ca.der"  # the CAs the board trusts (firmware/app_a/trust.py)

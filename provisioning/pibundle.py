@@ -32,10 +32,9 @@ from edge.roles import ROLES
 from provisioning.broker_tls import BrokerAddress, TransportChoice
 from provisioning.errors import ProvisionError
 from provisioning.fleet_api import FleetClient, MqttCredentials
-from provisioning.wheels import LockedWheel, WheelTarget, write_wheel_set
+from provisioning.wheels import EDGE_DISTRIBUTION, LockedWheel, WheelTarget, write_wheel_set
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_DISTRIBUTION = "ioc-fleet"
 OPT = "/opt/ioc-edge"
 ETC = "/etc/ioc-edge"
 STATE = "/var/lib/ioc-edge"
@@ -231,7 +230,7 @@ def check_request(request: PiBundleRequest) -> None:
 
 def bundle_version(wheels: list[LockedWheel]) -> str:
     """The project's version and a digest of the whole wheel set: another set, another folder."""
-    project = next((wheel for wheel in wheels if wheel.name == PROJECT_DISTRIBUTION), None)
+    project = next((wheel for wheel in wheels if wheel.name == EDGE_DISTRIBUTION), None)
     if project is None:
         raise ProvisionError("the project's own wheel is missing from the wheel set")
     digest = hashlib.sha256("".join(f"{wheel.line}\n" for wheel in wheels).encode()).hexdigest()

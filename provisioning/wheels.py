@@ -4,16 +4,16 @@ The bundle carries every wheel the edge agent needs, so the Pi installs with no 
 network: `pip install --no-index --find-links wheels --require-hashes --no-deps -r requirements.lock`.
 The hashes are computed here from the very files shipped; pip refuses any wheel that differs.
 
-The whole project is one distribution today (`ioc-fleet`, with the fleet's web stack among its
-declared dependencies), so its wheel is installed with `--no-deps` and the lock lists exactly the
-dependencies the edge agent imports: `EDGE_DEPENDENCIES`, plus those of the roles the bundle names.
-`pip download` resolves their own dependencies; the lock is that closure.
+The edge agent is its own distribution (`ioc-edge`, pure Python, on `ioc-contract`), built here
+from the source checkout (`contract/`, `edge/`, `VERSION`); each role that needs more than the
+agent has an extra of the same name in edge/pyproject.toml (camera, sensor, speaker). `pip
+download` resolves `ioc-edge[<the bundle's roles>]` for the target machine, binary wheels only;
+the lock is that closure, and nothing of the fleet's is in it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import re
 import shutil
 import subprocess
@@ -26,18 +26,9 @@ from pathlib import Path
 
 from provisioning.errors import ProvisionError
 
-# What `edge-agent` imports on any Pi (edge/, fleet/contract/).
-EDGE_DEPENDENCIES = ("aiomqtt", "paho-mqtt", "pydantic", "pydantic-settings", "psutil")
-# What a role imports when a config names it (edge/roles/__init__.py imports roles lazily).
-ROLE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "sim": (),
-    "hotspot": (),
-    "camera": ("opencv-python-headless", "numpy"),
-    "sensor": ("pyserial", "pymodbus"),
-    "speaker": ("httpx",),
-}
-# The project's own source, as the wheel is built from it.
-PROJECT_ITEMS = ("pyproject.toml", "README.md", "edge", "fleet", "provisioning")
+EDGE_DISTRIBUTION = "ioc-edge"
+# The source of the edge's wheels, as the checkout holds it (the edge's version is VERSION's).
+EDGE_SOURCES = ("VERSION", "contract", "edge")
 # pip can take a while on a slow index or a big wheel (OpenCV); this is only a deadline.
 PIP_TIMEOUT_S = 900
 _PLATFORM_TAG = re.compile(r"^[a-z][a-z0-9_]{2,80}$")
@@ -80,19 +71,18 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def requirements_for(roles: Iterable[str], pyproject: Path) -> list[str]:
-    """The edge's requirement strings, with the version bounds pyproject.toml declares for them."""
-    wanted = [*EDGE_DEPENDENCIES]
-    for role in roles:
-        wanted += [dep for dep in ROLE_DEPENDENCIES[role] if dep not in wanted]
-    declared: dict[str, str] = {}
-    project = tomllib.loads(pyproject.read_text())["project"]
-    extras = project.get("optional-dependencies", {}).values()
-    for requirement in itertools.chain(project["dependencies"], *extras):
-        match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-        if match:
-            declared.setdefault(normalise(match.group(1)), requirement.split(";")[0].strip())
-    return [declared.get(normalise(name), name) for name in wanted]
+def role_extras(roles: Iterable[str], edge_pyproject: Path) -> list[str]:
+    """The extras of edge/pyproject.toml that the bundle's roles name (a role with no extra needs
+    nothing beyond the agent)."""
+    extras = tomllib.loads(edge_pyproject.read_text())["project"].get("optional-dependencies", {})
+    return sorted({role for role in roles if role in extras})
+
+
+def edge_requirement(roles: Iterable[str], project_root: Path) -> str:
+    """`ioc-edge[extras]==VERSION`: what the Pi installs, for pip to resolve."""
+    version = (project_root / "VERSION").read_text().strip()
+    extras = role_extras(roles, project_root / "edge" / "pyproject.toml")
+    return f"{EDGE_DISTRIBUTION}{'[' + ','.join(extras) + ']' if extras else ''}=={version}"
 
 
 def _pip(args: Sequence[str], what: str) -> None:
@@ -111,9 +101,11 @@ def _index_options(target: WheelTarget) -> list[str]:
     return ["--no-index", "--find-links", str(target.find_links)] if target.find_links else []
 
 
-def download_dependencies(requirements: Sequence[str], target: WheelTarget, dest: Path) -> None:
-    """Binary wheels only (a Pi must not compile anything), for the target machine."""
-    args = ["download", "--quiet", "--only-binary=:all:", "--dest", str(dest), *_index_options(target)]
+def download_closure(requirement: str, target: WheelTarget, local_wheels: Path, dest: Path) -> None:
+    """`requirement` and everything it needs, as binary wheels for the target machine (a Pi must
+    not compile anything); the project's own wheels come from `local_wheels`."""
+    args = ["download", "--quiet", "--only-binary=:all:", "--dest", str(dest), "--find-links", str(local_wheels),
+            *_index_options(target)]
     for platform in target.platforms:
         args += ["--platform", platform]
     if target.platforms or target.python_version:
@@ -121,25 +113,26 @@ def download_dependencies(requirements: Sequence[str], target: WheelTarget, dest
     if target.python_version:
         args += ["--python-version", target.python_version]
     where = ", ".join(target.platforms) or "this machine"
-    _pip([*args, *requirements], f"cannot get the edge agent's dependencies as wheels for {where}")
+    _pip([*args, requirement], f"cannot get the edge agent's dependencies as wheels for {where}")
 
 
-def build_project_wheel(project_root: Path, target: WheelTarget, dest: Path) -> None:
-    """The project's own wheel (pure Python), built from a copy of its source so the work tree stays
-    clean. pip builds it in an isolated environment: setuptools comes from the index, or from
-    `target.find_links`."""
+def build_edge_wheels(project_root: Path, target: WheelTarget, dest: Path) -> None:
+    """The contract's and the edge agent's wheels (pure Python), built from a copy of their source
+    so the work tree stays clean. pip builds them in an isolated environment: hatchling comes from
+    the index, or from `target.find_links`."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.sqlite3*", "*.egg-info")
     with tempfile.TemporaryDirectory(prefix="ioc-edge-src-") as scratch:
-        source = Path(scratch) / "src"
-        source.mkdir()
-        for item in PROJECT_ITEMS:
+        source = Path(scratch)
+        for item in EDGE_SOURCES:
             path = project_root / item
             if path.is_dir():
                 shutil.copytree(path, source / item, ignore=ignore)
             elif path.exists():
                 shutil.copy2(path, source / item)
+            else:
+                raise ProvisionError(f"{path} is missing: pi-bundle builds the edge agent from a source checkout")
         _pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), *_index_options(target),
-              str(source)], "cannot build the project's wheel")
+              str(source / "contract"), str(source / "edge")], "cannot build the edge agent's wheels")
 
 
 def sha256_of(path: Path) -> str:
@@ -167,17 +160,17 @@ def lock_wheels(folder: Path) -> list[LockedWheel]:
 LOCK_HEADER = """\
 # The edge agent's wheels, each pinned to the SHA-256 of the file shipped in wheels/.
 # install.sh: pip install --no-index --find-links wheels --require-hashes --no-deps -r requirements.lock
-# (--no-deps: this list is complete; the project's own wheel declares the fleet's dependencies too,
-# which a Pi does not install.)
+# (--no-deps: this list is already the complete closure of ioc-edge and the extras of its roles.)
 """
 
 
 def write_wheel_set(folder: Path, lock_path: Path, *, roles: Sequence[str], project_root: Path,
                     target: WheelTarget) -> list[LockedWheel]:
-    """Fill `folder` with the project's wheel and the edge's dependencies; write the lock."""
+    """Fill `folder` with the edge agent's wheels and their dependencies; write the lock."""
     folder.mkdir(parents=True, exist_ok=True)
-    download_dependencies(requirements_for(roles, project_root / "pyproject.toml"), target, folder)
-    build_project_wheel(project_root, target, folder)
+    with tempfile.TemporaryDirectory(prefix="ioc-edge-wheels-") as built:
+        build_edge_wheels(project_root, target, Path(built))
+        download_closure(edge_requirement(roles, project_root), target, Path(built), folder)
     locked = lock_wheels(folder)
     lock_path.write_text(LOCK_HEADER + "".join(f"{wheel.line}\n" for wheel in locked))
     return locked

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fleet.contract import (
+from contract import (
     ContractError,
     is_command_name,
     make_command,
@@ -13,7 +13,7 @@ from fleet.contract import (
     parse_upstream,
     split_topic,
 )
-from fleet.contract.examples import invalid_cases, payload_bytes, rule_cases, valid_examples
+from contract.examples import invalid_cases, payload_bytes, rule_cases, valid_examples
 from fleet.ingest.presence import Presence
 from fleet.ingest.sequence import StreamState, Verdict
 

@@ -7,6 +7,7 @@ only when a config names the role, so a Pi installs only what its roles use.
 """
 
 import importlib
+import importlib.metadata
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -23,12 +24,22 @@ _WHERE: Mapping[str, tuple[str, str, str]] = {
 }
 
 
+def _extras() -> list[str]:
+    """The extras ioc-edge declares (edge/pyproject.toml): one per role that needs more."""
+    try:
+        return importlib.metadata.metadata("ioc-edge").get_all("Provides-Extra") or []
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return []
+
+
 def _load(name: str) -> RoleSpec[Any]:
     module_name, settings, role = _WHERE[name]
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ConfigError(f"roles.{name}: this installation lacks what the role needs ({err.name or err})") from err
+        missing = err.name or str(err)
+        hint = f"; install the role's extra: pip install 'ioc-edge[{name}]'" if name in _extras() else ""
+        raise ConfigError(f"roles.{name}: this installation lacks {missing}, which the role needs{hint}") from err
     return RoleSpec(getattr(module, settings), getattr(module, role))
 
 

@@ -6,12 +6,12 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, HTTPException, Path, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from contract import DEVICE_ID_PATTERN
 from fleet.api.csrf import refuse_cross_site
 from fleet.auth import audit
 from fleet.auth.people import SESSION_TTL, AuthError, Principal, login, principal_for
 from fleet.auth.roles import Permission
 from fleet.auth.throttle import Attempt, Guards, Lock, Refusal, Throttled
-from fleet.contract import DEVICE_ID_PATTERN
 from fleet.models import ApiToken, Device
 from fleet.runtime import Runtime
 

@@ -3,7 +3,7 @@
 - a body over `body_max` bytes is refused with 413 as soon as that is known: from Content-Length
   before reading anything, or while reading a chunked body, never buffering more than the limit;
 - a JSON body (Content-Type application/json or application/*+json: what FastAPI parses as JSON)
-  must be JSON as the contract allows it (fleet.contract.strict_json: finite numbers, no lone
+  must be JSON as the contract allows it (contract.strict_json: finite numbers, no lone
   surrogate or NUL in any string, at most 16 levels deep), else 422 in the validation shape;
 - a NUL character in the path or the query string is refused with 422 (PostgreSQL cannot store it).
 """
@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from fleet.contract import ContractError, strict_json
+from contract import ContractError, strict_json
 
 
 def invalid(location: str, message: str) -> JSONResponse:

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.contract import COMMAND_NAME_MAX, COMMAND_NAME_PATTERN, DEVICE_ID_PATTERN
+from contract import COMMAND_NAME_MAX, COMMAND_NAME_PATTERN, DEVICE_ID_PATTERN
 from fleet.liveness import Reason, State
 from fleet.models import DeviceStatus
 
@@ -142,7 +142,7 @@ class GapPublic(BaseModel):
 
 class CommandCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # the contract's rule (fleet/contract/names.py): `ping`, or a role's own `speaker.clip_fetch`
+    # the contract's rule (contract/names.py): `ping`, or a role's own `speaker.clip_fetch`
     name: str = Field(pattern=f"^{COMMAND_NAME_PATTERN}$", max_length=COMMAND_NAME_MAX)
     args: dict[str, Any] = Field(default_factory=dict)
     ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600, description="the device must not run it later")

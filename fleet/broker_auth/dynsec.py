@@ -29,8 +29,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from contract.acl import device_rules, fleet_rules
 from fleet.broker_auth.accounts import AccountsError, refuse_reserved, reserved_for_fleet
-from fleet.contract.acl import device_rules, fleet_rules
 from fleet.ingest.link import FIRST_CONTACT_S, RECONNECT_MAX_S, RECONNECT_MIN_S
 from fleet.settings import MqttTarget
 

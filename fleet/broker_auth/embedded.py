@@ -17,18 +17,18 @@ from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from fleet.broker_auth.accounts import FLEET_USER as FLEET_USER  # where the fleet has always imported it
-from fleet.broker_auth.accounts import fleet_client_ids, reserved_for_fleet
-from fleet.broker_auth.admission import BrokerBounds
-from fleet.broker_auth.limits import DEVICE_PAYLOAD_MAX, FLEET_PAYLOAD_MAX
-from fleet.broker_auth.password_checks import Check, PasswordChecker
-from fleet.contract.acl import (
+from contract.acl import (
     device_may_publish,
     device_may_subscribe,
     fleet_may_publish,
     fleet_may_subscribe,
 )
-from fleet.contract.topics import is_valid_device_id
+from contract.topics import is_valid_device_id
+from fleet.broker_auth.accounts import FLEET_USER as FLEET_USER  # where the fleet has always imported it
+from fleet.broker_auth.accounts import fleet_client_ids, reserved_for_fleet
+from fleet.broker_auth.admission import BrokerBounds
+from fleet.broker_auth.limits import DEVICE_PAYLOAD_MAX, FLEET_PAYLOAD_MAX
+from fleet.broker_auth.password_checks import Check, PasswordChecker
 from fleet.models import DeviceCredential
 from fleet.settings import Settings
 

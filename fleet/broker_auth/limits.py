@@ -6,7 +6,7 @@ message the contract allows (a desired-state document). `PACKET_OVERHEAD` is the
 everything in a packet but the payload: fixed header, topic, packet id.
 """
 
-from fleet.contract import DOWN_LIMITS, UPSTREAM_MAX_BYTES
+from contract import DOWN_LIMITS, UPSTREAM_MAX_BYTES
 
 DEVICE_PAYLOAD_MAX = UPSTREAM_MAX_BYTES
 FLEET_PAYLOAD_MAX = max(DOWN_LIMITS.values())

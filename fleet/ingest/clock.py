@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from fleet.contract import ContractError, Upstream, make_command
+from contract import ContractError, Upstream, make_command
 from fleet.ingest.link import LinkError, MqttLink
 from fleet.models import Command
 

@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet.contract import PROBE_TOPIC, fleet_subscription
+from contract import PROBE_TOPIC, fleet_subscription
 from fleet.settings import MqttTarget
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from contract import ContractError, Upstream, is_fleet_publish, parse_upstream
 from fleet import db
-from fleet.contract import ContractError, Upstream, is_fleet_publish, parse_upstream
 from fleet.ingest.clock import offer_time
 from fleet.ingest.link import MqttLink, RawMessage
 from fleet.ingest.stats import IngestStats

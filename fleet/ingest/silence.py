@@ -23,7 +23,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Q, Subquery
 from tortoise.queryset import QuerySet
 
-from fleet.contract import Upstream
+from contract import Upstream
 from fleet.ingest.link import MqttLink
 from fleet.liveness import (
     SET_HEALTH_PERIOD,

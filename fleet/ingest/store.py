@@ -16,7 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from fleet.contract import Upstream
+from contract import Upstream
 from fleet.ingest.presence import Presence
 from fleet.ingest.sequence import Gap, StreamState, Verdict
 from fleet.ingest.silence import (

@@ -2,8 +2,8 @@
 
 import time
 
+from contract import make_command
 from edge.agent import EXIT_RESTART, Agent
-from fleet.contract import make_command
 from tests.edge.helpers import ConfigFactory, results_for, until
 from tests.support.mqtt_probe import Probe
 

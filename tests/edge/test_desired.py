@@ -2,8 +2,8 @@
 
 import json
 
+from contract import make_desired
 from edge.agent import Agent
-from fleet.contract import make_desired
 from tests.edge.helpers import ConfigFactory, numbered, until
 from tests.support.mqtt_probe import Probe
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from fleet.contract import make_command
+from contract import make_command
 from tests.edge.small_disk import fill, small_disk, unfill
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from contract import parse_upstream
+from contract.examples import valid_examples
 from edge.agent import Agent
 from edge.config import write_config
 from edge.errors import StateError
 from edge.launch import run_agents, sim_config
-from fleet.contract import parse_upstream
-from fleet.contract.examples import valid_examples
 from tests.edge.helpers import ConfigFactory, agent_command, numbered, until
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from contract import make_command, make_desired
 from edge.agent import Agent
 from edge.commands import CommandHandler, Reply
 from edge.errors import ConfigError, DesiredStateError
 from edge.roles import ROLES, Role, RoleContext, RoleSettings, RoleSpec
-from fleet.contract import make_command, make_desired
 from tests.edge.helpers import ConfigFactory, numbered, results_for, until
 from tests.support.mqtt_probe import Probe
 

@@ -3,10 +3,10 @@
 import json
 from pathlib import Path
 
+from contract import parse_upstream
 from edge.queue import Outbox
 from edge.stamps import Stamper
 from edge.uplink import Uplink
-from fleet.contract import parse_upstream
 
 
 def test_non_finite_readings_are_left_out_and_an_empty_report_is_not_sent(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet.contract import parse_upstream
+from contract import parse_upstream
 from provisioning.hostboard import (
     MICROPYTHON,
     console_text,
@@ -24,7 +24,7 @@ from tests.support.wait import wait_for
 REPO = Path(__file__).resolve().parents[2]
 SLOT = REPO / "firmware" / "app_a"
 MP_SCRIPTS = Path(__file__).parent / "mp"
-EXAMPLES = REPO / "docs" / "contract" / "examples"
+EXAMPLES = REPO / "contract" / "vectors" / "examples"
 
 # Fast timers so the end-to-end tests take seconds: health every second, a broker that notices
 # a dead link within a few seconds, retries capped at 2 s, a boot judged good after 1 s.

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from fleet.contract import ContractError, is_fleet_publish, parse_upstream
+from contract import ContractError, is_fleet_publish, parse_upstream
 from fleet.ingest.sequence import StreamState, Verdict
 
 STORED_TABLES = {"health": "health", "telemetry": "telemetry", "event": "event"}

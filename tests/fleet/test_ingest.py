@@ -5,7 +5,7 @@ from typing import Any
 
 import httpx
 
-from fleet.contract.examples import invalid_cases, payload_bytes, valid_examples
+from contract.examples import invalid_cases, payload_bytes, valid_examples
 from tests.support.device import ScriptedDevice
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import async_wait_for

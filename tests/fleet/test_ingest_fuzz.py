@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleet.contract import ContractError, parse_downstream, parse_upstream, strict_json
-from fleet.contract.errors import RejectReason
+from contract import ContractError, parse_downstream, parse_upstream, strict_json
+from contract.errors import RejectReason
 from fleet.models import EventRecord, HealthRecord, TelemetryRecord
 from fleet.runtime import Runtime
 from tests.fleet.fuzz_messages import Expectation, Traffic

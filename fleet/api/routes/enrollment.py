@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from tortoise.exceptions import IntegrityError
 
+from contract import DEVICE_ID_PATTERN, is_valid_device_id
 from fleet.api.deps import (
     LOGGED_IN,
     Auditor,
@@ -29,7 +30,6 @@ from fleet.auth.secrets import new_token, token_hash
 from fleet.auth.throttle import Throttled
 from fleet.broker_auth.accounts import AccountsError
 from fleet.broker_auth.credentials import issue_credentials, revoke_credentials
-from fleet.contract import DEVICE_ID_PATTERN, is_valid_device_id
 from fleet.models import Device, DeviceCredential, DeviceStatus, EnrollmentToken
 from fleet.runtime import Runtime
 

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from fleet.contract import parse_upstream
+from contract import parse_upstream
 from tests.support.mqtt_probe import Probe
 
 UPSTREAM = ("health", "telemetry", "event", "cmd/result", "state/reported")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from contract import device_topic, parse_upstream
 from edge.errors import ConfigError
 from edge.roles import ROLES
 from edge.roles.camera.pipeline import CameraPipeline, MotionMessage
@@ -17,7 +18,6 @@ from edge.roles.camera.snapshots import SnapshotStore
 from edge.roles.camera.source import Frame
 from edge.uplink import encode
 from edge.vision.gate import GateConfig, MotionGate
-from fleet.contract import device_topic, parse_upstream
 from tests.edge.roles.camera_fixtures import SIZE, crossing, quiet_scene, street_fixture  # noqa: F401
 from tests.edge.roles.camera_scenes import Image, Scene
 

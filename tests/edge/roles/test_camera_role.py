@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from contract import device_topic, parse_upstream
 from edge.agent import Agent
 from edge.roles.camera import CameraRole
-from fleet.contract import device_topic, parse_upstream
 from tests.edge.helpers import ConfigFactory, numbered, until
 from tests.edge.roles.camera_fixtures import crossing, quiet_scene, street_fixture, write_clip  # noqa: F401
 from tests.edge.roles.camera_scenes import Image

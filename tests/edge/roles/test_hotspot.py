@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from contract import make_command
 from edge.agent import Agent
 from edge.roles import ROLES, RoleContext, RoleSpec
 from edge.roles.hotspot import HotspotRole, HotspotSettings
 from edge.roles.hotspot_counter import HotspotCounter, is_randomised, normalise_mac, pseudonym
 from edge.roles.hotspot_sources import StationParser
-from fleet.contract import make_command
 from tests.edge.helpers import ConfigFactory, results_for, until
 from tests.edge.roles.helpers import checked_upstream, role_telemetry
 from tests.edge.roles.hostapd_peer import HostapdPeer

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from contract import make_command, make_desired
 from edge.agent import Agent
 from edge.roles import ROLES, RoleContext, RoleSpec
 from edge.roles.speaker import SpeakerRole, SpeakerSettings
-from fleet.contract import make_command, make_desired
 from tests.edge.helpers import ConfigFactory, results_for, until
 from tests.edge.roles.helpers import checked_upstream, events_of
 from tests.support.mosquitto import Mosquitto

@@ -1,5 +1,5 @@
 # The firmware's side of the contract, run under the real MicroPython:
-#   micropython mp_contract.py <slot folder, e.g. firmware/app_a> <docs/contract/examples>
+#   micropython mp_contract.py <slot folder, e.g. firmware/app_a> <contract/vectors/examples>
 # Builds every upstream message an ESP32 sends from the values of its example and compares
 # field names, types and values; parses the downstream examples. Prints "ok <check>" per check.
 import json

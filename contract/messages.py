@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.contract import strict_json
-from fleet.contract.errors import ContractError
-from fleet.contract.names import COMMAND_NAME_MAX, is_command_name, is_role_name
-from fleet.contract.topics import ROOT, device_topic, parse_topic
+from contract import strict_json
+from contract.errors import ContractError
+from contract.names import COMMAND_NAME_MAX, is_command_name, is_role_name
+from contract.topics import ROOT, device_topic, parse_topic
 
 CONTRACT_VERSION = 1
 UPSTREAM_MAX_BYTES = 8192

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any, NoReturn
 
-from fleet.contract.errors import ContractError
+from contract.errors import ContractError
 
 MAX_DEPTH = 16  # objects and arrays inside each other; the deepest example message uses 4
 

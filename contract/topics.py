@@ -3,7 +3,7 @@
 import re
 from typing import NamedTuple
 
-from fleet.contract.errors import ContractError
+from contract.errors import ContractError
 
 ROOT = "ioc/v1"
 DEVICE_ID_PATTERN = r"[a-z0-9][a-z0-9-]{1,62}"

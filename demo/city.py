@@ -1,4 +1,4 @@
-"""`fleet demo`: the whole system on one machine with one command.
+"""`ioc-demo`: the whole system on one machine with one command.
 
 The fleet service with its embedded broker and SQLite, several edge agents with the `sim` role
 (real `edge-agent` processes), and real MicroPython firmware processes, all on loopback. Ctrl-C
@@ -192,7 +192,7 @@ async def _serve(settings: Settings, pis: int, boards: int, workdir: Path, child
                     config = _agent_config(workdir / f"{device_id}.toml", device_id, broker_url, state)
                     children.agents.append(_start_agent(config, password, workdir / f"{device_id}.log"))
                 if boards and shutil.which("micropython") is None and not _micropython_available():
-                    print("fleet demo: no micropython executable; starting no boards", file=sys.stderr)
+                    print("ioc-demo: no micropython executable; starting no boards", file=sys.stderr)
                     boards = 0
                 for i in range(boards):
                     device_id = f"demo-esp-{i + 1:02d}"
@@ -204,15 +204,15 @@ async def _serve(settings: Settings, pis: int, boards: int, workdir: Path, child
                         password=password)
                     children.boards.append(start_board(board, new_session=True))
             started.set()
-            print(f"fleet demo: status page {base}/ (user {DEMO_ADMIN}, password in "
+            print(f"ioc-demo: status page {base}/ (user {DEMO_ADMIN}, password in "
                   f"{workdir / 'admin-password.txt'})  ·  API {base}/docs  ·  broker {broker_url}  ·  "
                   f"{pis} Pi agents, {boards} MicroPython boards  ·  logs in {workdir}/  ·  Ctrl-C stops",
                   flush=True)
-            print(f"fleet demo: to add a person to this demo's database: FLEET_DATABASE_URL=sqlite://"
+            print(f"ioc-demo: to add a person to this demo's database: FLEET_DATABASE_URL=sqlite://"
                   f"{workdir / 'fleet.sqlite3'} {Path(sys.executable).with_name('fleet')} user-add NAME "
                   "--role ops", flush=True)
             await stop.wait()
-            print("fleet demo: stopping devices, then the fleet", flush=True)
+            print("ioc-demo: stopping devices, then the fleet", flush=True)
         finally:
             await asyncio.to_thread(children.stop)
             server.should_exit = True
@@ -252,7 +252,7 @@ def _already_running(lock: IO[str], workdir: Path, settings: Settings) -> str:
              (int(other.get("broker_port", settings.embedded_broker_port)), "FLEET_EMBEDDED_BROKER_PORT")]
     pid = f" (pid {other['pid']})" if "pid" in other else ""
     again = _settings_to_try([(port, name) for port, name in ports])
-    return (f"another fleet demo{pid} is running in {workdir} (status page port {ports[0][0]}, broker port "
+    return (f"another demo{pid} is running in {workdir} (status page port {ports[0][0]}, broker port "
             f"{ports[1][0]}); stop it (Ctrl-C in its terminal), or start a second one elsewhere: "
             f"FLEET_DEMO_DIR={workdir}-2 {again} make demo")
 
@@ -270,7 +270,7 @@ def _port_taken(taken: list[tuple[int, str, str]]) -> str:
     which = " and ".join(f"port {port} ({what})" for port, what, _ in taken)
     again = _settings_to_try([(port, name) for port, _, name in taken])
     verb = "are" if len(taken) > 1 else "is"
-    return f"{which} {verb} in use (another fleet demo, or another program); choose another: {again} make demo"
+    return f"{which} {verb} in use (another demo, or another program); choose another: {again} make demo"
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -310,12 +310,12 @@ def run_demo(pis: int, boards: int, port: int | None, workdir: str) -> int:
     try:
         asyncio.run(_run(pis, boards, port, Path(workdir)))
     except DemoError as err:
-        print(f"fleet demo: {err}", file=sys.stderr)
+        print(f"ioc-demo: {err}", file=sys.stderr)
         return err.exit_code
     except BrokerError as err:
-        print(f"fleet demo: {err}", file=sys.stderr)
+        print(f"ioc-demo: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before the demo's own handling of Ctrl-C was in place
-        print("fleet demo: interrupted during start-up; nothing had started", file=sys.stderr)
+        print("ioc-demo: interrupted during start-up; nothing had started", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0

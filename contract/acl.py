@@ -4,7 +4,7 @@ Mosquitto gets it as dynamic-security roles (fleet/broker_auth/dynsec.py), the e
 checks it directly (fleet/broker_auth/embedded.py).
 """
 
-from fleet.contract.topics import ROOT, is_valid_device_id
+from contract.topics import ROOT, is_valid_device_id
 
 # what a device may send, under its own subtree
 DEVICE_PUBLISH = ("birth", "death", "health", "telemetry", "event", "cmd/result", "state/reported",

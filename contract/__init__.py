@@ -4,8 +4,8 @@ No framework and no MQTT client in here: the fleet's ingest, the edge agent and 
 these functions, so there is one definition of every topic and message.
 """
 
-from fleet.contract.errors import ContractError
-from fleet.contract.messages import (
+from contract.errors import ContractError
+from contract.messages import (
     CONTRACT_VERSION,
     DOWN_LIMITS,
     PRESENCE_KINDS,
@@ -16,8 +16,8 @@ from fleet.contract.messages import (
     parse_downstream,
     parse_upstream,
 )
-from fleet.contract.names import COMMAND_NAME_MAX, COMMAND_NAME_PATTERN, is_command_name, is_role_name
-from fleet.contract.topics import (
+from contract.names import COMMAND_NAME_MAX, COMMAND_NAME_PATTERN, is_command_name, is_role_name
+from contract.topics import (
     DEVICE_ID_PATTERN,
     PROBE_TOPIC,
     ROOT,

@@ -1,4 +1,4 @@
-"""`fleet demo` started twice, or interrupted while it starts (issue 10, part 3): one line each,
+"""`ioc-demo` started twice, or interrupted while it starts (issue 10, part 3): one line each,
 naming the port and the setting; nothing left running. Real processes: the demo, its Pi agents
 and its MicroPython board, Ctrl-C sent to the demo's process group as a terminal sends it."""
 
@@ -26,7 +26,7 @@ def _as_from_a_terminal() -> None:  # in the child: Ctrl-C does what it does in 
 
 
 class Demo:
-    """`fleet demo` in its own process group; stdout and stderr in files."""
+    """`ioc-demo` in its own process group; stdout and stderr in files."""
 
     def __init__(self, workdir: Path, env: dict[str, str], *args: str) -> None:
         self.workdir = workdir
@@ -36,7 +36,7 @@ class Demo:
         self.out, self.err = logs / f"{runs}.out", logs / f"{runs}.err"
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fleet.cli", "demo", "--workdir", str(workdir), *args], cwd=ROOT,
+                [sys.executable, "-m", "demo", "--workdir", str(workdir), *args], cwd=ROOT,
                 env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_as_from_a_terminal)
 
@@ -95,7 +95,7 @@ def test_a_second_demo_says_why_in_one_line(tmp_path: Path, demo_env: dict[str, 
     again = Demo(tmp_path / "demo", demo_env, "--pis", "1", "--boards", "0")  # make demo, a second time
     assert again.proc.wait(60) == 1
     [line] = again.problems()
-    assert line.startswith(f"fleet demo: another fleet demo (pid {first.proc.pid}) is running in "
+    assert line.startswith(f"ioc-demo: another demo (pid {first.proc.pid}) is running in "
                            f"{tmp_path / 'demo'} (status page port {http_port}, broker port {broker_port}); "
                            f"stop it (Ctrl-C in its terminal), or start a second one elsewhere: "
                            f"FLEET_DEMO_DIR={tmp_path / 'demo'}-2 FLEET_HTTP_PORT=")
@@ -104,8 +104,8 @@ def test_a_second_demo_says_why_in_one_line(tmp_path: Path, demo_env: dict[str, 
     elsewhere = Demo(tmp_path / "other", demo_env, "--pis", "1", "--boards", "0")  # its own folder, same ports
     assert elsewhere.proc.wait(60) == 1
     [line] = elsewhere.problems()
-    assert line.startswith(f"fleet demo: port {http_port} (the status page) and port {broker_port} (the embedded "
-                           "MQTT broker) are in use (another fleet demo, or another program); choose another: ")
+    assert line.startswith(f"ioc-demo: port {http_port} (the status page) and port {broker_port} (the embedded "
+                           "MQTT broker) are in use (another demo, or another program); choose another: ")
     # the settings it suggests work: a second demo starts with them
     suggested = dict(item.split("=") for item in line.split("choose another: ")[1].split()[:-2])
     assert set(suggested) == {"FLEET_HTTP_PORT", "FLEET_EMBEDDED_BROKER_PORT"}
@@ -151,6 +151,6 @@ def test_ctrl_c_during_start_up(moment: str, tmp_path: Path, demo_env: dict[str,
              what=moment)
     assert demo.ctrl_c() == 130, demo.err.read_text()
     [line] = demo.problems()
-    assert line.startswith("fleet demo: interrupted during start-up; stopped what had started ("), line
+    assert line.startswith("ioc-demo: interrupted during start-up; stopped what had started ("), line
     assert "Ctrl-C stops" not in demo.stdout()  # it did not go on starting
     assert processes_of(workdir) == []

@@ -1,14 +1,14 @@
-"""Load the contract's example messages (docs/contract/), for tests on every side."""
+"""Load the contract's example messages (contract/vectors/), for tests on every side."""
 
 import json
 from pathlib import Path
 from typing import Any
 
-CONTRACT_DIR = Path(__file__).resolve().parents[2] / "docs" / "contract"
+CONTRACT_DIR = Path(__file__).resolve().parent / "vectors"  # package data
 
 
 def valid_examples() -> dict[str, dict[str, Any]]:
-    """name -> {topic, qos, retain, payload} for every file in docs/contract/examples."""
+    """name -> {topic, qos, retain, payload} for every file in contract/vectors/examples."""
     return {
         path.stem: json.loads(path.read_text())
         for path in sorted((CONTRACT_DIR / "examples").glob("*.json"))
