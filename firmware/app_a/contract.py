@@ -19,8 +19,8 @@ class Stream:
         self.ses = ses
         self.seq = 0
         # where the stream before this one ended, for the birth's `prev`: numbers, not the object,
-        # so streams do not chain up in the heap
-        self.prev = None if before is None else (before.ses, before.seq)
+        # so streams do not chain up in the heap; none when it stamped nothing (nothing to lose)
+        self.prev = (before.ses, before.seq) if before and before.seq else None
 
     def stamp(self, body, ts):
         body["v"] = V

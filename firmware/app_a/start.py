@@ -32,8 +32,6 @@ def device(boot=None):
         sys.modules.pop(name, None)
     log("fw %s device %s boot %d reset %s" % (FW, cfg.device_id, dev.counters.boots,
                                              dev.reset_cause))
-    if dev.counters.restarted:
-        log("no stream counter in %s; streams restart at %d" % (dev.counters.path, dev.stream.ses))
     if boot is not None:
         dev.judge_ms = cfg.boot_good_s * 1000  # when this boot is judged (device.py)
         if dev.safe_mode or "back" in boot.state:  # in safe mode or just out of it

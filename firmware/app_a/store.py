@@ -24,29 +24,16 @@ def write_json(path, obj):
         os.rename(tmp, path)
 
 
-def restart_value():
-    # Where a counter that is lost restarts (docs/protocol.md, "Streams"): a random 48-bit number
-    # with its top bit set. Not 0 and not the clock (often unset, or wrong): the fleet would take
-    # the new streams' messages for duplicates of the old ones.
-    return 1 << 47 | int.from_bytes(os.urandom(6), "big")
-
-
 class Counters:
     # The boot count and the stream counter `ses` (docs/protocol.md: +1 at boot, +1 per connect),
-    # kept in state.json so no stream number is ever used twice. No usable state.json (a new
-    # board, a wiped or damaged file): the counter restarts at restart_value().
+    # kept in state.json so no stream number is ever used twice.
     def __init__(self, path="state.json"):
         self.path = path
-        saved = read_json(path)
-        ses = saved.get("ses") if isinstance(saved, dict) else None
-        self.restarted = not (isinstance(ses, int) and ses >= 0)  # start.py says so on the console
-        if self.restarted:
-            self.boots = 0
-            self.ses = restart_value()
-        else:
-            boots = saved.get("boots")
-            self.boots = boots if isinstance(boots, int) and boots >= 0 else 0
-            self.ses = ses
+        saved = read_json(path, {}) or {}
+        self.boots = saved.get("boots", 0)
+        # No counter (a new or re-flashed board, state.json lost or damaged): a random 48-bit
+        # restart, never 0, whose streams the fleet has seen (docs/protocol.md, "Streams").
+        self.ses = saved.get("ses") or 1 << 47 | int.from_bytes(os.urandom(6), "big")
         self._pending = None
 
     def _save(self):

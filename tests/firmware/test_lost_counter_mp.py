@@ -7,7 +7,7 @@ import pytest
 from tests.firmware.support import SLOT, run_mp
 
 CASES = [
-    "a_damaged_or_foreign_state_json_restarts_too",
+    "a_damaged_state_json_restarts_too",
     "a_kept_counter_counts_on",
     "a_missing_state_json_restarts_at_a_random_48_bit_value",
     "the_birth_says_where_the_stream_before_ended",

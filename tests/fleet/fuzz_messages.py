@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from contract import ContractError, is_fleet_publish, parse_upstream
+from fleet.ingest.presence import Presence
 from fleet.ingest.sequence import StreamState, Verdict
 
 STORED_TABLES = {"health": "health", "telemetry": "telemetry", "event": "event"}
@@ -28,7 +29,8 @@ class Expectation:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.streams: dict[tuple[str, int], StreamState] = {}
+        self.presence: dict[str, Presence] = {}  # its epoch keys the streams
+        self.streams: dict[tuple[str, int, int], StreamState] = {}
 
     def feed(self, topic: str, payload: bytes) -> None:
         self.counts["sent"] += 1
@@ -43,12 +45,18 @@ class Expectation:
         except ContractError as err:
             self.counts[f"rejected:{err.reason}"] += 1
             return
-        stream = self.streams.setdefault((msg.device_id, msg.ses), StreamState())
+        presence = self.presence.setdefault(msg.device_id, Presence())
         if msg.seq is None:
             self.counts["presence"] += 1
-            if msg.kind == "birth" and msg.body.get("next_seq"):
-                stream.start_at(msg.body["next_seq"])
+            if msg.kind == "death":
+                presence.death(msg.ses)
+                return
+            counted = presence.birth(msg.ses, retained=False, body=msg.body)
+            # a birth of the current epoch describes its stream (docs/protocol.md, "Streams")
+            if (counted or msg.ses == presence.session) and msg.body.get("next_seq"):
+                self._stream(msg.device_id, presence.epoch, msg.ses).start_at(msg.body["next_seq"])
             return
+        stream = self._stream(msg.device_id, presence.epoch, msg.ses)
         if stream.accept(msg.seq) is Verdict.DUPLICATE:
             self.counts["duplicates"] += 1
         elif msg.kind in RESERVED:
@@ -58,6 +66,11 @@ class Expectation:
             if msg.kind in STORED_TABLES:
                 self.counts[f"rows:{STORED_TABLES[msg.kind]}"] += 1
         stream.changed.clear()
+
+    def _stream(self, device_id: str, epoch: int, ses: int) -> StreamState:
+        stream = self.streams.setdefault((device_id, epoch, ses), StreamState())
+        stream.changed.clear()
+        return stream
 
 
 class Traffic:
