@@ -43,7 +43,7 @@ async def test_sim_and_hotspot_run_without_the_extras(tmp_path: Path, mosquitto:
                     "health with the hotspot's figures")
     finally:
         agent.send_signal(signal.SIGTERM)
-        out, err = agent.communicate(timeout=30)
+        _out, err = agent.communicate(timeout=30)
     assert agent.returncode == 0, err
     assert "Traceback" not in err
 
