@@ -15,6 +15,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from provisioning.board import SerialBoard
@@ -30,7 +31,10 @@ from provisioning.progress import Reporter
 from provisioning.wheels import WheelTarget
 
 PROG = "provision"
-VERSION = "0.2.0"
+try:
+    VERSION = version("ioc-provisioning")  # VERSION, the repository's one version (docs/packaging.md)
+except PackageNotFoundError:  # running from a source tree that was never installed
+    VERSION = "0+unknown"
 
 
 def _fail(message: str) -> None:
