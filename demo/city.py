@@ -1,13 +1,22 @@
-"""`ioc-demo`: the whole system on one machine with one command.
+"""`ioc-demo`: the city in small, on one machine, with one command.
 
-The fleet service with its embedded broker and SQLite, several edge agents with the `sim` role
-(real `edge-agent` processes), and real MicroPython firmware processes, all on loopback. Ctrl-C
-stops the devices first (each sends its shutdown death), then the fleet, which stores what it
-has received before it exits. Ctrl-C during start-up stops at once what has started.
+The fleet service with its embedded broker and SQLite, and the city's devices, each in a ward
+(demo/devices.py): ESP32 street lights running a sunset/sunrise program for Đồng Xoài and an
+ESP32 loudspeaker (the real firmware on the MicroPython unix port), and Pi agents (real
+`edge-agent` processes, configs from edge/launch.py): a loudspeaker, an air-quality node reading
+SDS011 frames over a pseudo-terminal, an intersection camera on a looping street clip, a market
+wifi hotspot following hostapd's log. The demo plays their world (demo/feeds.py) and the IOC
+operator's part (demo/operator.py: the announcement clip, broadcasts), and adds a page, `/city`,
+with the evidence of each device's job (demo/page.py).
+
+Ctrl-C stops the operator, then the devices (each sends its shutdown death; anything a device
+left running is killed with its process group), then their feeds, then the fleet, which stores
+what it has received before it exits. Ctrl-C during start-up stops at once what has started.
 
 What a person can get wrong is one line, never a traceback (`DemoError`): another demo running
 in the same folder (its lock file), a port taken (checked before anything starts), each naming
-the port and the setting that changes it.
+the port and the setting that changes it. A tool or package a device needs and this machine
+lacks is one line too, and the demo runs without that device.
 """
 
 import asyncio
@@ -18,25 +27,36 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import uvicorn
 
+from demo import devices as town
+from demo.clips import Clip, make_chime
+from demo.devices import CityDevice, PiSetup
+from demo.feeds import Sds011Line, feed_air, feed_lamps, replay_hostapd
+from demo.operator import announce
+from demo.page import CLIPS_PATH
+from demo.page import install as install_page
+from edge.agent import EXIT_RESTART
+from edge.config import write_config
+from edge.errors import ConfigError
+from edge.launch import agent_argv
 from fleet.app import create_app, fleet_services
 from fleet.auth.people import create_user
 from fleet.auth.roles import Role
 from fleet.broker import BrokerError
+from fleet.runtime import Runtime
 from fleet.settings import Settings
-from provisioning.hostboard import prepare_board, start_board, stop_board
+from provisioning.hostboard import EXIT_CRASH, EXIT_REBOOT, prepare_board, start_board, stop_board
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +65,8 @@ STOP_TIMEOUT_S = 10.0
 DEMO_ADMIN = "admin"
 LOCK_FILE = "demo.lock"  # held by the running demo: {"pid", "http_port", "broker_port"}
 EXIT_INTERRUPTED = 130
+WATCH_S = 2.0  # how often the demo looks whether a device process has exited
+RESTARTS_MAX = 10  # per device; beyond, an exited device stays down (and the demo says so)
 
 
 class DemoError(Exception):
@@ -57,6 +79,15 @@ class DemoInterrupted(DemoError):
     exit_code = EXIT_INTERRUPTED
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    kinds: frozenset[str] = frozenset(town.KINDS)
+    pis: int = 0  # extra `sim` Pi agents
+    boards: int = 0  # extra `sim` ESP32 boards
+    announce_every_s: float = 60.0  # a broadcast to each loudspeaker this often
+    hotspot_every_s: float = 3.0  # a hostapd log line this often
+
+
 class _QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the demo decides the order of shutdown."""
 
@@ -65,58 +96,111 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-@dataclass
-class _Children:
-    agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    boards: list[subprocess.Popen[bytes]] = field(default_factory=list)
+def _say(line: str) -> None:
+    print(f"ioc-demo: {line}", file=sys.stderr, flush=True)
 
-    def stop(self) -> None:
-        for proc in self.agents + self.boards:
+
+@dataclass
+class _Running:
+    """What the demo started, so that it can stop all of it in order."""
+
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    boards: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    starters: dict[str, Callable[[], subprocess.Popen[bytes]]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    minders: list["asyncio.Task[None]"] = field(default_factory=list)  # the operator, the watch: stopped first
+    feeds: list["asyncio.Task[None]"] = field(default_factory=list)  # the devices' world
+    lines: list[Sds011Line] = field(default_factory=list)
+
+    def run(self, device: CityDevice, start: Callable[[], subprocess.Popen[bytes]]) -> None:
+        self.starters[device.id] = start
+        (self.boards if device.board else self.agents)[device.id] = start()
+
+    def task(self, group: list["asyncio.Task[None]"], work: Coroutine[Any, Any, None], name: str) -> None:
+        group.append(asyncio.create_task(work, name=name))
+
+    async def watch(self) -> None:
+        """Start a device again after a `reboot` (or, for a board, a crash: an ESP32 resets);
+        say once when one stopped for good."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            for running, again in ((self.agents, {EXIT_RESTART}), (self.boards, {EXIT_REBOOT, EXIT_CRASH})):
+                for device_id, proc in list(running.items()):
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    _kill_group(proc)
+                    if code in again and self.restarts.get(device_id, 0) < RESTARTS_MAX:
+                        self.restarts[device_id] = self.restarts.get(device_id, 0) + 1
+                        running[device_id] = self.starters[device_id]()
+                    else:
+                        del running[device_id]
+                        _say(f"{device_id} stopped (exit {code}); its log is in the demo's folder")
+
+    async def stop(self) -> None:
+        await _cancel(self.minders)
+        await asyncio.to_thread(self._stop_processes)
+        await _cancel(self.feeds)
+        for line in self.lines:
+            line.close()
+
+    def _stop_processes(self) -> None:
+        for proc in [*self.agents.values(), *self.boards.values()]:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        for proc in self.agents:
+        for proc in self.agents.values():
             try:
                 proc.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for proc in self.boards:
+        for proc in self.boards.values():
             stop_board(proc, STOP_TIMEOUT_S)
+        for proc in [*self.agents.values(), *self.boards.values()]:
+            _kill_group(proc)
 
 
-def _agent_config(path: Path, device_id: str, broker_url: str, state_dir: Path) -> Path:
-    path.write_text(
-        f'device_id = "{device_id}"\n'
-        f'state_dir = "{state_dir}"\n'
-        "health_period_s = 5\n"
-        "shutdown_drain_s = 2.0\n"
-        "[broker]\n"
-        f'url = "{broker_url}"\n'
-        f'username = "{device_id}"\n'
-        "[roles.sim]\n"
-        "period_s = 2.0\n"
-    )
-    return path
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """What a device process left behind (a player, a watchdog shell): each device runs in its
+    own session, so its process group is everything it started."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _start_agent(config: Path, password: str, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "EDGE_BROKER__PASSWORD": password}  # as a systemd EnvironmentFile would
-    with log_path.open("ab") as out:
-        # its own session: the terminal's Ctrl-C reaches the demo, which stops the agents in order
-        return subprocess.Popen([sys.executable, "-m", "edge.cli", "--config", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+async def _cancel(tasks: list["asyncio.Task[None]"]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
-async def _register(http: httpx.AsyncClient, device_id: str, kind: str, index: int, name: str) -> str:
+def _agent_process(config_path: Path, password: str, log_path: Path) -> Callable[[], subprocess.Popen[bytes]]:
+    def start() -> subprocess.Popen[bytes]:
+        env = {**os.environ, "EDGE_BROKER__PASSWORD": password}  # as a systemd EnvironmentFile would
+        with log_path.open("ab") as out:
+            # its own session: the terminal's Ctrl-C reaches the demo, which stops the agents in order
+            return subprocess.Popen(agent_argv(config_path), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    return start
+
+
+def _board_process(board: Path, heapsize: str) -> Callable[[], subprocess.Popen[bytes]]:
+    return lambda: start_board(board, heapsize, new_session=True)
+
+
+async def _register(http: httpx.AsyncClient, device: CityDevice) -> str:
     """Register the device (if new) and issue its MQTT password."""
     response = await http.post("/api/devices", json={
-        "id": device_id, "kind": kind, "name": name, "ward": WARDS[index % len(WARDS)],
-        "site": "Đồng Xoài", "tags": ["demo"]})
+        "id": device.id, "kind": device.kind, "name": device.name, "ward": device.ward,
+        "site": "Đồng Xoài", "tags": ["demo", device.role]})
     if response.status_code not in (201, 409):  # 409: registered by an earlier demo run
-        raise RuntimeError(f"could not register {device_id}: {response.text}")
-    issued = await http.post(f"/api/devices/{device_id}/credentials")
+        raise RuntimeError(f"could not register {device.id}: {response.text}")
+    issued = await http.post(f"/api/devices/{device.id}/credentials")
     issued.raise_for_status()
+    doc = town.desired_doc(device)
+    if doc is not None:  # retained by the broker: the device gets it when it subscribes
+        (await http.put(f"/api/devices/{device.id}/desired", json={"doc": doc})).raise_for_status()
     return str(issued.json()["mqtt"]["password"])
 
 
@@ -134,7 +218,7 @@ async def _demo_admin(http: httpx.AsyncClient, workdir: Path) -> str:
     return str(response.json()["token"])
 
 
-async def _run(pis: int, boards: int, port: int | None, workdir: Path) -> None:
+async def _run(options: DemoOptions, port: int | None, workdir: Path) -> None:
     """The demo; Ctrl-C during start-up cancels it (what started is stopped), afterwards stops it."""
     stop = asyncio.Event()
     started = asyncio.Event()
@@ -158,21 +242,25 @@ async def _run(pis: int, boards: int, port: int | None, workdir: Path) -> None:
         settings.http_port = port
     with _workdir_lock(workdir, settings):
         _check_ports(settings)
-        children = _Children()
+        running = _Running()
         try:
-            await _serve(settings, pis, boards, workdir, children, started, stop)
+            await _serve(settings, options, workdir, running, started, stop)
         except asyncio.CancelledError:
             if not stop.is_set():
                 raise
             raise DemoInterrupted(f"interrupted during start-up; stopped what had started "
-                                  f"({len(children.agents)} Pi agents, {len(children.boards)} boards)") from None
+                                  f"({len(running.agents)} Pi agents, {len(running.boards)} boards)") from None
 
 
-async def _serve(settings: Settings, pis: int, boards: int, workdir: Path, children: "_Children",
+async def _serve(settings: Settings, options: DemoOptions, workdir: Path, running: _Running,
                  started: asyncio.Event, stop: asyncio.Event) -> None:
     port = settings.http_port
+    chosen = town.city(set(options.kinds), options.pis, options.boards, WARDS)
     async with fleet_services(settings) as runtime:
         app = create_app(settings, services=lambda _settings: contextlib.nullcontext(runtime))
+        clip = await asyncio.to_thread(make_chime, workdir / "clips")
+        snapshot_dirs = {d.id: workdir / d.id / "snapshots" for d in chosen if d.role == "camera"}
+        install_page(app, clips_dir=clip.path.parent, snapshot_dirs=snapshot_dirs)
         server = _QuietServer(uvicorn.Config(app, host=settings.http_host, port=port, log_level="warning"))
         serving = asyncio.create_task(server.serve(), name="demo-http")
         try:
@@ -181,43 +269,104 @@ async def _serve(settings: Settings, pis: int, boards: int, workdir: Path, child
                     raise DemoError(_port_taken([(port, "the status page", "FLEET_HTTP_PORT")]))
                 await asyncio.sleep(0.05)
             base = f"http://{settings.http_host}:{port}"
-            broker_url = runtime.broker_url
-            async with httpx.AsyncClient(base_url=base) as http:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
                 http.headers["Authorization"] = f"Bearer {await _demo_admin(http, workdir)}"
-                for i in range(pis):
-                    device_id = f"demo-pi-{i + 1:02d}"
-                    password = await _register(http, device_id, "pi", i, f"Simulated Pi {i + 1}")
-                    state = workdir / device_id
-                    state.mkdir(exist_ok=True)
-                    config = _agent_config(workdir / f"{device_id}.toml", device_id, broker_url, state)
-                    children.agents.append(_start_agent(config, password, workdir / f"{device_id}.log"))
-                if boards and shutil.which("micropython") is None and not _micropython_available():
-                    print("ioc-demo: no micropython executable; starting no boards", file=sys.stderr)
-                    boards = 0
-                for i in range(boards):
-                    device_id = f"demo-esp-{i + 1:02d}"
-                    password = await _register(http, device_id, "esp32", pis + i, f"Simulated ESP32 {i + 1}")
-                    # compiling the firmware takes a second or two: off the loop, so Ctrl-C is heard
-                    board = await asyncio.to_thread(
-                        prepare_board, workdir / device_id, device_id, runtime.broker_host, runtime.broker_port,
-                        health_period_s=5, roles=["sim"], telemetry_period_s=5, username=device_id,
-                        password=password)
-                    children.boards.append(start_board(board, new_session=True))
-            started.set()
-            print(f"ioc-demo: status page {base}/ (user {DEMO_ADMIN}, password in "
-                  f"{workdir / 'admin-password.txt'})  ·  API {base}/docs  ·  broker {broker_url}  ·  "
-                  f"{pis} Pi agents, {boards} MicroPython boards  ·  logs in {workdir}/  ·  Ctrl-C stops",
-                  flush=True)
-            print(f"ioc-demo: to add a person to this demo's database: FLEET_DATABASE_URL=sqlite://"
-                  f"{workdir / 'fleet.sqlite3'} {Path(sys.executable).with_name('fleet')} user-add NAME "
-                  "--role ops", flush=True)
-            await stop.wait()
-            print("ioc-demo: stopping devices, then the fleet", flush=True)
+                present = await _start_city(http, runtime, chosen, workdir, options, running)
+                running.task(running.minders, running.watch(), "demo-watch")
+                started.set()
+                _ready(base, runtime, workdir, present)
+                for device in present:
+                    if device.role == "speaker":
+                        running.task(running.minders, announce(http, device.id, clip, _clip_url(base, clip),
+                                                                options.announce_every_s), f"demo-announce-{device.id}")
+                await stop.wait()
+                print("ioc-demo: stopping devices, then the fleet", flush=True)
         finally:
-            await asyncio.to_thread(children.stop)
+            await running.stop()
             server.should_exit = True
             with contextlib.suppress(SystemExit):  # uvicorn exits 3 when it could not listen
                 await serving
+
+
+def _clip_url(base: str, clip: Clip) -> str:
+    return f"{base}{CLIPS_PATH}/{clip.path.name}"
+
+
+async def _start_city(http: httpx.AsyncClient, runtime: Runtime, chosen: list[CityDevice], workdir: Path,
+                      options: DemoOptions, running: _Running) -> list[CityDevice]:
+    """Register and start the devices this machine can run; the ones it cannot, in one line each."""
+    present: list[CityDevice] = []
+    lacking: dict[str, list[str]] = {}
+    for device in chosen:
+        reason = town.missing(device)
+        if reason is None:
+            present.append(device)
+        else:
+            lacking.setdefault(reason, []).append(device.id)
+    for reason, ids in lacking.items():
+        _say(f"{reason}: starting without {', '.join(ids)}")
+    passwords = {device.id: await _register(http, device) for device in present}
+    started: list[CityDevice] = []
+    for device in (d for d in present if not d.board):
+        if await _start_pi(device, runtime.broker_url, workdir, passwords[device.id], options, running):
+            started.append(device)
+    boards = [d for d in present if d.board]
+    # compiling the firmware takes a second or two a board: off the loop (so Ctrl-C is heard), side by side
+    prepared = await asyncio.gather(*(asyncio.to_thread(
+        prepare_board, workdir / d.id, d.id, runtime.broker_host, runtime.broker_port, username=d.id,
+        password=passwords[d.id], **town.board_config(d)) for d in boards))
+    for device, board in zip(boards, prepared, strict=True):
+        running.run(device, _board_process(board, town.HEAP[device.role]))
+        started.append(device)
+    lamps = [board for device, board in zip(boards, prepared, strict=True) if device.role == "light"]
+    if lamps:
+        running.task(running.feeds, feed_lamps(lamps), "demo-lamp-current")
+    return [d for d in chosen if d in started]
+
+
+async def _start_pi(device: CityDevice, broker_url: str, workdir: Path, password: str, options: DemoOptions,
+                    running: _Running) -> bool:
+    state = workdir / device.id
+    state.mkdir(exist_ok=True)
+    setup = PiSetup()
+    line: Sds011Line | None = None
+    if device.role == "sensor":
+        line = Sds011Line()
+        setup = PiSetup(sensor_port=line.port)
+    elif device.role == "hotspot":
+        setup = PiSetup(hotspot_log=state / "hostapd.log")
+        setup.hotspot_log.touch()  # type: ignore[union-attr]
+    elif device.role == "camera":
+        setup = PiSetup(snapshot_dir=state / "snapshots")
+    try:
+        # validating a role's table imports the role (OpenCV for the camera): off the loop
+        config = await asyncio.to_thread(town.pi_config, device, broker_url, state, setup)
+    except ConfigError as err:
+        if line is not None:
+            line.close()
+        _say(f"{device.id}: {err}; starting without it")
+        return False
+    path = await asyncio.to_thread(write_config, config, workdir / f"{device.id}.toml")
+    if line is not None:
+        running.lines.append(line)
+        running.task(running.feeds, feed_air(line), "demo-sds011")
+    running.run(device, _agent_process(path, password, workdir / f"{device.id}.log"))
+    if setup.hotspot_log is not None:
+        running.task(running.feeds, replay_hostapd(setup.hotspot_log, period_s=options.hotspot_every_s),
+                     "demo-hostapd-log")
+    return True
+
+
+def _ready(base: str, runtime: Runtime, workdir: Path, present: list[CityDevice]) -> None:
+    kinds = ", ".join(f"{sum(d.role == role for d in present)} {role}" for role in
+                      dict.fromkeys(d.role for d in present))
+    print(f"ioc-demo: status page {base}/ and the city {base}/city (user {DEMO_ADMIN}, password in "
+          f"{workdir / 'admin-password.txt'})  ·  API {base}/docs  ·  broker {runtime.broker_url}  ·  "
+          f"{len(present)} devices ({kinds or 'none'})  ·  logs in {workdir}/  ·  Ctrl-C stops",
+          flush=True)
+    print(f"ioc-demo: to add a person to this demo's database: FLEET_DATABASE_URL=sqlite://"
+          f"{workdir / 'fleet.sqlite3'} {Path(sys.executable).with_name('fleet')} user-add NAME "
+          "--role ops", flush=True)
 
 
 @contextlib.contextmanager
@@ -302,13 +451,9 @@ def _prepare_workdir(workdir: Path) -> Path:
     return workdir.resolve()  # agent configs resolve relative paths against their own folder
 
 
-def _micropython_available() -> bool:
-    return Path(sys.executable).with_name("micropython").exists()
-
-
-def run_demo(pis: int, boards: int, port: int | None, workdir: str) -> int:
+def run_demo(options: DemoOptions, port: int | None, workdir: str) -> int:
     try:
-        asyncio.run(_run(pis, boards, port, Path(workdir)))
+        asyncio.run(_run(options, port, Path(workdir)))
     except DemoError as err:
         print(f"ioc-demo: {err}", file=sys.stderr)
         return err.exit_code

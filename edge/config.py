@@ -178,6 +178,10 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{path}: {err}") from err
 
 
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -188,6 +192,9 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):  # in a list (a camera of roles.camera.cameras): an inline table
+        pairs = (f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + ", ".join(pairs) + "}"
     raise TypeError(f"cannot write {type(value).__name__} to the config file")
 
 

@@ -1,87 +1,21 @@
 """`ioc-demo` started twice, or interrupted while it starts (issue 10, part 3): one line each,
-naming the port and the setting; nothing left running. Real processes: the demo, its Pi agents
-and its MicroPython board, Ctrl-C sent to the demo's process group as a terminal sends it."""
+naming the port and the setting; nothing left running. Real processes: the demo, the city's
+devices and the extra `sim` Pi agents and board asked for, Ctrl-C sent to the demo's process
+group as a terminal sends it."""
 
 import os
-import re
 import shlex
-import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.mosquitto import free_port
+from tests.demo.support import Demo, processes_of
 from tests.support.wait import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
-
-
-def _as_from_a_terminal() -> None:  # in the child: Ctrl-C does what it does in a shell
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class Demo:
-    """`ioc-demo` in its own process group; stdout and stderr in files."""
-
-    def __init__(self, workdir: Path, env: dict[str, str], *args: str) -> None:
-        self.workdir = workdir
-        logs = workdir.parent / f"{workdir.name}-logs"
-        logs.mkdir(exist_ok=True)
-        runs = len(list(logs.glob("*.out")))
-        self.out, self.err = logs / f"{runs}.out", logs / f"{runs}.err"
-        with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "demo", "--workdir", str(workdir), *args], cwd=ROOT,
-                env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=_as_from_a_terminal)
-
-    def stdout(self) -> str:
-        return self.out.read_text()
-
-    def problems(self) -> list[str]:
-        """stderr without the log lines a running fleet writes."""
-        return [line for line in self.err.read_text().splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]
-
-    def ctrl_c(self) -> int:
-        os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(60)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.ctrl_c()
-
-
-@pytest.fixture
-def demo_env() -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("FLEET_")},
-            "FLEET_HTTP_PORT": str(free_port()), "FLEET_EMBEDDED_BROKER_PORT": str(free_port())}
-
-
-@pytest.fixture
-def demos() -> Iterator[list[Demo]]:
-    started: list[Demo] = []
-    yield started
-    for demo in started:
-        demo.stop()
-
-
-def processes_of(workdir: Path) -> list[str]:
-    """Processes whose command line or current folder is in the demo's folder (agents, boards, compilers)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if str(workdir) in command or cwd.startswith(str(workdir)):
-            found.append(f"{pid} {command}")
-    return found
 
 
 def test_a_second_demo_says_why_in_one_line(tmp_path: Path, demo_env: dict[str, str], demos: list[Demo]) -> None:

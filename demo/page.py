@@ -1,0 +1,204 @@
+"""The demo's own page, `/city`: each device with the evidence of its job, from what the fleet
+stored (its latest telemetry, events and health figures), on the fleet's own HTTP server.
+
+Two things the fleet does not do yet, done here for the demo only and said so on the page:
+- the announcement clip is served from the demo's folder at `/demo/clips/` (the fleet's audio
+  library is issue 12);
+- a camera event's snapshot is shown from the camera Pi's snapshot folder, which the demo can
+  read because everything runs on one machine (uploading snapshots to the fleet is a later issue:
+  docs/edge-camera.md).
+"""
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+
+from fleet.api.deps import SESSION_COOKIE
+from fleet.auth.people import AuthError, Principal, principal_for
+from fleet.auth.roles import Permission
+from fleet.ingest.silence import LivenessView
+from fleet.models import Device, EventRecord, TelemetryRecord
+from fleet.runtime import Runtime
+from fleet.web import pages
+
+CLIPS_PATH = "/demo/clips"
+SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}\.jpg$")
+RECENT = 20  # telemetry rows looked at for a role's latest reading of one kind
+
+
+def _templates() -> Jinja2Templates:
+    """The demo's templates, extending the fleet's `base.html` (its header, its stylesheet)."""
+    loader = ChoiceLoader([FileSystemLoader(Path(__file__).parent / "templates"),
+                           FileSystemLoader(Path(pages.__file__).parent / "templates")])
+    return Jinja2Templates(env=Environment(loader=loader, autoescape=select_autoescape()))
+
+
+async def _viewer(request: Request) -> Principal | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    try:
+        principal = await principal_for(token)
+    except AuthError:
+        return None
+    return principal if principal.may(Permission.READ) else None
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return ""
+    seconds = max(int((now - moment).total_seconds()), 0)
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+async def _telemetry(device_id: str, role: str, wanted: Callable[[dict[str, Any]], bool]) -> TelemetryRecord | None:
+    rows = await TelemetryRecord.filter(device_id=device_id, role=role).order_by("-id").limit(RECENT)
+    return next((row for row in rows if wanted(row.readings)), None)
+
+
+async def _event(device_id: str, **where: Any) -> EventRecord | None:
+    return await EventRecord.filter(device_id=device_id, **where).order_by("-id").first()
+
+
+class Job(dict[str, Any]):
+    """What one role shows: `what` (a line), `detail` (a smaller line), `image` (a URL) or none."""
+
+
+def _program(program: Any) -> str:
+    """A light program's steps in words (the first rule: the demo's program has one)."""
+    try:
+        steps = program["rules"][0]["steps"]
+        words = [f"{s['level']} % from " + (f"{s['at']}" if "at" in s else
+                                            f"sun{s['sun']} {int(s.get('off', 0)):+d} min") for s in steps]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return "program from the fleet" if program else "no program"
+    return "program: " + ", ".join(words)
+
+
+async def _light(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
+    row = await _telemetry(device.id, "light", lambda r: "level" in r)
+    if row is None:
+        return Job(what=f"lamp at {figures.get('level', '?')} %", detail="no light telemetry yet")
+    r = row.readings
+    return Job(what=f"lamp at {_num(r['level'], 0)} % · {_num(r.get('ma', 0), 0)} mA",
+               detail=f"{_program((device.desired_doc or {}).get('light'))} · burnt {_num(r.get('burn_h', 0), 2)} h · "
+                      f"{_num(r.get('energy_wh', 0), 2)} Wh · "
+                      f"failures {figures.get('failures', 0)} · day burning {figures.get('day_burning', 0)} · "
+                      f"{_ago(row.received_at, now)}")
+
+
+async def _speaker(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
+    event = await _event(device.id, type="playback")
+    if event is None:
+        return Job(what="no broadcast yet", detail="the demo broadcasts once the speaker has the clip")
+    d = event.data
+    reason = f" ({d['reason']})" if d.get("reason") else ""
+    counts = " · ".join(f"{k} {figures[k]}" for k in ("played", "failed", "clips") if k in figures)
+    return Job(what=f"broadcast {d.get('broadcast')}: {d.get('status')}{reason}",
+               detail=f"clip {d.get('clip')} · {counts} · {_ago(event.received_at, now)}")
+
+
+async def _sensor(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
+    # a compressed point carries the readings that moved: the newest value of each, from recent rows
+    rows = await TelemetryRecord.filter(device_id=device.id, role="sensor").order_by("-id").limit(RECENT)
+    latest: dict[str, Any] = {}
+    for row in rows:
+        for key in ("pm25", "pm10"):
+            if key in row.readings:
+                latest.setdefault(key, row.readings[key])
+    alarm = " · ALARM" if figures.get("alarms_active") else ""
+    if "pm25" not in latest:
+        return Job(what="no reading yet", detail=f"frames {figures.get('frames', 0)}")
+    return Job(what=f"PM2.5 {_num(latest['pm25'])} · PM10 {_num(latest.get('pm10', '?'))} µg/m³{alarm}",
+               detail=f"frames {figures.get('frames', 0)} · points sent {figures.get('points', 0)} · "
+                      f"alarms {figures.get('alarm_events', 0)} · {_ago(rows[0].received_at, now)}")
+
+
+async def _camera(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
+    event = await _event(device.id, snapshot__not_isnull=True)
+    fps = f"{_num(figures.get('fps', 0))} fps · events {figures.get('events', 0)}"
+    if event is None:
+        return Job(what="no event yet", detail=fps)
+    d = event.data
+    where = d.get("zone") or event.category
+    ref = str((event.snapshot or {}).get("ref", ""))
+    return Job(what=f"{event.type} {event.phase} ({where}) · {d.get('area_pct', '?')} % of the frame",
+               detail=f"{fps} · snapshot {ref} · {_ago(event.received_at, now)}",
+               image=f"/city/snapshots/{ref.removeprefix('snap/')}" if ref.startswith("snap/") else None)
+
+
+async def _hotspot(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
+    hour = await _telemetry(device.id, "hotspot", lambda r: r.get("period_s") == 3600)
+    last = (f"last hour: {_num(hour.readings.get('accesses'), 0)} accesses, "
+            f"{_num(hour.readings.get('users'), 0)} users" if hour else "hourly counts at the end of the hour")
+    return Job(what=f"{figures.get('connected', 0)} connected now · {figures.get('events', 0)} station events",
+               detail=f"{last} · no MAC leaves the Pi")
+
+
+async def _sim(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
+    row = await _telemetry(device.id, "sim", lambda r: True)
+    if row is None:
+        return Job(what="no reading yet", detail="")
+    return Job(what=" · ".join(f"{k} {_num(v)}" for k, v in list(row.readings.items())[:4]),
+               detail=f"made-up readings · {_ago(row.received_at, now)}")
+
+
+JOBS = {"light": _light, "speaker": _speaker, "sensor": _sensor, "camera": _camera, "hotspot": _hotspot,
+        "sim": _sim}
+
+
+async def _jobs(device: Device, now: datetime) -> list[Job]:
+    health = device.last_health or {}
+    roles = health.get("roles")
+    figures: dict[str, Any] = roles if isinstance(roles, dict) else {}
+    jobs = []
+    for role in device.roles or []:
+        if role in JOBS:
+            job = await JOBS[role](device, figures.get(role) or {}, now)
+            jobs.append(Job(role=role, **job))
+    return jobs
+
+
+def install(app: FastAPI, *, clips_dir: Path, snapshot_dirs: Mapping[str, Path]) -> None:
+    """Add `/city`, its snapshots and the demo's clips to the fleet's app."""
+    templates = _templates()
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/city", response_class=HTMLResponse)
+    async def city_page(request: Request) -> Response:
+        viewer = await _viewer(request)
+        if viewer is None:
+            return RedirectResponse("/login", status_code=303)
+        runtime: Runtime = request.app.state.runtime
+        view = LivenessView.of(runtime.link, runtime.settings)
+        rows = []
+        for device in await Device.all().order_by("ward", "id"):
+            state = view.judge(device).state
+            rows.append({"device": device, "state": state.value.replace("_", "-"),
+                         "words": state.value.replace("_", " "), "jobs": await _jobs(device, view.now)})
+        return templates.TemplateResponse(request, "city.html", {
+            "rows": rows, "viewer": viewer, "now": view.now, "clips": CLIPS_PATH})
+
+    @router.get("/city/snapshots/{device_id}/{name}")
+    async def snapshot(request: Request, device_id: str, name: str) -> Response:
+        if await _viewer(request) is None:
+            return Response(status_code=401)
+        folder = snapshot_dirs.get(device_id)
+        if folder is None or not SNAPSHOT_NAME.match(name) or not (folder / name).is_file():
+            return Response("no such snapshot (the store keeps the newest ones only)", status_code=404)
+        return FileResponse(folder / name, media_type="image/jpeg")
+
+    app.include_router(router)
+    app.mount(CLIPS_PATH, StaticFiles(directory=clips_dir), name="demo-clips")
