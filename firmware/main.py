@@ -43,67 +43,66 @@ def _valid(slot):
 
 class Boot:
     # state: this boot's bootstate.json ("tries" and "failed" count the boots before it).
-    def __init__(self):
-        # bootstate.json, or the .tmp of an interrupted write if whole (FAT: cut between remove
-        # and rename); damaged, missing or not ours: slot a with nothing counted.
-        for name in (STATE, STATE + ".tmp"):
-            try:
-                with open(name) as f:
-                    s = json.load(f)
-                if s["active"] in ("a", "b") and 0 <= s["tries"] <= s.setdefault("failed", s["tries"]):
-                    break
-            except Exception:
-                pass
-        else:
-            s = {"active": "a", "tries": 0, "failed": 0}
-        # The last boot, if left open, is judged now: failed if the board reset itself (its
-        # watchdog, a panic), not counted if it lost its power.
-        if s.pop("open", 0):
-            if sys.platform == "esp32":
-                import machine
-                fault = machine.reset_cause() in (machine.WDT_RESET, machine.HARD_RESET)
-            else:
-                fault = _has(".wdt_reset")  # the host HAL's watchdog mark (app_a/hal/host.py)
-            if fault:
-                s["tries"] += 1
-                s["failed"] += 1
-        if not _valid(s["active"]) or s["tries"] >= MAX_TRIES and s["failed"] < 2 * MAX_TRIES:
-            other = "b" if s["active"] == "a" else "a"
-            if _valid(other):
-                print("boot: leaving slot", s["active"], "(failed boots or no app) for", other)
-                s = {"active": other, "tries": 0, "failed": s["failed"]}
-        s["open"] = 1
-        _write(s)
-        self.state = s
 
     def mark_good(self):
         # The one place that commits a boot (and slot) as good: counts and the app's keys cleared.
         self.state = {"active": self.state["active"], "tries": 0, "failed": 0}
         _write(self.state)
 
-    def end(self, failed=False, **keys):
-        # This boot ends unjudged: failed (counted) or a restart the app asked for (not counted).
-        # keys: fields for the next boot (the app's own, or tries for a new round of them).
+    def end(self, failed=0, **keys):
+        # This boot ends unjudged: failed (1: counted) or a restart the app asked for (0: not
+        # counted). keys: fields for the next boot (the app's own, or tries for a new round).
         s = self.state
         if s.pop("open", 0):
-            if failed:
-                s["tries"] += 1
-                s["failed"] += 1
+            s["tries"] += failed
+            s["failed"] += failed
             s.update(keys)
             _write(s)
 
 
 def _run():
+    # bootstate.json, or the .tmp of an interrupted write if whole (FAT: cut between remove and
+    # rename); damaged, missing or not ours: slot a with nothing counted.
+    for name in (STATE, STATE + ".tmp"):
+        try:
+            with open(name) as f:
+                s = json.load(f)
+            if s["active"] in ("a", "b") and 0 <= s["tries"] <= s.setdefault("failed", s["tries"]):
+                break
+        except Exception:
+            pass
+    else:
+        s = {"active": "a", "tries": 0, "failed": 0}
+    # The last boot, if left open, is judged now: failed if the board reset itself (its watchdog,
+    # a panic), not counted if it lost its power.
+    if s.pop("open", 0):
+        if sys.platform == "esp32":
+            import machine
+            fault = machine.reset_cause() in (machine.WDT_RESET, machine.HARD_RESET)
+        else:
+            fault = _has(".wdt_reset")  # the host HAL's watchdog mark (app_a/hal/host.py)
+        if fault:
+            s["tries"] += 1
+            s["failed"] += 1
+    slot = s["active"]
+    if not _valid(slot) or s["tries"] >= MAX_TRIES and s["failed"] < 2 * MAX_TRIES:
+        other = "b" if slot == "a" else "a"
+        if _valid(other):
+            print("boot: leaving slot", slot, "(failed boots or no app) for", other)
+            s = {"active": other, "tries": 0, "failed": s["failed"]}
+            slot = other
+    s["open"] = 1
+    _write(s)
     boot = Boot()
-    s = boot.state
-    print("boot: slot", s["active"], "try", s["tries"] + 1)
-    sys.path.insert(0, "app_" + s["active"])
+    boot.state = s
+    print("boot: slot", slot, "try", s["tries"] + 1)
+    sys.path.insert(0, "app_" + slot)
     try:
         import app
         app.main(boot)
     except Exception as e:  # SystemExit and KeyboardInterrupt are not Exceptions: they pass
         sys.print_exception(e)
-        boot.end(True)
+        boot.end(1)
         if sys.platform != "esp32":
             sys.exit(EXIT_CRASH)
         import machine
