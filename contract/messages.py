@@ -74,6 +74,7 @@ COUNT = Check(_is_count, "an integer from 0 to 2^53-1")
 NUMBER = Check(_is_number, "a finite number")
 TEXT = _text(MAX_TEXT)
 TS = Check(lambda v: v is None or _is_count(v), "null or Unix time in integer milliseconds")
+UNIX_MS = Check(_is_count, "Unix time in integer milliseconds")
 OBJECT = Check(lambda v: isinstance(v, dict), "an object")
 READINGS = Check(_is_readings, "an object of 1 to 64 named finite numbers")
 ROLE = Check(is_role_name, "a role name: a-z, 0-9 and _, 1 to 32 characters, starting with a letter")
@@ -104,7 +105,8 @@ SCHEMAS: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
          "queue": COUNT, "dropped": COUNT, "reconnects": COUNT, "sys_up_s": COUNT, "roles": OBJECT,
          "loop_ms": COUNT},
     ),
-    "telemetry": ({**_ENVELOPE, "role": ROLE, "r": READINGS}, {}),
+    # at_ms: the time the readings stand for, when it is not `ts` (a sample taken before it was sent)
+    "telemetry": ({**_ENVELOPE, "role": ROLE, "r": READINGS}, {"at_ms": UNIX_MS}),
     "event": (
         {**_ENVELOPE, "id": TEXT, "type": _text(64), "phase": _one_of("start", "update", "end", "once"),
          "category": _one_of("security", "traffic_safety", "other"), "data": OBJECT},

@@ -12,7 +12,7 @@ from typing import Any
 from contract import ContractError, device_topic, parse_upstream
 from edge.errors import EmitError
 from edge.queue import Outbox
-from edge.stamps import Stamper
+from edge.stamps import CLOCK_VALID_AFTER_MS, Stamper
 
 QOS = 1
 
@@ -45,13 +45,21 @@ class Uplink:
         self.stamper.advance()  # the stamp is taken only by a message that is queued
         self.outbox.append(topic, payload, QOS)
 
-    def telemetry(self, role: str, readings: Mapping[str, float]) -> None:
+    def telemetry(self, role: str, readings: Mapping[str, float], at_ms: int | None = None) -> None:
         """Queue the finite readings; one that is not (NaN, an infinity) is left out, as the contract
-        allows finite numbers only, and nothing is sent when none is left."""
+        allows finite numbers only, and nothing is sent when none is left.
+
+        `at_ms`: the time the readings stand for when it is not now (a sample sent later, a
+        window's start). Left out while the clock is not set: the fleet files the message by its
+        arrival then, as it does with `ts: null` (docs/protocol.md, telemetry)."""
         finite = {name: value for name, value in readings.items()
                   if not isinstance(value, float) or math.isfinite(value)}
-        if finite:
-            self.emit("telemetry", {"role": role, "r": finite})
+        if not finite:
+            return
+        fields: dict[str, Any] = {"role": role, "r": finite}
+        if at_ms is not None and at_ms >= CLOCK_VALID_AFTER_MS:
+            fields["at_ms"] = at_ms
+        self.emit("telemetry", fields)
 
     def event(
         self,

@@ -89,7 +89,8 @@ class HealthRecord(StreamRecord):
 
 
 class TelemetryRecord(StreamRecord):
-    # the time the reading belongs to: the device's clock when it had one, else arrival
+    # the time the readings stand for: the message's at_ms, else its ts, else its arrival
+    # (fleet/ingest/store.py telemetry_at; docs/fleet.md, "Telemetry time")
     at = fields.DatetimeField()
     role = fields.CharField(max_length=32)
     readings = fields.JSONField()

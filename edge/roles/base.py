@@ -48,9 +48,10 @@ class RoleContext:
     def device_id(self) -> str:
         return self._uplink.device_id
 
-    def telemetry(self, readings: Mapping[str, Number]) -> None:
-        """Send named readings (numbers) as one telemetry message tagged with this role."""
-        self._uplink.telemetry(self.name, readings)
+    def telemetry(self, readings: Mapping[str, Number], at_ms: int | None = None) -> None:
+        """Send named readings (numbers) as one telemetry message tagged with this role; `at_ms`
+        (Unix ms) when they stand for another time than now: a sample's, a window's start."""
+        self._uplink.telemetry(self.name, readings, at_ms)
 
     def event(
         self,

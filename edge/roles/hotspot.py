@@ -7,7 +7,8 @@ parsed (see `hotspot_counter.py` for the key policy) and is never logged, stored
 
 Telemetry (role `hotspot`), at the end of every hour and every day (local time, `tz_min`):
 `{"period_s": 3600 | 86400, "start_s", "accesses", "users", "random_accesses", "random_users",
-"connected", "users_capped"}`. The counts wait in the store-and-forward queue while offline.
+"connected", "users_capped"}` with `at_ms` the period's start (the fleet files it there). The
+counts wait in the store-and-forward queue while offline.
 
 Health: `events`, `unparsed` (lines that named no station), `source_errors`, `connected`.
 Command `hotspot.counts`: the running hour and day so far (nothing is sent).
@@ -143,7 +144,7 @@ class HotspotRole(Role):
 
     def _send(self, reports: list[Report]) -> None:
         for report in reports:
-            self.context.telemetry(report.readings())
+            self.context.telemetry(report.readings(), at_ms=report.start_s * 1000)  # filed at the period's start
             self.reports_sent += 1
 
     def health(self) -> dict[str, Number]:

@@ -5,9 +5,10 @@ Each sample goes through `sensor_pipeline.Pipeline`: median spike rejection, rep
 (swinging door or deadband, both with a stated maximum error and a maximum interval), per-minute
 min/max/mean aggregates, alarms with hysteresis. It sends:
 
-- telemetry `{"<reading>": value, ..., "at_ms": t}`: the compressed points; `at_ms` is the time the
-  value stands for (a swinging-door point is sent when the door closes, after its time);
-- telemetry `{"window_s": 60, "at_ms": start, "<reading>_min"/"_max"/"_mean"/"_n": ...}` per window;
+- telemetry `{"<reading>": value, ...}` at `at_ms` t: the compressed points, one message per time;
+  `at_ms` (the message's, beside `r`) is the time the values stand for (a swinging-door point is
+  sent when the door closes, after its time), and the fleet files the point under it;
+- telemetry `{"window_s": 60, "<reading>_min"/"_max"/"_mean"/"_n": ...}` at `at_ms` start, per window;
 - events `alarm` (`start`/`end`, category `other`, data `{reading, value, high, hysteresis}`).
 
 Desired state `sensor` (all optional; the same keys as the ESP32 sensor node):
@@ -194,16 +195,16 @@ class SensorRole(Role):
 
     def _send(self, out: Output, now_ms: int) -> None:
         for t, values in sorted(out.points.items()):
-            self.context.telemetry({**values, "at_ms": t})
+            self.context.telemetry(values, at_ms=t)
             self.points_sent += len(values)
             self.telemetry_sent += 1
         for start, aggregates in sorted(out.aggregates.items()):
-            readings: dict[str, Number] = {"window_s": self.settings.aggregate_s, "at_ms": start}
+            readings: dict[str, Number] = {"window_s": self.settings.aggregate_s}
             for name, a in aggregates.items():
                 readings.update(
                     {f"{name}_min": a.minimum, f"{name}_max": a.maximum, f"{name}_mean": a.mean, f"{name}_n": a.count}
                 )
-            self.context.telemetry(readings)
+            self.context.telemetry(readings, at_ms=start)
             self.aggregates_sent += 1
             self.telemetry_sent += 1
         for change in out.alarms:

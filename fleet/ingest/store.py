@@ -66,6 +66,16 @@ def _utc_from_ms(ms: int | None, fallback: datetime) -> datetime:
         return fallback
 
 
+def telemetry_at(msg: Upstream, arrival: datetime) -> datetime:
+    """The time a telemetry message's readings stand for (docs/fleet.md, "Telemetry time"): its
+    `at_ms` (a sample taken before the message was sent, a window's start), else its `ts`, else
+    (the device's clock unknown: `ts` null, and `at_ms` is read on that same clock) the arrival."""
+    if msg.ts is None:
+        return arrival
+    at_ms = msg.body.get("at_ms")
+    return _utc_from_ms(at_ms if isinstance(at_ms, int) else msg.ts, arrival)
+
+
 class _Streams:
     """The (device, epoch, ses) streams a batch touches, loaded once and written back once."""
 
@@ -360,7 +370,7 @@ def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRe
             device.last_health = data
             device.last_health_at = now
     elif msg.kind == "telemetry":
-        telemetry.append(TelemetryRecord(**common, at=_utc_from_ms(msg.ts, now), role=body["role"],
+        telemetry.append(TelemetryRecord(**common, at=telemetry_at(msg, now), role=body["role"],
                                          readings=body["r"]))
     elif msg.kind == "event":
         events.append(EventRecord(**common, at=_utc_from_ms(msg.ts, now), event_id=body["id"],

@@ -1,6 +1,7 @@
 """Ingest against a real Mosquitto and a real database (SQLite and PostgreSQL)."""
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -220,6 +221,11 @@ async def test_every_example_message_is_accepted_and_stored(
     assert events[0]["snapshot"]["ref"].endswith(".jpg") and events[0]["category"] == "traffic_safety"
     telemetry = (await fleet.get("/api/devices/pi-dx-0001/telemetry")).json()
     assert telemetry[0]["readings"]["pm25"] == 12.5
+    # a sensor point sent after its time is filed at its at_ms (docs/fleet.md, "Telemetry time")
+    (point,) = (await fleet.get("/api/devices/pi-dx-0002/telemetry")).json()
+    sensor = examples["telemetry.sensor"]["payload"]
+    assert datetime.fromisoformat(point["at"]) == datetime.fromtimestamp(sensor["at_ms"] / 1000, UTC)
+    assert point["device_ts"] == sensor["ts"] and point["readings"] == sensor["r"]
     # the stream of pi-dx-0002 starts at its birth's next_seq (5): nothing before it is missing
     assert (await fleet.get("/api/devices/pi-dx-0002/gaps")).json() == []
     for device_id in ("pi-dx-0001", "pi-dx-0002", "esp-light-0007"):

@@ -120,6 +120,10 @@ async def test_recorded_log_lines_are_counted_per_hour_and_day_without_macs(
     assert {k: hour[k] for k in expected} == expected
     assert {k: day[0][k] for k in expected} == expected
     assert day[0]["start_s"] == (T0 - 12 * HOUR) // 1000  # local midnight: 17:00 UTC the day before
+    # each report is filed at its period's start, not at when it was sent (docs/protocol.md, telemetry)
+    sent = role_telemetry(probe, "hotspot")
+    assert {T0 - 12 * HOUR, T0} <= {t["at_ms"] for t in sent}
+    assert all(t["at_ms"] == t["r"]["start_s"] * 1000 for t in sent)
     assert health[-1]["roles"]["hotspot"]["unparsed"] == 5
     checked_upstream(probe)
     for _, payload, _ in probe.messages:

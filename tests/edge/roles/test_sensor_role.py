@@ -103,6 +103,10 @@ async def test_sds011_over_a_serial_link_is_filtered_aggregated_and_alarmed(
         )
     assert role.samples < stand_in.sent + 1
     values = [t["r"]["pm25"] for t in points]
+    # every point and window carries its own time beside its readings, never as a reading
+    sensor = role_telemetry(probe, "sensor")
+    assert all(isinstance(t["at_ms"], int) and "at_ms" not in t["r"] for t in sensor)
+    assert len({t["at_ms"] for t in points}) == len(points)
     assert max(values) < 100, "the spikes are rejected by the median"
     assert all(a["pm25_max"] < 100 and a["pm25_min"] <= a["pm25_mean"] <= a["pm25_max"] for a in aggregates)
     start = [e for e in events_of(probe, "alarm") if e["id"] == alarm[0]["id"]]
@@ -137,14 +141,15 @@ async def test_the_role_reconstructs_within_its_error_and_survives_a_dead_line(
             role.process(t, {"temp": v})
         await role.commands()["flush"]({})
         await until(
-            lambda: [t for t in role_telemetry(probe, "sensor") if t["r"].get("at_ms") == series[-1][0]],
+            lambda: [t for t in role_telemetry(probe, "sensor") if t.get("at_ms") == series[-1][0]],
             "the flushed last point",
         )
         health = await until(
             lambda: [h for h in probe.payloads("health") if h.get("roles", {}).get("sensor", {}).get("read_errors")],
             "read errors in health",
         )
-    points = [(t["r"]["at_ms"], t["r"]["temp"]) for t in role_telemetry(probe, "sensor") if "temp" in t["r"]]
+    # each point at its own time: the message's at_ms, beside its readings (docs/protocol.md, telemetry)
+    points = [(t["at_ms"], t["r"]["temp"]) for t in role_telemetry(probe, "sensor") if "temp" in t["r"]]
     assert len(points) < len(series) / 4
     assert max_error(series, points) <= 0.5 + 1e-9
     assert health[-1]["roles"]["sensor"]["reopens"] >= 1
