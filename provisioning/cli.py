@@ -3,6 +3,7 @@
     provision ports                       serial ports; ESP32 USB bridges are marked
     provision flash --port P --kind K [--site S] [--new-identity | --device-id ID] [--port P2 ...]
     provision pi-bundle --out DIR --site S (--ca-file F | --system-ca | --insecure-plaintext)
+                        [--target pi-arm64 | pi-armv7]
 
 Every failure reaches the user as one line, `provision: message`, with the exit status of
 `provisioning.errors` (the table is in docs/provisioning.md).
@@ -28,7 +29,7 @@ from provisioning.image import FirmwareImage
 from provisioning.pibundle import PiBundleRequest, make_pi_bundle
 from provisioning.ports import list_serial_ports
 from provisioning.progress import Reporter
-from provisioning.wheels import WheelTarget
+from provisioning.wheels import PI_TARGETS, WheelTarget
 
 PROG = "provision"
 try:
@@ -110,8 +111,14 @@ def _same_code(err: ProvisionError, message: str) -> ProvisionError:
 def do_pi_bundle(args: argparse.Namespace, reporter: Reporter) -> int:
     transport = TransportChoice.from_options(broker=args.broker, ca_file=args.ca_file, system_ca=args.system_ca,
                                              plaintext=args.insecure_plaintext)
-    wheels = WheelTarget(platforms=tuple(args.platform), python_version=args.python_version,
-                         find_links=args.wheels_from)
+    if args.target and (args.platform or args.python_version):
+        raise ProvisionError(f"--target {args.target} names the platform tags and the Python itself: "
+                             "give either --target or --platform/--python-version")
+    if args.target:
+        wheels = WheelTarget.named(args.target, find_links=args.wheels_from)
+    else:
+        wheels = WheelTarget(platforms=tuple(args.platform), python_version=args.python_version,
+                             find_links=args.wheels_from)
     request = PiBundleRequest(out_dir=args.out, site=args.site, transport=transport, name=args.name,
                               ward=args.ward, roles=tuple(args.role), enrollment_token=args.enrollment_token,
                               offline=args.offline, fleet_url=args.fleet, wheels=wheels)
@@ -209,9 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--enrollment-token", default=os.environ.get("PROVISION_ENROLLMENT_TOKEN"))
     bundle.add_argument("--offline", action="store_true",
                         help="no link to the fleet now: the Pi enrolls itself when install.sh runs")
+    bundle.add_argument("--target", metavar="PI",
+                        help="the Pi the wheels are for: " + "; ".join(
+                            f"{name} = {target.description}" for name, target in PI_TARGETS.items())
+                        + " (default: this machine)")
     bundle.add_argument("--platform", action="append", default=[], metavar="TAG",
-                        help="wheels for this pip platform tag, e.g. manylinux_2_36_aarch64; repeatable "
-                             "(default: this machine)")
+                        help="instead of --target: wheels for this pip platform tag, e.g. manylinux_2_36_aarch64; "
+                             "repeatable, each tag taken literally")
     bundle.add_argument("--python-version", metavar="X.Y",
                         help="the Pi's Python, e.g. 3.11 on Raspberry Pi OS 12 (default: this one)")
     bundle.add_argument("--wheels-from", type=Path, metavar="DIR",

@@ -102,6 +102,19 @@ UNITS="$ROOT/etc/systemd/system"
 DEST="$OPT/versions/$VERSION"
 say() { echo "install: $*"; }
 
+# 0. The wheels are for __TARGET__: Python __TARGET_PYTHON__ on __TARGET_MACHINES__ (machine/pointer bits).
+#    Another machine is told so before anything is made (pip would refuse a wheel less clearly).
+"$PYTHON" - "__TARGET__" "__TARGET_PYTHON__" "__TARGET_MACHINES__" <<'PY' || exit 1
+import platform, sys
+target, python, machines = sys.argv[1], sys.argv[2], sys.argv[3].split()
+have_python = "%d.%d" % sys.version_info[:2]
+have_machine = "%s/%d" % (platform.machine(), 64 if sys.maxsize > 2**32 else 32)
+if have_python != python or (machines and have_machine not in machines):
+    sys.exit("install: this bundle is for %s (Python %s on %s); this machine runs Python %s on %s: "
+             "make its bundle with provision pi-bundle --target (docs/provisioning.md)"
+             % (target, python, " or ".join(machines) or "its platform tags", have_python, have_machine))
+PY
+
 # 1. The code, in its own versioned folder; ".complete" is written last, so a folder without it
 #    is an interrupted install and is made again.
 if [ ! -f "$DEST/.complete" ]; then
@@ -175,12 +188,31 @@ install -m 0644 "$HERE/ioc-edge.service" "$UNITS/ioc-edge.service"
 if [ -z "$ROOT" ]; then
     id -u ioc-edge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/ioc-edge --shell /usr/sbin/nologin ioc-edge
     chown ioc-edge:ioc-edge "$STATE"
-    systemctl daemon-reload
-    systemctl enable ioc-edge.service
-    systemctl restart ioc-edge.service
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        systemctl enable ioc-edge.service
+        systemctl restart ioc-edge.service
+    else
+        # No running systemd (a chroot, a container, an image being prepared): the unit is in
+        # place and starts at the next boot of a systemd machine; nothing is started now.
+        if command -v systemctl >/dev/null 2>&1; then
+            systemctl enable ioc-edge.service >/dev/null 2>&1 || true
+        fi
+        say "systemd is not running here: the agent was not started (the unit starts it with the machine)"
+    fi
 fi
 say "IOC edge agent $VERSION installed"
 """
+
+
+def install_script(version: str, target: WheelTarget) -> str:
+    """install.sh for this bundle: its version, and the machine its wheels are for."""
+    values = {"__VERSION__": version, "__TARGET_PYTHON__": target.python,
+              "__TARGET_MACHINES__": " ".join(target.machines), "__TARGET__": target.label}
+    script = INSTALL
+    for key, value in values.items():
+        script = script.replace(key, value)
+    return script
 
 
 def _write(path: Path, text: str, mode: int) -> Path:
@@ -261,7 +293,7 @@ def write_files(folder: Path, request: PiBundleRequest, device_id: str, credenti
             _write(folder / CA_NAME, transport.ca_pem, 0o644)
         _write(folder / "credentials.env", secret, 0o600)
         _write(folder / UNIT_NAME, UNIT, 0o644)
-        _write(folder / "install.sh", INSTALL.replace("__VERSION__", version), 0o755)
+        _write(folder / "install.sh", install_script(version, request.wheels), 0o755)
     except OSError as err:
         raise ProvisionError(f"{request.out_dir}: cannot write the bundle: {err.strerror or err}") from err
 
