@@ -15,7 +15,7 @@ from store import Counters
 
 
 def expect(got, want):
-    assert got == want, "%r != %r" % (got, want)
+    assert got == want, f"{got!r} != {want!r}"
 
 
 def state():
@@ -45,7 +45,8 @@ def case_a_missing_state_json_restarts_at_a_random_48_bit_value():
 
 
 def case_a_damaged_state_json_restarts_too():
-    for text, boots in (('{"boots": 3, "ses', 0), ("", 0), ("null", 0), ('{"boots": 3}', 3), ('{"ses": 0, "boots": 3}', 3)):
+    cases = (('{"boots": 3, "ses', 0), ("", 0), ("null", 0), ('{"boots": 3}', 3), ('{"ses": 0, "boots": 3}', 3))
+    for text, boots in cases:
         with open("state.json", "w") as f:
             f.write(text)
         restarted(boots)
