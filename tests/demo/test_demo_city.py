@@ -177,6 +177,14 @@ def test_every_kind_of_device_does_its_job_and_ctrl_c_leaves_nothing(
     counts = fleet.command("wifi-01", "hotspot.counts", {})
     assert counts["status"] == "ok" and counts["detail"]["day"]["accesses"] >= 1, counts
 
+    # a reboot ends the process (exit 75 from an agent, 3 from a board): the demo starts it again,
+    # as systemd or the board's reset would, and it comes back with a new session
+    for device_id in ("wifi-01", "light-02"):
+        session = fleet.get(f"/api/devices/{device_id}")["session"]
+        assert fleet.command(device_id, "reboot", {})["status"] == "ok"
+        wait_for(lambda d=device_id, s=session: (j := fleet.get(f"/api/devices/{d}"))["state"] == "online"
+                 and j["session"] != s, timeout=90, interval=0.5, what=f"{device_id} back after its reboot")
+
     base = f"http://127.0.0.1:{demo_env['FLEET_HTTP_PORT']}"
     seen = asyncio.run(_look_as_a_person(base, fleet, artifacts_dir))
     on_status = {device: cls for device, cls, _, _ in seen["/"]}
