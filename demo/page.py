@@ -106,8 +106,11 @@ async def _speaker(device: Device, figures: Mapping[str, Any], now: datetime) ->
     d = event.data
     reason = f" ({d['reason']})" if d.get("reason") else ""
     counts = " · ".join(f"{k} {figures[k]}" for k in ("played", "failed", "clips") if k in figures)
+    ended = await EventRecord.filter(device_id=device.id, type="playback", phase="end").order_by("-id").first()
+    last = (f"last ended: {ended.data.get('broadcast')} {ended.data.get('status')} {_ago(ended.received_at, now)}"
+            if ended is not None else "none ended yet")
     return Job(what=f"broadcast {d.get('broadcast')}: {d.get('status')}{reason}",
-               detail=f"clip {d.get('clip')} · {counts} · {_ago(event.received_at, now)}")
+               detail=f"clip {d.get('clip')} · {last} · {counts}")
 
 
 async def _sensor(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
