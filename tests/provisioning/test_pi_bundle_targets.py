@@ -16,7 +16,8 @@ from unittest import mock
 import pytest
 from packaging import _manylinux
 
-from provisioning.wheels import PI_TARGETS, PiTarget, this_machine
+from provisioning.errors import ProvisionError
+from provisioning.wheels import PI_TARGETS, PiTarget, WheelTarget, check_wheel_tags, this_machine
 from tests.provisioning.conftest import run_provision
 from tests.provisioning.pi_bundle_support import install, read_lock, sha256_file, wheel_name
 from tests.provisioning.test_pi_bundle_wheels import EDGE, FLEET_ONLY
@@ -114,3 +115,17 @@ def test_a_role_with_no_wheel_for_the_target_is_named(tmp_path: Path) -> None:
     assert result.stderr.startswith("provision: cannot get the edge agent's dependencies as wheels for pi-armv7: ")
     assert "numpy" in result.stderr or "opencv" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "camera").exists()
+
+
+def test_a_wheel_for_another_machine_stops_the_tool(tmp_path: Path) -> None:
+    """What pip's configuration on the laptop could add (a find-links folder of x86-64 wheels)."""
+    target = WheelTarget.named("pi-arm64")
+    (tmp_path / "paho_mqtt-2.2.0-py3-none-any.whl").write_bytes(b"")
+    (tmp_path / "pydantic_core-2.50.5-cp311-cp311-manylinux2014_aarch64.manylinux_2_17_aarch64.whl").write_bytes(b"")
+    check_wheel_tags(tmp_path, target)  # pure Python and the target's own: fine
+    for stray in ("psutil-7.2.2-cp36-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+                  "pydantic_core-2.50.5-cp312-cp312-manylinux2014_aarch64.whl"):
+        (tmp_path / stray).write_bytes(b"")
+        with pytest.raises(ProvisionError, match=f"{re.escape(stray)} is not a wheel for pi-arm64 \\(Python 3.11\\)"):
+            check_wheel_tags(tmp_path, target)
+        (tmp_path / stray).unlink()
