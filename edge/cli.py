@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import edge
 from edge.agent import run_agent
@@ -20,6 +21,8 @@ from edge.errors import ConfigError, EdgeError
 PROG = "edge-agent"
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
+
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,9 +38,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's handler for errors no task awaited.
+
+    aiomqtt asks the loop, from paho's thread, to watch paho's socket (`call_soon_threadsafe(
+    loop.add_writer, sock.fileno(), ...)`); when the broker goes away the socket can be closed
+    before the loop runs that call, which then fails on a bad descriptor. The link notices the
+    lost connection by itself and reconnects, so this is one warning line, not a traceback.
+    Anything else keeps asyncio's default report."""
+    error = context.get("exception")
+    handle = repr(context.get("handle", ""))
+    if isinstance(error, ValueError | OSError) and (".add_writer(" in handle or ".add_reader(" in handle):
+        log.warning("the MQTT socket closed before the event loop could watch it (%s); the link reconnects", error)
+        return
+    loop.default_exception_handler(context)
+
+
 async def _serve(config: AgentConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(loop_exception)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return await run_agent(config, stop=stop)
