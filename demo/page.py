@@ -21,9 +21,6 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
-from fleet.api.deps import SESSION_COOKIE
-from fleet.auth.people import AuthError, Principal, principal_for
-from fleet.auth.roles import Permission
 from fleet.ingest.silence import LivenessView
 from fleet.models import Device, EventRecord, TelemetryRecord
 from fleet.runtime import Runtime
@@ -39,17 +36,6 @@ def _templates() -> Jinja2Templates:
     loader = ChoiceLoader([FileSystemLoader(Path(__file__).parent / "templates"),
                            FileSystemLoader(Path(pages.__file__).parent / "templates")])
     return Jinja2Templates(env=Environment(loader=loader, autoescape=select_autoescape()))
-
-
-async def _viewer(request: Request) -> Principal | None:
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        return None
-    try:
-        principal = await principal_for(token)
-    except AuthError:
-        return None
-    return principal if principal.may(Permission.READ) else None
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
@@ -181,7 +167,7 @@ def install(app: FastAPI, *, clips_dir: Path, snapshot_dirs: Mapping[str, Path])
 
     @router.get("/city", response_class=HTMLResponse)
     async def city_page(request: Request) -> Response:
-        viewer = await _viewer(request)
+        viewer = await pages.viewer_of(request)
         if viewer is None:
             return RedirectResponse("/login", status_code=303)
         runtime: Runtime = request.app.state.runtime
@@ -196,7 +182,7 @@ def install(app: FastAPI, *, clips_dir: Path, snapshot_dirs: Mapping[str, Path])
 
     @router.get("/city/snapshots/{device_id}/{name}")
     async def snapshot(request: Request, device_id: str, name: str) -> Response:
-        if await _viewer(request) is None:
+        if await pages.viewer_of(request) is None:
             return Response(status_code=401)
         folder = snapshot_dirs.get(device_id)
         if folder is None or not SNAPSHOT_NAME.match(name) or not (folder / name).is_file():

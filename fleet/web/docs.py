@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fleet.api.deps import LOGGED_IN
-from fleet.web.pages import _viewer, templates
+from fleet.web.pages import templates, viewer_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -35,6 +35,6 @@ async def openapi(request: Request) -> dict[str, Any]:
 
 @router.get("/docs", response_class=HTMLResponse)
 async def docs(request: Request) -> Response:
-    if await _viewer(request) is None:
+    if await viewer_of(request) is None:
         return RedirectResponse("/login", status_code=303)
     return templates.TemplateResponse(request, "docs.html", {})

@@ -90,7 +90,8 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     return f"{seconds // 86400} d ago"
 
 
-async def _viewer(request: Request) -> Principal | None:
+async def viewer_of(request: Request) -> Principal | None:
+    """The logged-in person who may read, from the session cookie; None otherwise (pages redirect)."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
@@ -160,7 +161,7 @@ async def login_submit(request: Request) -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 async def status_page(request: Request, runtime: RuntimeDep) -> Response:
-    viewer = await _viewer(request)
+    viewer = await viewer_of(request)
     if viewer is None:
         return RedirectResponse("/login", status_code=303)
     view = LivenessView.of(runtime.link, runtime.settings)
@@ -193,7 +194,7 @@ async def status_page(request: Request, runtime: RuntimeDep) -> Response:
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
 async def device_page(request: Request, runtime: RuntimeDep, device_id: DeviceId) -> Response:
     """One device for a person: the same verdict as the API's, the facts behind it, its recent health."""
-    viewer = await _viewer(request)
+    viewer = await viewer_of(request)
     if viewer is None:
         return RedirectResponse("/login", status_code=303)
     device = await Device.get_or_none(id=device_id)
