@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     stale_after_periods: int = Field(default=2, ge=1, le=100)
     silent_after_periods: int = Field(default=3, ge=2, le=100)
     presence_sweep_s: float = Field(default=5.0, gt=0, le=300)
+    # OTA releases (docs/fleet.md "Releases"): files kept by SHA-256 under ota_dir; the release
+    # signers' public keys (PEM public keys or an ota_keys.json trust list; unset: every publish
+    # is refused); the largest release upload; how long a device's download token lives; the
+    # secret the tokens are made with (unset: a random one kept in ota_dir/token.key, 0600)
+    ota_dir: Path = Path("var/ota")
+    ota_keys: Path | None = None
+    ota_release_max: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    ota_token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    ota_token_secret: SecretStr | None = None
+    # the fleet's address as devices reach it over HTTP, for download URLs in offers
+    # (unset: http://FLEET_HTTP_HOST:FLEET_HTTP_PORT)
+    public_url: str | None = None
 
     @field_validator("mqtt_url", "device_broker_url")
     @classmethod
@@ -90,6 +102,20 @@ class Settings(BaseSettings):
         if self.stale_after_periods >= self.silent_after_periods:
             raise ValueError("FLEET_STALE_AFTER_PERIODS must be below FLEET_SILENT_AFTER_PERIODS")
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError("FLEET_PUBLIC_URL must be http(s)://host[:port][/path]")
+            return value.rstrip("/")
+        return None
+
+    def public_base_url(self) -> str:
+        """Where devices reach the fleet over HTTP (FLEET_PUBLIC_URL, else the address it listens on)."""
+        return self.public_url or f"http://{self.http_host}:{self.http_port}"
 
     def mqtt_target(self) -> MqttTarget | None:
         return MqttTarget(self.mqtt_url) if self.mqtt_url else None
