@@ -4,6 +4,7 @@
     provision flash --port P --kind K [--site S] [--new-identity | --device-id ID] [--port P2 ...]
     provision pi-bundle --out DIR --site S (--ca-file F | --system-ca | --insecure-plaintext)
                         [--target pi-arm64 | pi-armv7]
+    provision release keygen | build | sign | verify | trust   signed OTA releases (provisioning/release_cli.py)
 
 Every failure reaches the user as one line, `provision: message`, with the exit status of
 `provisioning.errors` (the table is in docs/provisioning.md).
@@ -29,6 +30,8 @@ from provisioning.image import FirmwareImage
 from provisioning.pibundle import PiBundleRequest, make_pi_bundle
 from provisioning.ports import list_serial_ports
 from provisioning.progress import Reporter
+from provisioning.release_cli import add_arguments as add_release_arguments
+from provisioning.release_cli import do_release
 from provisioning.wheels import PI_TARGETS, WheelTarget
 
 PROG = "provision"
@@ -138,6 +141,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Reporter], int], str]] =
     "ports": (do_ports, "list serial ports; ESP32 USB bridges are marked"),
     "flash": (do_flash, "flash, register and verify ESP32 boards"),
     "pi-bundle": (do_pi_bundle, "write what a Raspberry Pi needs to a folder (SD card, USB stick)"),
+    "release": (do_release, "build, sign and verify OTA releases; make release keys and trust lists"),
 }
 
 
@@ -227,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the Pi's Python, e.g. 3.11 on Raspberry Pi OS 12 (default: this one)")
     bundle.add_argument("--wheels-from", type=Path, metavar="DIR",
                         help="take every wheel from this folder, with no index (an offline laptop)")
+    add_release_arguments(parsers["release"])
     return parser
 
 

@@ -18,6 +18,7 @@ The table (also in docs/provisioning.md):
 | 11 | `NotOnline` | the board was written but did not come online in time |
 | 12 | `BatchFailed` | several boards failed, for different reasons |
 | 13 | `FirmwareMismatch` | the firmware image cannot do what was asked (e.g. it lacks the role) |
+| 14 | `ReleaseInvalid` | `provision release verify`: a signature or a file of the release does not check |
 | 130 | `Interrupted` | Ctrl-C |
 
 A failure of `provision flash` after the board answered ends its message with what the board (and
@@ -83,6 +84,10 @@ class BatchFailed(ProvisionError):
 
 class FirmwareMismatch(ProvisionError):
     exit_code = 13
+
+
+class ReleaseInvalid(ProvisionError):
+    exit_code = 14
 
 
 class Interrupted(ProvisionError):
