@@ -17,7 +17,7 @@ from fleet.api import errors
 from fleet.api.csrf import CrossSiteGuard
 from fleet.api.guard import RequestGuard
 from fleet.api.headers import SecurityHeaders
-from fleet.api.routes import auth, control, data, devices, enrollment, ingest, users
+from fleet.api.routes import auth, control, data, devices, enrollment, ingest, releases, users
 from fleet.broker import EmbeddedAccounts, embedded_broker
 from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
 from fleet.broker_auth.dynsec import DynsecAccounts
@@ -110,12 +110,14 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     errors.install(app)
     # the last added runs first: headers on every answer, then the pages' origin check, then the
     # body's bounds (the API's cookie requests are checked where the cookie is read: fleet.api.deps)
-    app.add_middleware(RequestGuard, body_max=settings.http_body_max)
+    app.add_middleware(RequestGuard, body_max=settings.http_body_max,
+                       large_bodies={releases.RELEASES_PATH: settings.ota_release_max})
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(SecurityHeaders)
-    for module in (auth, users, devices, data, control, enrollment, ingest):
+    for module in (auth, users, devices, data, control, enrollment, ingest, releases):
         app.include_router(module.router)
     app.include_router(enrollment.protected)
+    app.include_router(releases.files)
     app.include_router(pages.router)
     app.include_router(docs.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")

@@ -6,8 +6,13 @@
   must be JSON as the contract allows it (contract.strict_json: finite numbers, no lone
   surrogate or NUL in any string, at most 16 levels deep), else 422 in the validation shape;
 - a NUL character in the path or the query string is refused with 422 (PostgreSQL cannot store it).
+
+A few paths take large uploads (`large_bodies`: path -> its own limit, e.g. a release's tar):
+their bodies are not buffered here but passed on as they arrive; a declared Content-Length over
+the path's limit gets 413 at once, and the route counts a chunked body itself.
 """
 
+from collections.abc import Mapping
 from email.message import Message
 
 from starlette.datastructures import Headers
@@ -39,9 +44,10 @@ def is_json(headers: Headers) -> bool:
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, body_max: int) -> None:
+    def __init__(self, app: ASGIApp, *, body_max: int, large_bodies: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.body_max = body_max
+        self.large_bodies = dict(large_bodies or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,6 +59,13 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
+        large = self.large_bodies.get(scope["path"])
+        if large is not None:
+            if declared is not None and declared.isdigit() and int(declared) > large:
+                await too_large(large)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.body_max:
             await too_large(self.body_max)(scope, receive, send)
             return
