@@ -119,9 +119,9 @@ def make() -> dict[str, Any]:
     case("sig_empty", good, [{"key": a.id, "sig": ""}], "bad_signature")
     # size: exactly at the bound is fine, one byte over is refused even with a good signature
     at_bound = good + " " * (META_MAX_BYTES - len(good))
-    case("meta_4096_bytes", at_bound, [a.sig(at_bound)], "ok")
+    case("meta_at_8192_bytes", at_bound, [a.sig(at_bound)], "ok")
     over = at_bound + " "
-    case("meta_4097_bytes", over, [a.sig(over)], "bad_meta")
+    case("meta_8193_bytes", over, [a.sig(over)], "bad_meta")
     # metadata malformed after a good signature
     files = meta_doc(a.id)["files"]
     signed_meta("not_json", good[:-1])
