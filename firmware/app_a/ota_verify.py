@@ -1,0 +1,268 @@
+# Release verification on the board (docs/ota.md): RSA-3072 PKCS#1 v1.5 signatures over SHA-256
+# against the trust list ota_keys.json, then the signed metadata's checks. Pure: no socket, no
+# device, so tests run it on the unix port against the CPython twin's vectors
+# (contract/release.py). Imported only while an offer is checked; the whole encoded block is
+# compared byte for byte, never parsed (no padding-oracle or lax-parser forgeries).
+import binascii
+import hashlib
+import json
+
+from micropython import const
+
+KEYS = "ota_keys.json"
+_K = const(384)  # bytes of an RSA-3072 modulus and signature
+_MAX_SIGS = const(4)
+_MAX_FILES = const(64)
+_MAX_META = const(8192)  # bytes of UTF-8
+_CLOCK_SET_AFTER_S = const(1700000000)  # an earlier clock was never set (an ESP32 starts at 2000)
+_BIG = 1 << 40  # expires and sizes stay below this
+# DER of DigestInfo(sha256) before the 32-byte hash (RFC 8017 §9.2 note 1)
+_DIGEST_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
+_PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-"
+_CLASS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
+_HEX = "0123456789abcdef"
+_FIELDS = ("type", "kind", "classes", "version", "min_version", "floor", "expires", "key", "files",
+           "keys")
+
+
+def rsa_ok(n, sig, digest):
+    # sig^65537 mod n must be exactly 00 01 FF..FF 00 DigestInfo H.
+    if len(sig) != _K:
+        return False
+    s = int.from_bytes(sig, "big")
+    if s >= n:
+        return False
+    return pow(s, 65537, n).to_bytes(_K, "big") == (
+        b"\x00\x01" + b"\xff" * (_K - 3 - len(_DIGEST_INFO) - 32) + b"\x00" + _DIGEST_INFO + digest)
+
+
+def trust_list(path=KEYS):
+    try:
+        with open(path) as f:
+            keys = json.load(f)["keys"]
+        return keys if isinstance(keys, list) else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def signature(meta, sigs, keys):
+    # None when one signature by a key of `keys` checks, else the refusal code. A signature is
+    # checked only against the key it names.
+    if not isinstance(sigs, list) or not sigs:
+        return "unsigned"
+    if len(sigs) > _MAX_SIGS:
+        return "bad_signature"
+    digest = hashlib.sha256(meta).digest()
+    known = False
+    for s in sigs:
+        if not isinstance(s, dict) or not isinstance(s.get("key"), str):
+            continue
+        for k in keys:
+            if isinstance(k, dict) and k.get("id") == s["key"]:
+                known = True
+                try:
+                    if rsa_ok(int(k["n"], 16), binascii.a2b_base64(s["sig"]), digest):
+                        return None
+                except (KeyError, TypeError, ValueError):
+                    pass
+                break
+    return "bad_signature" if known else "unknown_key"
+
+
+def version(s):
+    # "MAJOR.MINOR.PATCH" -> (major, minor, patch), compared as numbers; None if malformed
+    # (decimal, at most nine digits, no leading zeros).
+    if not isinstance(s, str):
+        return None
+    parts = s.split(".")
+    if len(parts) != 3:
+        return None
+    out = []
+    for p in parts:
+        if not p or len(p) > 9 or not _only(p, "0123456789") or p[0] == "0" and len(p) > 1:
+            return None
+        out.append(int(p))
+    return tuple(out)
+
+
+def _only(text, chars):
+    for c in text:
+        if c not in chars:
+            return False
+    return True
+
+
+def _int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _keys(keys):
+    # The trust list a release sets (key rotation): 1..4 RSA-3072 keys {"id", "n"}, each id the
+    # first 16 hex digits of SHA-256 of the modulus (384 bytes, big-endian).
+    if not isinstance(keys, list) or not 1 <= len(keys) <= 4:
+        return False
+    seen = []
+    for k in keys:
+        if not isinstance(k, dict) or len(k) != 2:
+            return False
+        n = k.get("n")
+        if not isinstance(n, str) or len(n) != 768 or not _only(n, _HEX) or n[0] < "8" or n[-1] not in "13579bdf":
+            return False
+        kid = binascii.hexlify(hashlib.sha256(int(n, 16).to_bytes(_K, "big")).digest()[:8]).decode()
+        if k.get("id") != kid or kid in seen:
+            return False
+        seen.append(kid)
+    return True
+
+
+def split(meta):
+    # The metadata without its file list (parsed), and where that list's text is: (head, a, b),
+    # meta[a:b] the inside of the "files" array. The list is read one entry at a time (files()):
+    # parsing a 31-file list at once takes about 12 KB of heap on this port. ValueError: bad_meta.
+    i = meta.find('"files"')
+    while i >= 0:
+        a = i + 7
+        while a < len(meta) and meta[a] in " \t\r\n":
+            a += 1
+        if a < len(meta) and meta[a] == ":":
+            break
+        i = meta.find('"files"', i + 1)
+    if i < 0:
+        raise ValueError("no files")
+    a = meta.find("[", a)
+    b = meta.find("]", a)
+    if a < 0 or b < 0 or meta[i + 7:a].strip() != ":":
+        raise ValueError("files is not a list")
+    head = json.loads(meta[:a] + "[]" + meta[b + 1:])
+    if not isinstance(head, dict) or head.get("files") != []:
+        raise ValueError("not an object")
+    return head, a + 1, b
+
+
+def files(meta, a, b):
+    # Each file entry (path, sha256, size) of meta[a:b], checked; ValueError: bad_meta.
+    pos = a
+    count = 0
+    while True:
+        p = meta.find("{", pos, b)
+        if p < 0:
+            if meta[pos:b].strip():
+                raise ValueError("bad files list")
+            break
+        if meta[pos:p].strip() != ("," if count else ""):
+            raise ValueError("bad files list")
+        q = meta.find("}", p, b)
+        if q < 0:
+            raise ValueError("bad files list")
+        e = json.loads(meta[p:q + 1])
+        path = e.get("path")
+        sha = e.get("sha256")
+        size = e.get("size")
+        if (len(e) != 3 or not isinstance(path, str) or not 0 < len(path) <= 64
+                or not _only(path, _PATH_CHARS) or not _int(size) or not 0 <= size < _BIG
+                or not isinstance(sha, str) or len(sha) != 64 or not _only(sha, _HEX)):
+            raise ValueError("bad file entry")
+        for part in path.split("/"):
+            if part in ("", ".", ".."):
+                raise ValueError("bad path")
+        count += 1
+        if count > _MAX_FILES:
+            raise ValueError("too many files")
+        yield path, sha, size
+        pos = q + 1
+    if not count:
+        raise ValueError("no files")
+
+
+def _check_files(meta, a, b, kind):
+    # Every entry checked, no path twice (hashes of the paths seen: no list of strings in RAM),
+    # an esp32 slot with its app.mpy, a pi release with one file.
+    seen = set()
+    count = 0
+    app = False
+    for path, _, _ in files(meta, a, b):
+        h = hash(path)
+        if h in seen:  # the same hash: the same path, or (rarely) another with the same hash
+            k = 0
+            for p2, _, _ in files(meta, a, b):
+                k += p2 == path
+            if k > 1:
+                raise ValueError("a path twice")
+        seen.add(h)
+        count += 1
+        app = app or path == "app.mpy"
+    if kind == "esp32" and not app or kind == "pi" and count != 1:
+        raise ValueError("not a slot")
+
+
+def _bad_head(h):
+    # True when the head (split()) is malformed.
+    for k in h:
+        if k not in _FIELDS:
+            return True
+    for k in _FIELDS[:-1]:
+        if k not in h:
+            return True
+    classes = h["classes"]
+    v = version(h["version"])
+    lo = version(h["min_version"])
+    fl = version(h["floor"])
+    key = h["key"]
+    if (h["type"] != "ioc-release" or h["kind"] not in ("esp32", "pi")
+            or not isinstance(classes, list) or not 1 <= len(classes) <= 8
+            or v is None or lo is None or fl is None or lo > v or fl > v
+            or not _int(h["expires"]) or not 0 < h["expires"] < _BIG
+            or not isinstance(key, str) or len(key) != 16 or not _only(key, _HEX)):
+        return True
+    for i, c in enumerate(classes):
+        if not isinstance(c, str) or not 0 < len(c) <= 32 or not _only(c, _CLASS_CHARS) or c in classes[:i]:
+            return True
+    return "keys" in h and not _keys(h["keys"])
+
+
+def check_device(h, fw, floor, cls, now_s, kind="esp32"):
+    # The device's refusal code for a valid head, or None: in contract/release.py's order.
+    # "same_version": already running it (answered confirmed).
+    if h["kind"] != kind:
+        return "wrong_kind"
+    if cls not in h["classes"]:
+        return "wrong_class"
+    v = version(h["version"])
+    running = version(fw)
+    if v == running:
+        return "same_version"
+    if v < running or floor is not None and v < version(floor):
+        return "downgrade"
+    if running < version(h["min_version"]):
+        return "too_old"
+    if now_s is None or now_s < _CLOCK_SET_AFTER_S:
+        return "no_clock"
+    if now_s >= h["expires"]:
+        return "expired"
+    return None
+
+
+def verify(meta, sigs, keys):
+    # (refusal code or None, head or None) for (metadata text, signatures) against the trust
+    # list `keys`. The metadata is parsed only after a signature checked.
+    if not isinstance(meta, str) or len(memoryview(meta)) > _MAX_META:
+        return "bad_meta", None
+    why = signature(meta, sigs, keys)
+    if why:
+        return why, None
+    try:
+        head, a, b = split(meta)
+        if _bad_head(head):
+            return "bad_meta", None
+        _check_files(meta, a, b, head["kind"])
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return "bad_meta", None
+    return None, head
+
+
+def check(meta, sigs, keys, fw, floor, cls, now_s, kind="esp32"):
+    # verify(), then check_device() for this board.
+    why, head = verify(meta, sigs, keys)
+    if why:
+        return why, None
+    return check_device(head, fw, floor, cls, now_s, kind), head
