@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fleet.release_kit import ota_fleet, signer, stranger  # noqa: F401  (fixtures: a fleet with release keys)
 from tests.support.fleet import fleet_settings, running_fleet
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import fresh_database

@@ -5,14 +5,19 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from contract.release import key_id
+from tests.support.fleet import fleet_settings, running_fleet
+from tests.support.mosquitto import Mosquitto
 
 
 @dataclass
@@ -80,3 +85,26 @@ def write_keys(path: Path, *keys: SigningKey) -> Path:
 
 
 TAR = {"Content-Type": "application/x-tar"}
+
+
+# fixtures: a test module imports them by name
+@pytest.fixture(scope="module")
+def signer() -> SigningKey:
+    return SigningKey.new()
+
+
+@pytest.fixture(scope="module")
+def stranger() -> SigningKey:
+    """A key the fleet does not hold."""
+    return SigningKey.new()
+
+
+@pytest.fixture
+async def ota_fleet(database_url: str, mosquitto: Mosquitto, tmp_path: Path,
+                    signer: SigningKey) -> AsyncIterator[httpx.AsyncClient]:
+    settings = fleet_settings(database_url, mosquitto.url, ota_dir=tmp_path / "ota",
+                              public_url="http://fleet.example:8000",
+                              ota_keys=write_keys(tmp_path / "release-keys.pem", signer),
+                              ota_release_max=1024 * 1024)
+    async with running_fleet(settings) as http:
+        yield http

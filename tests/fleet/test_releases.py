@@ -5,34 +5,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from fleet.auth.roles import Role
 from fleet.ota.releases import Releases
-from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey, write_keys
-from tests.support.fleet import fleet_settings, running_fleet, token_for
-from tests.support.mosquitto import Mosquitto
-
-
-@pytest.fixture(scope="module")
-def signer() -> SigningKey:
-    return SigningKey.new()
-
-
-@pytest.fixture(scope="module")
-def stranger() -> SigningKey:
-    """A key the fleet does not hold."""
-    return SigningKey.new()
-
-
-@pytest.fixture
-async def ota_fleet(database_url: str, mosquitto: Mosquitto, tmp_path: Path,
-                    signer: SigningKey) -> AsyncIterator[httpx.AsyncClient]:
-    settings = fleet_settings(database_url, mosquitto.url, ota_dir=tmp_path / "ota",
-                              ota_keys=write_keys(tmp_path / "release-keys.pem", signer),
-                              ota_release_max=1024 * 1024)
-    async with running_fleet(settings) as http:
-        yield http
+from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey
+from tests.support.fleet import token_for
 
 
 def esp32(version: str = "0.2.0", **extra: object) -> ReleaseFolder:
