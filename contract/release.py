@@ -55,7 +55,7 @@ META_OPTIONAL = frozenset({"keys"})
 FILE_FIELDS = frozenset({"path", "sha256", "size"})
 
 _VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
-_CLASS = re.compile(r"[a-z0-9-]{1,32}")
+_CLASS = re.compile(r"[a-z0-9_-]{1,32}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MODULUS_HEX = re.compile(r"[0-9a-f]{768}")  # 2 * KEY_BYTES
@@ -365,7 +365,7 @@ def parse_meta(text: str, signed_by: Sequence[str] = ()) -> ReleaseMeta:
     if (not isinstance(classes, list) or not 1 <= len(classes) <= CLASSES_MAX
             or not all(isinstance(name, str) and _CLASS.fullmatch(name) for name in classes)
             or len(set(classes)) != len(classes)):
-        raise _bad(f"classes: 1 to {CLASSES_MAX} distinct names of [a-z0-9-]{{1,32}}")
+        raise _bad(f"classes: 1 to {CLASSES_MAX} distinct names of [a-z0-9_-]{{1,32}}")
     version = _meta_version(document, "version")
     min_version = _meta_version(document, "min_version")
     floor = _meta_version(document, "floor")

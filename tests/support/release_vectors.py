@@ -135,6 +135,8 @@ def make() -> dict[str, Any]:
     signed_meta("classes_not_a_list", meta_doc(a.id, classes="esp32"))
     signed_meta("class_uppercase", meta_doc(a.id, classes=["ESP32"]))
     signed_meta("class_too_long", meta_doc(a.id, classes=["e" * 33]))
+    signed_meta("class_with_underscore", meta_doc(a.id, classes=["pi-x86_64"]), "ok")
+    signed_meta("class_with_dot", meta_doc(a.id, classes=["pi.x86"]))
     signed_meta("class_twice", meta_doc(a.id, classes=["esp32", "esp32"]))
     signed_meta("nine_classes", meta_doc(a.id, classes=[f"c{i}" for i in range(9)]))
     signed_meta("version_two_parts", meta_doc(a.id, version="0.2"))
