@@ -19,7 +19,7 @@ _BIG = 1 << 40  # expires and sizes stay below this
 # DER of DigestInfo(sha256) before the 32-byte hash (RFC 8017 §9.2 note 1)
 _DIGEST_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-"
-_CLASS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
+_CLASS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 _HEX = "0123456789abcdef"
 _FIELDS = ("type", "kind", "classes", "version", "min_version", "floor", "expires", "key", "files",
            "keys")
@@ -37,12 +37,16 @@ def rsa_ok(n, sig, digest):
 
 
 def trust_list(path=KEYS):
+    # The keys of ota_keys.json ({"keys": [{"id", "n"}, ...]}), or [] when it is missing or not
+    # a valid trust list: a device trusts nothing from a damaged one.
     try:
         with open(path) as f:
-            keys = json.load(f)["keys"]
-        return keys if isinstance(keys, list) else []
-    except (OSError, ValueError, KeyError, TypeError):
+            doc = json.load(f)
+    except (OSError, ValueError):
         return []
+    if isinstance(doc, dict) and len(doc) == 1 and _keys(doc.get("keys")):
+        return doc["keys"]
+    return []
 
 
 def signature(meta, sigs, keys):
@@ -260,9 +264,9 @@ def verify(meta, sigs, keys):
     return None, head
 
 
-def check(meta, sigs, keys, fw, floor, cls, now_s, kind="esp32"):
-    # verify(), then check_device() for this board.
+def check(meta, sigs, keys, fw, floor, cls, now_ms, kind="esp32"):
+    # verify(), then check_device() for this board (its clock in Unix ms, None: not set).
     why, head = verify(meta, sigs, keys)
     if why:
         return why, None
-    return check_device(head, fw, floor, cls, now_s, kind), head
+    return check_device(head, fw, floor, cls, None if now_ms is None else now_ms // 1000, kind), head
