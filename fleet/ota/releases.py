@@ -4,8 +4,9 @@ The rules of docs/ota.md and docs/fleet.md "Releases", free of FastAPI: the rout
 (fleet/api/routes/releases.py) translate `PublishRefused` and `DownloadRefused` into answers.
 
 - A release is uploaded as a tar of the folder `provision release build/sign` writes:
-  `release.json` (`{"meta": <metadata text>, "sigs": [...]}`) and the files at the paths the
-  metadata lists, at the tar's root or in one folder. Other members are ignored.
+  `release.json` (`{"meta": <metadata text>, "sigs": [...]}`) and `files/<path>` for every path
+  the metadata lists (a file next to release.json, `<path>`, is taken too), at the tar's root or
+  in one folder. Other members (meta.json) are ignored.
 - The metadata must check with `contract.release.verify_release` against the keys in
   FLEET_OTA_KEYS (read at every publish: adding a key needs no restart), must not have expired,
   and every file must have its signed size and SHA-256.
@@ -35,6 +36,7 @@ from fleet.ota.tokens import DownloadGrant, TokenError, check_token, make_token,
 from fleet.settings import Settings
 
 RELEASE_JSON = "release.json"
+FILES_DIR = "files"  # provisioning/release.py's folder of the release's files
 RELEASE_JSON_MAX = 16 * 1024  # 4096 bytes of metadata, four signatures, JSON escapes
 DELTA_BASES = 3
 DELTA_MAX_RATIO = 0.5
@@ -105,8 +107,13 @@ class _Upload:
     def close(self) -> None:
         self.tar.close()
 
+    def _member(self, name: str) -> tarfile.TarInfo | None:
+        if name == RELEASE_JSON:
+            return self.members.get(self.prefix + name)
+        return self.members.get(f"{self.prefix}{FILES_DIR}/{name}") or self.members.get(self.prefix + name)
+
     def _open(self, name: str) -> IO[bytes] | None:
-        member = self.members.get(self.prefix + name)
+        member = self._member(name)
         return self.tar.extractfile(member) if member is not None else None
 
     def signed(self) -> tuple[str, Any]:
@@ -124,7 +131,7 @@ class _Upload:
         return document["meta"], document.get("sigs")
 
     def size_of(self, path: str) -> int | None:
-        member = self.members.get(self.prefix + path)
+        member = self._member(path)
         return member.size if member is not None else None
 
     def copy_to(self, path: str, dest: Path) -> None:

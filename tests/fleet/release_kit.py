@@ -64,16 +64,17 @@ class ReleaseFolder:
         text = meta if meta is not None else self.meta_text(keys[0].id if keys else "0" * 16)
         return {"meta": text, "sigs": [key.sign(text.encode()) for key in keys]}
 
-    def tar(self, release_json: dict[str, Any] | None, *, folder: str = "", files: dict[str, bytes] | None = None
-            ) -> bytes:
-        """The upload: release.json and the files, at the root or in `folder`."""
+    def tar(self, release_json: dict[str, Any] | None, *, folder: str = "", files: dict[str, bytes] | None = None,
+            files_dir: str = "files/") -> bytes:
+        """The upload: release.json and files/<path> (provisioning/release.py's layout), at the root
+        or in `folder`; `files_dir=""` puts the files next to release.json."""
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             members = dict(files if files is not None else self.files)
             if release_json is not None:
                 members = {"release.json": json.dumps(release_json).encode(), **members}
             for path, data in members.items():
-                info = tarfile.TarInfo(folder + path)
+                info = tarfile.TarInfo(folder + (path if path == "release.json" else files_dir + path))
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()

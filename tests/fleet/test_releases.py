@@ -1,6 +1,8 @@
 """Publishing OTA releases over real HTTP, on SQLite and PostgreSQL: checks, roles, audit, delete."""
 
 import hashlib
+import io
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import httpx
 
 from fleet.auth.roles import Role
 from fleet.ota.releases import Releases
+from provisioning import release as release_tool
 from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey
 from tests.support.fleet import token_for
 
@@ -25,7 +28,8 @@ async def test_a_signed_release_is_published_listed_audited_and_refused_twice(
         ota_fleet: httpx.AsyncClient, signer: SigningKey, tmp_path: Path) -> None:
     folder = esp32()
     signed = folder.signed(signer)
-    response = await ota_fleet.post("/api/releases", content=folder.tar(signed, folder="build/"), headers=TAR)
+    response = await ota_fleet.post("/api/releases", content=folder.tar(signed, folder="build/", files_dir=""),
+                                    headers=TAR)
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["name"] == "esp32-0.2.0" and body["kind"] == "esp32" and body["classes"] == ["esp32"]
@@ -136,3 +140,30 @@ async def test_the_releases_service_is_shared_by_the_routes_and_other_parts(ota_
     token, _ = other.token("dev-1", "esp32-1.0.0", 1_800_000_000)
     assert app.state.releases.secret == other.secret and len(other.secret) == 32
     assert token.startswith("dev-1~esp32-1.0.0~")
+
+
+async def test_a_release_made_by_the_signers_tool_is_published(ota_fleet: httpx.AsyncClient, tmp_path: Path) -> None:
+    """provision release keygen / build / sign, the folder tarred as it is: the fleet takes it once it
+    holds the key (FLEET_OTA_KEYS is read at every publish), and refuses it before."""
+    key = tmp_path / "signer" / "key.pem"
+    key.parent.mkdir()
+    public, ident = release_tool.keygen(key)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "ioc_edge-0.7.0-py3-none-any.whl").write_bytes(b"not really a wheel " * 100)
+    (wheels / "ioc_contract-0.7.0-py3-none-any.whl").write_bytes(b"nor this one " * 100)
+    folder, _ = release_tool.build_release(release_tool.BuildRequest(
+        kind="pi", version="0.7.0", out=tmp_path / "build", classes=("pi-arm64",), signer=public, wheels=wheels))
+    release_tool.sign_release(folder, [key])
+    upload = io.BytesIO()
+    with tarfile.open(fileobj=upload, mode="w") as tar:
+        tar.add(folder, arcname="release-0.7.0")
+    refused = await ota_fleet.post("/api/releases", content=upload.getvalue(), headers=TAR)
+    assert refused.status_code == 422 and "unknown_key" in refused.json()["detail"]
+    keys = ota_fleet.app.state.runtime.settings.ota_keys  # type: ignore[attr-defined]
+    keys.write_text(keys.read_text() + public.read_text())
+    published = await ota_fleet.post("/api/releases", content=upload.getvalue(), headers=TAR)
+    assert published.status_code == 201, published.text
+    body = published.json()
+    assert body["name"] == "pi-arm64-0.7.0" and body["key_ids"] == [ident]
+    assert [f["path"] for f in body["files"]] == ["ioc-edge-0.7.0.tar"]
