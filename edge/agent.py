@@ -24,6 +24,7 @@ from edge.desired import DesiredState
 from edge.errors import CommandError, ConfigError, DesiredStateError, EdgeError
 from edge.health import SystemHealth, hardware_description
 from edge.link import Link
+from edge.ota import Updater
 from edge.queue import Outbox
 from edge.roles import ROLES, Role, RoleContext, RoleSpec
 from edge.stamps import Boot, SessionCounter, Stamper, highest_queued_ses, wall_clock_ms
@@ -68,6 +69,8 @@ class Agent:
         self._task: asyncio.Task[int] | None = None
         self._opened = False
         self.role_errors: dict[str, int] = {}
+        self.roles_started: set[str] = set()
+        self._first_health_id: int | None = None  # the queue id of this run's first health message
 
     def _spec(self, name: str) -> RoleSpec[Any]:
         try:
@@ -112,13 +115,21 @@ class Agent:
                 state / "desired.json", self.uplink, [self, *self.roles.values()], disk=self.disk
             )
             self.desired.restore()
+            self.ota = Updater(
+                self.config, self.uplink, restart=self.request_restart, running_version=edge.__version__
+            )
+            self.ota.open()
             self.link = Link(
                 self.config,
                 session=self.session,
                 stamper=self.stamper,
                 outbox=self.outbox,
                 birth_fields=self._birth_fields,
-                handlers={"cmd": self.commands.receive, "state/desired": self.desired.receive},
+                handlers={
+                    "cmd": self.commands.receive,
+                    "state/desired": self.desired.receive,
+                    "ota/offer": self.ota.receive,
+                },
                 disk=self.disk,
             )
         except BaseException:
@@ -190,6 +201,7 @@ class Agent:
                 tasks.create_task(self._health_loop(), name=f"edge-health-{device}"),
                 tasks.create_task(self._disk_loop(), name=f"edge-disk-{device}"),
                 tasks.create_task(self.commands.run(), name=f"edge-commands-{device}"),
+                tasks.create_task(self.ota.run(self.healthy_for_trial), name=f"edge-ota-{device}"),
                 *(
                     tasks.create_task(self._supervise(role), name=f"edge-role-{device}-{role.name}")
                     for role in self.roles.values()
@@ -219,6 +231,7 @@ class Agent:
         backoff = Backoff(1.0, ROLE_RESTART_MAX_S)
         while True:
             try:
+                self.roles_started.add(role.name)
                 await role.run()
                 return
             except EdgeError as err:
@@ -234,12 +247,26 @@ class Agent:
         while True:
             try:
                 self.uplink.emit("health", self.health_fields())
+                if self._first_health_id is None:
+                    self._first_health_id = self.outbox.last_id
             except EdgeError as err:  # e.g. a role reporting a figure that is not a number
                 log.error("%s: could not make health: %s", self.config.device_id, err)
             self._period_changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.health_period_s):
                     await self._period_changed.wait()
+
+    def healthy_for_trial(self) -> bool:
+        """A new version's health gate (docs/ota.md): connected, birth sent (the link is connected
+        only after the birth's PUBACK), every role started and none crashed, and this run's first
+        health message acknowledged by the broker."""
+        return (
+            self.link.connected.is_set()
+            and self.roles_started == set(self.roles)
+            and not self.role_errors
+            and self._first_health_id is not None
+            and self.outbox.acked_through >= self._first_health_id
+        )
 
     def health_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {

@@ -100,6 +100,21 @@ class QueueSettings(BaseModel):
     ram_max_bytes: int = Field(default=RAM_MAX_BYTES, ge=16_384, le=1 << 30)
 
 
+class OtaSettings(BaseModel):
+    """Over-the-air updates of the agent itself (docs/edge.md, "Updates")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The install root: versions/, current, launch (install.sh's layout).
+    root: Path = Path("/opt/ioc-edge")
+    # The trust list install.sh placed; a committed key rotation keeps its own in the state folder.
+    keys_file: Path = Path("/etc/ioc-edge/ota_keys.json")
+    # The class releases name (docs/ota.md); default: from this machine (pi-arm64, pi-armv7, pi-x86_64).
+    device_class: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    # A new version on trial that has not passed its health gate within this many seconds is rolled back.
+    trial_s: int = Field(default=300, ge=10, le=86_400)
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -114,6 +129,7 @@ class AgentConfig(BaseSettings):
     shutdown_drain_s: float = Field(default=2.0, ge=0, le=60)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    ota: OtaSettings = Field(default_factory=OtaSettings)
     # Role name -> its own settings table, checked by the role (see edge.roles).
     roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -157,6 +173,10 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ag
     ca_file = config.broker.ca_file
     if base_dir is not None and ca_file is not None and not ca_file.is_absolute():
         config = config.model_copy(update={"broker": config.broker.model_copy(update={"ca_file": base_dir / ca_file})})
+    if base_dir is not None:
+        ota = config.ota
+        config = config.model_copy(update={"ota": ota.model_copy(update={
+            "root": base_dir / ota.root, "keys_file": base_dir / ota.keys_file})})
     return config
 
 

@@ -191,6 +191,16 @@ class Outbox:
         queue file was created."""
         return self._dropped
 
+    @property
+    def last_id(self) -> int:
+        """The id of the newest message appended (0: none since the file was made)."""
+        return self._next_id - 1
+
+    @property
+    def acked_through(self) -> int:
+        """Messages up to this id were acknowledged by the broker in this run."""
+        return self._acked_through
+
     def append(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Store a message at the tail; when the queue is full, drop the oldest one first.
 

@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -10,6 +10,9 @@ from edge.config import AgentConfig, parse_config
 from tests.edge.helpers import ConfigFactory
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt_probe import Probe
+
+if TYPE_CHECKING:
+    from tests.edge.ota_support import Kit
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -46,3 +49,11 @@ def probe(mosquitto: Mosquitto, device_id: str) -> Iterator[Probe]:
     observer = Probe(mosquitto.port, f"ioc/v1/d/{device_id}/#")
     yield observer
     observer.close()
+
+
+@pytest.fixture(scope="session")
+def ota_kit(tmp_path_factory: pytest.TempPathFactory) -> "Kit":
+    """Signed releases of the agent at four versions (tests/edge/ota_support.py), built once."""
+    from tests.edge.ota_support import build_kit  # only the OTA tests pay for it
+
+    return build_kit(tmp_path_factory.mktemp("ota-kit"))
