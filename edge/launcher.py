@@ -107,7 +107,8 @@ def check_trial(root: Path, path: Path) -> None:
     trial = doc.get("trial")
     if not isinstance(trial, dict):
         return
-    starts = trial.get("starts") if isinstance(trial.get("starts"), int) else 0
+    value = trial.get("starts")
+    starts = value if isinstance(value, int) else 0
     running = running_folder(root)
     if running != trial.get("to"):
         say(f"dropping a trial of {trial.get('version')}: current points at {running}")
