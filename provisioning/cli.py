@@ -30,6 +30,7 @@ from provisioning.image import FirmwareImage
 from provisioning.pibundle import PiBundleRequest, make_pi_bundle
 from provisioning.ports import list_serial_ports
 from provisioning.progress import Reporter
+from provisioning.release import trust_list
 from provisioning.release_cli import add_arguments as add_release_arguments
 from provisioning.release_cli import do_release
 from provisioning.wheels import PI_TARGETS, WheelTarget
@@ -43,6 +44,11 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 def _fail(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _ota_keys(path: Path | None) -> str | None:
+    """--ota-keys: ota_keys.json or PEM public keys, as the trust list a device reads (ota_keys.json)."""
+    return None if path is None else trust_list([path]).to_json()
 
 
 def _fleet(args: argparse.Namespace) -> FleetClient | None:
@@ -72,13 +78,14 @@ def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
     except (OSError, ValueError) as err:
         raise ProvisionError(f"cannot read the firmware image: {err}") from err
     transport = board_transport(args.broker, args.ca_file, plaintext=args.insecure_plaintext)
+    ota_keys = _ota_keys(args.ota_keys)
     if args.device_id and len(args.port) > 1:
         raise ProvisionError("--device-id names one board's identity: give one --port with it")
     request = FlashRequest(kind=args.kind, site=args.site, transport=transport, name=args.name,
                            ward=args.ward, wifi_ssid=args.wifi_ssid, wifi_password=args.wifi_password,
                            enrollment_token=args.enrollment_token, offline=args.offline,
                            fleet_url=args.fleet, wait_s=args.wait, new_identity=args.new_identity,
-                           device_id=args.device_id)
+                           device_id=args.device_id, ota_keys=None if ota_keys is None else ota_keys.encode())
     fleet = None if args.offline else _fleet(args)
     failures: list[ProvisionError] = []
     try:
@@ -124,7 +131,8 @@ def do_pi_bundle(args: argparse.Namespace, reporter: Reporter) -> int:
                              find_links=args.wheels_from)
     request = PiBundleRequest(out_dir=args.out, site=args.site, transport=transport, name=args.name,
                               ward=args.ward, roles=tuple(args.role), enrollment_token=args.enrollment_token,
-                              offline=args.offline, fleet_url=args.fleet, wheels=wheels)
+                              offline=args.offline, fleet_url=args.fleet, wheels=wheels,
+                              ota_keys=_ota_keys(args.ota_keys))
     device_id = new_device_id("pi", args.site)
     fleet = None if args.offline else _fleet(args)
     try:
@@ -199,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     flash.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                        help="how long to wait for the device to come online (default 60)")
     flash.add_argument("--firmware", type=Path, help="firmware folder (default: the bundled firmware/)")
+    flash.add_argument("--ota-keys", type=Path, default=os.environ.get("PROVISION_OTA_KEYS"), metavar="FILE",
+                       help="the release keys the board trusts for OTA updates: ota_keys.json or PEM public "
+                            "keys (env PROVISION_OTA_KEYS); written as ota_keys.json; without it a board "
+                            "keeps the one it has")
     flash.add_argument("--answer-timeout", type=float, default=5.0, metavar="SECONDS",
                        help="how long a board may take to answer one request (default 5)")
 
@@ -231,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the Pi's Python, e.g. 3.11 on Raspberry Pi OS 12 (default: this one)")
     bundle.add_argument("--wheels-from", type=Path, metavar="DIR",
                         help="take every wheel from this folder, with no index (an offline laptop)")
+    bundle.add_argument("--ota-keys", type=Path, default=os.environ.get("PROVISION_OTA_KEYS"), metavar="FILE",
+                        help="the release keys the Pi trusts for OTA updates: ota_keys.json or PEM public keys "
+                             "(env PROVISION_OTA_KEYS); install.sh puts it at /etc/ioc-edge/ota_keys.json")
     add_release_arguments(parsers["release"])
     return parser
 

@@ -49,6 +49,7 @@ from provisioning.image import (
     CONFIG,
     MANIFEST,
     MARKER,
+    OTA_KEYS,
     FirmwareImage,
     board_ca,
     board_config,
@@ -80,6 +81,7 @@ class FlashRequest:
     wait_s: float = 60.0
     new_identity: bool = False  # --new-identity: a new device id even if the board has one
     device_id: str | None = None  # --device-id: this id, whatever the board has
+    ota_keys: bytes | None = None  # --ota-keys: ota_keys.json, the release keys the board trusts
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ class Flasher:
         ca = None if pem is None else board_ca(pem)
         record = self._look_up(plan)
         with self.reporter.transfer(f"{port}: writing firmware {image.version}",
-                                    image.size + (len(ca) if ca else 0)) as advance:
+                                    image.size + (len(ca) if ca else 0) + len(request.ota_keys or b"")) as advance:
             board.write_file(MARKER, marker(plan.device_id))
             attempt.staged = True
             staging = Staging(board, image.dirs())
@@ -244,13 +246,15 @@ class Flasher:
                 staging.write(path, data, sha256(data), advance)
             if ca is not None:
                 staging.write(CA_FILE, ca, sha256(ca), advance)
+            if request.ota_keys is not None:
+                staging.write(OTA_KEYS, request.ota_keys, sha256(request.ota_keys), advance)
         credentials = self._register(plan, record, attempt)
         config = self._config(plan.device_id, credentials)
         staging.write(CONFIG, config, sha256(config))
         state = self._counters(files, plan, record)
         if state is not None:
             staging.write(STATE, state, sha256(state))
-        listing = manifest(plan.device_id, image, config, ca)
+        listing = manifest(plan.device_id, image, config, ca, request.ota_keys)
         staging.write(MANIFEST, listing, sha256(listing))
         staging.check()
         attempt.switching = True

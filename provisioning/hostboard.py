@@ -27,20 +27,23 @@ FIRMWARE_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().par
 MICROPYTHON = Path(sys.executable).with_name("micropython")
 CONSOLE = "console.log"
 CA_FILE = "ca.der"  # the CAs the board trusts (firmware/app_a/trust.py)
+OTA_KEYS = "ota_keys.json"  # the release keys the board trusts (docs/ota.md)
 EXIT_REBOOT = 3  # the host HAL's reset(): start the board again to "reboot" it
 EXIT_CRASH = 70  # the boot stage: the app raised (an ESP32 would reset)
 EXIT_CONFIG = 2  # the app refused its config.json
 
 
 def prepare_board(dest_dir: Path | str, device_id: str, broker_host: str, broker_port: int, *,
-                  precompiled: bool = True, ca_der: bytes | None = None, **cfg: Any) -> Path:
+                  precompiled: bool = True, ca_der: bytes | None = None, ota_keys: bytes | None = None,
+                  **cfg: Any) -> Path:
     """Copy the firmware into `dest_dir` (the board's filesystem) and write its config.json.
 
     `precompiled`: the app slot as `.mpy` (mpy-cross), as `provision flash` writes it; compiling
     the sources on a 64 KB board takes more heap than running them. `ca_der`: the CA
     certificate(s) the board trusts (ca.der, DER): the board then speaks TLS to its broker and
     fleet. Without it this host harness, which runs on loopback, writes the lab-network flag
-    `insecure_plaintext: true` (unless `cfg` says otherwise). Extra keyword arguments become
+    `insecure_plaintext: true` (unless `cfg` says otherwise). `ota_keys`: the trust list
+    (ota_keys.json, docs/ota.md) written at the board's root. Extra keyword arguments become
     config.json fields (see docs/firmware.md). Existing state files in `dest_dir` (state.json,
     desired.json, bootstate.json) are kept, like on a board that is flashed again.
     """
@@ -53,6 +56,8 @@ def prepare_board(dest_dir: Path | str, device_id: str, broker_host: str, broker
         compile_slot(board / "app_a")
     if ca_der is not None:
         (board / CA_FILE).write_bytes(ca_der)
+    if ota_keys is not None:
+        (board / OTA_KEYS).write_bytes(ota_keys)
     else:
         cfg.setdefault("insecure_plaintext", True)
     config = {"device_id": device_id, "broker_host": broker_host, "broker_port": broker_port, **cfg}

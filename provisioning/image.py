@@ -28,6 +28,7 @@ MANIFEST = "provision.json"
 CONFIG = "config.json"
 CA_FILE = "ca.der"  # firmware/app_a/trust.py reads it
 CA_FILE_MAX = 8192  # the firmware refuses a larger ca.der (trust.CA_MAX)
+OTA_KEYS = "ota_keys.json"  # the release keys the board trusts (docs/ota.md); outside the slots
 BOOT_STAGE = "main.py"
 SKIP_NAMES = ("__pycache__",)
 SKIP_SUFFIXES = (".pyc",)
@@ -197,11 +198,14 @@ def board_config(device_id: str, broker_host: str, broker_port: int, roles: list
     return (json.dumps(config, indent=1) + "\n").encode()
 
 
-def manifest(device_id: str, image: FirmwareImage, config: bytes, ca: bytes | None = None) -> bytes:
+def manifest(device_id: str, image: FirmwareImage, config: bytes, ca: bytes | None = None,
+             ota_keys: bytes | None = None) -> bytes:
     files = {path: sha256(data) for path, data in image.files.items()}
     files[CONFIG] = sha256(config)
     if ca is not None:
         files[CA_FILE] = sha256(ca)
+    if ota_keys is not None:
+        files[OTA_KEYS] = sha256(ota_keys)
     return (json.dumps({"device_id": device_id, "fw": image.version, "files": files},
                        indent=1) + "\n").encode()
 

@@ -6,6 +6,8 @@ then on the Pi run `sudo sh install.sh` from it.
     credentials.env   EDGE_BROKER__PASSWORD=... (mode 0600); or, offline, an enrollment token
                       that install.sh exchanges for credentials on first install
     ioc-edge.service  systemd unit, Restart=always
+    ota_keys.json     the release keys the agent trusts (with --ota-keys; docs/ota.md); install.sh
+                      puts it at /etc/ioc-edge/ota_keys.json
     install.sh        installs into /opt/ioc-edge/versions/<version>, points /opt/ioc-edge/current
                       at it, config in /etc/ioc-edge, state in /var/lib/ioc-edge
     requirements.lock every wheel below, pinned to its SHA-256
@@ -42,6 +44,7 @@ UNIT_NAME = "ioc-edge.service"
 SERVICE_USER = "ioc-edge"
 CA_NAME = "ca.pem"
 LOCK_NAME = "requirements.lock"
+OTA_KEYS_NAME = "ota_keys.json"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class PiBundleRequest:
     offline: bool = False
     fleet_url: str | None = None
     wheels: WheelTarget = field(default_factory=WheelTarget)
+    ota_keys: str | None = None  # ota_keys.json text (provisioning.release.trust_list)
 
 
 UNIT = f"""[Unit]
@@ -293,6 +297,8 @@ def write_files(folder: Path, request: PiBundleRequest, device_id: str, credenti
             _write(folder / CA_NAME, transport.ca_pem, 0o644)
         _write(folder / "credentials.env", secret, 0o600)
         _write(folder / UNIT_NAME, UNIT, 0o644)
+        if request.ota_keys is not None:
+            _write(folder / OTA_KEYS_NAME, request.ota_keys, 0o644)
         _write(folder / "install.sh", install_script(version, request.wheels), 0o755)
     except OSError as err:
         raise ProvisionError(f"{request.out_dir}: cannot write the bundle: {err.strerror or err}") from err

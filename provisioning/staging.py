@@ -37,6 +37,7 @@ from provisioning.image import (
     CONFIG,
     MANIFEST,
     MARKER,
+    OTA_KEYS,
     hashes_code,
     mkdirs_code,
     rm_tree_code,
@@ -48,6 +49,9 @@ JOURNAL = "provision.swap"
 STATE = "state.json"  # the firmware's boot and stream counters (firmware/app_a/store.py)
 # Replaced by every flash; the boot stage last in this list (moved away first, moved in last).
 REPLACED = ("app_a", "app_b", "bootstate.json", CONFIG, CA_FILE, MANIFEST, BOOT_STAGE)
+# Replaced only when this flash writes one: a board flashed again without --ota-keys keeps the
+# trust list it has (which a committed release may have rotated, docs/ota.md).
+REPLACED_IF_WRITTEN = (OTA_KEYS,)
 # What belongs to a device identity on the board: the stream counter (a stream number is never
 # used twice), the fleet's desired state, the light's counters and overrides, the speaker's record
 # of broadcasts and its clips.
@@ -220,7 +224,8 @@ class Staging:
         if BOOT_STAGE in self.names:
             into.append(BOOT_STAGE)
         moved = [n for n in IDENTITY_STATE if identity_changes or n in into]
-        out = [*moved, *(n for n in REPLACED if n not in moved)]  # BOOT_STAGE is REPLACED's last
+        written = [n for n in REPLACED_IF_WRITTEN if n in into]
+        out = [*moved, *written, *(n for n in REPLACED if n not in moved)]  # BOOT_STAGE is REPLACED's last
         missing = set(into) - set(out)
         assert not missing, missing
         self.board.run(_SWITCH.format(into=into, out=out, journal=JOURNAL, stage=STAGE, old=OLD))
