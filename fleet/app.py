@@ -17,7 +17,7 @@ from fleet.api import errors
 from fleet.api.csrf import CrossSiteGuard
 from fleet.api.guard import RequestGuard
 from fleet.api.headers import SecurityHeaders
-from fleet.api.routes import auth, control, data, devices, enrollment, ingest, releases, users
+from fleet.api.routes import auth, control, data, devices, enrollment, ingest, releases, rollouts, users
 from fleet.broker import EmbeddedAccounts, embedded_broker
 from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
 from fleet.broker_auth.dynsec import DynsecAccounts
@@ -29,6 +29,7 @@ from fleet.ingest.service import Ingest
 from fleet.ingest.silence import SilenceSweep, hearing_of, timing_of
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
+from fleet.ota.rollouts import RolloutEngine
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
 from fleet.web import docs, pages
@@ -72,15 +73,18 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         sweep = SilenceSweep(lambda: hearing_of(link.state().listening_for_s), timing_of(settings),
                              settings.presence_sweep_s)
         sweeping = asyncio.create_task(sweep.run(), name="fleet-presence-sweep")
+        engine = RolloutEngine(link, settings)
+        rolling = asyncio.create_task(engine.run(), name="fleet-rollouts")
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
                           broker_host=target.host, broker_port=target.port, accounts=accounts,
-                          device_broker=device_broker, supervisor=supervisor)
+                          device_broker=device_broker, supervisor=supervisor, rollouts=engine)
         finally:
-            sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeping
+            for task in (rolling, sweeping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             # the link closes first (the stack unwinds after this), so stop feeding, then drain
             await link.close()
             stop.set()
@@ -114,7 +118,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
                        large_bodies={releases.RELEASES_PATH: settings.ota_release_max})
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(SecurityHeaders)
-    for module in (auth, users, devices, data, control, enrollment, ingest, releases):
+    for module in (auth, users, devices, data, control, enrollment, ingest, releases, rollouts):
         app.include_router(module.router)
     app.include_router(enrollment.protected)
     app.include_router(releases.files)

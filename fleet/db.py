@@ -12,7 +12,7 @@ from tortoise.context import TortoiseContext
 
 from fleet.settings import Settings
 
-MODELS = ["fleet.models", "fleet.ota.models"]
+MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models"]
 
 
 def _url(settings: Settings) -> str:

@@ -1,12 +1,16 @@
 """What the running service holds: its settings, its MQTT link, its ingest loop and counters."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fleet.broker_auth.accounts import FLEET_USER, BrokerAccounts, reserved_for_fleet
 from fleet.ingest.link import MqttLink
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
 from fleet.settings import MqttTarget, Settings
+
+if TYPE_CHECKING:
+    from fleet.ota.rollouts import RolloutEngine
 
 
 @dataclass
@@ -20,6 +24,7 @@ class Runtime:
     accounts: BrokerAccounts
     device_broker: MqttTarget  # where devices are told to connect
     supervisor: Supervisor  # keeps the ingest loop running; /healthz asks it
+    rollouts: "RolloutEngine | None" = None  # the OTA rollout engine (fleet/ota/rollouts.py); None in a bare set-up
 
     def reserves(self, device_id: str) -> bool:
         """The fleet's own broker account and client ids: no device may be registered or enrolled as one."""

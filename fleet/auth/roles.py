@@ -23,13 +23,14 @@ class Permission(StrEnum):
     AUDIT = "audit"  # read the audit log
     RELEASES = "releases"  # publish OTA releases
     RELEASE_DELETE = "release_delete"  # delete a published release (admin only)
+    ROLLOUTS = "rollouts"  # start, pause, resume, abort and roll back OTA rollouts
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.OPS: frozenset({Permission.READ, Permission.DEVICE_WRITE, Permission.DEVICE_DECOMMISSION,
                          Permission.COMMAND, Permission.DESIRED_STATE, Permission.CREDENTIALS,
-                         Permission.ENROLLMENT, Permission.RELEASES}),
+                         Permission.ENROLLMENT, Permission.RELEASES, Permission.ROLLOUTS}),
     Role.IOC_OPERATOR: frozenset({Permission.READ, Permission.DESIRED_STATE}),
     Role.TECHNICIAN: frozenset({Permission.READ, Permission.DEVICE_WRITE, Permission.CREDENTIALS}),
     Role.READ_ONLY: frozenset({Permission.READ}),

@@ -97,6 +97,7 @@ class Ingest:
         self.stats.duplicates += result.duplicates
         self.stats.presence += result.presence
         self.stats.reserved += result.reserved
+        self.stats.ota += result.ota
         self.stats.late += result.late
         self.stats.gaps_opened += result.gaps_opened
         refused = {msg.device_id for msg, _ in result.refused}
@@ -138,6 +139,7 @@ class Ingest:
             total.duplicates += one.duplicates
             total.presence += one.presence
             total.reserved += one.reserved
+            total.ota += one.ota
             total.late += one.late
             total.gaps_opened += one.gaps_opened
             total.refused.extend(one.refused)

@@ -1,7 +1,7 @@
 """Counters of what the ingest did, for the API, the status page and (later) Prometheus.
 
 Every message taken from the broker lands in exactly one of: `stored`, `duplicates`,
-`presence`, `reserved`, `skipped` (by why), `rejected` (by reason). `received` is their sum
+`presence`, `ota`, `reserved`, `skipped` (by why), `rejected` (by reason). `received` is their sum
 (`accounted` says so), except for messages of a batch that failed as a whole (`batch_errors`).
 """
 
@@ -22,7 +22,8 @@ class IngestStats:
     late: int = 0  # of `stored`: filled a gap
     gaps_opened: int = 0
     presence: int = 0  # births and deaths (whether they changed the device's presence or not)
-    reserved: int = 0  # ota/progress and child messages: checked and numbered, not stored yet
+    reserved: int = 0  # child messages: checked and numbered, not stored yet
+    ota: int = 0  # ota/progress reports: checked, numbered, applied to rollouts (fleet/ota/progress.py)
     skipped: Counter[str] = field(default_factory=Counter)  # not device messages: `own_publish`, `retained_clear`
     batches: int = 0
     batch_errors: int = 0  # batches whose processing failed unexpectedly (logged; the loop went on)
@@ -39,7 +40,8 @@ class IngestStats:
         return entry
 
     def accounted(self) -> int:
-        return (self.stored + self.duplicates + self.presence + self.reserved + sum(self.skipped.values())
+        return (self.stored + self.duplicates + self.presence + self.ota + self.reserved
+                + sum(self.skipped.values())
                 + sum(self.rejected.values()))
 
     def as_dict(self, queue_depth: int) -> dict[str, Any]:
@@ -52,6 +54,7 @@ class IngestStats:
             "late": self.late,
             "gaps_opened": self.gaps_opened,
             "presence": self.presence,
+            "ota": self.ota,
             "reserved": self.reserved,
             "skipped": dict(self.skipped),
             "batches": self.batches,

@@ -38,12 +38,13 @@ from fleet.models import (
     SeqStream,
     TelemetryRecord,
 )
+from fleet.ota.progress import apply_progress
 
 log = logging.getLogger(__name__)
 
 StreamKey = tuple[str, int, int]  # (device id, epoch, ses)
 # numbered and deduplicated like the rest, but with no table yet (docs/protocol.md, "Messages")
-RESERVED_KINDS = frozenset({"ota_progress", "child_birth", "child_death", "child_health"})
+RESERVED_KINDS = frozenset({"child_birth", "child_death", "child_health"})
 
 
 @dataclass
@@ -53,7 +54,8 @@ class BatchResult:
     late: int = 0
     gaps_opened: int = 0
     presence: int = 0  # births and deaths, whether they counted or not
-    reserved: int = 0  # ota/progress and child messages: numbered, not stored yet
+    reserved: int = 0  # child messages: numbered, not stored yet
+    ota: int = 0  # ota/progress reports: numbered, applied to rollouts (fleet/ota/progress.py)
     refused: list[tuple[Upstream, str]] = field(default_factory=list)  # (message, reason)
 
 
@@ -296,6 +298,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
         telemetry: list[TelemetryRecord] = []
         events: list[EventRecord] = []
         seen: dict[str, Device] = {}
+        progress: list[Upstream] = []
         for msg in batch:
             device = devices[msg.device_id]
             if device.status == DeviceStatus.DECOMMISSIONED:
@@ -329,6 +332,10 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
             if msg.kind in RESERVED_KINDS:
                 result.reserved += 1
                 continue
+            if msg.kind == "ota_progress":
+                result.ota += 1
+                progress.append(msg)
+                continue
             result.stored += 1
             _collect(msg, device, now, health, telemetry, events)
             if msg.kind == "cmd_result":
@@ -338,6 +345,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 device.reported_version = msg.body["version"]
                 device.reported_status = msg.body["status"]
                 note_reported_state(device, msg.body)
+        await apply_progress(conn, progress, now)
         result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
         # ignore_conflicts: the unique (device, epoch, ses, seq) key is the last line against a replay
         # that a second fleet instance stored at the same moment

@@ -214,9 +214,10 @@ async def test_every_example_message_is_accepted_and_stored(
     stats = await async_wait_for(all_in, what="examples taken in")
     assert stats["rejected_total"] == 0 and stats["duplicates"] == 0
     births_and_deaths = sum(1 for n in examples if n.split(".")[0] in ("birth", "death"))
-    reserved = sum(1 for n in examples if n.split(".")[0].startswith(("ota_", "child_")))
-    assert stats["presence"] == births_and_deaths and stats["reserved"] == reserved
-    assert stats["stored"] == sent - births_and_deaths - reserved
+    reserved = sum(1 for n in examples if n.split(".")[0].startswith("child_"))
+    ota = sum(1 for n in examples if n.split(".")[0] == "ota_progress")
+    assert stats["presence"] == births_and_deaths and stats["reserved"] == reserved and stats["ota"] == ota
+    assert stats["stored"] == sent - births_and_deaths - reserved - ota
     events = (await fleet.get("/api/devices/pi-dx-0001/events")).json()
     assert events[0]["snapshot"]["ref"].endswith(".jpg") and events[0]["category"] == "traffic_safety"
     telemetry = (await fleet.get("/api/devices/pi-dx-0001/telemetry")).json()

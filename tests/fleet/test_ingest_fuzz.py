@@ -157,6 +157,7 @@ def _check(result: dict[str, Any], count: int) -> None:
     assert stats["duplicates"] == expect["duplicates"]
     assert stats["presence"] == expect["presence"]
     assert stats["reserved"] == expect["reserved"]
+    assert stats["ota"] == expect["ota"]
     assert stats["skipped"] == {k.split(":")[1]: v for k, v in expect.items() if k.startswith("skipped:")}
     assert stats["rejected"] == {k.split(":")[1]: v for k, v in expect.items() if k.startswith("rejected:")}
     assert result["rows"] == {t: expect[f"rows:{t}"] for t in ("health", "telemetry", "event")}
@@ -169,7 +170,8 @@ def _report(result: dict[str, Any], count: int) -> None:
     stats = result["stats"]
     print(f"\nfuzz: {count} messages in {result['elapsed']:.1f} s ({count / result['elapsed']:.0f}/s): "
           f"stored {stats['stored']}, duplicates {stats['duplicates']}, presence {stats['presence']}, "
-          f"reserved {stats['reserved']}, skipped {stats['skipped']}, rejected {stats['rejected']}, "
+          f"ota {stats['ota']}, reserved {stats['reserved']}, skipped {stats['skipped']}, "
+          f"rejected {stats['rejected']}, "
           f"gaps opened {stats['gaps_opened']}, late {stats['late']}, rows {result['rows']}")
 
 
