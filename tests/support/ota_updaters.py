@@ -75,6 +75,8 @@ class Herd:
         self.last_offer_at: float | None = None
         self.first_bad_report_at: float | None = None
         self.healthy = True  # send health
+        self.go = asyncio.Event()  # cleared: offers are held (received, not answered) until it is set
+        self.go.set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def topic(self, device: SimDevice, suffix: str) -> str:
@@ -113,6 +115,7 @@ class Herd:
             await self.progress(device, offer, device.answered[offer_id])
             return
         release = str(offer["release"])
+        await self.go.wait()
         await self.progress(device, offer, "received")
         if offer.get("action") == "rollback":
             if device.previous is None:

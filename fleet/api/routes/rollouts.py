@@ -96,6 +96,7 @@ class RolloutDevicePublic(BaseModel):
     device_id: str
     rank: int
     phase: int
+    window: str = Field(description="the window keys that apply to it (comma-separated; empty: none)")
     state: DeviceState
     reason: str | None
     pct: int | None
