@@ -28,6 +28,9 @@ class Release(Model):
     total_size = fields.BigIntField()  # the sum of the files' sizes
     downloads = fields.BigIntField(default=0)  # file requests answered (200 or 206) with its tokens
     bytes_served = fields.BigIntField(default=0)
+    # Pi deltas: `pending` from the publish until the fleet's delta worker has made them, then
+    # `done` (or `failed`, logged); `none` for a release that has no deltas (esp32)
+    deltas_state = fields.CharField(max_length=8, default="none")
     created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
     created_by = fields.CharField(max_length=80)
 

@@ -11,11 +11,16 @@ The rules of docs/ota.md and docs/fleet.md "Releases", free of FastAPI: the rout
   FLEET_OTA_KEYS (read at every publish: adding a key needs no restart), must not have expired,
   and every file must have its signed size and SHA-256.
 - Pi releases get bsdiff4 deltas from the files of the last DELTA_BASES pi releases published for
-  one of its classes, each kept only when at most DELTA_MAX_RATIO of the full file.
+  one of its classes, each kept only when at most DELTA_MAX_RATIO of the full file. They are made
+  after the publish has answered, by the delta worker (`start()`/`close()`, one release at a
+  time), since an 80 MB artifact takes about a minute a base; the release's `deltas_state` says
+  when they are there. An offer made before lists none, and the device downloads the full file.
 """
 
 import asyncio
+import contextlib
 import json
+import logging
 import tarfile
 import time
 from collections.abc import Sequence
@@ -34,6 +39,8 @@ from fleet.ota.models import Release, ReleaseBlob
 from fleet.ota.store import CHUNK, FileStore, StoreError, is_sha256
 from fleet.ota.tokens import DownloadGrant, TokenError, check_token, make_token, token_secret
 from fleet.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RELEASE_JSON = "release.json"
 FILES_DIR = "files"  # provisioning/release.py's folder of the release's files
@@ -156,8 +163,10 @@ class Releases:
         self.store.open()
         self.secret = token_secret(settings.ota_token_secret, settings.ota_dir)
         self.token_ttl_s = settings.ota_token_ttl_s
-        # publish and delete change which blobs are referenced: one at a time in this process
+        # publish, delete and a delta's storing change which blobs are referenced: one at a time
         self.lock = asyncio.Lock()
+        self._deltas_wanted = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
 
     # keys -----------------------------------------------------------------------------------
     def trust(self) -> TrustList:
@@ -203,7 +212,7 @@ class Releases:
             await self._forget([sha for sha, _ in stored])  # what this upload left unreferenced
             raise
         if meta.kind == "pi":
-            await self._make_deltas(release)
+            self._deltas_wanted.set()
         return release
 
     async def _store_files(self, upload: _Upload, meta: ReleaseMeta, sigs: Any, name: str, actor: str,
@@ -230,32 +239,73 @@ class Releases:
                     min_version=".".join(map(str, meta.min_version)), floor=".".join(map(str, meta.floor)),
                     classes=list(meta.classes), meta=meta.text, sigs=sigs, key_ids=list(meta.signed_by),
                     files=[{"path": f.path, "sha256": f.sha256, "size": f.size} for f in meta.files],
-                    expires=meta.expires, total_size=meta.total_size, created_by=actor[:80])
+                    expires=meta.expires, total_size=meta.total_size, created_by=actor[:80],
+                    deltas_state="pending" if meta.kind == "pi" else "none")
                 for sha256, size in dict(stored).items():
                     await ReleaseBlob.create(release=release, sha256=sha256, size=size)
         except IntegrityError as err:
             raise PublishRefused(409, f"release {name!r} is already published") from err
         return release
 
-    async def _make_deltas(self, release: Release) -> None:
+    # deltas (a background task: an 80 MB artifact takes about a minute per base) ---------------
+    def start(self) -> None:
+        """Run the delta worker (named `fleet-ota-deltas`) until close(): it makes the deltas of
+        every release left `pending`, those of a fleet that stopped meanwhile included."""
+        if self._worker is None:
+            self._deltas_wanted.set()
+            self._worker = asyncio.create_task(self._delta_worker(), name="fleet-ota-deltas")
+
+    async def close(self) -> None:
+        """Stop the worker; a release it was working on stays `pending` and is done at the next start."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    async def _delta_worker(self) -> None:
+        while True:
+            await self._deltas_wanted.wait()
+            self._deltas_wanted.clear()
+            while (release := await Release.filter(deltas_state="pending").order_by("id").first()) is not None:
+                try:
+                    made = await self.make_deltas(release)
+                    state = "done"
+                    log.info("release %s: %d delta(s)", release.name, made)
+                except Exception:
+                    state = "failed"  # the release is served whole; a device falls back to the full file
+                    log.exception("release %s: the deltas could not be made", release.name)
+                await Release.filter(id=release.id).update(deltas_state=state)
+
+    async def make_deltas(self, release: Release) -> int:
+        """bsdiff4 patches into the release's file from the files of the last DELTA_BASES Pi releases
+        published before it for one of its classes; kept when at most DELTA_MAX_RATIO of the file."""
         target = release.files[0]
-        bases = await (Release.filter(kind="pi", id__not=release.id).order_by("-created_at", "-id")
+        bases = await (Release.filter(kind="pi", id__lt=release.id).order_by("-id")
                        .limit(50).values("name", "classes", "files"))
         chosen = [b for b in bases if set(b["classes"]) & set(release.classes)][:DELTA_BASES]
         if not chosen:
-            return
+            return 0
         new = await self.store.read_all(target["sha256"])
+        made = 0
         for base in chosen:
             base_sha = base["files"][0]["sha256"]
             if base_sha == target["sha256"] or await self.store.size(base_sha) is None:
                 continue
             old = await self.store.read_all(base_sha)
             patch = await asyncio.to_thread(_diff, old, new)
+            del old
             if len(patch) > DELTA_MAX_RATIO * len(new):
                 continue
-            sha256 = await self.store.put_bytes(patch)
-            await ReleaseBlob.get_or_create(release=release, sha256=sha256, defaults={
-                "size": len(patch), "base_sha256": base_sha, "base_release": base["name"]})
+            async with self.lock:  # a delete of the release meanwhile must not leave the patch behind
+                sha256 = await self.store.put_bytes(patch)
+                if not await Release.exists(id=release.id):
+                    await self._forget([sha256])
+                    return made
+                await ReleaseBlob.get_or_create(release_id=release.id, sha256=sha256, defaults={
+                    "size": len(patch), "base_sha256": base_sha, "base_release": base["name"]})
+            made += 1
+        return made
 
     # delete ---------------------------------------------------------------------------------
     async def in_use_by(self, release: Release) -> list[str]:

@@ -12,6 +12,7 @@ import httpx
 from fleet.ota.models import Release
 from fleet.ota.releases import Releases
 from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey
+from tests.support.wait import async_wait_for
 
 
 async def publish(http: httpx.AsyncClient, folder: ReleaseFolder, signer: SigningKey) -> dict[str, Any]:
@@ -121,20 +122,29 @@ async def test_pi_deltas_from_the_last_three_releases_of_the_class_give_the_full
         previous = versions[f"0.1.{patch_level - 1}"]
         versions[f"0.1.{patch_level}"] = patched(previous, 1000 * patch_level * 37, f"change {patch_level}".encode())
     for version, data in versions.items():
-        await publish(ota_fleet, ReleaseFolder("pi", version, {"ioc-edge.tar": data}, classes=["pi-armv7"]), signer)
-    other_class = await publish(ota_fleet, ReleaseFolder("pi", "0.1.5", {"ioc-edge.tar": versions["0.1.4"]},
-                                                         classes=["pi-arm64"]), signer)
-    unrelated = await publish(ota_fleet, ReleaseFolder("pi", "0.2.0", {"ioc-edge.tar": artifact(rng, 300_000)},
-                                                       classes=["pi-armv7"]), signer)
-    assert other_class["name"] == "pi-arm64-0.1.5" and other_class["deltas"] == []
-    assert unrelated["deltas"] == []  # each delta would be over half the file: none kept
+        made = await publish(ota_fleet, ReleaseFolder("pi", version, {"ioc-edge.tar": data}, classes=["pi-armv7"]),
+                             signer)
+        assert made["deltas_state"] == "pending"  # made after the answer, by the delta worker
+    await publish(ota_fleet, ReleaseFolder("pi", "0.1.5", {"ioc-edge.tar": versions["0.1.4"]},
+                                           classes=["pi-arm64"]), signer)
+    await publish(ota_fleet, ReleaseFolder("pi", "0.2.0", {"ioc-edge.tar": artifact(rng, 300_000)},
+                                           classes=["pi-armv7"]), signer)
+
+    async def all_done() -> list[dict[str, Any]] | None:
+        listed: list[dict[str, Any]] = (await ota_fleet.get("/api/releases", params={"kind": "pi"})).json()
+        return listed if all(r["deltas_state"] == "done" for r in listed) else None
+
+    by_name = {r["name"]: r for r in await async_wait_for(all_done, timeout=60, what="the deltas")}
+    assert by_name["pi-arm64-0.1.5"]["deltas"] == []  # no earlier release of its class
+    assert by_name["pi-armv7-0.2.0"]["deltas"] == []  # each delta would be over half the file: none kept
+    assert by_name["pi-armv7-0.1.0"]["deltas"] == []  # the first of its class
+    assert [d["base_release"] for d in by_name["pi-armv7-0.1.1"]["deltas"]] == ["pi-armv7-0.1.0"]
 
     newest = (await ota_fleet.get("/api/releases/pi-armv7-0.1.4")).json()
     assert sorted(d["base_release"] for d in newest["deltas"]) == ["pi-armv7-0.1.1", "pi-armv7-0.1.2",
                                                                    "pi-armv7-0.1.3"]
     target = versions["0.1.4"]
     assert all(d["size"] <= len(target) // 2 for d in newest["deltas"])
-    assert (await ota_fleet.get("/api/releases/pi-armv7-0.1.0")).json()["deltas"] == []
 
     assert (await ota_fleet.post("/api/devices", json={"id": "cam-1", "kind": "pi"})).status_code == 201
     releases = service(ota_fleet)

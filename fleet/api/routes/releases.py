@@ -6,10 +6,11 @@ The rules are fleet/ota/releases.py's; here they meet HTTP (docs/fleet.md "Relea
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
@@ -20,6 +21,7 @@ from fleet.auth.roles import Permission
 from fleet.ota.models import Release, ReleaseBlob
 from fleet.ota.releases import Download, DownloadRefused, PublishRefused, Releases
 from fleet.ota.tokens import TOKEN_MAX
+from fleet.runtime import Runtime
 
 RELEASES_PATH = "/api/releases"
 router = APIRouter(prefix=RELEASES_PATH, tags=["releases"], dependencies=[LOGGED_IN])
@@ -29,12 +31,29 @@ TAR_TYPES = frozenset({"application/x-tar", "application/tar", "application/octe
 ReleaseName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9.+-]{0,63}$", description="e.g. esp32-0.2.0")]
 
 
-def releases_of(request: Request) -> Releases:
-    """The process's releases service, made on first use from the fleet's settings."""
-    found: Releases | None = getattr(request.app.state, "releases", None)
+def service_of(app: FastAPI) -> Releases:
+    """The process's one releases service: the rollout engine's, or (a set-up without one) its own."""
+    found: Releases | None = getattr(app.state, "releases", None)
     if found is None:
-        found = request.app.state.releases = Releases(request.app.state.runtime.settings)
+        runtime: Runtime = app.state.runtime
+        found = runtime.rollouts.releases if runtime.rollouts is not None else Releases(runtime.settings)
+        app.state.releases = found
     return found
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[Releases]:
+    """The releases service with its delta worker, for the app's lifespan."""
+    releases = service_of(app)
+    releases.start()
+    try:
+        yield releases
+    finally:
+        await releases.close()
+
+
+def releases_of(request: Request) -> Releases:
+    return service_of(request.app)
 
 
 ReleasesDep = Annotated[Releases, Depends(releases_of)]
@@ -66,6 +85,8 @@ class ReleasePublic(BaseModel):
     files: list[FileEntry]
     total_size: int
     deltas: list[DeltaEntry] = Field(default_factory=list, description="Pi: bsdiff4 patches to its file")
+    deltas_state: str = Field(description="Pi: `pending` until the deltas are made, then `done` (or `failed`); "
+                                          "esp32: `none`")
     downloads: int = Field(description="file requests answered with this release's tokens")
     bytes_served: int
     created_at: datetime
