@@ -11,6 +11,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import ota_verify
 
+TRUST = sys.argv[2] + ".trust.json"  # beside the cases: a test's own folder
 with open(sys.argv[2]) as cases:
     while True:
         line = cases.readline()
@@ -19,9 +20,9 @@ with open(sys.argv[2]) as cases:
         case = json.loads(line)
         line = None
         if "trust" in case:
-            with open("/tmp/mp_release_trust.json", "w") as f:
+            with open(TRUST, "w") as f:
                 json.dump(case["trust"], f)
-            keys = ota_verify.trust_list("/tmp/mp_release_trust.json")
+            keys = ota_verify.trust_list(TRUST)
             print(case["name"], "valid" if keys and keys == case["trust"]["keys"] else "invalid")
             continue
         d = case["device"]
