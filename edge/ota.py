@@ -411,7 +411,7 @@ class Updater:
                 clean(part)
                 log.info("%s: %s installed (%s download)", self.config.device_id, version, how)
         except InstallFailed as err:
-            if err.reason in ("no_space", "install"):
+            if err.reason != "download":  # a download that failed for the network resumes next time
                 clean(part, new)  # give the space back; nothing was switched
             raise
         except OSError as err:

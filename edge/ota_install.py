@@ -289,11 +289,11 @@ def pip_environment() -> dict[str, str]:
             "PIP_CONFIG_FILE": os.devnull, "LANG": "C.UTF-8"}
 
 
-def retarget_scripts(venv: Path, final: Path) -> None:
-    """pip writes the venv's absolute path into each script's `#!` line: point those made in
-    versions/<v>.new at versions/<v>, where they will run (the venv itself has no other tie to
-    its path that the agent needs)."""
-    old_line = f"#!{venv}/bin/".encode()
+def retarget_scripts(venv: Path, made_at: Path, final: Path) -> None:
+    """pip writes the venv's absolute path into each script's `#!` line: point those of a venv
+    made at `made_at` (versions/<v>.new) at `final` (versions/<v>), where they will run (the venv
+    itself has no other tie to its path that the agent needs)."""
+    old_line = f"#!{made_at}/bin/".encode()
     new_line = f"#!{final}/bin/".encode()
     for script in (venv / "bin").iterdir():
         if script.is_symlink() or not script.is_file():
@@ -310,7 +310,7 @@ def finish_version(layout: Layout, version: str, artifact: Path) -> None:
     versions/<v> (one rename, after everything is on the disk)."""
     new = layout.versions / f"{version}.new"
     dest = layout.versions / version
-    retarget_scripts(new, dest)
+    retarget_scripts(new, new, dest)
     os.replace(artifact, new / ARTIFACT)
     (new / COMPLETE).write_text(version + "\n")
     os.sync()  # the venv's files too: a power cut after the rename must not leave a torn venv

@@ -112,6 +112,11 @@ class Kit:
     trust: Path  # ota_keys.json with `key`
     releases: dict[str, Release] = field(default_factory=dict)
 
+    @property
+    def base_root(self) -> Path:
+        """An install root with BASE installed, copied by each test's Pi."""
+        return self.workdir / "base-root"
+
     def sign(self, document: dict[str, Any], key: Path | None = None) -> tuple[str, list[dict[str, str]]]:
         """Metadata text of `document`, signed (by `key`, default the trusted one)."""
         signer = load_signing_key(key or self.key)
@@ -143,12 +148,22 @@ def build_kit(workdir: Path) -> Kit:
         document = json.loads(signed.read_text())
         kit.releases[version] = Release(version, document["meta"], document["sigs"],
                                         out / "files" / f"ioc-edge-{version}.tar")
+    install_version(kit.base_root, kit.releases[BASE])
     return kit
 
 
-def install_version(root: Path, release: Release) -> str:
+def install_version(root: Path, release: Release, *, template: Path | None = None) -> str:
     """Install a release's artifact as the updater does (venv in versions/<v>.new, renamed), point
-    current at it, and put the launcher in place; the folder name."""
+    current at it, and put the launcher in place; the folder name. With `template` (a root where
+    this was done before), its venv is copied instead, its scripts pointed at the new place."""
+    if template is not None:
+        made = template / "versions" / release.version
+        dest = root / "versions" / release.version
+        shutil.copytree(made, dest, symlinks=True)
+        ota_install.retarget_scripts(dest, made, dest)
+        ota_install.Layout(root).switch(release.version)
+        shutil.copy2(REPO / "edge" / "launcher.py", root / "launch")
+        return release.version
     layout = ota_install.Layout(root)
     layout.versions.mkdir(parents=True, exist_ok=True)
     part = layout.versions / f"{release.version}.part"
@@ -276,3 +291,62 @@ def progress_of(payloads: list[dict[str, Any]], release: str) -> list[str]:
 
 def first(payloads: list[dict[str, Any]], pick: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
     return next((p for p in payloads if pick(p)), None)
+
+
+class PiRig:
+    """One Pi made of folders: BASE installed in `root`, its state folder, its config, the launcher
+    run by a Supervisor, a probe on its subtree, and a Range server for its downloads."""
+
+    def __init__(self, workdir: Path, kit: Kit, broker_port: int, *, trial_s: int = 300,
+                 device_id: str | None = None, probe: bool = True) -> None:
+        from tests.support.mqtt_probe import Probe
+        from tests.support.range_server import RangeServer
+
+        self.kit = kit
+        self.id = device_id or f"t-{uuid.uuid4().hex[:10]}"
+        self.root, self.state = workdir / "opt", workdir / "state"
+        self.broker_port = broker_port
+        install_version(self.root, kit.releases[BASE], template=kit.base_root)
+        self.config = write_device_config(workdir / "agent.toml", self.id, f"mqtt://127.0.0.1:{broker_port}",
+                                          self.root, self.state, kit, trial_s=trial_s)
+        self.server = RangeServer()
+        self.probe = Probe(broker_port, f"ioc/v1/d/{self.id}/#") if probe else None
+        self.log = workdir / "agent.log"
+        self.supervisor = Supervisor(self.root, self.config, self.log)
+
+    def start(self) -> "PiRig":
+        self.supervisor.start()
+        return self
+
+    def close(self) -> None:
+        self.supervisor.stop()
+        if self.probe is not None:
+            self.probe.publish(f"ioc/v1/d/{self.id}/ota/offer", b"", retain=True)
+            self.probe.close()
+        self.server.close()
+
+    def publish_offer(self, body: dict[str, Any] | bytes) -> None:
+        assert self.probe is not None
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.probe.publish(f"ioc/v1/d/{self.id}/ota/offer", payload, retain=True)
+
+    def progress(self) -> list[dict[str, Any]]:
+        assert self.probe is not None
+        return self.probe.payloads("ota/progress")
+
+    def statuses(self, release: str) -> list[str]:
+        return progress_of(self.progress(), release)
+
+    def births(self) -> list[dict[str, Any]]:
+        assert self.probe is not None
+        return self.probe.payloads("birth")
+
+    def running(self) -> str | None:
+        return ota_install.Layout(self.root).running_folder()
+
+    def ota_state(self) -> dict[str, Any]:
+        path = self.state / "ota.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
