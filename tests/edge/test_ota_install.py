@@ -24,8 +24,13 @@ def rig(tmp_path: Path, ota_kit: Kit, mosquitto: Mosquitto) -> Iterator[PiRig]:
 
 
 def wait_terminal(pi: PiRig, release: str, within: float = 90) -> list[str]:
-    return wait_for(lambda: (s := pi.statuses(release)) and s[-1] in TERMINAL and s, timeout=within,
-                    what=f"a final status for {release} (log: {pi.log_text()[-2000:]})")
+    def ended() -> list[str] | None:
+        statuses = pi.statuses(release)
+        return statuses if statuses and statuses[-1] in TERMINAL else None
+
+    found = wait_for(ended, timeout=within, what=f"a final status for {release} (log: {pi.log_text()[-2000:]})")
+    assert found is not None
+    return found
 
 
 def fw_births(pi: PiRig) -> list[str]:
