@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="take every wheel from this folder, with no index (an offline laptop)")
     bundle.add_argument("--ota-keys", type=Path, default=os.environ.get("PROVISION_OTA_KEYS"), metavar="FILE",
                         help="the release keys the Pi trusts for OTA updates: ota_keys.json or PEM public keys "
-                             "(env PROVISION_OTA_KEYS); install.sh puts it at /etc/ioc-edge/ota_keys.json")
+                             "(env PROVISION_OTA_KEYS); shipped as ota_keys.json for /etc/ioc-edge/ota_keys.json")
     add_release_arguments(parsers["release"])
     return parser
 

@@ -6,8 +6,8 @@ then on the Pi run `sudo sh install.sh` from it.
     credentials.env   EDGE_BROKER__PASSWORD=... (mode 0600); or, offline, an enrollment token
                       that install.sh exchanges for credentials on first install
     ioc-edge.service  systemd unit, Restart=always
-    ota_keys.json     the release keys the agent trusts (with --ota-keys; docs/ota.md); install.sh
-                      puts it at /etc/ioc-edge/ota_keys.json
+    ota_keys.json     the release keys the agent trusts (with --ota-keys; docs/ota.md), for install.sh
+                      to place at /etc/ioc-edge/ota_keys.json
     install.sh        installs into /opt/ioc-edge/versions/<version>, points /opt/ioc-edge/current
                       at it, config in /etc/ioc-edge, state in /var/lib/ioc-edge
     requirements.lock every wheel below, pinned to its SHA-256
