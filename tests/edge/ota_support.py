@@ -350,3 +350,98 @@ class PiRig:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class CutReport:
+    """Power cuts during updates: how each round ended (docs/ota.md, issue 11's power-cut count)."""
+
+    cuts: int = 0
+    rounds: int = 0
+    ended_old: int = 0
+    ended_new: int = 0
+    broken: int = 0
+    failed: int = 0  # rounds whose update reported `failed` (a cut must never cause one)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (f"cuts={self.cuts} rounds={self.rounds} ended_old={self.ended_old} ended_new={self.ended_new} "
+                f"broken={self.broken} failed={self.failed} seconds={self.seconds:.0f}")
+
+
+def _healths_since(pi: PiRig, count: int) -> list[dict[str, Any]]:
+    assert pi.probe is not None
+    return pi.probe.payloads("health")[count:]
+
+
+def settle(pi: PiRig, release: str, within: float) -> str | None:
+    """After the cuts: the update's last word is final, nothing is on trial, and the agent that
+    `current` points at is alive (it sends health with its own version). The version, or None."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        statuses = pi.statuses(release)
+        if statuses and statuses[-1] in ("confirmed", "failed", "rolled_back") and "trial" not in pi.ota_state():
+            folder = pi.running()
+            assert pi.probe is not None
+            seen = len(pi.probe.payloads("health"))
+            while folder and time.monotonic() < deadline:
+                fresh = _healths_since(pi, seen)
+                if fresh and ota_install.Layout(pi.root).is_complete(folder):
+                    version = ota_install.folder_version(folder)
+                    if fresh[-1]["fw"] == version:
+                        return version
+                time.sleep(0.1)
+        time.sleep(0.1)
+    return None
+
+
+def back_to_base(pi: PiRig, kit: Kit, round_no: int, within: float = 60) -> None:
+    """Between rounds: the device runs BASE again and holds no other version (a fresh device)."""
+    if pi.running() != BASE:
+        pi.publish_offer(offer(kit, None, pi.server.url, action="rollback", name=f"pi-back-{round_no}"))
+        if settle(pi, f"pi-back-{round_no}", within) != BASE:
+            raise AssertionError(f"the rollback command did not bring back {BASE}: {pi.log_text()[-2000:]}")
+    for entry in (pi.root / "versions").iterdir():
+        if entry.name != BASE:
+            shutil.rmtree(entry)
+
+
+def power_cuts(pi: PiRig, kit: Kit, cuts: int, rng: Any, *, window_s: float, settle_s: float = 120,
+               max_per_round: int = 3, on_round: Callable[[CutReport], None] | None = None) -> CutReport:
+    """Update BASE -> PATCH again and again; in each round kill the agent's process group (agent,
+    pip) 1 to `max_per_round` times, each at a random moment up to `window_s` after the offer or
+    the previous cut; then wait for the device to settle. `window_s` should cover a whole update
+    (download, venv, switch, trial)."""
+    report = CutReport()
+    started = time.monotonic()
+    patch = kit.releases[PATCH]
+    pi.server.add(patch.data)
+    while report.cuts < cuts:
+        report.rounds += 1
+        back_to_base(pi, kit, report.rounds)
+        name = f"pi-cut-{report.rounds}"
+        pi.publish_offer(offer(kit, patch, pi.server.url, name=name))
+        for _ in range(min(rng.randint(1, max_per_round), cuts - report.cuts)):
+            time.sleep(rng.uniform(0, window_s))
+            pi.supervisor.cut()
+            report.cuts += 1
+        version = settle(pi, name, settle_s)
+        if version is None:
+            report.broken += 1
+            report.notes.append(f"round {report.rounds}: not settled; log tail: {pi.log_text()[-1500:]}")
+            break
+        if pi.statuses(name)[-1] == "failed":
+            report.failed += 1
+            report.notes.append(f"round {report.rounds}: failed: {pi.progress()[-1]}")
+        if version == PATCH:
+            report.ended_new += 1
+        elif version == BASE:
+            report.ended_old += 1
+        else:
+            report.broken += 1
+        report.seconds = time.monotonic() - started
+        if on_round is not None:
+            on_round(report)
+    report.seconds = time.monotonic() - started
+    return report
