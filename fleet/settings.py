@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.release import TrustList, TrustListError
+
 
 class MqttTarget:
     """A parsed mqtt:// URL; the password is kept out of repr and logs."""
@@ -102,6 +104,18 @@ class Settings(BaseSettings):
         if self.stale_after_periods >= self.silent_after_periods:
             raise ValueError("FLEET_STALE_AFTER_PERIODS must be below FLEET_SILENT_AFTER_PERIODS")
         return self
+
+    @field_validator("ota_keys")
+    @classmethod
+    def _check_ota_keys(cls, value: Path | None) -> Path | None:
+        """The keys are read again at every publish (a key added needs no restart); a file that
+        cannot be read stops the start here instead of every publish later."""
+        if value is not None:
+            try:
+                TrustList.load(value)
+            except (OSError, TrustListError) as err:
+                raise ValueError(f"FLEET_OTA_KEYS {value}: {getattr(err, 'strerror', None) or err}") from None
+        return value
 
     @field_validator("public_url")
     @classmethod
