@@ -5,7 +5,8 @@ then on the Pi run `sudo sh install.sh` from it.
     ca.pem            the CA the agent checks the broker's certificate with (with --ca-file)
     credentials.env   EDGE_BROKER__PASSWORD=... (mode 0600); or, offline, an enrollment token
                       that install.sh exchanges for credentials on first install
-    ioc-edge.service  systemd unit, Restart=always
+    ioc-edge.service  systemd unit, Restart=always, ExecStart=/opt/ioc-edge/launch
+    launch            edge/launcher.py: counts a new version's trial starts, rolls back (stdlib only)
     ota_keys.json     the release keys the agent trusts (with --ota-keys; docs/ota.md), for install.sh
                       to place at /etc/ioc-edge/ota_keys.json
     install.sh        installs into /opt/ioc-edge/versions/<version>, points /opt/ioc-edge/current
@@ -45,6 +46,7 @@ SERVICE_USER = "ioc-edge"
 CA_NAME = "ca.pem"
 LOCK_NAME = "requirements.lock"
 OTA_KEYS_NAME = "ota_keys.json"
+LAUNCHER_NAME = "launch"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ Type=simple
 User={SERVICE_USER}
 Group={SERVICE_USER}
 EnvironmentFile={ETC}/credentials.env
-ExecStart={OPT}/current/bin/edge-agent --config {ETC}/agent.toml
+# launch (never replaced by an update) counts a new version's starts and goes back after 3
+ExecStart={OPT}/launch --config {ETC}/agent.toml
 # 0: stopped; 75: the fleet asked for a restart; anything else: a failure. Always start again.
 Restart=always
 RestartSec=5
@@ -80,6 +83,8 @@ StateDirectory=ioc-edge
 StateDirectoryMode=0750
 NoNewPrivileges=yes
 ProtectSystem=strict
+# OTA updates: new versions/ folders and the `current` link (the folder is root's, sticky: launch stays root's)
+ReadWritePaths={OPT}
 ProtectHome=yes
 PrivateTmp=yes
 
@@ -146,6 +151,12 @@ fi
 ln -sfn "versions/$VERSION" "$OPT/current.new"
 mv -T "$OPT/current.new" "$OPT/current"
 
+# 2b. The launcher (systemd's ExecStart): this system's python3 and its standard library only; an
+#     update never replaces it. Its first line names the Python that runs it.
+{ printf '#!%s\n' "$(command -v "$PYTHON")"; tail -n +2 "$HERE/launch"; } > "$OPT/launch.new"
+chmod 0755 "$OPT/launch.new"
+mv -f "$OPT/launch.new" "$OPT/launch"
+
 # 3. Config, the broker's CA and credentials.
 install -d -m 0755 "$ETC"
 install -m 0644 "$HERE/agent.toml" "$ETC/agent.toml"
@@ -155,6 +166,12 @@ else
     rm -f "$ETC/ca.pem"
 fi
 install -m 0600 "$HERE/credentials.env" "$ETC/credentials.env"
+# The release keys the agent trusts for OTA updates (docs/ota.md); without them it refuses every update.
+if [ -f "$HERE/ota_keys.json" ]; then
+    install -m 0644 "$HERE/ota_keys.json" "$ETC/ota_keys.json"
+else
+    rm -f "$ETC/ota_keys.json"
+fi
 if grep -q '^IOC_ENROLLMENT_TOKEN=' "$ETC/credentials.env"; then
     # Offline-prepared bundle: exchange the enrollment token for credentials now. HTTPS is checked
     # against the system's CAs and the bundle's ca.pem.
@@ -192,6 +209,12 @@ install -m 0644 "$HERE/ioc-edge.service" "$UNITS/ioc-edge.service"
 if [ -z "$ROOT" ]; then
     id -u ioc-edge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/ioc-edge --shell /usr/sbin/nologin ioc-edge
     chown ioc-edge:ioc-edge "$STATE"
+    # OTA: the agent writes versions/ and replaces the `current` link; /opt/ioc-edge stays root's,
+    # sticky, so the agent cannot remove or replace launch.
+    chown -R ioc-edge:ioc-edge "$OPT/versions"
+    chown -h ioc-edge:ioc-edge "$OPT/current"
+    chown root:ioc-edge "$OPT"
+    chmod 1775 "$OPT"
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload
         systemctl enable ioc-edge.service
@@ -297,6 +320,7 @@ def write_files(folder: Path, request: PiBundleRequest, device_id: str, credenti
             _write(folder / CA_NAME, transport.ca_pem, 0o644)
         _write(folder / "credentials.env", secret, 0o600)
         _write(folder / UNIT_NAME, UNIT, 0o644)
+        _write(folder / LAUNCHER_NAME, (PROJECT_ROOT / "edge" / "launcher.py").read_text(), 0o755)
         if request.ota_keys is not None:
             _write(folder / OTA_KEYS_NAME, request.ota_keys, 0o644)
         _write(folder / "install.sh", install_script(version, request.wheels), 0o755)

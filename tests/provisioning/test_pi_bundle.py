@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import load_config
-from tests.provisioning.conftest import FleetUnderTest, arun_provision, run_provision
+from tests.provisioning.conftest import ROOT, FleetUnderTest, arun_provision, run_provision
 from tests.support.tls import make_tls
 
 SITE = "Điểm phát wifi Quảng trường"
@@ -53,7 +53,8 @@ def test_offline_bundle_files_and_modes(tmp_path: Path, monkeypatch: pytest.Monk
     assert "sim" in config.roles
 
     unit = (out / "ioc-edge.service").read_text()
-    assert "ExecStart=/opt/ioc-edge/current/bin/edge-agent --config /etc/ioc-edge/agent.toml\n" in unit
+    assert "ExecStart=/opt/ioc-edge/launch --config /etc/ioc-edge/agent.toml\n" in unit  # edge/launcher.py
+    assert (out / "launch").read_text() == (ROOT / "edge/launcher.py").read_text()
     assert "Restart=always\n" in unit and "EnvironmentFile=/etc/ioc-edge/credentials.env\n" in unit
     assert (out / "requirements.lock").is_file() and any((out / "wheels").glob("ioc_edge-*.whl"))
     assert not (out / "src").exists()

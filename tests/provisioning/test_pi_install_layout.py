@@ -45,6 +45,7 @@ def test_install_makes_the_documented_layout(tmp_path: Path) -> None:
                          "--ca-file", str(tls.ca))
     assert made.code == 0, made.err
     (bundle / "credentials.env").write_text("EDGE_BROKER__PASSWORD=x\n")  # a registered bundle's
+    (bundle / "ota_keys.json").write_text('{"keys": []}\n')  # as --ota-keys ships it (content not read here)
     root = tmp_path / "root"
     result = install(bundle, root, skip_pip=True)
     assert result.returncode == 0, result.stderr
