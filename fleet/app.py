@@ -32,7 +32,7 @@ from fleet.ingest.supervisor import Supervisor
 from fleet.ota.rollouts import RolloutEngine
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
-from fleet.web import docs, pages
+from fleet.web import docs, pages, rollout_pages
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(enrollment.protected)
     app.include_router(releases.files)
     app.include_router(pages.router)
+    app.include_router(rollout_pages.router)
     app.include_router(docs.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
