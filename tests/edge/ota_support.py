@@ -129,7 +129,7 @@ class Kit:
         return {**base, "version": version, **changes}
 
 
-def build_kit(workdir: Path) -> Kit:
+def build_kit(workdir: Path, versions: tuple[str, ...] = (BASE, PATCH, CRASH, SICK)) -> Kit:
     workdir.mkdir(parents=True, exist_ok=True)
     key, other = workdir / "release.pem", workdir / "other.pem"
     keygen(key)
@@ -138,7 +138,7 @@ def build_kit(workdir: Path) -> Kit:
     write_trust([workdir / "release.pub.pem"], trust)
     kit = Kit(workdir, key, other, trust)
     deps = None
-    for version in (BASE, PATCH, CRASH, SICK):
+    for version in versions:
         wheels = build_wheels(version, workdir, deps)
         deps = deps or wheels
         out = workdir / f"release-{version}"
