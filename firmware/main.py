@@ -89,7 +89,10 @@ def _run():
         other = "b" if slot == "a" else "a"
         if _valid(other):
             print("boot: leaving slot", slot, "(failed boots or no app) for", other)
+            t = s.get("trial")  # a new version that failed its trial: the old slot reports it
             s = {"active": other, "tries": 0, "failed": s["failed"]}
+            if t:
+                s["trial"] = t
             slot = other
     s["open"] = 1
     _write(s)

@@ -22,6 +22,8 @@ DEFAULTS = {
     "ntp_host": "pool.ntp.org",
     "boot_good_s": 60,  # a boot whose roles ran this long without failing is good (docs/firmware.md)
     "safe_retry_s": 600,  # safe mode tries the slot again after this long, doubling per retry
+    "ota_trial_s": 300,  # a new version must pass its health gate within this much uptime (ota.py)
+    "class": "esp32",  # the device class a release must name (docs/ota.md)
 }
 # name -> (lowest, highest) for the integer settings
 RANGES = {
@@ -35,6 +37,7 @@ RANGES = {
     "wdt_s": (2, 3600),
     "boot_good_s": (1, 3600),
     "safe_retry_s": (1, 21600),  # x 16 stays within ticks_diff's reach (2^29 ms)
+    "ota_trial_s": (1, 3600),
 }
 ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 

@@ -84,7 +84,14 @@ class Device:
         self.desired = Desired(self)
         self._next_ntp = time.ticks_ms()
         self.roles = []  # loaded by start.py, once start-up code has left the heap
-        self.link = Link(board, cfg, self.counters, self.on_message, log, ssl)
+        # Updates (ota.py, loaded only while needed): an offer waiting in ota_offer.json, the
+        # offer to ask for again once the clock is set, and the trial: the uptime by which a new
+        # version must pass its health gate (0: not on trial).
+        self.ota_offer = False
+        self.offer_again = False
+        self.trial_ms = 0
+        self.health_acked = False  # a health message of this boot was acknowledged (PUBACK)
+        self.link = Link(board, cfg, self.counters, self.on_message, log, ssl, self.on_big)
         self._prefix_len = len(contract.topic(cfg.device_id, ""))
 
     # -- what the rest of the firmware calls ----------------------------------------------------
@@ -138,12 +145,24 @@ class Device:
                 self.commands.handle(payload)
             elif suffix == "state/desired":
                 self.desired.offer(payload)
+            elif suffix == "ota/offer" and len(payload):  # empty: the offer was cleared
+                with self.on_big(topic) as f:  # a short offer (rollback)
+                    f.write(payload)
         except MemoryError:
             if suffix == "state/desired":  # retained: the broker sends it again on a new SUBSCRIBE
                 self._desired_missed = True
                 log("no heap for a %d-byte state/desired message; will ask again" % len(payload))
             else:
                 log("no heap for a %d-byte %s message; dropped" % (len(payload), suffix))
+
+    def on_big(self, topic):
+        # A long message (mqtt.BIG) goes to flash as it arrives if it is an offer: one in RAM
+        # would need a free block of its length (5 KB for today's slot); the loop looks at it
+        # there (ota.py).
+        if topic[self._prefix_len:] != "ota/offer":
+            return None
+        self.ota_offer = True
+        return open("ota_offer.json", "wb")
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -237,6 +256,14 @@ class Device:
                 link.client.subscribe(link.topic("state/desired"), 1)
             except OSError as e:
                 link.lost(e)
+        if self.offer_again and link.up and self.hal.now_ms() is not None:
+            self.offer_again = False  # refused for want of a clock: the retained offer again
+            try:
+                link.client.subscribe(link.topic("ota/offer"), 1)
+            except OSError as e:
+                link.lost(e)
+        if self.ota_offer:
+            __import__("ota").offered(self)  # answered, or taken in an update boot
         if link.up:
             self._flush()
         if self.reboot_requested:
@@ -252,15 +279,21 @@ class Device:
         self.feed()
         if self.judge_ms and self.meter.up_ms >= self.judge_ms:
             # Once per boot, the watchdog just fed: the roles ran boot_good_s with no exception
-            # escaping, broker or not. A slot on trial after an update (OTA, issue 11) may also
-            # need the fleet's word before this commit; that check goes here. In safe mode: the
-            # wait before the slot is tried again is over (safe_mode.py).
-            self.judge_ms = 0
+            # escaping, broker or not. A new version on trial (ota.py) also needs its health gate:
+            # connected, birth sent, a health message acknowledged; checked each turn until
+            # ota_trial_s. In safe mode: the wait before the slot is tried again is over
+            # (safe_mode.py).
             if self.safe_mode:
+                self.judge_ms = 0
                 __import__("safe_mode").leave(self)
-            else:
+            elif not self.trial_ms or link.up and self.health_acked:
+                self.judge_ms = 0
+                if self.trial_ms:
+                    __import__("ota_trial").commit(self)
                 self.boot.mark_good()
                 log("boot marked good")
+            elif self.meter.up_ms >= self.trial_ms:
+                __import__("ota_trial").trial_failed(self)
         wait = min(_TICK_MS, max(0, time.ticks_diff(self._next_health, time.ticks_ms())))
         if link.up:
             try:
@@ -281,6 +314,8 @@ class Device:
                 self.outbox.put_back(item)
                 self.link.lost(e)
                 return
+            if item[0] == "health":
+                self.health_acked = True  # publish() returned: the broker acknowledged it
 
     def shutdown(self):
         for role in self.roles:

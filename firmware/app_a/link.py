@@ -30,12 +30,13 @@ class Backoff:
 
 
 class Link:
-    def __init__(self, hal, cfg, counters, on_message, log, ssl=None):
+    def __init__(self, hal, cfg, counters, on_message, log, ssl=None, on_big=None):
         self.hal = hal
         self.cfg = cfg
         self.ssl = ssl
         self.counters = counters
         self.on_message = on_message
+        self.on_big = on_big
         self.log = log
         self.backoff = Backoff(cfg.backoff_min_s * 1000, cfg.backoff_max_s * 1000)
         self.client = None
@@ -75,12 +76,14 @@ class Link:
                             ssl=self.ssl)
         client.set_will(self.topic("death"), contract.encode(contract.death(ses, None, "lost")))
         client.on_message = self.on_message
+        client.on_big = self.on_big
         try:
             client.connect()
             self.counters.connected()
             new_stream(ses)
             client.subscribe(self.topic("cmd"), 1)
             client.subscribe(self.topic("state/desired"), 1)
+            client.subscribe(self.topic("ota/offer"), 1)
             client.publish(self.topic("birth"), contract.encode(birth(ses)), qos=1, retain=True)
         except OSError as e:
             client.close()

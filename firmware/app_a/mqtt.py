@@ -18,6 +18,7 @@ SUBACK = 0x90
 PINGREQ = 0xC0
 PINGRESP = 0xD0
 DISCONNECT = 0xE0
+BIG = 1024  # bytes: a longer PUBLISH may be streamed (on_big)
 
 
 class MQTTError(OSError):
@@ -61,6 +62,10 @@ class MQTTClient:
         # on_message(topic: str, payload: memoryview) is called from check_msg() and from the
         # waits for acknowledgements, so it must not publish or subscribe itself.
         self.on_message = None
+        # on_big(topic) -> a writable stream or None: a PUBLISH longer than BIG whose topic it
+        # takes is written there in small chunks (then closed) instead of into one buffer.
+        self.on_big = None
+        self.ack = True  # False: PUBLISHes are not acknowledged (the broker hands them over again)
         self._will = None
         self._sock = None
         self._poll = None
@@ -256,6 +261,8 @@ class MQTTClient:
             if shift > 21:
                 raise MQTTError("bad remaining length")
         self._ping_sent = None  # any packet from the broker proves the link is alive
+        if kind & 0xF0 == PUBLISH and size > BIG and self.on_big is not None:
+            return kind, self._read_big(kind, size)
         body = None
         if size <= self.max_packet:
             try:
@@ -269,13 +276,47 @@ class MQTTClient:
             return kind & 0xF0, None
         return kind, self._read_into(body)
 
-    def _skip_oversized(self, kind, size):
+    def _read_big(self, kind, size):
+        # The body, or None when on_big took the payload (a QoS 1 PUBLISH is then acknowledged).
+        head = self._read_into(bytearray(2))
+        topic = self._read_into(bytearray(head[0] << 8 | head[1]))
+        sink = self.on_big(bytes(topic).decode())
+        if sink is None:
+            try:
+                body = bytearray(size)
+            except MemoryError:
+                self._skip_oversized(kind, size - 2 - len(topic), False)
+                return None
+            body[0:2] = head
+            body[2:2 + len(topic)] = topic
+            self._read_into(memoryview(body)[2 + len(topic):])
+            return body
+        n = size - 2 - len(topic)
+        pid = None
+        if kind & 0x06:
+            pid = self._read_into(bytearray(2))
+            n -= 2
+        chunk = bytearray(128)
+        try:
+            while n:
+                k = min(n, 128)
+                sink.write(self._read_into(memoryview(chunk)[:k]))
+                n -= k
+        finally:
+            sink.close()
+        if pid is not None:
+            self._send_packet(PUBACK, pid, b"")
+        return None
+
+    def _skip_oversized(self, kind, size, topic=True):
         self.oversized += 1
         if kind & 0xF0 != PUBLISH or not kind & 0x06:
             self._skip(size)
             return
-        tlen = struct.unpack("!H", self._read_into(bytearray(2)))[0]
-        self._skip(tlen)
+        tlen = -2  # topic=False: the topic was read already
+        if topic:
+            tlen = struct.unpack("!H", self._read_into(bytearray(2)))[0]
+            self._skip(tlen)
         pid = struct.unpack("!H", self._read_into(bytearray(2)))[0]
         self._skip(size - tlen - 4)
         self._send_packet(PUBACK, struct.pack("!H", pid), b"")
@@ -299,7 +340,7 @@ class MQTTClient:
                 pos += 2
             if self.on_message:
                 self.on_message(topic, memoryview(body)[pos:])
-            if qos:
+            if qos and self.ack:
                 # Acknowledged after the handler ran: at least once, and the handler makes
                 # redelivery harmless (command ids, desired-state versions).
                 self._send_packet(PUBACK, struct.pack("!H", pid), b"")

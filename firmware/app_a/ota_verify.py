@@ -2,10 +2,15 @@
 # against the trust list ota_keys.json, then the signed metadata's checks. Pure: no socket, no
 # device, so tests run it on the unix port against the CPython twin's vectors
 # (contract/release.py). Imported only while an offer is checked; the whole encoded block is
-# compared byte for byte, never parsed (no padding-oracle or lax-parser forgeries).
+# compared byte for byte, never parsed (no padding-oracle or lax-parser forgeries). The metadata
+# is read from a stream (ota_json.py), one member and one file entry at a time: parsed whole, a
+# 31-file slot's metadata takes 12 KB of heap on this port.
 import binascii
 import hashlib
+import io
 import json
+
+import ota_json
 
 from micropython import const
 
@@ -49,14 +54,13 @@ def trust_list(path=KEYS):
     return []
 
 
-def signature(meta, sigs, keys):
-    # None when one signature by a key of `keys` checks, else the refusal code. A signature is
-    # checked only against the key it names.
+def signature(digest, sigs, keys):
+    # None when one signature by a key of `keys` checks the metadata's SHA-256 `digest`, else the
+    # refusal code. A signature is checked only against the key it names.
     if not isinstance(sigs, list) or not sigs:
         return "unsigned"
     if len(sigs) > _MAX_SIGS:
         return "bad_signature"
-    digest = hashlib.sha256(meta).digest()
     known = False
     for s in sigs:
         if not isinstance(s, dict) or not isinstance(s.get("key"), str):
@@ -119,91 +123,71 @@ def _keys(keys):
     return True
 
 
-def split(meta):
-    # The metadata without its file list (parsed), and where that list's text is: (head, a, b),
-    # meta[a:b] the inside of the "files" array. The list is read one entry at a time (files()):
-    # parsing a 31-file list at once takes about 12 KB of heap on this port. ValueError: bad_meta.
-    i = meta.find('"files"')
-    while i >= 0:
-        a = i + 7
-        while a < len(meta) and meta[a] in " \t\r\n":
-            a += 1
-        if a < len(meta) and meta[a] == ":":
-            break
-        i = meta.find('"files"', i + 1)
-    if i < 0:
-        raise ValueError("no files")
-    a = meta.find("[", a)
-    b = meta.find("]", a)
-    if a < 0 or b < 0 or meta[i + 7:a].strip() != ":":
-        raise ValueError("files is not a list")
-    head = json.loads(meta[:a] + "[]" + meta[b + 1:])
-    if not isinstance(head, dict) or head.get("files") != []:
-        raise ValueError("not an object")
-    return head, a + 1, b
+def _file(e):
+    # (path, sha256, size) of a checked file entry; ValueError: bad_meta.
+    path = e.get("path")
+    sha = e.get("sha256")
+    size = e.get("size")
+    if (len(e) != 3 or not isinstance(path, str) or not 0 < len(path) <= 64
+            or not _only(path, _PATH_CHARS) or not _int(size) or not 0 <= size < _BIG
+            or not isinstance(sha, str) or len(sha) != 64 or not _only(sha, _HEX)):
+        raise ValueError("bad file entry")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError("bad path")
+    return path, sha, size
 
 
-def files(meta, a, b):
-    # Each file entry (path, sha256, size) of meta[a:b], checked; ValueError: bad_meta.
-    pos = a
-    count = 0
-    while True:
-        p = meta.find("{", pos, b)
-        if p < 0:
-            if meta[pos:b].strip():
-                raise ValueError("bad files list")
-            break
-        if meta[pos:p].strip() != ("," if count else ""):
-            raise ValueError("bad files list")
-        q = meta.find("}", p, b)
-        if q < 0:
-            raise ValueError("bad files list")
-        e = json.loads(meta[p:q + 1])
-        path = e.get("path")
-        sha = e.get("sha256")
-        size = e.get("size")
-        if (len(e) != 3 or not isinstance(path, str) or not 0 < len(path) <= 64
-                or not _only(path, _PATH_CHARS) or not _int(size) or not 0 <= size < _BIG
-                or not isinstance(sha, str) or len(sha) != 64 or not _only(sha, _HEX)):
-            raise ValueError("bad file entry")
-        for part in path.split("/"):
-            if part in ("", ".", ".."):
-                raise ValueError("bad path")
-        count += 1
-        if count > _MAX_FILES:
-            raise ValueError("too many files")
-        yield path, sha, size
-        pos = q + 1
-    if not count:
-        raise ValueError("no files")
-
-
-def _check_files(meta, a, b, kind):
-    # Every entry checked, no path twice (hashes of the paths seen: no list of strings in RAM),
-    # an esp32 slot with its app.mpy, a pi release with one file.
-    seen = set()
-    count = 0
+def read_meta(stream, on_file=None, dups=True):
+    # The metadata's members but its files (a dict, "files" the number of them), each file entry
+    # checked and handed to on_file(path, sha256, size) in order; ValueError: bad_meta. No path
+    # twice: the hashes of the paths seen are kept, and a repeated hash is looked at again.
+    r = ota_json.Reader(stream)
+    head = {}
+    hashes = set()
+    dup = []
     app = False
-    for path, _, _ in files(meta, a, b):
-        h = hash(path)
-        if h in seen:  # the same hash: the same path, or (rarely) another with the same hash
-            k = 0
-            for p2, _, _ in files(meta, a, b):
-                k += p2 == path
-            if k > 1:
+    for k in r.members():
+        b = r.ws()
+        if k not in _FIELDS:
+            raise ValueError("unknown field")
+        if k != "files":
+            head[k] = r.value(b, 4096 if k == "keys" else 512)
+            continue
+        r.i -= 1  # items() reads the bracket again
+        n = 0
+        for b in r.items():
+            if b != 0x7B:
+                raise ValueError("a file entry is an object")
+            path, sha, size = _file(r.value(b, 256))
+            h = hash(path)
+            if h in hashes:
+                dup.append(path)
+            hashes.add(h)
+            n += 1
+            if n > _MAX_FILES:
+                raise ValueError("too many files")
+            app = app or path == "app.mpy"
+            if on_file:
+                on_file(path, sha, size)
+        head["files"] = n
+        head["app"] = app
+    r.end()
+    if dup and dups:  # a hash seen twice: the same path twice, or two paths with one hash
+        stream.seek(0)
+        for path in dup:
+            seen = [0]
+
+            def count(p, sha, size, path=path, seen=seen):
+                seen[0] += p == path
+            read_meta(stream, count, False)
+            if seen[0] > 1:
                 raise ValueError("a path twice")
-        seen.add(h)
-        count += 1
-        app = app or path == "app.mpy"
-    if kind == "esp32" and not app or kind == "pi" and count != 1:
-        raise ValueError("not a slot")
+    return head
 
 
 def _bad_head(h):
     # True when the head (split()) is malformed.
-    for k in h:
-        if k not in _FIELDS:
-            return True
     for k in _FIELDS[:-1]:
         if k not in h:
             return True
@@ -221,6 +205,8 @@ def _bad_head(h):
     for i, c in enumerate(classes):
         if not isinstance(c, str) or not 0 < len(c) <= 32 or not _only(c, _CLASS_CHARS) or c in classes[:i]:
             return True
+    if not h["files"] or h["kind"] == "esp32" and not h["app"] or h["kind"] == "pi" and h["files"] != 1:
+        return True
     return "keys" in h and not _keys(h["keys"])
 
 
@@ -251,14 +237,18 @@ def verify(meta, sigs, keys):
     # list `keys`. The metadata is parsed only after a signature checked.
     if not isinstance(meta, str) or len(memoryview(meta)) > _MAX_META:
         return "bad_meta", None
-    why = signature(meta, sigs, keys)
+    why = signature(hashlib.sha256(meta).digest(), sigs, keys)
     if why:
         return why, None
+    return meta_verdict(io.BytesIO(meta.encode()))
+
+
+def meta_verdict(stream, on_file=None):
+    # ("bad_meta", None) or (None, head) for metadata whose signature checked.
     try:
-        head, a, b = split(meta)
+        head = read_meta(stream, on_file)
         if _bad_head(head):
             return "bad_meta", None
-        _check_files(meta, a, b, head["kind"])
     except (ValueError, TypeError, AttributeError, KeyError):
         return "bad_meta", None
     return None, head

@@ -37,4 +37,6 @@ def device(boot=None):
         if dev.safe_mode or "back" in boot.state:  # in safe mode or just out of it
             __import__("safe_mode").start(dev)
             del sys.modules["safe_mode"]
+        if "trial" in boot.state:  # a new version on trial, or back from one (ota.py)
+            __import__("ota_trial").boot(dev)
     return dev

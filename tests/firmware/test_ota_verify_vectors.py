@@ -48,7 +48,8 @@ def test_the_esp32_verifier_agrees_with_every_release_vector(tmp_path: Path) -> 
     cases, expected = _cases_file(tmp_path)
     slot = tmp_path / "slot"  # precompiled, as a board holds it
     slot.mkdir()
-    shutil.copy(SLOT / "ota_verify.py", slot)
+    for name in ("ota_verify.py", "ota_json.py"):
+        shutil.copy(SLOT / name, slot)
     compile_slot(slot)
     result = run_mp("mp_release_vectors.py", str(slot), str(cases), heapsize="64k", timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
