@@ -17,7 +17,19 @@ from fleet.api import errors
 from fleet.api.csrf import CrossSiteGuard
 from fleet.api.guard import RequestGuard
 from fleet.api.headers import SecurityHeaders
-from fleet.api.routes import auth, control, data, devices, enrollment, ingest, releases, rollouts, users
+from fleet.api.routes import (
+    audio,
+    auth,
+    broadcasts,
+    control,
+    data,
+    devices,
+    enrollment,
+    ingest,
+    releases,
+    rollouts,
+    users,
+)
 from fleet.broker import EmbeddedAccounts, embedded_broker
 from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
 from fleet.broker_auth.dynsec import DynsecAccounts
@@ -116,11 +128,14 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     # the last added runs first: headers on every answer, then the pages' origin check, then the
     # body's bounds (the API's cookie requests are checked where the cookie is read: fleet.api.deps)
     app.add_middleware(RequestGuard, body_max=settings.http_body_max,
-                       large_bodies={releases.RELEASES_PATH: settings.ota_release_max})
+                       large_bodies={releases.RELEASES_PATH: settings.ota_release_max,
+                                     audio.AUDIO_PATH: settings.audio_upload_max})
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(SecurityHeaders)
-    for module in (auth, users, devices, data, control, enrollment, ingest, releases, rollouts):
+    for module in (auth, users, devices, data, control, enrollment, ingest, releases, rollouts, audio, broadcasts):
         app.include_router(module.router)
+    app.include_router(audio.files)
+    app.include_router(broadcasts.quiet_router)
     app.include_router(enrollment.protected)
     app.include_router(releases.files)
     app.include_router(pages.router)

@@ -12,7 +12,7 @@ from tortoise.context import TortoiseContext
 
 from fleet.settings import Settings
 
-MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models"]
+MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models", "fleet.broadcast.models"]
 
 
 def _url(settings: Settings) -> str:

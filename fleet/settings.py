@@ -84,6 +84,29 @@ class Settings(BaseSettings):
     # the fleet's address as devices reach it over HTTP, for download URLs in offers
     # (unset: http://FLEET_HTTP_HOST:FLEET_HTTP_PORT)
     public_url: str | None = None
+    # the audio library and the broadcasts calendar (docs/broadcasts.md): clips by SHA-256 under
+    # audio_dir within audio_budget_mb; upload and duration bounds; the loudness target (EBU R128);
+    # ffmpeg's time per run; the speakers' download tokens; the city's time zone for schedules
+    audio_dir: Path = Path("var/audio")
+    audio_budget_mb: int = Field(default=2048, ge=1)
+    audio_upload_max: int = Field(default=50 * 1024 * 1024, ge=1024 * 1024)
+    audio_max_s: float = Field(default=600.0, ge=1, le=3600)
+    audio_target_lufs: float = Field(default=-23.0, ge=-36, le=-10)
+    audio_ffmpeg_timeout_s: float = Field(default=120.0, gt=0, le=1800)
+    audio_token_ttl_s: int = Field(default=8 * 86400, ge=60, le=30 * 86400)
+    audio_token_secret: SecretStr | None = None
+    timezone: str = "Asia/Ho_Chi_Minh"
+    broadcast_conflict_days: int = Field(default=62, ge=1, le=366)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"FLEET_TIMEZONE: no time zone named {value[:64]!r}") from err
+        return value
 
     @field_validator("mqtt_url", "device_broker_url")
     @classmethod

@@ -24,6 +24,7 @@ class Permission(StrEnum):
     RELEASES = "releases"  # publish OTA releases
     RELEASE_DELETE = "release_delete"  # delete a published release (admin only)
     ROLLOUTS = "rollouts"  # start, pause, resume, abort and roll back OTA rollouts
+    BROADCAST = "broadcast"  # the audio library and the loudspeaker broadcasts (docs/broadcasts.md)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -31,7 +32,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPS: frozenset({Permission.READ, Permission.DEVICE_WRITE, Permission.DEVICE_DECOMMISSION,
                          Permission.COMMAND, Permission.DESIRED_STATE, Permission.CREDENTIALS,
                          Permission.ENROLLMENT, Permission.RELEASES, Permission.ROLLOUTS}),
-    Role.IOC_OPERATOR: frozenset({Permission.READ, Permission.DESIRED_STATE}),
+    Role.IOC_OPERATOR: frozenset({Permission.READ, Permission.DESIRED_STATE, Permission.BROADCAST}),
     Role.TECHNICIAN: frozenset({Permission.READ, Permission.DEVICE_WRITE, Permission.CREDENTIALS}),
     Role.READ_ONLY: frozenset({Permission.READ}),
 }

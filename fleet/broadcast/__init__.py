@@ -1,0 +1,1 @@
+"""Loudspeaker broadcasts (docs/broadcasts.md): the audio library and the broadcasts calendar."""
