@@ -24,6 +24,7 @@ import json
 import logging
 import platform
 import re
+import shutil
 import sys
 import threading
 import time
@@ -77,6 +78,7 @@ DELTAS_MAX = 8
 VENV_TIMEOUT_S = 300.0
 PIP_TIMEOUT_S = 900.0
 TRIAL_POLL_S = 0.2
+NEARLY_FULL_BYTES = 1 << 20  # a venv command failed with less than this free: no_space
 UNKNOWN_RELEASE = "unknown"
 
 
@@ -436,7 +438,9 @@ class Updater:
             raise
         if proc.returncode:
             text = output.decode(errors="replace")
-            if "No space left" in text or "Errno 28" in text:
+            # pip says so; venv's ensurepip only fails: then the disk, still holding what it made, is the witness
+            full = shutil.disk_usage(self.layout.versions).free < NEARLY_FULL_BYTES
+            if "No space left" in text or "Errno 28" in text or full:
                 raise InstallFailed("no_space", f"the disk is full ({what})")
             lines = [line for line in text.splitlines() if line.strip()]
             raise InstallFailed("install", f"{what} failed: {(lines[-1] if lines else '')[:160]}")
