@@ -118,14 +118,22 @@ class Updater:
             self.client = None
 
 
+def _drop():
+    for name in ("ota_offer", "ota_check", "ota_verify", "ota_json"):
+        sys.modules.pop(name, None)
+    gc.collect()
+
+
 def _update(dev):
     import ota
 
     if ota.size(ota.OFFER) >= 0:
-        job = __import__("ota_offer").take(dev)
-        for name in ("ota_offer", "ota_verify", "ota_json"):
-            sys.modules.pop(name, None)
-        gc.collect()
+        # each stage's code leaves the heap before the next: the offer read, its checks, the job
+        o = __import__("ota_offer").take(dev)
+        _drop()
+        job = o and __import__("ota_check").check(dev, o)
+        o = None
+        _drop()
         dev.log("update boot: offer checked; heap free %d" % gc.mem_free())
         dev.speak()
         if job:
@@ -138,9 +146,9 @@ def _update(dev):
         if not dev.ota.step():
             dev.ota = None
         dev.feed()
-        low = min(low, gc.mem_free())
         gc.collect()
-    dev.log("update boot: least heap free between steps %d" % low)
+        low = min(low, gc.mem_free())
+    dev.log("update boot: least heap free after a step %d (heap %d)" % (low, gc.mem_free() + gc.mem_alloc()))
 
 
 def _give_up(dev, err):
@@ -177,15 +185,18 @@ def run(boot):
     board.wdt_start(cfg.wdt_s * 1000)
     dev.log("update boot: fw %s device %s" % (FW, cfg.device_id))
     try:
-        _update(dev)
-    except Exception as e:  # SystemExit and KeyboardInterrupt pass
+        try:
+            _update(dev)
+        except Exception as e:  # SystemExit and KeyboardInterrupt pass
+            sys.print_exception(e)
+            dev.ota = None
+            _drop()
+            _give_up(dev, e)
+            if dev.quiet:
+                dev.speak()
+        dev.close()
+    except Exception as e:  # even the report: the board goes back to its version all the same
         sys.print_exception(e)
-        dev.ota = None
-        gc.collect()
-        _give_up(dev, e)
-        if dev.quiet:
-            dev.speak()
-    dev.close()
     boot.end()  # not judged, not counted (a no-op after a switch, which ended the boot already)
     dev.log("update boot: restarting")
     board.reset()

@@ -1,10 +1,9 @@
 # An offer (ioc/v1/d/{id}/ota/offer) taken from ota_offer.json in the update boot (ota_boot.py):
-# answered again if its id was handled, refused with a reason, a rollback carried out, or an
-# install checked (ota_verify.py) and handed to ota_fetch.py. The offer is
+# answered again if its id was handled, refused if malformed, a rollback carried out, or an
+# install handed on to ota_check.py. The offer is
 # read from flash member by member (ota_json.py): its metadata text goes to ota_meta.json, hashed
 # on the way, and is read back one member at a time, so neither is ever whole in RAM.
 import hashlib
-import os
 
 import ota
 import ota_json
@@ -76,60 +75,8 @@ def take(dev):
         return _rollback(dev, s, oid, rel, sha)
     if "meta" not in o:
         return ota.failed(dev, s, oid, rel, "bad_offer", "no metadata", sha)
-    import ota_verify
-
-    if o["meta"] > 8192:
-        why = "bad_meta"
-    else:
-        why = ota_verify.signature(o["digest"], o.get("sigs"), ota_verify.trust_list())
-    if why:
-        return ota.failed(dev, s, oid, rel, why, "refused", sha)
-    # The files go to ota_job.txt as they are checked, app.mpy last whatever the order.
-    app = []
-    total = [0]
-    with open(ota.JOB, "w") as job:
-        def on_file(path, sha, size):
-            total[0] += size
-            if path == "app.mpy":
-                app.append("app.mpy %d %s\n" % (size, sha))
-            else:
-                job.write("%s %d %s\n" % (path, size, sha))
-        with open(ota.META, "rb") as f:
-            why, head = ota_verify.meta_verdict(f, on_file)
-        if app:
-            job.write(app[0])
-    ota.remove(ota.META)
-    if not why:
-        now = dev.hal.now_ms()
-        why = ota_verify.check_device(head, FW, s["floor"], getattr(dev.cfg, "class"),
-                                      None if now is None else now // 1000)
-    if why == "same_version":
-        ota.remove(ota.JOB)
-        d = {"reason": why, "msg": "running " + FW}
-        ota.record(s, oid, rel, "confirmed", d, sha)
-        return ota.progress(dev, rel, "confirmed", None, d)
-    if why:  # no_clock too: the running firmware takes it again once its clock is set (ota.py)
-        ota.remove(ota.JOB)
-        return ota.failed(dev, s, oid, rel, why, "refused", sha)
-    url = o.get("url")
-    if not (_text(url, 512) and "{sha256}" in url
-            and (url.startswith("http://") or url.startswith("https://") and dev.link.ssl)):
-        ota.remove(ota.JOB)
-        return ota.failed(dev, s, oid, rel, "bad_offer", "bad url", sha)
-    if "keys" in head:
-        ota.store.write_json(ota.KEYS_NEXT, {"keys": head["keys"]})
-    try:
-        v = os.statvfs(".")  # the board's root: "/" on an ESP32, the board folder on the host
-        if v[0] * v[4] < total[0]:
-            ota.remove(ota.JOB)
-            return ota.failed(dev, s, oid, rel, "no_space", "%d bytes needed" % total[0], sha)
-    except (OSError, AttributeError):
-        pass
-    s["job"] = {"id": oid, "release": rel, "url": url, "version": head["version"],
-                "floor": head["floor"], "keys": 1 if "keys" in head else 0, "sha": sha}
-    ota.record(s, oid, rel, "received", None, sha)
-    ota.progress(dev, rel, "received")
-    return s["job"], head["files"], total[0]  # ota_boot.py makes the Job (ota_fetch.py)
+    o["sha"] = sha
+    return o  # to be checked (ota_check.py), once this module and ota_json.py left the heap
 
 
 def _rollback(dev, s, oid, rel, sha):

@@ -10,8 +10,6 @@ import hashlib
 import io
 import json
 
-import ota_json
-
 from micropython import const
 
 KEYS = "ota_keys.json"
@@ -31,14 +29,29 @@ _FIELDS = ("type", "kind", "classes", "version", "min_version", "floor", "expire
 
 
 def rsa_ok(n, sig, digest):
-    # sig^65537 mod n must be exactly 00 01 FF..FF 00 DigestInfo H.
+    # sig^65537 mod n must be exactly 00 01 FF..FF 00 DigestInfo H, compared in place (no copy
+    # of the expected block: the heap of an update boot is short of 400-byte holes).
     if len(sig) != _K:
         return False
     s = int.from_bytes(sig, "big")
     if s >= n:
         return False
-    return pow(s, 65537, n).to_bytes(_K, "big") == (
-        b"\x00\x01" + b"\xff" * (_K - 3 - len(_DIGEST_INFO) - 32) + b"\x00" + _DIGEST_INFO + digest)
+    em = pow(s, 65537, n).to_bytes(_K, "big")
+    pad = _K - 3 - len(_DIGEST_INFO) - 32
+    if em[0] != 0 or em[1] != 1 or em[pad + 2] != 0:
+        return False
+    for i in range(2, pad + 2):
+        if em[i] != 0xFF:
+            return False
+    j = pad + 3
+    for i in range(len(_DIGEST_INFO)):
+        if em[j + i] != _DIGEST_INFO[i]:
+            return False
+    j += len(_DIGEST_INFO)
+    for i in range(32):
+        if em[j + i] != digest[i]:
+            return False
+    return True
 
 
 def trust_list(path=KEYS):
@@ -142,7 +155,7 @@ def read_meta(stream, on_file=None, dups=True):
     # The metadata's members but its files (a dict, "files" the number of them), each file entry
     # checked and handed to on_file(path, sha256, size) in order; ValueError: bad_meta. No path
     # twice: the hashes of the paths seen are kept, and a repeated hash is looked at again.
-    r = ota_json.Reader(stream)
+    r = __import__("ota_json").Reader(stream)
     head = {}
     hashes = set()
     dup = []
