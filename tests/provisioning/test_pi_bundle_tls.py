@@ -20,7 +20,7 @@ import pytest
 
 from edge.config import load_config
 from tests.provisioning.conftest import FleetUnderTest, arun_provision, run_provision
-from tests.provisioning.pi_bundle_support import install, installed_venv
+from tests.provisioning.pi_bundle_support import install
 from tests.support.fleet import fleet_in_thread, fleet_settings
 from tests.support.mosquitto import Mosquitto
 from tests.support.tls import TlsFiles, make_tls
@@ -102,7 +102,8 @@ async def test_bundle_for_a_tls_fleet_installs_and_comes_online_over_tls(tls_fle
            "EDGE_STATE_DIR": str(tmp_path / "state"), "EDGE_HEALTH_PERIOD_S": "1"}
     log = tmp_path / "agent.log"
     with log.open("wb") as sink:
-        agent = subprocess.Popen([str(installed_venv(root) / "bin/edge-agent"), "--config",  # noqa: ASYNC220
+        # as the unit's ExecStart: the installed launcher, which execs current/bin/edge-agent
+        agent = subprocess.Popen([str(root / "opt/ioc-edge/launch"), "--config",  # noqa: ASYNC220
                                   str(etc / "agent.toml")], env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         await async_wait_for(lambda: _online(tls_fleet.http, device_id), timeout=60,
@@ -112,6 +113,7 @@ async def test_bundle_for_a_tls_fleet_installs_and_comes_online_over_tls(tls_fle
         await asyncio.to_thread(agent.wait, 30)
     text = log.read_text()
     assert f"connected to mqtts://127.0.0.1:{tls_fleet.tls_port}" in text, text
+    assert (root / "opt/ioc-edge/current/bin/edge-agent").exists() and "launch:" not in text  # nothing to report
     assert password not in text
 
 
