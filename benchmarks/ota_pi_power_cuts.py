@@ -6,12 +6,15 @@ Real parts: releases of the agent at two versions built from this checkout and s
 (tests/edge/ota_support.py), a venv per version, the real launcher run again after every exit as
 systemd's Restart=always would, a private Mosquitto, downloads over HTTP with Range.
 
-    .venv/bin/python benchmarks/ota_pi_power_cuts.py [--cuts 100] [--seed N] [--window-s 8]
+    .venv/bin/python benchmarks/ota_pi_power_cuts.py [--cuts 100] [--seed N] [--window-s 8] [--rate BYTES/S]
 
-First one update without a cut is timed (offer -> confirmed), which is what --window-s should cover.
+First one update without a cut is timed (offer -> confirmed, and each step by the `ts` of its
+progress message), which is what --window-s should cover. `--cuts 0 --rate 0`: only that, with
+the download at full speed.
 """
 
 import argparse
+import itertools
 import random
 import sys
 import tempfile
@@ -43,7 +46,7 @@ def main() -> int:
         broker.start()
         pi = PiRig(work / "pi", kit, broker.port).start()
         try:
-            pi.server.rate = args.rate
+            pi.server.rate = args.rate or None
             pi.server.add(kit.releases[PATCH].data)
             t0 = time.monotonic()
             pi.publish_offer(offer(kit, kit.releases[PATCH], pi.server.url, name="pi-uncut"))
@@ -51,8 +54,13 @@ def main() -> int:
                 print("the update without a cut did not end on the new version", file=sys.stderr)
                 return 1
             uncut = time.monotonic() - t0
+            speed = f"{args.rate / 1e6:.1f} MB/s" if args.rate else "full speed"
             print(f"an update without a cut: offer -> confirmed and the new agent healthy in {uncut:.1f} s "
-                  f"(download at {args.rate / 1e6:.1f} MB/s)", flush=True)
+                  f"(download at {speed})", flush=True)
+            steps = [(p["status"], p["ts"]) for p in pi.progress() if p["release"] == "pi-uncut"]
+            firsts = [(status, ts) for i, (status, ts) in enumerate(steps) if i == 0 or steps[i - 1][0] != status]
+            print("  " + ", ".join(f"{a} -> {b}: {(tb - ta) / 1000:.1f} s"
+                                   for (a, ta), (b, tb) in itertools.pairwise(firsts)), flush=True)
             back_to_base(pi, kit, 0)
             report = power_cuts(pi, kit, args.cuts, random.Random(seed), window_s=args.window_s,
                                 on_round=lambda r: print(f"  {r.line()}", flush=True))
