@@ -28,7 +28,15 @@ from fleet.broadcast.calendar import (
     stored_timing,
 )
 from fleet.broadcast.models import Broadcast, BroadcastStatus, BroadcastVersion, Level, WardQuietHours
-from fleet.broadcast.schedule import COUNT_MAX, EXCEPTIONS_MAX, RRULE_MAX, QuietHours, ScheduleError, local_start
+from fleet.broadcast.schedule import (
+    COUNT_MAX,
+    EXCEPTIONS_MAX,
+    RRULE_MAX,
+    Occurrence,
+    QuietHours,
+    ScheduleError,
+    local_start,
+)
 from fleet.runtime import Runtime
 
 router = APIRouter(prefix="/api/broadcasts", tags=["broadcasts"], dependencies=[LOGGED_IN])
@@ -94,7 +102,7 @@ class RepeatCreate(BaseModel):
 
 class OccurrencePublic(BaseModel):
     start: datetime = Field(description="UTC")
-    local: str = Field(description="wall-clock time in the broadcast's zone")
+    local: str = Field(description="the same instant on the wall clock of the broadcast's zone, with its offset")
 
 
 class ConflictPublic(BaseModel):
@@ -176,13 +184,14 @@ class QuietHoursPublic(QuietHoursIn):
     updated_by: str
 
 
-def _occurrences(items: list[Any]) -> list[OccurrencePublic]:
-    return [OccurrencePublic(start=o.start, local=o.local.isoformat()) for o in items]
+def _occurrences(items: list[Occurrence], tz: ZoneInfo) -> list[OccurrencePublic]:
+    # the wall clock of the instant, with its offset: on a skipped spring hour it is not the rule's time
+    return [OccurrencePublic(start=o.start, local=o.start.astimezone(tz).isoformat()) for o in items]
 
 
-def _review(review: Review) -> ReviewPublic:
+def _review(review: Review, tz: ZoneInfo) -> ReviewPublic:
     return ReviewPublic(
-        occurrences=_occurrences(review.occurrences), speakers=review.speakers,
+        occurrences=_occurrences(review.occurrences, tz), speakers=review.speakers,
         quiet=[QuietSkipPublic(start=start, speakers=speakers) for start, speakers in sorted(review.quiet.items())],
         conflicts=[ConflictPublic(other_id=c.other_id, other_title=c.other_title, start=c.start,
                                   other_start=c.other_start, speakers=list(c.speakers), winner=c.winner,
@@ -191,8 +200,9 @@ def _review(review: Review) -> ReviewPublic:
 
 
 def _public(broadcast: Broadcast, now: datetime, listed: int = 10) -> BroadcastPublic:
-    upcoming = stored_timing(broadcast).next(now, listed) if broadcast.status == BroadcastStatus.ACTIVE else []
-    return BroadcastPublic.model_validate(broadcast).model_copy(update={"next": _occurrences(upcoming)})
+    timing = stored_timing(broadcast)
+    upcoming = timing.next(now, listed) if broadcast.status == BroadcastStatus.ACTIVE else []
+    return BroadcastPublic.model_validate(broadcast).model_copy(update={"next": _occurrences(upcoming, timing.tz)})
 
 
 def _definition(body: BroadcastFields, calendar: Calendar) -> Definition:
@@ -202,9 +212,9 @@ def _definition(body: BroadcastFields, calendar: Calendar) -> Definition:
                       frozenset(body.exceptions), body.order)
 
 
-def _refused(err: CalendarError) -> HTTPException | JSONResponse:
+def _refused(err: CalendarError, tz: ZoneInfo) -> HTTPException | JSONResponse:
     if isinstance(err, NeedsConfirmation):
-        content = ConflictsPublic(detail=str(err), review=_review(err.review))
+        content = ConflictsPublic(detail=str(err), review=_review(err.review, tz))
         return JSONResponse(content.model_dump(mode="json"), status_code=status.HTTP_409_CONFLICT)
     return HTTPException(err.status, str(err))
 
@@ -230,17 +240,17 @@ async def _save(calendar: Calendar, definition: Definition, dry_run: bool, confi
     try:
         if dry_run:
             review = await calendar.review(definition, broadcast.id if broadcast else None, now)
-            return JSONResponse(_review(review).model_dump(mode="json"))
+            return JSONResponse(_review(review, calendar.tz).model_dump(mode="json"))
         if broadcast is None:
             saved, review = await calendar.create(definition, actor, now, confirm=confirm, repeat_of=repeat_of)
         else:
             saved, review = await calendar.edit(broadcast, definition, version, actor, now, confirm=confirm)
     except CalendarError as err:
-        refusal = _refused(err)
+        refusal = _refused(err, calendar.tz)
         if isinstance(refusal, HTTPException):
             raise refusal from err
         return refusal
-    return BroadcastSaved(broadcast=_public(saved, now), review=_review(review))
+    return BroadcastSaved(broadcast=_public(saved, now), review=_review(review, calendar.tz))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BroadcastSaved, responses=_SAVE_ANSWERS)
