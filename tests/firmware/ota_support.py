@@ -3,18 +3,23 @@ signer's own tool, provisioning/release.py), offers, and a board that is started
 resets itself (as an ESP32 comes back after machine.reset())."""
 
 import json
+import random
 import shutil
 import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from provisioning.hostboard import EXIT_CRASH, EXIT_REBOOT, FIRMWARE_DIR
 from provisioning.release import BuildRequest, SigningKey, build_release, keygen, load_signing_key, meta_text
-from tests.firmware.support import HostBoard
+from tests.firmware.support import HostBoard, upstream
+from tests.support.http_files import FileServer
+from tests.support.mqtt_probe import Probe
+from tests.support.wait import wait_for
 
 _KEYS: dict[str, SigningKey] = {}
 _KEY_DIR = Path("/tmp") / f"ioc-ota-test-keys-{uuid.uuid4().hex[:8]}"
@@ -125,3 +130,78 @@ class Keeper:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+# Where a cut fell, from the console of the boot it cut (its last line that tells).
+_PHASES = (("boot marked good", "running, judged"), ("rebooting", "restarting"),
+           ("ota: esp32-0.2.0 confirmed", "trial passed"), ("on trial", "trial boot"),
+           ("installing", "app.mpy, switch"), ("verifying", "checking again"), ("downloading", "download"),
+           ("offer checked", "download"), ("update boot: connected", "download"), ("received", "download"),
+           ("update boot: fw", "update boot: checks"),
+           ("restarting into the update boot", "restarting"), ("connected", "running, not judged"),
+           ("boot: slot", "boot stage, start-up"))
+
+
+def cut_phase(console: str) -> str:
+    lines = [line for line in console.splitlines() if line.startswith(("fw:", "boot:")) and "health" not in line]
+    for line in reversed(lines):
+        for marker, phase in _PHASES:
+            if marker in line:
+                return phase
+    return "before the boot stage"
+
+
+def power_cut_run(board: HostBoard, probe: Probe, server: FileServer, release: Release, cuts: int,
+                  rng: random.Random, heapsize: str = "64k", window_s: float = 4.0) -> dict[str, Any]:
+    """Offer `release` to a new board on 0.1.0 and cut its power (SIGKILL) at random moments up to
+    `window_s` after each start, starting it again after each cut, until `cuts` cuts were made; then
+    let it run (started again when it resets itself) until it settles: a normal boot judged good,
+    not on trial, no update left. What it ended on, and where the cuts fell."""
+    (board.path / "ota_keys.json").write_text(trust_json("A"))
+    probe.publish(f"ioc/v1/d/{board.device_id}/ota/offer", offer(release, server.url), retain=True)
+    done = 0
+    restarts = 0
+    phases: list[str] = []
+    while done < cuts:
+        before = len(board.console())
+        board.start(heapsize)
+        deadline = time.monotonic() + rng.uniform(0.02, window_s)
+        while time.monotonic() < deadline and board.running:
+            time.sleep(0.005)
+        if board.running:
+            board.kill()
+            done += 1
+            phases.append(cut_phase(board.console()[before:]))
+        else:  # it reset itself (into the update boot, the new slot, ...): started again, as a board
+            restarts += 1
+
+    keeper = Keeper(board, heapsize)
+    try:
+        def settled() -> dict[str, Any] | None:
+            births = [m for m in upstream(probe, "birth") if "mode" not in m]
+            state = json.loads((board.path / "bootstate.json").read_text())
+            if not births or "open" in state or "trial" in state or (board.path / "ota_job.txt").exists():
+                return None
+            last = births[-1]
+            return last if any(m["ses"] == last["ses"] for m in upstream(probe, "health")) else None
+
+        last = wait_for(settled, timeout=120, what="the board settled on a version")
+    finally:
+        keeper.stop()
+        board.kill()
+    console = board.console()
+    return {"cuts": done, "phases": phases, "self_restarts": restarts + len(keeper.exits), "fw": last["fw"],
+            "safe": "safe mode" in console or last.get("mode") == "safe",
+            "crashes": console.count("Traceback"), "failed_boots": keeper.exits.count(70),
+            "bootstate": json.loads((board.path / "bootstate.json").read_text())}
+
+
+def cut_summary(results: list[dict[str, Any]]) -> str:
+    phases = Counter(p for r in results for p in r["phases"])
+    bricked = sum(r["fw"] not in ("0.1.0", "0.2.0") for r in results)
+    return (f"ESP32 power cuts during updates: {sum(r['cuts'] for r in results)} cuts in {len(results)} updates; "
+            f"ended on the old version (0.1.0): {sum(r['fw'] == '0.1.0' for r in results)}, on the new (0.2.0): "
+            f"{sum(r['fw'] == '0.2.0' for r in results)}, bricked: {bricked}, safe mode: "
+            f"{sum(r['safe'] for r in results)}, tracebacks: {sum(r['crashes'] for r in results)}, failed boots: "
+            f"{sum(r['failed_boots'] for r in results)}; cuts by phase: "
+            + ", ".join(f"{k} {v}" for k, v in phases.most_common()))

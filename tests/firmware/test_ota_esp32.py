@@ -248,47 +248,6 @@ def test_rollback_command_and_the_floor_that_forbids_it(rig: Rig, releases: dict
 CUTS = int(os.environ.get("IOC_OTA_CUTS", "12"))
 
 
-def power_cut_run(board: HostBoard, probe: Probe, server: FileServer, release: ota.Release, cuts: int,
-                  rng: random.Random, window_s: float = 4.0) -> dict[str, Any]:
-    """Offer `release` and cut the power (SIGKILL) at random moments of the update until `cuts` cuts
-    were made, restarting the board after each; then let it run. What it ended on."""
-    (board.path / "ota_keys.json").write_text(ota.trust_json("A"))
-    probe.publish(f"ioc/v1/d/{board.device_id}/ota/offer", ota.offer(release, server.url), retain=True)
-    done = 0
-    restarts = 0
-    while done < cuts:
-        board.start(HEAP)
-        deadline = time.monotonic() + rng.uniform(0.02, window_s)
-        while time.monotonic() < deadline and board.running:
-            time.sleep(0.01)
-        if board.running:
-            board.kill()
-            done += 1
-        else:  # it reset itself (update boot, switch): started again, as a board does
-            restarts += 1
-    keeper = ota.Keeper(board, HEAP)
-    try:
-        def settled() -> dict[str, Any] | None:
-            births = [m for m in upstream(probe, "birth") if "mode" not in m]
-            if not births:
-                return None
-            last = births[-1]
-            healths = [m for m in upstream(probe, "health") if m["ses"] == last["ses"]]
-            state = json.loads((board.path / "bootstate.json").read_text())
-            if healths and "open" not in state and "trial" not in state and not (board.path / "ota_job.txt").exists():
-                return last
-            return None
-
-        last = wait_for(settled, timeout=90, what="the board settled on a version")
-    finally:
-        keeper.stop()
-        board.kill()
-    console = board.console()
-    return {"cuts": done, "self_restarts": restarts + len(keeper.exits), "fw": last["fw"],
-            "safe": "safe mode" in console or last.get("mode") == "safe",
-            "crashed": "Traceback" in console, "bootstate": json.loads((board.path / "bootstate.json").read_text())}
-
-
 def test_power_cuts_during_an_update_never_brick_the_board(tmp_path: Path, mosquitto: Mosquitto,
                                                           releases: dict[str, ota.Release], server: FileServer) -> None:
     rng = random.Random(int(os.environ.get("IOC_CUT_SEED", "11")))
@@ -303,14 +262,11 @@ def test_power_cuts_during_an_update_never_brick_the_board(tmp_path: Path, mosqu
         board = HostBoard(tmp_path / device, device, mosquitto.port, roles=["sim"])
         probe = Probe(mosquitto.port, f"ioc/v1/d/{device}/#")
         try:
-            results.append(power_cut_run(board, probe, server, releases["good"], cuts, rng))
+            results.append(ota.power_cut_run(board, probe, server, releases["good"], cuts, rng, HEAP))
         finally:
             probe.close()
         left -= cuts
-    print(f"\nESP32 power cuts during updates: {sum(r['cuts'] for r in results)} cuts in {len(results)} updates; "
-          f"ended on 0.2.0: {sum(r['fw'] == '0.2.0' for r in results)}, on 0.1.0: "
-          f"{sum(r['fw'] == '0.1.0' for r in results)}, safe mode: {sum(r['safe'] for r in results)}, "
-          f"with a traceback: {sum(r['crashed'] for r in results)}")
+    print("\n" + ota.cut_summary(results))
     assert all(r["fw"] in ("0.1.0", "0.2.0") for r in results)
     assert not any(r["safe"] for r in results)
-    assert not any(r["crashed"] for r in results), results
+    assert not any(r["crashes"] or r["failed_boots"] for r in results), results
