@@ -43,6 +43,7 @@ from fleet.ota.progress import apply_progress
 log = logging.getLogger(__name__)
 
 StreamKey = tuple[str, int, int]  # (device id, epoch, ses)
+STREAMS_PER_QUERY = 100  # streams loaded by one statement
 # numbered and deduplicated like the rest, but with no table yet (docs/protocol.md, "Messages")
 RESERVED_KINDS = frozenset({"child_birth", "child_death", "child_health"})
 
@@ -95,13 +96,16 @@ class _Streams:
         if not keys:
             return
         self.queried |= keys
-        query = Q()
-        for device_id, epoch, ses in keys:
-            query |= Q(device_id=device_id, epoch=epoch, ses=ses)
-        for row in await SeqStream.filter(query).using_db(self.conn):
-            key = (row.device_id, row.epoch, row.ses)
-            self.rows[key] = row
-            self.states[key] = StreamState(max_seq=row.max_seq)
+        ordered = sorted(keys)
+        # a few hundred ORs in one Q nest too deep for the query builder (RecursionError): chunks
+        for start in range(0, len(ordered), STREAMS_PER_QUERY):
+            query = Q()
+            for device_id, epoch, ses in ordered[start:start + STREAMS_PER_QUERY]:
+                query |= Q(device_id=device_id, epoch=epoch, ses=ses)
+            for row in await SeqStream.filter(query).using_db(self.conn):
+                key = (row.device_id, row.epoch, row.ses)
+                self.rows[key] = row
+                self.states[key] = StreamState(max_seq=row.max_seq)
 
     async def _load_gaps(self, key: StreamKey, state: StreamState) -> None:
         rows = await SeqGap.filter(device_id=key[0], epoch=key[1], ses=key[2], open=True).using_db(self.conn)

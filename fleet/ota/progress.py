@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
 
 from contract import Upstream
 from fleet.ota.rollout_models import RolloutDevice
@@ -30,14 +29,17 @@ async def apply_progress(conn: BaseDBAsyncClient, reports: Sequence[Upstream], n
     result = ProgressResult()
     if not reports:
         return result
-    wanted = Q()
-    for device_id, release in {(m.device_id, str(m.body["release"])) for m in reports}:
-        wanted |= Q(device_id=device_id, rollout__release_name=release)
+    wanted = {(m.device_id, str(m.body["release"])) for m in reports}
     rows: dict[tuple[str, str], RolloutDevice] = {}
-    # the newest rollout's row first: rows are made in rollout order
-    for row in await (RolloutDevice.filter(wanted, offered_at__isnull=False).using_db(conn)
-                      .select_related("rollout").order_by("-id")):
-        rows.setdefault((row.device_id, row.rollout.release_name), row)
+    # by two IN lists (a chain of hundreds of ORs is too deep for the query builder); the newest
+    # rollout's row first: rows are made in rollout order
+    for row in await (RolloutDevice.filter(device_id__in=list({d for d, _ in wanted}),
+                                           rollout__release_name__in=list({r for _, r in wanted}),
+                                           offered_at__isnull=False)
+                      .using_db(conn).select_related("rollout").order_by("-id")):
+        key = (row.device_id, row.rollout.release_name)
+        if key in wanted:
+            rows.setdefault(key, row)
     changed: dict[int, RolloutDevice] = {}
     for msg in reports:
         found = rows.get((msg.device_id, str(msg.body["release"])))
