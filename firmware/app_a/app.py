@@ -43,25 +43,12 @@ def _roles(device):
         device.commands.handlers.update(getattr(role, "commands", {}))
 
 
-def _update_boot(boot):
-    # An offer waits on flash, or an update was cut off (a power cut): this boot runs the update
-    # (ota_boot.py) with the heap the device and its roles would take, then restarts.
-    import os
-
-    for name in ("ota_offer.json", "ota_job.txt"):
-        try:
-            os.stat(name)
-            return boot is not None
-        except OSError:
-            pass
-    return False
-
-
 def main(boot=None):
     _enroll()
-    if _update_boot(boot):
+    # An offer waits on flash, or an update was cut off (a power cut): this boot runs the update
+    # (ota_boot.py) with the heap the device and its roles would take, then restarts.
+    if boot and {"ota_offer.json", "ota_job.txt"} & set(__import__("os").listdir()):
         __import__("ota_boot").run(boot)
-        return
     for name in IMPORT_ORDER:
         gc.collect()
         __import__(name)

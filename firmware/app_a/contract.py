@@ -90,15 +90,6 @@ def state_reported(version, status, error=None):
     return body
 
 
-def ota_progress(release, status, pct=None, detail=None):
-    body = {"release": release, "status": status}
-    if pct is not None:
-        body["pct"] = pct
-    if detail is not None:
-        body["detail"] = detail
-    return body
-
-
 def _is_int(x):
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 

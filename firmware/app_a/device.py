@@ -84,9 +84,9 @@ class Device:
         self.desired = Desired(self)
         self._next_ntp = time.ticks_ms()
         self.roles = []  # loaded by start.py, once start-up code has left the heap
-        # Updates (ota.py, loaded only while needed): an offer waiting in ota_offer.json, the
-        # offer to ask for again once the clock is set, and the trial: the uptime by which a new
-        # version must pass its health gate (0: not on trial).
+        # Updates (ota.py, loaded only while needed): an offer waiting in ota_offer.json (or one
+        # refused for want of a clock, looked at again once it is set), and the trial: the uptime
+        # by which a new version must pass its health gate (0: not on trial).
         self.ota_offer = False
         self.offer_again = False
         self.trial_ms = 0
@@ -256,13 +256,7 @@ class Device:
                 link.client.subscribe(link.topic("state/desired"), 1)
             except OSError as e:
                 link.lost(e)
-        if self.offer_again and link.up and self.hal.now_ms() is not None:
-            self.offer_again = False  # refused for want of a clock: the retained offer again
-            try:
-                link.client.subscribe(link.topic("ota/offer"), 1)
-            except OSError as e:
-                link.lost(e)
-        if self.ota_offer:
+        if self.ota_offer or self.offer_again and self.hal.now_ms() is not None:
             __import__("ota").offered(self)  # answered, or taken in an update boot
         if link.up:
             self._flush()
@@ -286,14 +280,12 @@ class Device:
             if self.safe_mode:
                 self.judge_ms = 0
                 __import__("safe_mode").leave(self)
-            elif not self.trial_ms or link.up and self.health_acked:
+            elif self.trial_ms:
+                __import__("ota_trial").gate(self)
+            else:
                 self.judge_ms = 0
-                if self.trial_ms:
-                    __import__("ota_trial").commit(self)
                 self.boot.mark_good()
                 log("boot marked good")
-            elif self.meter.up_ms >= self.trial_ms:
-                __import__("ota_trial").trial_failed(self)
         wait = min(_TICK_MS, max(0, time.ticks_diff(self._next_health, time.ticks_ms())))
         if link.up:
             try:

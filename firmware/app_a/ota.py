@@ -17,7 +17,6 @@ import sys
 
 from micropython import const
 
-import contract
 import store
 
 STATE = "ota.json"
@@ -57,8 +56,14 @@ def record(s, oid, release, status, detail, sha):
 
 
 def progress(dev, release, status, pct=None, detail=None):
+    # ota/progress (docs/protocol.md): release, status, optional pct and detail; stamped by emit
     dev.log("ota: %s %s %s" % (release, status, "" if detail is None else detail))
-    dev.emit("ota/progress", contract.ota_progress(release, status, pct, detail))
+    body = {"release": release, "status": status}
+    if pct is not None:
+        body["pct"] = pct
+    if detail is not None:
+        body["detail"] = detail
+    dev.emit("ota/progress", body)
 
 
 def failed(dev, s, oid, release, reason, msg, sha=None):
@@ -125,10 +130,11 @@ def offered(dev):
     for e in load()["recent"]:
         if e[4] == sha and e[2] in FINAL:
             if e[3] and e[3]["reason"] == "no_clock":
-                if dev.hal.now_ms() is None:
-                    dev.offer_again = True  # asked for again once the clock is set (device.py)
-                else:
+                dev.offer_again = dev.hal.now_ms() is None  # kept; looked at again once it is set
+                if not dev.offer_again:
                     break  # the clock is set now: taken again
+                progress(dev, e[1], e[2], None, e[3])
+                return drop()
             remove(OFFER)
             progress(dev, e[1], e[2], None, e[3])
             return drop()

@@ -37,9 +37,23 @@ def boot(dev):
     _drop(dev)
 
 
+def gate(dev):
+    # device.py's call at each loop turn from boot_good_s on, while the boot is on trial: the
+    # boot is committed (mark_good()) once the board is also connected (its birth sent) and a
+    # health message of this boot was acknowledged; ota_trial_s without that: back to the old
+    # slot. This module stays loaded until then.
+    if dev.link.up and dev.health_acked:
+        dev.judge_ms = 0
+        commit(dev)
+        dev.boot.mark_good()
+        dev.log("boot marked good")
+    elif dev.meter.up_ms >= dev.trial_ms:
+        trial_failed(dev)
+
+
 def commit(dev):
-    # The trial passed its health gate; device.py calls boot.mark_good() right after. A power cut
-    # before that: the next boot is on trial again and commits again (the same writes).
+    # The trial passed its health gate; mark_good() follows. A power cut before that: the next
+    # boot is on trial again and commits again (the same writes).
     t = dev.boot.state["trial"]
     s = ota.load()
     if t.get("keys"):
