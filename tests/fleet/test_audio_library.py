@@ -16,7 +16,7 @@ FORMATS = {"esp32": (2, 16_000, 1), "pi": (2, 48_000, 1)}  # 16-bit PCM, rate, m
 
 async def test_each_format_becomes_both_variants_at_the_target_loudness(tmp_path: Path, mosquitto: Mosquitto) -> None:
     sources = [
-        tone(tmp_path / "tone.wav", 4, hz=440, volume_db=-3),  # loud: brought down
+        tone(tmp_path / "tone.wav", 4, hz=440, volume_db=15),  # about -9 LUFS: brought down
         speechlike(tmp_path / "speech.mp3", 5, codec=["-c:a", "libmp3lame", "-b:a", "96k"]),
         tone(tmp_path / "quiet.ogg", 4, hz=1000, volume_db=-35, codec=["-c:a", "libvorbis"]),  # quiet: brought up
         speechlike(tmp_path / "speech.m4a", 4, codec=["-c:a", "aac", "-b:a", "96k"]),
