@@ -2,8 +2,9 @@
 content hash within a budget, and the speakers' download tokens (docs/broadcasts.md).
 
 Layout under FLEET_AUDIO_DIR: `files/<first 2 hex>/<sha256>.wav` (a file is written whole under
-`tmp/`, fsynced, then renamed: a crash never leaves a wrong file under a hash; `tmp/` is cleared
-when the library starts) and `token.key` (the download tokens' secret, unless configured).
+`tmp/`, fsynced, then renamed: a crash never leaves a wrong file under a hash; files in `tmp/`
+older than an hour are removed when the library starts) and `token.key` (the download tokens'
+secret, unless configured).
 """
 
 import asyncio
@@ -43,6 +44,7 @@ JOBS_AT_ONCE = 2  # ffmpeg jobs (uploads, text-to-speech) running at once in thi
 JOBS_WAITING = 8  # more waiting than this: 503, the library is busy
 TEXT_MAX = 2000
 CHUNK = 256 * 1024
+TMP_KEEP_S = 3600  # files in tmp/ older than this when the library starts are a crash's leftovers
 
 
 class AudioConflict(AudioError):
@@ -107,8 +109,11 @@ class Library:
         self.files = self.root / "files"
         for folder in (self.tmp, self.files):
             folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp.iterdir():  # a crash's half-written files
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        # a crash's half-written files; recent ones may be another fleet process's uploads in progress
+        stale_before = time.time() - TMP_KEEP_S
+        for leftover in self.tmp.iterdir():
+            if leftover.stat().st_mtime < stale_before:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
         self.secret = load_secret(settings.audio_token_secret, self.root)
         self._jobs = asyncio.Semaphore(JOBS_AT_ONCE)
         self._waiting = 0

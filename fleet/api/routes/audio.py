@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, RuntimeDep, acting
-from fleet.api.errors import answer
+from fleet.api.errors import ValidationErrorPublic, answer
 from fleet.api.routes.broadcasts import calendar_of
 from fleet.auth.roles import Permission
 from fleet.auth.url_tokens import TOKEN_MAX
@@ -106,8 +106,9 @@ def _refused(err: AudioError) -> HTTPException:
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     409: answer("the same audio is already in the library, or the library is full (FLEET_AUDIO_BUDGET_MB)"),
-    422: answer("not audio, empty, too short, too long (FLEET_AUDIO_MAX_S), corrupt or cut, silent, "
-                "or another format than WAV, MP3, OGG or M4A: the detail says which"),
+    422: {"model": ValidationErrorPublic,
+          "description": "not audio, empty, too short, too long (FLEET_AUDIO_MAX_S), corrupt or cut, silent, or "
+                         "another format than WAV, MP3, OGG or M4A (the detail says which); or a bad request shape"},
     503: answer("ffmpeg, ffprobe or espeak-ng is missing or took too long, or the library is busy")}
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contract import DEVICE_ID_PATTERN
 from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, acting
-from fleet.api.errors import ErrorPublic, answer
+from fleet.api.errors import ErrorPublic, ValidationErrorPublic, answer
 from fleet.api.schemas import TAG_PATTERN
 from fleet.auth.roles import Permission
 from fleet.broadcast.calendar import (
@@ -231,7 +231,9 @@ _SAVE_ANSWERS: dict[int | str, dict[str, Any]] = {
     409: {"model": ConflictsPublic, "description": "conflicts on shared speakers (`review` lists them): send "
                                                    "again with confirm=true; or the broadcast changed or is "
                                                    "cancelled (detail only)"},
-    422: answer("a bad timing, no targets, no such clip, or no occurrence after now")}
+    422: {"model": ValidationErrorPublic,
+          "description": "a bad timing, no targets, no such clip, no occurrence after now (one sentence); or a "
+                         "bad request shape (a list)"}}
 
 
 async def _save(calendar: Calendar, definition: Definition, dry_run: bool, confirm: bool, actor: str,
@@ -347,7 +349,8 @@ async def list_quiet_hours(_: Reader) -> list[QuietHoursPublic]:
     return [QuietHoursPublic.model_validate(r) for r in await WardQuietHours.all().order_by("ward")]
 
 
-@quiet_router.put("/{ward}", responses={422: answer("start and end are the same time")})
+@quiet_router.put("/{ward}", responses={422: {"model": ValidationErrorPublic,
+                                             "description": "start and end are the same time, or a bad shape"}})
 async def set_quiet_hours(ward: WardPath, body: QuietHoursIn,
                           audit: Annotated[Auditor, acting(Permission.BROADCAST)]) -> QuietHoursPublic:
     """A ward's quiet hours: normal broadcasts starting inside them do not play on its speakers."""
