@@ -98,6 +98,11 @@ async def test_calendar(tmp_path: Path, mosquitto: Mosquitto, database_url: str)
         assert edited.status_code == 200, edited.text
         assert edited.json()["broadcast"]["version"] == 2
         assert edited.json()["broadcast"]["next"][0]["local"][:10] != _tomorrow(0)[:10]  # the exception
+        # an edit that makes a conflict is shown before it is saved, like a create
+        onto_alert = {**moved, "version": 2, "start": _tomorrow(6, 30), "exceptions": []}
+        held = await http.put(f"/api/broadcasts/{news['id']}", json=onto_alert)
+        assert held.status_code == 409 and held.json()["review"]["conflicts"][0]["other_id"] == alert["id"]
+        assert (await http.get(f"/api/broadcasts/{news['id']}")).json()["version"] == 2
         stale = await http.put(f"/api/broadcasts/{news['id']}", json=moved)
         assert stale.status_code == 409 and "at version 2" in stale.json()["detail"]
         versions = (await http.get(f"/api/broadcasts/{news['id']}/versions")).json()

@@ -6,10 +6,12 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 
 from fleet.broadcast.conflicts import Plan, Speaker, find, quiet_skips
 from fleet.broadcast.models import Level
 from fleet.broadcast.schedule import Occurrence, QuietHours, ScheduleError, Timing, check_rrule, instant
+from fleet.settings import Settings
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -158,3 +160,11 @@ def test_quiet_hours_keep_normal_broadcasts_off_a_ward() -> None:
     # on a1 neither plays (quiet); on b1 (another ward) both do
     assert [c.speakers for c in find(night_news, [other], SPEAKERS, quiet)] == [("b1",)]
     assert [c.speakers for c in find(night_alert, [other], SPEAKERS, quiet)] == []  # the other does not play on a1
+
+
+def test_the_city_time_zone_is_checked_at_start() -> None:
+    assert Settings().timezone == "Asia/Ho_Chi_Minh"
+    assert Settings(timezone="Europe/Berlin").timezone == "Europe/Berlin"
+    for bad in ("Mars/Olympus_Mons", "../etc/passwd", ""):
+        with pytest.raises(ValidationError, match="FLEET_TIMEZONE: no time zone named"):
+            Settings(timezone=bad)
