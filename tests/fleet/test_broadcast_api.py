@@ -174,6 +174,12 @@ async def test_refusals_and_roles(tmp_path: Path, mosquitto: Mosquitto) -> None:
                 answer = await http.request(method, url, json=body, headers=headers)
                 assert answer.status_code == 403, (method, url, answer.text)
         assert (await http.post(f"/api/broadcasts/{bid}/cancel", headers=operator)).status_code == 200
+        # no broadcast will play the clip any more: its files go, the broadcast keeps its history
+        assert (await http.delete(f"/api/audio/{cid}", headers=operator)).status_code == 204
+        kept = await http.get(f"/api/broadcasts/{bid}")
+        assert kept.status_code == 200 and kept.json()["clip_id"] == cid and kept.json()["status"] == "cancelled"
+        again = await http.post("/api/broadcasts", json=_body(cid), headers=operator)
+        assert again.status_code == 422 and f"no clip {cid}" in again.json()["detail"]
 
 
 async def test_occurrences_in_a_dst_time_zone(tmp_path: Path, mosquitto: Mosquitto) -> None:
