@@ -54,10 +54,10 @@ def prepare_board(dest_dir: Path | str, device_id: str, broker_host: str, broker
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     if precompiled:
         compile_slot(board / "app_a")
-    if ca_der is not None:
-        (board / CA_FILE).write_bytes(ca_der)
     if ota_keys is not None:
         (board / OTA_KEYS).write_bytes(ota_keys)
+    if ca_der is not None:
+        (board / CA_FILE).write_bytes(ca_der)
     else:
         cfg.setdefault("insecure_plaintext", True)
     config = {"device_id": device_id, "broker_host": broker_host, "broker_port": broker_port, **cfg}
