@@ -126,6 +126,15 @@ async def test_who_may_publish_and_delete(ota_fleet: httpx.AsyncClient, signer: 
     assert deleted.status_code == 204
     assert blobs(tmp_path / "ota") == {shared, hashlib.sha256(second.files["app.mpy"]).hexdigest()}
     assert (await ota_fleet.delete("/api/releases/esp32-1.0.0")).status_code == 404
+    # a release a rollout names stays, for the rollout's history, even once the rollout ended
+    assert (await ota_fleet.post("/api/devices", json={"id": "lamp-r1", "kind": "esp32"})).status_code == 201
+    rollout = await ota_fleet.post("/api/rollouts", json={"release": "esp32-1.0.1", "target": {"devices": ["lamp-r1"]}})
+    assert rollout.status_code == 201, rollout.text
+    in_use = await ota_fleet.delete("/api/releases/esp32-1.0.1")
+    assert in_use.status_code == 409 and f"rollout {rollout.json()['id']} (running)" in in_use.json()["detail"]
+    await ota_fleet.post(f"/api/rollouts/{rollout.json()['id']}/abort")
+    assert (await ota_fleet.delete("/api/releases/esp32-1.0.1")).status_code == 409
+    assert len(blobs(tmp_path / "ota")) == 2
     audit = (await ota_fleet.get("/api/audit")).json()
     assert [(e["action"], e["target"]) for e in audit if e["action"] == "release.delete"] == [
         ("release.delete", "esp32-1.0.0")]
