@@ -161,7 +161,7 @@ class Device:
         # there (ota.py).
         if topic[self._prefix_len:] != "ota/offer":
             return None
-        self.ota_offer = True
+        self.ota_offer = not self.trial_ms  # on trial: not looked at (ota_trial.py removes it)
         return open("ota_offer.json", "wb")
 
     # -- the loop -------------------------------------------------------------------------------

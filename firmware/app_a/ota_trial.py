@@ -68,6 +68,7 @@ def commit(dev):
     s["slots"][dev.boot.state["active"]] = FW
     ota.record(s, t["id"], t["release"], "confirmed", None, t.get("sha"))
     ota.progress(dev, t["release"], "confirmed")
+    ota.remove(ota.OFFER)  # one that came during the trial: it comes again at the next connect
     dev.trial_ms = 0
     _drop(dev)
 
@@ -79,6 +80,7 @@ def trial_failed(dev):
     dev.log("ota: %s did not pass its health gate in %d s; back to slot %s"
             % (t["release"], dev.cfg.ota_trial_s, t["from"]))
     dev.boot.end(active=t["from"], tries=0, trial=t)
+    ota.remove(ota.OFFER)
     dev.trial_ms = 0
     dev.judge_ms = 0
     dev.reboot_requested = True

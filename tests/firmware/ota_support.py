@@ -132,42 +132,62 @@ class Keeper:
         self._thread.join(5)
 
 
-# Where a cut fell, from the console of the boot it cut (its last line that tells).
-_PHASES = (("boot marked good", "running, judged"), ("rebooting", "restarting"),
-           ("ota: esp32-0.2.0 confirmed", "trial passed"), ("on trial", "trial boot"),
-           ("installing", "app.mpy, switch"), ("verifying", "checking again"), ("downloading", "download"),
-           ("offer checked", "download"), ("update boot: connected", "download"), ("received", "download"),
-           ("update boot: fw", "update boot: checks"),
-           ("restarting into the update boot", "restarting"), ("connected", "running, not judged"),
-           ("boot: slot", "boot stage, start-up"))
+# Where a cut fell: the boot it cut (the old version, the update boot, the new version on trial),
+# and the last milestone that boot printed.
+_MILESTONES = {
+    "update boot": (("update boot: restarting", "restarting"), ("rebooting", "switched, closing"),
+                    ("installing", "app.mpy and the switch"), ("verifying", "checking every file again"),
+                    ("offer checked", "download"), ("update boot: fw", "checking the offer")),
+    "new version on trial": (("boot marked good", "committed"), ("confirmed", "committing"),
+                             ("connected", "connected, health gate"), ("on trial", "start-up")),
+    "old version": (("restarting into the update boot", "restarting for the update"),
+                    ("connected", "connected"), ("boot: slot", "start-up")),
+}
 
 
 def cut_phase(console: str) -> str:
-    lines = [line for line in console.splitlines() if line.startswith(("fw:", "boot:")) and "health" not in line]
-    for line in reversed(lines):
-        for marker, phase in _PHASES:
-            if marker in line:
-                return phase
-    return "before the boot stage"
+    text = "\n".join(line for line in console.splitlines() if "fw: health" not in line)
+    boot = ("update boot" if "update boot: fw" in text else
+            "new version on trial" if "on trial" in text else "old version")
+    for marker, phase in _MILESTONES[boot]:
+        if marker in text:
+            return f"{boot}: {phase}"
+    return f"{boot}: before its first line"
+
+
+def _update_over(board: HostBoard, offer_id: str) -> bool:
+    """The offer has its outcome (ota.json) and the board no trial left (bootstate.json)."""
+    try:
+        state = json.loads((board.path / "ota.json").read_text())
+        boot = json.loads((board.path / "bootstate.json").read_text())
+    except (OSError, ValueError):
+        return False
+    outcome = [e[2] for e in state.get("recent", []) if e[0] == offer_id]
+    return bool(outcome) and outcome[0] in ("confirmed", "failed", "rolled_back") and "trial" not in boot
 
 
 def power_cut_run(board: HostBoard, probe: Probe, server: FileServer, release: Release, cuts: int,
-                  rng: random.Random, heapsize: str = "64k", window_s: float = 4.0) -> dict[str, Any]:
-    """Offer `release` to a new board on 0.1.0 and cut its power (SIGKILL) at random moments up to
-    `window_s` after each start, starting it again after each cut, until `cuts` cuts were made; then
-    let it run (started again when it resets itself) until it settles: a normal boot judged good,
-    not on trial, no update left. What it ended on, and where the cuts fell."""
+                  rng: random.Random, heapsize: str = "64k", window_s: float = 2.5) -> dict[str, Any]:
+    """Offer `release` to a new board on 0.1.0 and cut its power (SIGKILL) at a random moment up to
+    `window_s` after each start, starting it again after each cut, until `cuts` cuts were made or
+    the update is over; then let it run (started again when it resets itself) until it settles: a
+    normal boot judged good, not on trial, no update left. What it ended on, and where the cuts
+    fell."""
     (board.path / "ota_keys.json").write_text(trust_json("A"))
-    probe.publish(f"ioc/v1/d/{board.device_id}/ota/offer", offer(release, server.url), retain=True)
+    body = offer(release, server.url)
+    probe.publish(f"ioc/v1/d/{board.device_id}/ota/offer", body, retain=True)
+    offer_id = json.loads(body)["id"]
     done = 0
     restarts = 0
     phases: list[str] = []
-    while done < cuts:
+    while done < cuts and not _update_over(board, offer_id):
         before = len(board.console())
         board.start(heapsize)
         deadline = time.monotonic() + rng.uniform(0.02, window_s)
-        while time.monotonic() < deadline and board.running:
+        while time.monotonic() < deadline and board.running and not _update_over(board, offer_id):
             time.sleep(0.005)
+        if _update_over(board, offer_id):
+            break  # no cut once the update is over: the cuts fall into updates only
         if board.running:
             board.kill()
             done += 1
