@@ -3,15 +3,18 @@
 import hashlib
 import random
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import bsdiff4
 import httpx
 
-from fleet.ota.models import Release
+from fleet.ota.models import Release, ReleaseBlob
 from fleet.ota.releases import Releases
-from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey
+from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey, write_keys
+from tests.support.fleet import fleet_settings, running_fleet
+from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.wait import async_wait_for
 
 
@@ -165,3 +168,31 @@ async def test_pi_deltas_from_the_last_three_releases_of_the_class_give_the_full
     # a token for an older release does not fetch the newer one's delta
     older = await offer_url(ota_fleet, "pi-armv7-0.1.3", "cam-1")
     assert (await ota_fleet.get(local(older, delta["sha256"]))).status_code == 403
+
+
+async def test_deltas_left_pending_are_made_when_the_fleet_starts_again(
+        database_url: str, mosquitto: Mosquitto, tmp_path: Path, signer: SigningKey) -> None:
+    settings = fleet_settings(database_url, mosquitto.url, ota_dir=tmp_path / "ota",
+                              ota_keys=write_keys(tmp_path / "keys.pem", signer))
+    rng = random.Random(12)
+    old = artifact(rng, 100_000)
+    async with running_fleet(settings) as first:
+        for version, data in (("0.3.0", old), ("0.3.1", patched(old, 500, b"fix"))):
+            await publish(first, ReleaseFolder("pi", version, {"ioc-edge.tar": data}, classes=["pi-arm64"]), signer)
+
+        async def done() -> bool:
+            return bool((await first.get("/api/releases/pi-arm64-0.3.1")).json()["deltas_state"] == "done")
+
+        await async_wait_for(done, what="the first delta")
+        # as if the fleet had stopped before its worker got to it
+        release = await Release.get(name="pi-arm64-0.3.1")
+        await ReleaseBlob.filter(release_id=release.id, base_sha256__isnull=False).delete()
+        await Release.filter(id=release.id).update(deltas_state="pending")
+        assert (await first.get("/api/releases/pi-arm64-0.3.1")).json()["deltas"] == []
+    async with running_fleet(settings.model_copy(update={"http_port": free_port()})) as restarted:
+        async def remade() -> list[dict[str, Any]] | None:
+            body = (await restarted.get("/api/releases/pi-arm64-0.3.1")).json()
+            return body["deltas"] if body["deltas_state"] == "done" else None
+
+        deltas = await async_wait_for(remade, what="the deltas made at the start")
+    assert [d["base_release"] for d in deltas] == ["pi-arm64-0.3.0"]
