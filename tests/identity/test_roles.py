@@ -34,6 +34,10 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, Permission | None]] = [
     ("POST", "/api/users", {"username": "u-{role}", "role": "read_only", "password": "a long enough pass"},
      Permission.USERS),
     ("GET", "/api/audit", None, Permission.AUDIT),
+    ("GET", "/api/releases", None, Permission.READ),
+    ("GET", "/api/releases/esp32-9.9.9", None, Permission.READ),
+    ("POST", "/api/releases", None, Permission.RELEASES),  # allowed: 415, no tar sent
+    ("DELETE", "/api/releases/esp32-9.9.9", None, Permission.RELEASE_DELETE),  # allowed: 404
     ("GET", "/api/auth/me", None, None),
     ("POST", "/api/auth/tokens", {"name": "tool"}, None),
 ]
