@@ -72,6 +72,10 @@ def test_every_refusal_is_reported_and_the_old_version_keeps_running(rig: PiRig,
                          what=f"the answer to {name} (log: {rig.log_text()[-1500:]})")
         assert final == (status, reason or None), (name, answers(rig, f"pi-{name}"))
 
+    # a rollback command with no version kept beside the running one
+    rig.publish_offer(offer(ota_kit, None, rig.server.url, action="rollback", name="pi-back"))
+    wait_for(lambda: answers(rig, "pi-back") == [("failed", "no_previous")], what="no_previous")
+
     # a malformed offer, and a redelivered one: answered again, not handled again
     rig.publish_offer(b'{"v": 1, "id": "x", "release": "pi-malformed", "action": "install"}')
     wait_for(lambda: answers(rig, "pi-malformed") == [("failed", "bad_offer")], what="bad_offer")
