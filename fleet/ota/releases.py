@@ -149,6 +149,13 @@ class _Upload:
                 out.write(chunk)
 
 
+def well_formed(sigs: Any) -> list[dict[str, str]]:
+    """The signatures an offer carries: the `{"key", "sig"}` entries as published, nothing else
+    (an entry by a key the fleet does not hold stays: a device may hold it)."""
+    return [{"key": e["key"], "sig": e["sig"]} for e in sigs
+            if isinstance(e, dict) and isinstance(e.get("key"), str) and isinstance(e.get("sig"), str)]
+
+
 def _diff(old: bytes, new: bytes) -> bytes:
     patch: bytes = bsdiff4.diff(old, new)
     return patch
@@ -237,7 +244,7 @@ class Releases:
                 release = await Release.create(
                     name=name, kind=meta.kind, version=meta.version_text,
                     min_version=".".join(map(str, meta.min_version)), floor=".".join(map(str, meta.floor)),
-                    classes=list(meta.classes), meta=meta.text, sigs=sigs, key_ids=list(meta.signed_by),
+                    classes=list(meta.classes), meta=meta.text, sigs=well_formed(sigs), key_ids=list(meta.signed_by),
                     files=[{"path": f.path, "sha256": f.sha256, "size": f.size} for f in meta.files],
                     expires=meta.expires, total_size=meta.total_size, created_by=actor[:80],
                     deltas_state="pending" if meta.kind == "pi" else "none")

@@ -95,8 +95,12 @@ async def test_refused_releases_get_a_4xx_that_says_what_is_wrong_and_leave_noth
     finally:
         settings.ota_keys = keys
     assert keyless.status_code == 503 and "FLEET_OTA_KEYS" in keyless.json()["detail"]
-    published = await ota_fleet.post("/api/releases", content=folder.tar(good), headers=TAR)
+    # a signature by another key stays (a device may hold it), an entry that is no signature goes
+    other = stranger.sign(good["meta"].encode())
+    padded = {"meta": good["meta"], "sigs": ["junk", other, *good["sigs"]]}
+    published = await ota_fleet.post("/api/releases", content=folder.tar(padded), headers=TAR)
     assert published.status_code == 201, published.text
+    assert published.json()["sigs"] == [other, *good["sigs"]] and published.json()["key_ids"] == [signer.id]
 
 
 async def test_who_may_publish_and_delete(ota_fleet: httpx.AsyncClient, signer: SigningKey,
