@@ -83,15 +83,15 @@ UNKNOWN_RELEASE = "unknown"
 
 
 def this_device_class() -> str:
-    """pi-arm64, pi-armv7, or for another machine `pi-<machine>` with `_` as `-` (a lab PC:
-    pi-x86-64, since a class is [a-z0-9-]): the class a release's `classes` must name."""
+    """pi-arm64, pi-armv7, or for another machine `pi-<machine>` (a lab PC: pi-x86_64, as
+    `provision release build` names it): the class a release's `classes` must name."""
     machine = platform.machine().lower()
     bits = 64 if sys.maxsize > 2**32 else 32
     if machine in ("aarch64", "arm64") and bits == 64:
         return "pi-arm64"
     if machine.startswith(("armv7", "armv8", "aarch64")):
         return "pi-armv7"
-    return "pi-" + re.sub(r"[^a-z0-9-]", "-", machine)[:29]
+    return "pi-" + re.sub(r"[^a-z0-9_-]", "-", machine)[:29]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from provisioning.release import (
 
 REPO = Path(__file__).resolve().parents[2]
 BASE, PATCH, CRASH, SICK = "5.0.0", "5.0.1", "5.0.2", "5.0.3"
-DEVICE_CLASS = "pi-x86-64"  # docs/ota.md writes pi-x86_64, which a class ([a-z0-9-]) cannot be
+DEVICE_CLASS = "pi-x86_64"  # what provision release build names a lab PC (docs/ota.md)
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 
 # (file, old text, new text) per version: what makes it differ from BASE
