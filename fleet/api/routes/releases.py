@@ -28,7 +28,8 @@ router = APIRouter(prefix=RELEASES_PATH, tags=["releases"], dependencies=[LOGGED
 files = APIRouter(prefix="/ota/files", tags=["ota downloads"])  # the token is the credential
 
 TAR_TYPES = frozenset({"application/x-tar", "application/tar", "application/octet-stream"})
-ReleaseName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9.+-]{0,63}$", description="e.g. esp32-0.2.0")]
+# a class may hold `_` (a lab Pi's pi-x86_64), so a release name may too: pi-x86_64-0.2.0
+ReleaseName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9._+-]{0,63}$", description="e.g. esp32-0.2.0")]
 
 
 def service_of(app: FastAPI) -> Releases:
