@@ -139,7 +139,7 @@ _MILESTONES = {
                     ("installing", "app.mpy and the switch"), ("verifying", "checking every file again"),
                     ("offer checked", "download"), ("update boot: fw", "checking the offer")),
     "new version on trial": (("boot marked good", "committed"), ("confirmed", "committing"),
-                             ("connected", "connected, health gate"), ("on trial", "start-up")),
+                             ("connected", "connected, health gate"), ("boot: slot", "start-up")),
     "old version": (("restarting into the update boot", "restarting for the update"),
                     ("connected", "connected"), ("boot: slot", "start-up")),
 }
@@ -148,7 +148,7 @@ _MILESTONES = {
 def cut_phase(console: str) -> str:
     text = "\n".join(line for line in console.splitlines() if "fw: health" not in line)
     boot = ("update boot" if "update boot: fw" in text else
-            "new version on trial" if "on trial" in text else "old version")
+            "new version on trial" if "boot: slot b" in text else "old version")
     for marker, phase in _MILESTONES[boot]:
         if marker in text:
             return f"{boot}: {phase}"
