@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     ota_release_max: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
     ota_token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
     ota_token_secret: SecretStr | None = None
+    # bsdiff4 holds about 18 times the artifact in memory while it makes a delta (1.45 GB for an
+    # 82 MB Pi artifact): no deltas for a Pi file larger than this (devices download it whole)
+    ota_delta_file_max: int = Field(default=128 * 1024 * 1024, ge=0)
     # the fleet's address as devices reach it over HTTP, for download URLs in offers
     # (unset: http://FLEET_HTTP_HOST:FLEET_HTTP_PORT)
     public_url: str | None = None

@@ -288,6 +288,9 @@ class Releases:
         """bsdiff4 patches into the release's file from the files of the last DELTA_BASES Pi releases
         published before it for one of its classes; kept when at most DELTA_MAX_RATIO of the file."""
         target = release.files[0]
+        if target["size"] > self.settings.ota_delta_file_max:
+            log.info("release %s: no deltas for a file over FLEET_OTA_DELTA_FILE_MAX", release.name)
+            return 0
         bases = await (Release.filter(kind="pi", id__lt=release.id).order_by("-id")
                        .limit(50).values("name", "classes", "files"))
         chosen = [b for b in bases if set(b["classes"]) & set(release.classes)][:DELTA_BASES]

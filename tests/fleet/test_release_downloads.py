@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import bsdiff4
 import httpx
 
-from fleet.ota.models import Release, ReleaseBlob
+from fleet.ota.models import Release
 from fleet.ota.releases import Releases
 from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey, write_keys
 from tests.support.fleet import fleet_settings, running_fleet
@@ -170,10 +170,10 @@ async def test_pi_deltas_from_the_last_three_releases_of_the_class_give_the_full
     assert (await ota_fleet.get(local(older, delta["sha256"]))).status_code == 403
 
 
-async def test_deltas_left_pending_are_made_when_the_fleet_starts_again(
+async def test_no_deltas_over_the_size_limit_and_pending_ones_are_made_at_the_next_start(
         database_url: str, mosquitto: Mosquitto, tmp_path: Path, signer: SigningKey) -> None:
     settings = fleet_settings(database_url, mosquitto.url, ota_dir=tmp_path / "ota",
-                              ota_keys=write_keys(tmp_path / "keys.pem", signer))
+                              ota_keys=write_keys(tmp_path / "keys.pem", signer), ota_delta_file_max=50_000)
     rng = random.Random(12)
     old = artifact(rng, 100_000)
     async with running_fleet(settings) as first:
@@ -183,13 +183,13 @@ async def test_deltas_left_pending_are_made_when_the_fleet_starts_again(
         async def done() -> bool:
             return bool((await first.get("/api/releases/pi-arm64-0.3.1")).json()["deltas_state"] == "done")
 
-        await async_wait_for(done, what="the first delta")
-        # as if the fleet had stopped before its worker got to it
-        release = await Release.get(name="pi-arm64-0.3.1")
-        await ReleaseBlob.filter(release_id=release.id, base_sha256__isnull=False).delete()
-        await Release.filter(id=release.id).update(deltas_state="pending")
+        await async_wait_for(done, what="the worker")
+        # the file is over FLEET_OTA_DELTA_FILE_MAX: no delta
         assert (await first.get("/api/releases/pi-arm64-0.3.1")).json()["deltas"] == []
-    async with running_fleet(settings.model_copy(update={"http_port": free_port()})) as restarted:
+        # as if the fleet had stopped before its worker got to it
+        await Release.filter(name="pi-arm64-0.3.1").update(deltas_state="pending")
+    again = settings.model_copy(update={"http_port": free_port(), "ota_delta_file_max": 1_000_000})
+    async with running_fleet(again) as restarted:
         async def remade() -> list[dict[str, Any]] | None:
             body = (await restarted.get("/api/releases/pi-arm64-0.3.1")).json()
             return body["deltas"] if body["deltas_state"] == "done" else None
