@@ -110,7 +110,7 @@ class OtaSettings(BaseModel):
     # The trust list install.sh placed; a committed key rotation keeps its own in the state folder.
     keys_file: Path = Path("/etc/ioc-edge/ota_keys.json")
     # The class releases name (docs/ota.md); default: from this machine (pi-arm64, pi-armv7, pi-x86_64).
-    device_class: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    device_class: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,32}$")  # contract/release.py's _CLASS
     # A new version on trial that has not passed its health gate within this many seconds is rolled back.
     trial_s: int = Field(default=300, ge=10, le=86_400)
 
