@@ -88,7 +88,8 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("loop_ms", ("loop_ms",), higher_is_worse=True, counter=False, floor=1.0),
+    # whole milliseconds (an ESP32's slowest turn of a health period): 1 ms either way is rounding
+    Figure("loop_ms", ("loop_ms",), higher_is_worse=True, counter=False, floor=2.0),
     Figure("heap_free", ("heap_free",), higher_is_worse=False, counter=False, floor=1024.0),
     Figure("camera_fps", ("roles", "camera", "fps"), higher_is_worse=False, counter=False, floor=0.5),
     Figure("dropped", ("dropped",), higher_is_worse=True, counter=True, floor=1.0),

@@ -109,6 +109,10 @@ def test_health_after_against_before() -> None:
     assert [b.figure for b in compare(steady, dropping, 25)[0]] == ["dropped"]
     # a tiny value: a change below the figure's floor is noise
     assert compare(_series(t0, [{"loop_ms": 1}] * 3), _series(t0, [{"loop_ms": 1.5}] * 3), 25)[0] == []
+    # whole milliseconds: a board whose slowest turn was 0 ms and is now 1 ms is rounding (a unix-port
+    # board on its new slot, tests/system/test_ota_e2e.py); 0 -> 2 ms counts
+    assert compare(_series(t0, [{"loop_ms": 0}] * 3), _series(t0, [{"loop_ms": 1}] * 3), 25)[0] == []
+    assert compare(_series(t0, [{"loop_ms": 0}] * 3), _series(t0, [{"loop_ms": 2}] * 3), 25)[0] != []
     # no figure on one side: nothing to judge
     assert compare(before, _series(t0, [{"up_s": 3}]), 25) == ([], {}, {})
 
