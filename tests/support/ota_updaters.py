@@ -50,6 +50,7 @@ class SimDevice:
     loop_ms: float = 20.0
     heap_free: int = 40_000
     boot_n: int = 1
+    period_s: int = 1  # the health period its birth declares (the fleet judges silence by it)
     ses: int = 1
     seq: int = 0
     previous: tuple[str, float] | None = None  # (fw, loop_ms) kept beside the running version
@@ -73,11 +74,15 @@ class Herd:
         self.offers_seen = 0
         self.first_offer_at: float | None = None
         self.last_offer_at: float | None = None
+        self.first_offer_wall: float | None = None  # time.time() of the first and last offer
+        self.last_offer_wall: float | None = None
         self.first_bad_report_at: float | None = None
+        self.first_bad_report_wall: float | None = None  # time.time(), to set against the fleet's clock
         self.healthy = True  # send health
         self.go = asyncio.Event()  # cleared: offers are held (received, not answered) until it is set
         self.go.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.errors: list[str] = []  # what broke a device's answer (a test or benchmark shows them)
 
     def topic(self, device: SimDevice, suffix: str) -> str:
         return f"ioc/v1/d/{device.device_id}/{suffix}"
@@ -88,8 +93,10 @@ class Herd:
         await self.client.publish(self.topic(device, suffix), json.dumps(body), qos=1)
 
     async def birth(self, device: SimDevice) -> None:
-        body = {"v": 1, "ses": device.ses, "ts": None, "kind": device.kind, "fw": device.fw, "roles": device.roles,
-                "boot": {"n": device.boot_n, "reason": "start"}, "period_s": 1, "next_seq": 0}
+        # a clock set (NTP): no set_time answer from the fleet
+        body = {"v": 1, "ses": device.ses, "ts": int(time.time() * 1000), "kind": device.kind, "fw": device.fw,
+                "roles": device.roles, "boot": {"n": device.boot_n, "reason": "start"}, "period_s": device.period_s,
+                "next_seq": 0}
         await self.client.publish(self.topic(device, "birth"), json.dumps(body), qos=1, retain=True)
 
     async def health(self, device: SimDevice) -> None:
@@ -107,6 +114,7 @@ class Herd:
         device.answered[str(offer.get("id"))] = status
         if status in ("failed", "rolled_back") and self.first_bad_report_at is None:
             self.first_bad_report_at = time.monotonic()
+            self.first_bad_report_wall = time.time()
         await self.send(device, "ota/progress", release=offer["release"], status=status, **extra)
 
     async def handle(self, device: SimDevice, offer: dict[str, Any]) -> None:
@@ -151,7 +159,12 @@ class Herd:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: "asyncio.Task[None]") -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.errors.append(repr(task.exception()))
 
     async def listen(self) -> None:
         async for message in self.client.messages:
@@ -170,6 +183,8 @@ class Herd:
             now = time.monotonic()
             self.first_offer_at = self.first_offer_at or now
             self.last_offer_at = now
+            self.last_offer_wall = time.time()
+            self.first_offer_wall = self.first_offer_wall or self.last_offer_wall
             self._spawn(self.handle(device, offer))
 
     async def beat(self) -> None:
@@ -180,15 +195,27 @@ class Herd:
             await asyncio.sleep(self.health_s)
 
 
+SUBSCRIBE_CHUNK = 100
+
+
 @asynccontextmanager
-async def herd(port: int, devices: Iterable[SimDevice], **options: Any) -> AsyncIterator[Herd]:
-    """Connect, send every device's birth, subscribe to their offers, send health until the end."""
+async def herd(port: int, devices: Iterable[SimDevice], *, own_topics: bool = False,
+               **options: Any) -> AsyncIterator[Herd]:
+    """Connect, send every device's birth, subscribe to their offers, send health until the end.
+    `own_topics`: subscribe to each device's offer topic rather than to every device's (several
+    herds on one broker then each get only their own offers)."""
     async with aiomqtt.Client("127.0.0.1", port, identifier=f"herd-{uuid.uuid4().hex[:8]}",
                               max_queued_incoming_messages=0, max_inflight_messages=200) as client:
+        client.pending_calls_threshold = 10_000  # many devices publish at once: not worth a warning
         flock = Herd(client, devices, **options)
         for device in flock.devices.values():
             await flock.birth(device)
-        await client.subscribe(OFFER_FILTER, qos=1)
+        if own_topics:
+            topics = [(flock.topic(d, "ota/offer"), 1) for d in flock.devices.values()]
+            for start in range(0, len(topics), SUBSCRIBE_CHUNK):
+                await client.subscribe(topics[start:start + SUBSCRIBE_CHUNK])
+        else:
+            await client.subscribe(OFFER_FILTER, qos=1)
         listening = asyncio.create_task(flock.listen(), name="herd-listen")
         beating = asyncio.create_task(flock.beat(), name="herd-health")
         try:
