@@ -251,7 +251,7 @@ CUTS = int(os.environ.get("IOC_OTA_CUTS", "12"))
 def test_power_cuts_during_an_update_never_brick_the_board(tmp_path: Path, mosquitto: Mosquitto,
                                                           releases: dict[str, ota.Release], server: FileServer) -> None:
     rng = random.Random(int(os.environ.get("IOC_CUT_SEED", "11")))
-    server.rate = 100_000  # ~0.5 s for the slot: cuts land in the download too
+    server.rate = 50_000  # ~1.2 s for the slot: cuts land in the download too
     results = []
     left = CUTS
     n = 0
@@ -262,7 +262,8 @@ def test_power_cuts_during_an_update_never_brick_the_board(tmp_path: Path, mosqu
         board = HostBoard(tmp_path / device, device, mosquitto.port, roles=["sim"])
         probe = Probe(mosquitto.port, f"ioc/v1/d/{device}/#")
         try:
-            results.append(ota.power_cut_run(board, probe, server, releases["good"], cuts, rng, HEAP))
+            results.append(ota.power_cut_run(board, probe, server, releases["good"], cuts, rng, HEAP,
+                                             window_s=1.5))
         finally:
             probe.close()
         left -= results[-1]["cuts"]

@@ -10,6 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, sys.argv[1])
+import ota_json  # noqa: F401 (loaded here: its code is not the check's heap)
 import ota_verify
 
 with open(sys.argv[2]) as f:
