@@ -10,7 +10,6 @@ import gc
 import sys
 import time
 
-import contract
 import store
 from version import FW
 
@@ -30,7 +29,10 @@ class Updater:
         self.offer_again = False
         self.offer = None  # (id, release, digest) of the offer at hand, once known
         self.counters = store.Counters()
-        self.stream = contract.Stream(self.counters.on_boot())
+        self.ses = self.counters.on_boot()
+        # contract.py (5 KB on this port) is loaded, and the stream made, once the offer's checks
+        # are over: till then the reports are held unstamped (speak())
+        self.stream = None
         self.reset_cause = hal.reset_cause()
         self.client = None
         self._next_try = time.ticks_ms()
@@ -43,15 +45,7 @@ class Updater:
         held = self.held
         self.held = None
         for suffix, body in held:
-            if self.client is None:
-                self.connect()
-            if self.client is not None:
-                try:
-                    self.client.publish(self.topic(suffix), contract.encode(body), qos=1)
-                except OSError as e:
-                    self.client.close()
-                    self.client = None
-                    self.log("update boot: link lost: %r" % e)
+            self._send(suffix, body)
 
     def log(self, msg):
         print("fw:", msg)
@@ -60,12 +54,13 @@ class Updater:
         self.hal.wdt_feed()
 
     def topic(self, suffix):
-        return contract.topic(self.cfg.device_id, suffix)
+        return __import__("contract").topic(self.cfg.device_id, suffix)
 
     def connect(self):
         if time.ticks_diff(time.ticks_ms(), self._next_try) < 0:
             return
         self._next_try = time.ticks_add(time.ticks_ms(), _RETRY_MS)
+        contract = __import__("contract")
         cfg = self.cfg
         ses = self.counters.ses_for_connect()
         c = __import__("mqtt").MQTTClient(cfg.device_id, cfg.broker_host, cfg.broker_port, cfg.username, cfg.password,
@@ -93,12 +88,18 @@ class Updater:
         # Sent at once, or lost: the offer's outcome is kept in ota.json and answered again when
         # the offer is delivered again (every connect of the device). While the offer is checked
         # (quiet), held in a short list: the MQTT client's code is not loaded yet.
-        self.stream.stamp(body, self.hal.now_ms())
         if self.quiet:
             self.held.append((suffix, body))
-            return
+        else:
+            self._send(suffix, body)
+
+    def _send(self, suffix, body):
+        contract = __import__("contract")
+        if self.stream is None:
+            self.stream = contract.Stream(self.ses)
         if self.client is None:
             self.connect()
+        self.stream.stamp(body, self.hal.now_ms())
         if self.client is not None:
             try:
                 self.client.publish(self.topic(suffix), contract.encode(body), qos=1)
@@ -109,6 +110,7 @@ class Updater:
 
     def close(self):
         if self.client is not None:
+            contract = __import__("contract")
             death = contract.death(self.stream.ses, self.hal.now_ms(), "shutdown")
             try:
                 self.client.publish(self.topic("death"), contract.encode(death), qos=1, retain=True)

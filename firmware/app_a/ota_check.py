@@ -23,6 +23,7 @@ def check(dev, o):
         why = ota_verify.signature(o["digest"], o.get("sigs"), ota_verify.trust_list())
     if why:
         return ota.failed(dev, s, oid, rel, why, "refused", sha)
+    __import__("gc").collect()  # the signature check's big numbers leave holes behind
     # The files go to ota_job.txt as they are checked, app.mpy last whatever the order.
     app = []
     total = [0]

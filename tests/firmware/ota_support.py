@@ -35,6 +35,12 @@ def key(name: str) -> SigningKey:
     return _KEYS[name]
 
 
+def public_pem(name: str) -> Path:
+    """The public half of key `name` (key.pub.pem beside key.pem), as `--next-key` takes it."""
+    key(name)
+    return _KEY_DIR / f"{name}.pub.pem"
+
+
 def trust_json(*names: str) -> str:
     """ota_keys.json trusting the named keys."""
     return json.dumps({"keys": [key(n).public.to_entry() for n in names]})

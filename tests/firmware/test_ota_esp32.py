@@ -30,7 +30,9 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ota.Release]
     good = ota.build(tmp, "0.2.0")
     return {
         "good": good.signed("A"),
-        "next": ota.build(tmp, "0.3.0", floor="0.3.0").signed("A"),
+        # raises the floor and rotates the keys: signed by A, it makes B the only trusted key
+        "next": ota.build(tmp, "0.3.0", floor="0.3.0", next_keys=(ota.public_pem("B"),)).signed("A"),
+        "after": ota.build(tmp, "0.4.0").signed("A"),
         "crash": ota.build(tmp, "0.2.0", firmware=ota.firmware_tree(tmp / "fw-crash", crash=True)).signed("A"),
         "no_link": ota.build(tmp, "0.2.0", firmware=ota.firmware_tree(tmp / "fw-nolink", no_link=True)).signed("A"),
         "old": ota.build(tmp, "0.0.9").signed("A"),
@@ -223,8 +225,9 @@ def test_a_version_that_never_passes_its_health_gate_goes_back_after_ota_trial_s
     assert rig.board.file("bootstate.json")["active"] == "a"
 
 
-def test_rollback_command_and_the_floor_that_forbids_it(rig: Rig, releases: dict[str, ota.Release]) -> None:
-    good, nxt = releases["good"], releases["next"]
+def test_rollback_command_the_floor_that_forbids_it_and_a_key_rotation(
+        rig: Rig, releases: dict[str, ota.Release]) -> None:
+    good, nxt, after = releases["good"], releases["next"], releases["after"]
     rig.running("0.1.0")
     rig.offer(good)
     rig.wait_status(good.name, ("confirmed",))
@@ -243,6 +246,12 @@ def test_rollback_command_and_the_floor_that_forbids_it(rig: Rig, releases: dict
     got = rig.wait_status(nxt.name, ("rolled_back", "failed"))
     assert got["status"] == "failed" and got["detail"]["reason"] == "downgrade", got
     assert rig.board.file("bootstate.json")["active"] == "b"
+    # 0.3.0 carried "keys": [B]: committed, B is the trust list, and A is retired
+    assert [k["id"] for k in rig.board.file("ota_keys.json")["keys"]] == [ota.key("B").id]
+    assert not (rig.board.path / "ota_keys.next").exists()
+    rig.offer(after)
+    got = rig.wait_status(after.name, ("failed", "received"))
+    assert got["status"] == "failed" and got["detail"]["reason"] == "unknown_key", got
 
 
 CUTS = int(os.environ.get("IOC_OTA_CUTS", "12"))
