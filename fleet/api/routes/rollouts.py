@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contract import DEVICE_ID_PATTERN
 from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, RuntimeDep, acting
-from fleet.api.errors import answer
+from fleet.api.errors import ValidationErrorPublic, answer
 from fleet.api.schemas import TAG_PATTERN, Kind
 from fleet.auth.roles import Permission
 from fleet.ota import rollout_commands as commands
@@ -142,8 +142,9 @@ def _nudge(runtime: RuntimeDep) -> None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses={
     404: answer("no release of that name"),
-    422: answer("bad phases, window or time zone, a target of another kind, one that matches no device or "
-                "more than 100,000")})
+    422: {"model": ValidationErrorPublic,
+          "description": "bad phases, window or time zone, a target of another kind, one that matches no device or "
+                         "more than 100,000 (the detail says which); or a bad request shape"}})
 async def create_rollout(body: RolloutCreate, runtime: RuntimeDep,
                          audit: Annotated[Auditor, acting(Permission.ROLLOUTS)]) -> RolloutPublic:
     """Start a rollout: the targeted devices are chosen now, in a stable order, and offered phase by phase."""
@@ -247,7 +248,8 @@ async def abort_rollout(rollout_id: RowId, runtime: RuntimeDep,
 
 
 @router.post("/{rollout_id}/rollback", responses={
-    409: answer("no device of the phase runs the release"), 422: answer("the phase has not started")})
+    409: answer("no device of the phase runs the release"),
+    422: {"model": ValidationErrorPublic, "description": "the phase has not started; or a bad request shape"}})
 async def rollback_rollout(rollout_id: RowId, runtime: RuntimeDep,
                            audit: Annotated[Auditor, acting(Permission.ROLLOUTS)],
                            body: RollbackRequest | None = None) -> RollbackPublic:
