@@ -14,6 +14,7 @@ import store
 from version import FW
 
 _RETRY_MS = 10000  # a broker that did not answer is tried again this often (for a report)
+_WIFI_WAIT_S = 30  # the update boot waits this long for wifi, then goes on (and fails its download)
 
 
 class Updater:
@@ -163,6 +164,9 @@ def _give_up(dev, err):
     offer = (job["id"], job["release"], job["sha"]) if job else dev.offer
     for name in (ota.OFFER, ota.JOB, ota.META):
         ota.remove(name)
+    for e in s["recent"]:
+        if not job and offer and e[0] == offer[0] and e[2] in ota.FINAL:
+            offer = None  # its outcome is recorded already (the error came while reporting it)
     if offer:
         ota.failed(dev, s, offer[0], offer[1], "install", "update boot: %r" % err, offer[2])
     else:
@@ -186,6 +190,16 @@ def run(boot):
     dev = Updater(boot, cfg, board, ssl)
     board.wdt_start(cfg.wdt_s * 1000)
     dev.log("update boot: fw %s device %s" % (FW, cfg.device_id))
+    # After a reset the radio is off (ESP32) and, after a power cut, the clock unknown: the
+    # download needs the one, the offer's expiry the other (NTP; the RTC survives a reset).
+    board.wifi_start()
+    for _ in range(_WIFI_WAIT_S * 10):
+        if board.wifi_up():
+            break
+        board.wdt_feed()
+        board.sleep_ms(100)
+    if board.now_ms() is None and board.wifi_up():
+        board.ntp_sync(cfg.ntp_host)
     try:
         try:
             _update(dev)

@@ -347,6 +347,8 @@ class Job:
         return False
 
     def fail(self, reason, msg):
+        self.buf = None  # the report's heap (the board has little left at this point)
+        __import__("gc").collect()
         s = ota.load()
         s.pop("job", None)
         ota.failed(self.dev, s, self.oid, self.release, reason, msg, self.sha)
