@@ -8,7 +8,9 @@ of statuses lands in test-artifacts/schemathesis.json.
 """
 
 import asyncio
+import io
 import json
+import tarfile
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -19,11 +21,13 @@ from typing import Any
 
 import pytest
 import schemathesis
+from hypothesis import strategies as st
 from schemathesis.engine import Status, events
 
 from fleet.auth.people import AuthError, create_user, issue_token, principal_for
 from fleet.auth.roles import Role
 from fleet.models import User
+from tests.fleet.release_kit import SigningKey, write_keys
 from tests.support.fleet import fleet_settings, running_fleet
 from tests.support.mosquitto import Mosquitto
 
@@ -40,6 +44,31 @@ status_code_conformance.enabled = true
 content_type_conformance.enabled = true
 response_schema_conformance.enabled = true
 """
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+# POST /api/releases takes a tar of a signed release folder (docs/fleet.md, Releases): bytes of
+# any kind, and tars of release folders that are wrong in the ways a tar can be (no signature,
+# not JSON, a file missing); a signed one is the releases tests' (the fuzzer holds no key)
+schemathesis.openapi.media_type("application/x-tar", st.one_of(
+    st.binary(max_size=4096),
+    st.sampled_from([
+        _tar({}),
+        _tar({"release.json": b"not json"}),
+        _tar({"release.json": json.dumps({"meta": "{}", "sigs": []}).encode()}),
+        _tar({"release.json": json.dumps({"meta": '{"type": "ioc-release"}', "sigs": [
+            {"key": "0" * 16, "sig": "AA=="}]}).encode(), "files/app.mpy": b"\x4d"}),
+    ])))
+
 # a name the generator does not hit by chance; the stateful phase may still find it (GET
 # /api/users) and disable it or log it out, so every request checks it first (`Admin.get`)
 ADMIN = "schemathesis-admin"
@@ -86,7 +115,9 @@ class LiveFleet:
 
 @pytest.fixture
 def live_fleet(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[LiveFleet]:
-    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url)
+    # with a release key, as a fleet that takes releases runs (without one, a publish is 503)
+    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url, ota_dir=tmp_path / "ota",
+                              ota_keys=write_keys(tmp_path / "release-keys.pem", SigningKey.new()))
     ready = threading.Event()
     holder: dict[str, Any] = {}
 
