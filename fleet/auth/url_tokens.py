@@ -6,8 +6,8 @@ keeps tokens of one purpose (`ioc-audio-download`: a clip's SHA-256) from being 
 another even under the same secret. Nothing is stored: a token is checked by making its mac again.
 Every character is URL-safe, so a token goes into a query string as it is.
 
-The OTA downloads (fleet/ota/tokens.py) use the same format with the domain `ioc-ota-download`
-and a release name as the subject.
+The OTA downloads (fleet/ota/tokens.py) are these tokens with the domain `ioc-ota-download` and a
+release name as the subject.
 """
 
 import base64
@@ -47,8 +47,10 @@ def make_token(secret: bytes, domain: str, device_id: str, subject: str, expires
     return SEPARATOR.join((device_id, subject, str(expires), _mac(secret, domain, device_id, subject, expires)))
 
 
-def check_token(secret: bytes, domain: str, token: str, now_s: float) -> Grant:
-    """The grant a token carries, or UrlTokenError (malformed, forged, or expired)."""
+def check_token(secret: bytes, domain: str, token: str, now_s: float,
+                renew: str = "a new one from the fleet") -> Grant:
+    """The grant a token carries, or UrlTokenError (malformed, forged, or expired: the message says
+    the device needs `renew`)."""
     parts = token.split(SEPARATOR) if len(token) <= TOKEN_MAX else []
     if len(parts) != 4 or not parts[2].isdigit() or len(parts[2]) > 12:
         raise UrlTokenError("the download token is malformed")
@@ -57,7 +59,7 @@ def check_token(secret: bytes, domain: str, token: str, now_s: float) -> Grant:
     if not hmac.compare_digest(mac.encode(), _mac(secret, domain, device_id, subject, expires).encode()):
         raise UrlTokenError("the download token is not valid")
     if now_s >= expires:
-        raise UrlTokenError("the download token has expired: the device needs a new one from the fleet")
+        raise UrlTokenError(f"the download token has expired: the device needs {renew}")
     return Grant(device_id, subject, expires)
 
 
