@@ -36,6 +36,7 @@ from fleet.broadcast.audio_tools import (
     speak,
 )
 from fleet.broadcast.models import Clip, ClipFile
+from fleet.files import fsync_path, hash_file
 from fleet.models import Device, DeviceStatus
 from fleet.settings import Settings
 
@@ -43,7 +44,6 @@ TOKEN_DOMAIN = "ioc-audio-download"
 JOBS_AT_ONCE = 2  # ffmpeg jobs (uploads, text-to-speech) running at once in this process
 JOBS_WAITING = 8  # more waiting than this: 503, the library is busy
 TEXT_MAX = 2000
-CHUNK = 256 * 1024
 TMP_KEEP_S = 3600  # files in tmp/ older than this when the library starts are a crash's leftovers
 
 
@@ -66,24 +66,6 @@ class Usage:
     used_bytes: int
     budget_bytes: int
     clips: int
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def check_text(text: str) -> str:
@@ -229,9 +211,9 @@ class Library:
         if final.exists():
             return
         final.parent.mkdir(exist_ok=True)
-        _fsync(staged)
+        fsync_path(staged)
         os.replace(staged, final)
-        _fsync(final.parent)
+        fsync_path(final.parent)
 
     # -- deleting ------------------------------------------------------------------------------
 

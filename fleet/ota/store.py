@@ -22,7 +22,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
-CHUNK = 256 * 1024  # what one read from disk (and one piece of an answer) holds at most
+from fleet import files
+from fleet.files import fsync_path, hash_file
+
+CHUNK = files.CHUNK  # what one read from disk (and one piece of an answer) holds at most
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -58,25 +61,6 @@ class BlobStore(Protocol):
 
 def is_sha256(text: str) -> bool:
     return bool(_SHA256.fullmatch(text))
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    """SHA-256 (hex) and length of a file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileStore:
@@ -122,7 +106,7 @@ class FileStore:
                 os.fsync(file.fileno())
             source.chmod(0o600)
             os.replace(source, final)
-            _fsync_dir(final.parent)
+            fsync_path(final.parent)
         finally:
             if source.parent == self.tmp:
                 source.unlink(missing_ok=True)
