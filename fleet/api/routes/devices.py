@@ -90,7 +90,7 @@ async def list_devices(
     tag: Annotated[str | None, Query(description="devices carrying this tag", pattern=TAG_PATTERN)] = None,
     online: Annotated[bool | None, Query(description="the raw presence flag (`state` is what to show)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[DevicePublic]:
     """One page of the devices that match every filter given, by id; the `X-Total-Count` header
     says how many match in all. At most three statements whatever the page or the fleet's size:

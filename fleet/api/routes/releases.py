@@ -163,7 +163,7 @@ async def publish_release(request: Request, runtime: RuntimeDep, releases: Relea
 @router.get("")
 async def list_releases(_: Reader, kind: Annotated[str | None, Query(pattern="^(pi|esp32)$")] = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                        offset: Annotated[int, Query(ge=0)] = 0) -> list[ReleasePublic]:
+                        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> list[ReleasePublic]:
     """The published releases, newest first."""
     query = Release.filter(kind=kind) if kind else Release.all()
     rows = await query.order_by("-created_at", "-id").offset(offset).limit(limit)

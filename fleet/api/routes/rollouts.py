@@ -168,7 +168,7 @@ async def list_rollouts(_: Reader, response: Response,
                         status_: Annotated[RolloutStatus | None, Query(alias="status")] = None,
                         release: Annotated[str | None, Query(max_length=64)] = None,
                         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                        offset: Annotated[int, Query(ge=0)] = 0) -> list[RolloutPublic]:
+                        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> list[RolloutPublic]:
     """Newest first, with each rollout's devices per state."""
     query = Rollout.all()
     if status_ is not None:
@@ -192,7 +192,7 @@ async def rollout_devices(rollout_id: RowId, _: Reader, response: Response,
                           state: DeviceState | None = None,
                           phase: Annotated[int | None, Query(ge=0, le=MAX_PHASES)] = None,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-                          offset: Annotated[int, Query(ge=0)] = 0) -> list[RolloutDevicePublic]:
+                          offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> list[RolloutDevicePublic]:
     """The rollout's devices in rank order (the order phases take them), with their states."""
     rollout = await _rollout(rollout_id)
     query = RolloutDevice.filter(rollout_id=rollout.id)
