@@ -30,6 +30,7 @@ from fleet.api.routes import (
     rollouts,
     users,
 )
+from fleet.broadcast.service import BroadcastWorker
 from fleet.broker import EmbeddedAccounts, embedded_broker
 from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
 from fleet.broker_auth.dynsec import DynsecAccounts
@@ -87,13 +88,16 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         sweeping = asyncio.create_task(sweep.run(), name="fleet-presence-sweep")
         engine = RolloutEngine(link, settings)
         rolling = asyncio.create_task(engine.run(), name="fleet-rollouts")
+        worker = BroadcastWorker(link, settings)
+        broadcasting = asyncio.create_task(worker.run(), name="fleet-broadcasts")
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
                           broker_host=target.host, broker_port=target.port, accounts=accounts,
-                          device_broker=device_broker, supervisor=supervisor, rollouts=engine)
+                          device_broker=device_broker, supervisor=supervisor, rollouts=engine,
+                          broadcasts=worker)
         finally:
-            for task in (rolling, sweeping):
+            for task in (broadcasting, rolling, sweeping):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -10,6 +10,7 @@ from fleet.ingest.supervisor import Supervisor
 from fleet.settings import MqttTarget, Settings
 
 if TYPE_CHECKING:
+    from fleet.broadcast.service import BroadcastWorker
     from fleet.ota.rollouts import RolloutEngine
 
 
@@ -25,6 +26,7 @@ class Runtime:
     device_broker: MqttTarget  # where devices are told to connect
     supervisor: Supervisor  # keeps the ingest loop running; /healthz asks it
     rollouts: "RolloutEngine | None" = None  # the OTA rollout engine (fleet/ota/rollouts.py); None in a bare set-up
+    broadcasts: "BroadcastWorker | None" = None  # delivery, receipts, clocks (fleet/broadcast/service.py)
 
     def reserves(self, device_id: str) -> bool:
         """The fleet's own broker account and client ids: no device may be registered or enrolled as one."""

@@ -90,6 +90,8 @@ class Broadcast(Model):
     status = fields.CharEnumField(BroadcastStatus, max_length=16, default=BroadcastStatus.ACTIVE, db_index=True)
     version = fields.IntField(default=1)
     repeat_of: int | None = fields.IntField(null=True)  # the broadcast a repeat copies
+    # emergency: it still plays on a speaker that comes back before this (docs/broadcasts.md, "Emergency")
+    in_force_until = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     created_by = fields.CharField(max_length=80)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -125,3 +127,137 @@ class WardQuietHours(Model):
 
     class Meta:
         table = "broadcast_quiet_hours"
+
+
+# -- delivery, receipts, clocks (docs/broadcasts.md, "Delivery", "Receipts", "Clock offsets") -------
+
+
+class SpeakerDelivery(Model):
+    """One per speaker: the `speaker` document computed for it and where it stands on the device."""
+
+    device_id = fields.CharField(max_length=64, primary_key=True)
+    doc: dict[str, Any] | None = fields.JSONField(null=True)  # the last computed `speaker` document
+    doc_sha256 = fields.CharField(max_length=64, default="")  # of its canonical JSON: "is it the same?"
+    sent_version: int | None = fields.IntField(null=True)  # the desired_version it went out as
+    sent_at = fields.DatetimeField(null=True)
+    applied_version: int | None = fields.IntField(null=True)  # the newest version the node reported applied
+    unsent = fields.BooleanField(default=False)  # computed but not published (broker down): sent when it is back
+    due_at = fields.DatetimeField(null=True, db_index=True)  # recompute at or after this (null: when nudged)
+    reason = fields.CharField(max_length=64, default="")  # why it was last recomputed (created, edited, birth, …)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "broadcast_speaker_delivery"
+
+
+class ReceiptState(StrEnum):
+    PENDING = "pending"  # in a document that went out; not applied yet
+    DELIVERED = "delivered"  # the node reported applied a document version holding the entry
+    CLIP_READY = "clip_ready"  # its clip_fetch answered ok
+    STARTED = "started"  # playback start
+    COMPLETED = "completed"
+    FAILED = "failed"  # with the node's reason
+    MISSED = "missed"  # the node's `missed`, or no start within the late-start bound while online
+    NOT_DELIVERED = "not_delivered"  # the occurrence passed and the node never applied it
+    SKIPPED = "skipped"  # lost a conflict (reason names the winner) or quiet hours
+
+
+# a receipt only moves forward in this order (receipts.advance); the last four are final
+RECEIPT_RANK = {ReceiptState.PENDING: 0, ReceiptState.DELIVERED: 1, ReceiptState.CLIP_READY: 2,
+                ReceiptState.STARTED: 3, ReceiptState.COMPLETED: 4, ReceiptState.FAILED: 4,
+                ReceiptState.MISSED: 4, ReceiptState.NOT_DELIVERED: 4, ReceiptState.SKIPPED: 4}
+
+
+class BroadcastReceipt(Model):
+    """One speaker, one occurrence of a broadcast: what happened to it there."""
+
+    id = fields.BigIntField(primary_key=True)
+    broadcast: fields.ForeignKeyRelation[Broadcast] = fields.ForeignKeyField(
+        "models.Broadcast", related_name="receipts", on_delete=fields.CASCADE)
+    device_id = fields.CharField(max_length=64, db_index=True)
+    entry_id = fields.CharField(max_length=32)  # b<broadcast id>.<occurrence start, Unix s>
+    occurrence_at = fields.DatetimeField(db_index=True)  # the scheduled start (UTC)
+    version = fields.IntField()  # the broadcast's version this speaker was given
+    state = fields.CharEnumField(ReceiptState, max_length=16, default=ReceiptState.PENDING, db_index=True)
+    reason = fields.CharField(max_length=200, null=True)  # failed/missed/skipped/not_delivered: why
+    emergency = fields.BooleanField(default=False)
+    delivered_at = fields.DatetimeField(null=True)
+    clip_ready_at = fields.DatetimeField(null=True)
+    started_at = fields.DatetimeField(null=True)  # the node's time, corrected by its clock offset
+    ended_at = fields.DatetimeField(null=True)
+    device_started_ms: int | None = fields.BigIntField(null=True)  # the node's own stamp, uncorrected
+    offset_ms: int | None = fields.IntField(null=True)  # the node's clock offset used for the correction
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "broadcast_receipt"
+        unique_together = (("entry_id", "device_id"),)
+
+
+class SpeakerClip(Model):
+    """A clip a speaker has been asked to hold (speaker.clip_fetch) and what it answered."""
+
+    id = fields.BigIntField(primary_key=True)
+    device_id = fields.CharField(max_length=64, db_index=True)
+    name = fields.CharField(max_length=32)  # "c" + the first 24 hex digits of the variant's SHA-256
+    sha256 = fields.CharField(max_length=64)
+    bytes = fields.BigIntField()
+    state = fields.CharField(max_length=16, default="wanted")  # wanted | sent | ready | failed
+    command_id = fields.CharField(max_length=64, null=True)  # the clip_fetch in flight
+    attempts = fields.IntField(default=0)
+    next_try_at = fields.DatetimeField(null=True, db_index=True)
+    reason = fields.CharField(max_length=200, null=True)  # the node's answer when it failed
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "broadcast_speaker_clip"
+        unique_together = (("device_id", "name"),)
+
+
+class EmergencyDispatch(Model):
+    """An emergency's immediate command to one speaker. The document builder leaves the emergency's
+    entry out of a speaker's document while its dispatch is `sent` (not expired) or `acked`, and puts
+    it in once it is `fallback`: never both (a node given both would play twice)."""
+
+    id = fields.BigIntField(primary_key=True)
+    broadcast: fields.ForeignKeyRelation[Broadcast] = fields.ForeignKeyField(
+        "models.Broadcast", related_name="dispatches", on_delete=fields.CASCADE)
+    device_id = fields.CharField(max_length=64, db_index=True)
+    command_id = fields.CharField(max_length=64, null=True)
+    state = fields.CharField(max_length=16, default="waiting_clip")  # waiting_clip | sent | acked | fallback
+    expires_at = fields.DatetimeField(null=True)  # the command's expiry: no answer by then → fallback
+    sent_at = fields.DatetimeField(null=True)
+    acked_at = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "broadcast_emergency_dispatch"
+        unique_together = (("broadcast", "device_id"),)
+
+
+class WardVolume(Model):
+    """A ward's speaker volume by time of day: [{"from": "HH:MM", "volume": 0..100}, …], the entry
+    in force at a local time is the last whose `from` is at or before it (wrapping to the last)."""
+
+    ward = fields.CharField(max_length=80, primary_key=True)
+    steps: list[dict[str, Any]] = fields.JSONField()
+    updated_at = fields.DatetimeField(auto_now=True)
+    updated_by = fields.CharField(max_length=80)
+
+    class Meta:
+        table = "broadcast_ward_volume"
+
+
+class DeviceClock(Model):
+    """A speaker's clock offset from the fleet's, estimated from its messages' `ts`."""
+
+    device_id = fields.CharField(max_length=64, primary_key=True)
+    offset_ms: int | None = fields.IntField(null=True)  # device clock minus fleet clock (estimate)
+    samples: list[int] = fields.JSONField(default=list)  # the last 20 `ts − arrival` values, ms
+    flagged = fields.BooleanField(default=False)  # |offset| above FLEET_CLOCK_OFFSET_MAX_MS
+    set_time_at = fields.DatetimeField(null=True)  # the last set_time sent for it
+    set_time_skew_ms: int | None = fields.IntField(null=True)  # its answer's skew_ms
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "broadcast_device_clock"

@@ -17,6 +17,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from contract import Upstream
+from fleet.broadcast.ingest_hook import observe_batch
 from fleet.ingest.presence import Presence
 from fleet.ingest.sequence import Gap, StreamState, Verdict
 from fleet.ingest.silence import (
@@ -303,6 +304,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
         events: list[EventRecord] = []
         seen: dict[str, Device] = {}
         progress: list[Upstream] = []
+        observed: list[Upstream] = []  # births and stored messages, for the broadcasts (receipts, clocks)
         for msg in batch:
             device = devices[msg.device_id]
             if device.status == DeviceStatus.DECOMMISSIONED:
@@ -310,6 +312,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 continue
             if msg.kind == "birth":
                 result.presence += 1
+                observed.append(msg)
                 counted = await _apply_birth(conn, device, msg, now)
                 if counted or msg.ses == device.session:  # this epoch's birth, even one seen after its death
                     key = (msg.device_id, device.epoch, msg.ses)  # a birth can start a new epoch
@@ -341,6 +344,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 progress.append(msg)
                 continue
             result.stored += 1
+            observed.append(msg)
             _collect(msg, device, now, health, telemetry, events)
             if msg.kind == "cmd_result":
                 await _apply_command_result(conn, msg, now)
@@ -350,6 +354,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 device.reported_status = msg.body["status"]
                 note_reported_state(device, msg.body)
         await apply_progress(conn, progress, now)
+        await observe_batch(conn, observed, now)
         result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
         # ignore_conflicts: the unique (device, epoch, ses, seq) key is the last line against a replay
         # that a second fleet instance stored at the same moment
