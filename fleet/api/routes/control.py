@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from contract import ContractError, make_command, make_desired
+from contract import ContractError, make_command
 from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting
 from fleet.api.errors import answer
 from fleet.api.schemas import CommandCreate, CommandPublic, DesiredPublic, DesiredUpdate
 from fleet.auth.roles import Permission
+from fleet.desired import DesiredChanged, claim_desired
 from fleet.ingest.link import LinkError
 from fleet.models import Command, Device, DeviceStatus
 
@@ -68,16 +69,13 @@ async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDe
                       audit: Annotated[Auditor, acting(Permission.DESIRED_STATE)]) -> DesiredPublic:
     """Replace the desired-state document; it goes out retained, with the next version number."""
     _refuse_retired(device)
-    version = device.desired_version + 1
+    # the version is claimed in the database first, so two writers never send the same number
     try:
-        topic, payload = make_desired(device.id, version, body.doc)
+        version, topic, payload = await claim_desired(device.id, device.desired_version, body.doc)
     except ContractError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
-    # the version is claimed in the database first, so two writers never send the same number
-    claimed = await Device.filter(id=device.id, desired_version=device.desired_version).update(
-        desired_version=version, desired_doc=body.doc)
-    if not claimed:
-        raise HTTPException(status.HTTP_409_CONFLICT, "the desired state changed meanwhile; retry")
+    except DesiredChanged as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the desired state changed meanwhile; retry") from err
     try:
         await runtime.link.publish(topic, payload, retain=True)
     except LinkError as err:
