@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     audio_token_secret: SecretStr | None = None
     timezone: str = "Asia/Ho_Chi_Minh"
     broadcast_conflict_days: int = Field(default=62, ge=1, le=366)
+    # how far ahead a speaker's desired-state schedule reaches (docs/broadcasts.md, "Delivery")
+    broadcast_horizon_days: int = Field(default=7, ge=1, le=31)
 
     @field_validator("timezone")
     @classmethod
