@@ -158,7 +158,7 @@ def _emergency_at(program: Program, occurrence: Occurrence, view: EmergencyView,
     elif state != "fallback":
         return None
     if program.in_force_until is None:  # scheduled ahead like any broadcast: its own time
-        return occurrence.start if occurrence.start >= now - LOOKBACK else None
+        return occurrence.start if occurrence.start > now - LOOKBACK else None
     if now >= program.in_force_until:
         return None
     if now < occurrence.start + GRACE:
@@ -184,7 +184,7 @@ def build(speaker: SpeakerInfo, programs: Sequence[Program], now: datetime, *, t
     for program in programs:
         in_force = program.in_force_until is not None and now < program.in_force_until
         window = [o for o in program.occurrences
-                  if o.start < end and (o.start >= now - LOOKBACK or in_force)]
+                  if o.start < end and (o.start > now - LOOKBACK or in_force)]
         if program.clip is None or not window:
             continue
         by_id[program.id] = program
