@@ -30,6 +30,9 @@ from fleet.api.routes import (
     rollouts,
     users,
 )
+from fleet.api.routes import receipts as receipt_routes
+from fleet.broadcast.clocks import ClockKeeper
+from fleet.broadcast.receipts import ReceiptSweep
 from fleet.broadcast.service import BroadcastWorker
 from fleet.broker import EmbeddedAccounts, embedded_broker
 from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
@@ -89,6 +92,8 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         engine = RolloutEngine(link, settings)
         rolling = asyncio.create_task(engine.run(), name="fleet-rollouts")
         worker = BroadcastWorker(link, settings)
+        worker.parts.append(("receipts", ReceiptSweep().tick))
+        worker.parts.append(("clocks", ClockKeeper(link, settings).tick))
         broadcasting = asyncio.create_task(worker.run(), name="fleet-broadcasts")
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
@@ -140,6 +145,8 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
         app.include_router(module.router)
     app.include_router(audio.files)
     app.include_router(broadcasts.quiet_router)
+    app.include_router(receipt_routes.router)
+    app.include_router(receipt_routes.speakers)
     app.include_router(enrollment.protected)
     app.include_router(releases.files)
     app.include_router(pages.router)

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     audio_token_secret: SecretStr | None = None
     timezone: str = "Asia/Ho_Chi_Minh"
     broadcast_conflict_days: int = Field(default=62, ge=1, le=366)
+    # a speaker whose clock offset estimate is above this either way is flagged and sent set_time
+    # (docs/broadcasts.md, "Clock offsets")
+    clock_offset_max_ms: int = Field(default=500, ge=10, le=3_600_000)
     # how far ahead a speaker's desired-state schedule reaches (docs/broadcasts.md, "Delivery")
     broadcast_horizon_days: int = Field(default=7, ge=1, le=31)
 
