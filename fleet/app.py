@@ -21,6 +21,7 @@ from fleet.api.routes import (
     audio,
     auth,
     broadcasts,
+    cap,
     control,
     data,
     devices,
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     # body's bounds (the API's cookie requests are checked where the cookie is read: fleet.api.deps)
     app.add_middleware(RequestGuard, body_max=settings.http_body_max,
                        large_bodies={releases.RELEASES_PATH: settings.ota_release_max,
+                                     cap.CAP_PATH: cap.CAP_MAX,
                                      audio.AUDIO_PATH: settings.audio_upload_max})
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(SecurityHeaders)
@@ -145,6 +147,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
         app.include_router(module.router)
     app.include_router(audio.files)
     app.include_router(broadcasts.quiet_router)
+    app.include_router(cap.router)
     app.include_router(receipt_routes.router)
     app.include_router(receipt_routes.speakers)
     app.include_router(enrollment.protected)

@@ -12,7 +12,8 @@ from tortoise.context import TortoiseContext
 
 from fleet.settings import Settings
 
-MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models", "fleet.broadcast.models"]
+MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models", "fleet.broadcast.models",
+          "fleet.broadcast.cap_models"]
 
 
 def _url(settings: Settings) -> str:

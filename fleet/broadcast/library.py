@@ -79,6 +79,12 @@ def check_text(text: str) -> str:
     return stripped
 
 
+def speech_sha256(text: str, voice: str) -> str:
+    """A text-to-speech clip's source hash (the same text in the same voice is the same clip); `text` as
+    check_text returns it."""
+    return hashlib.sha256(b"\0".join((b"tts", voice.encode(), text.encode()))).hexdigest()
+
+
 class Library:
     def __init__(self, settings: Settings) -> None:
         self.root = settings.audio_dir
@@ -138,7 +144,7 @@ class Library:
         text = check_text(text)
         if voice not in TTS_VOICES:
             raise AudioRefused(f"voice: one of {', '.join(sorted(TTS_VOICES))}")
-        source_sha256 = hashlib.sha256(b"\0".join((b"tts", voice.encode(), text.encode()))).hexdigest()
+        source_sha256 = speech_sha256(text, voice)
         await self._refuse_duplicate(source_sha256)
         spoken = self.temp_path(".wav")
         try:
