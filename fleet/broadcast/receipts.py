@@ -272,13 +272,12 @@ async def summary(broadcast_id: int) -> dict[str, Any]:
     """A broadcast's receipts counted, in all and per occurrence (the newest OCCURRENCES_MAX).
 
     played = completed; `failed_by_reason` groups the node's reasons by their head; `offline`: of
-    the receipts still waiting (pending, delivered, clip ready), those whose speaker is offline now.
+    the receipts still waiting (pending, delivered, clip ready), those whose speaker is not online now.
     """
     grouped = await BroadcastReceipt.filter(broadcast_id=broadcast_id).annotate(n=Count("id")) \
         .group_by("occurrence_at", "state", "reason").values_list("occurrence_at", "state", "reason", "n")
-    offline_rows = await BroadcastReceipt.filter(
-        broadcast_id=broadcast_id, state__in=list(WAITING),
-        device_id__in=Subquery(Device.filter(online=False).values("id")),
+    offline_rows = await BroadcastReceipt.filter(broadcast_id=broadcast_id, state__in=list(WAITING)).exclude(
+        device_id__in=Subquery(Device.filter(online=True).values("id")),
     ).annotate(n=Count("id")).group_by("occurrence_at").values_list("occurrence_at", "n")
     offline = {_utc(at): int(n) for at, n in offline_rows}
     by_occurrence: dict[datetime, list[tuple[str, str | None, int]]] = {}

@@ -168,16 +168,16 @@ async def test_summary_counts_in_all_and_per_occurrence(db: None) -> None:
         await receipt(b, f"spk-sum-{n:02d}", first, state, reason=reasons.get(n))
     await receipt(b, "spk-sum-00", second, S.PENDING)
     await Device.create(id="spk-sum-10", online=False)  # the delivered one's speaker is offline
-    await Device.create(id="spk-sum-09", online=True)
+    await Device.create(id="spk-sum-09", online=True)  # the first pending one's is online
     got = await receipts.summary(b.id)
     assert got["total"] == 12 and got["played"] == 2 and got["started"] == 1 and got["failed"] == 3
     assert got["failed_by_reason"] == {"bad clip": 2, "busy": 1}
     assert (got["missed"], got["not_delivered"], got["skipped"], got["pending"], got["delivered"]) == (1, 1, 1, 2, 1)
-    assert got["offline"] == 1
+    assert got["offline"] == 2  # the delivered one, and the second occurrence's (a speaker never heard)
     occ = got["occurrences"]
     assert [o["occurrence_at"] for o in occ] == [first, second]
     assert occ[0]["entry_id"] == entry_id(b.id, first) and occ[0]["total"] == 11 and occ[0]["played"] == 2
-    assert occ[1]["total"] == 1 and occ[1]["pending"] == 1 and occ[1]["offline"] == 0
+    assert occ[1]["total"] == 1 and occ[1]["pending"] == 1 and occ[1]["offline"] == 1
     empty = await receipts.summary(b.id + 1000)
     assert empty["total"] == 0 and empty["occurrences"] == []
 
@@ -200,3 +200,17 @@ async def test_started_times_are_corrected_by_the_speakers_clock(db: None) -> No
     assert got.device_started_ms == ms(played) + 2000  # the node's own stamp, as it sent it
     assert got.offset_ms == 1980
     assert got.started_at == later(played, seconds=0.02)  # within the delay the estimate cannot see
+
+
+async def test_the_csv_is_read_in_chunks_and_bounded(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = await broadcast()
+    for n in range(7):
+        await receipt(b, f"spk-csv-{n}", T0, S.SKIPPED, reason="quiet hours")
+    monkeypatch.setattr(receipts, "CSV_CHUNK", 2)  # several chunks of a few rows
+    parts = [p async for p in receipts.csv_rows(b.id, rows_max=5)]
+    lines = "".join(parts).splitlines()
+    assert len(parts) == 1 + 3 and len(lines) == 1 + 5  # header, chunks of 2, 2, 1: five rows at most
+    assert lines[1].split(",")[3] == "spk-csv-0"
+    assert receipts.csv_cell(-35) == -35 and receipts.csv_cell("-35") == "'-35"
+    assert receipts.csv_cell(None) == "" and receipts.csv_cell(True) == "true"
+    assert receipts.csv_cell(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05Z"
