@@ -30,9 +30,11 @@ from fleet.api.routes import (
     releases,
     rollouts,
     users,
+    ward_volumes,
 )
 from fleet.api.routes import receipts as receipt_routes
 from fleet.broadcast.clocks import ClockKeeper
+from fleet.broadcast.delivery import Delivery
 from fleet.broadcast.receipts import ReceiptSweep
 from fleet.broadcast.service import BroadcastWorker
 from fleet.broker import EmbeddedAccounts, embedded_broker
@@ -93,6 +95,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         engine = RolloutEngine(link, settings)
         rolling = asyncio.create_task(engine.run(), name="fleet-rollouts")
         worker = BroadcastWorker(link, settings)
+        worker.parts.append(("delivery", Delivery(link, settings).tick))
         worker.parts.append(("receipts", ReceiptSweep().tick))
         worker.parts.append(("clocks", ClockKeeper(link, settings).tick))
         broadcasting = asyncio.create_task(worker.run(), name="fleet-broadcasts")
@@ -147,6 +150,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
         app.include_router(module.router)
     app.include_router(audio.files)
     app.include_router(broadcasts.quiet_router)
+    app.include_router(ward_volumes.router)
     app.include_router(cap.router)
     app.include_router(receipt_routes.router)
     app.include_router(receipt_routes.speakers)

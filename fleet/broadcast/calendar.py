@@ -3,7 +3,7 @@ saved (occurrences, speakers, quiet-hour skips, conflicts), create, edit (a new 
 repeat (docs/broadcasts.md). The timing rules are schedule.py's, the conflict rules conflicts.py's.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -139,9 +139,10 @@ def ends_at(timing: Timing, duration: timedelta) -> datetime | None:
 
 
 class Calendar:
-    def __init__(self, tz: ZoneInfo, conflict_days: int) -> None:
+    def __init__(self, tz: ZoneInfo, conflict_days: int, nudge: Callable[[], None] | None = None) -> None:
         self.tz = tz
         self.window = timedelta(days=conflict_days)
+        self.nudge = nudge  # wakes the delivery after a change (runtime.broadcasts.nudge)
 
     async def clip_duration(self, clip_id: int) -> timedelta:
         clip = await Clip.get_or_none(id=clip_id, deleted_at__isnull=True)

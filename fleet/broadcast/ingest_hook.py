@@ -12,10 +12,11 @@ from datetime import datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from contract import Upstream
-from fleet.broadcast import clocks, receipts
+from fleet.broadcast import clocks, delivery, receipts
 
 
 async def observe_batch(conn: BaseDBAsyncClient, batch: Sequence[Upstream], now: datetime) -> None:
     if not batch:
         return
     await receipts.observe(conn, batch, now, await clocks.observe(conn, batch, now))
+    await delivery.observe(conn, batch, now)  # speakers' births and applied documents (delivery.py)

@@ -1,9 +1,12 @@
 """The broadcasts calendar (/api/broadcasts) and the wards' quiet hours (/api/quiet-hours).
 
 The rules are fleet/broadcast/calendar.py's; here they meet HTTP (docs/broadcasts.md,
-"Broadcasts calendar"). Delivery to the speakers is not part of this module yet.
+"Broadcasts calendar"). Each change marks the speakers it touches due for a new document and
+nudges the delivery (fleet/broadcast/delivery.py).
 """
 
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -13,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract import DEVICE_ID_PATTERN
-from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, acting
+from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, RuntimeDep, acting
 from fleet.api.errors import ErrorPublic, ValidationErrorPublic, answer
 from fleet.api.schemas import TAG_PATTERN
 from fleet.auth.roles import Permission
@@ -27,6 +30,7 @@ from fleet.broadcast.calendar import (
     Targets,
     stored_timing,
 )
+from fleet.broadcast.delivery import mark_targets_due, mark_ward_due
 from fleet.broadcast.models import Broadcast, BroadcastStatus, BroadcastVersion, Level, WardQuietHours
 from fleet.broadcast.schedule import (
     COUNT_MAX,
@@ -43,11 +47,31 @@ router = APIRouter(prefix="/api/broadcasts", tags=["broadcasts"], dependencies=[
 quiet_router = APIRouter(prefix="/api/quiet-hours", tags=["broadcasts"], dependencies=[LOGGED_IN])
 LISTED_MAX = 100
 REPEAT_LEAD = timedelta(minutes=1)
+log = logging.getLogger(__name__)
+
+
+def nudge_of(runtime: Runtime) -> Callable[[], None] | None:
+    return runtime.broadcasts.nudge if runtime.broadcasts is not None else None
+
+
+async def deliver(nudge: Callable[[], None] | None, reason: str, *, targets: Sequence[Mapping[str, Sequence[str]]] = (),
+                  ward: str | None = None) -> None:
+    """Mark the speakers a change touches due for a new document, and nudge the delivery. The change
+    is saved already: a failure here is logged (the daily refresh and the next change catch up)."""
+    try:
+        if targets:
+            await mark_targets_due(targets, reason)
+        if ward is not None:
+            await mark_ward_due(ward, reason)
+    except Exception as err:
+        log.error("broadcasts: could not mark speakers due after %s (%s: %.200s)", reason, type(err).__name__, err)
+    if nudge is not None:
+        nudge()
 
 
 def calendar_of(request: Request) -> Calendar:
     runtime: Runtime = request.app.state.runtime
-    return Calendar(ZoneInfo(runtime.settings.timezone), runtime.settings.broadcast_conflict_days)
+    return Calendar(ZoneInfo(runtime.settings.timezone), runtime.settings.broadcast_conflict_days, nudge_of(runtime))
 
 
 CalendarDep = Annotated[Calendar, Depends(calendar_of)]
@@ -265,6 +289,7 @@ async def create_broadcast(body: BroadcastCreate, calendar: CalendarDep,
         await audit("broadcast.create", str(result.broadcast.id),
                     {"title": result.broadcast.title, "level": result.broadcast.level.value,
                      "conflicts": result.review.conflicts_total})
+        await deliver(calendar.nudge, "created", targets=[result.broadcast.targets])
     return result
 
 
@@ -307,12 +332,14 @@ async def edit_broadcast(broadcast_id: RowId, body: BroadcastUpdate, calendar: C
                          audit: Annotated[Auditor, acting(Permission.BROADCAST)]) -> Any:
     """Replace a broadcast's definition: a new version (409 if `version` is not the current one)."""
     broadcast = await _get(broadcast_id)
+    before = dict(broadcast.targets)  # a speaker no longer targeted gets its entries removed
     now = datetime.now(UTC)
     result = await _save(calendar, _definition(body, calendar), body.dry_run, body.confirm, audit.actor, now,
                          broadcast=broadcast, version=body.version)
     if isinstance(result, BroadcastSaved):
         await audit("broadcast.edit", str(broadcast.id), {"version": result.broadcast.version,
                                                           "conflicts": result.review.conflicts_total})
+        await deliver(calendar.nudge, "edited", targets=[before, result.broadcast.targets])
     return result
 
 
@@ -326,6 +353,7 @@ async def cancel_broadcast(broadcast_id: RowId, calendar: CalendarDep,
     except CalendarError as err:
         raise HTTPException(err.status, str(err)) from err
     await audit("broadcast.cancel", str(broadcast.id), {"version": broadcast.version})
+    await deliver(calendar.nudge, "cancelled", targets=[broadcast.targets])
     return _public(broadcast, now)
 
 
@@ -341,6 +369,7 @@ async def repeat_broadcast(broadcast_id: RowId, body: RepeatCreate, calendar: Ca
                          audit.actor, now, repeat_of=broadcast.id)
     if isinstance(result, BroadcastSaved):
         await audit("broadcast.repeat", str(result.broadcast.id), {"repeat_of": broadcast.id})
+        await deliver(calendar.nudge, "repeated", targets=[result.broadcast.targets])
     return result
 
 
@@ -351,7 +380,7 @@ async def list_quiet_hours(_: Reader) -> list[QuietHoursPublic]:
 
 @quiet_router.put("/{ward}", responses={422: {"model": ValidationErrorPublic,
                                              "description": "start and end are the same time, or a bad shape"}})
-async def set_quiet_hours(ward: WardPath, body: QuietHoursIn,
+async def set_quiet_hours(ward: WardPath, body: QuietHoursIn, runtime: RuntimeDep,
                           audit: Annotated[Auditor, acting(Permission.BROADCAST)]) -> QuietHoursPublic:
     """A ward's quiet hours: normal broadcasts starting inside them do not play on its speakers."""
     try:
@@ -363,12 +392,15 @@ async def set_quiet_hours(ward: WardPath, body: QuietHoursIn,
     row, _ = await WardQuietHours.update_or_create(defaults={"start": body.start, "end": body.end,
                                                               "updated_by": audit.actor}, ward=ward)
     await audit("quiet_hours.set", ward, {"start": body.start, "end": body.end})
+    await deliver(nudge_of(runtime), "quiet hours", ward=ward)
     return QuietHoursPublic.model_validate(row)
 
 
 @quiet_router.delete("/{ward}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_quiet_hours(ward: WardPath, audit: Annotated[Auditor, acting(Permission.BROADCAST)]) -> Response:
+async def delete_quiet_hours(ward: WardPath, runtime: RuntimeDep,
+                             audit: Annotated[Auditor, acting(Permission.BROADCAST)]) -> Response:
     if not await WardQuietHours.filter(ward=ward).delete():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"ward {ward!r} has no quiet hours")
     await audit("quiet_hours.delete", ward)
+    await deliver(nudge_of(runtime), "quiet hours", ward=ward)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
