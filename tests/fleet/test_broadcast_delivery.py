@@ -5,6 +5,7 @@ are not in it), a document stored while the broker is down goes out when it is b
 refresh before the entries run out. The clock is moved by passing `now` to the delivery's tick
 (the tests take the delivery out of the worker's turns for that): nothing sleeps."""
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -341,3 +342,31 @@ async def test_the_document_is_refreshed_before_its_entries_run_out(
             assert fresh[0]["at"] > (row.due_at - GRACE).timestamp() * 1000
             device.raw("state/desired", b"", retain=True)
             device.clear_retained()
+
+
+async def test_two_fleet_instances_share_the_due_speakers_without_sending_one_twice(
+        tmp_path: Path, mosquitto: Mosquitto, database_url: str, monkeypatch: Any) -> None:
+    async with delivery_fleet(tmp_path, mosquitto, database_url) as http:
+        delivery_of(http, take_out=True)
+        runtime = runtime_of(http)
+        # two deliveries on one database, as two fleet processes would run them; few claims per turn
+        monkeypatch.setattr("fleet.broadcast.delivery.CLAIM_MAX", 3)
+        first, second = Delivery(runtime.link, runtime.settings), Delivery(runtime.link, runtime.settings)
+        names = [f"spk-s{i:02d}" for i in range(12)]
+        for name in names:
+            await register(http, name)
+        await Device.filter(id__in=names).update(roles=["speaker"])  # as their births would set it
+        made = await clip(http)
+        saved = await http.post("/api/broadcasts", json={
+            "title": "shared", "clip_id": made["id"], "targets": {"wards": [WARD]},
+            "start": local(1, 9, 0).isoformat()})
+        assert saved.status_code == 201, saved.text
+        now = datetime.now(UTC)
+        for _ in range(10):
+            if not await SpeakerDelivery.filter(due_at__lte=now).exists():
+                break
+            await asyncio.gather(first.tick(now), second.tick(now))
+        assert first.computed > 0 and second.computed > 0 and first.computed + second.computed == len(names)
+        versions = await Device.filter(id__in=names).values_list("desired_version", flat=True)
+        assert versions == [1] * len(names)  # each speaker's document claimed once
+        assert await BroadcastReceipt.filter(device_id__in=names).count() == len(names)
