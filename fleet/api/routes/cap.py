@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, acting
-from fleet.api.errors import ErrorPublic, answer
+from fleet.api.errors import ValidationErrorPublic, answer
 from fleet.api.routes.audio import LibraryDep
 from fleet.api.routes.broadcasts import CalendarDep, ConflictsPublic, ReviewPublic, _review
 from fleet.auth.roles import Permission
@@ -208,7 +208,8 @@ async def get_alert(cap_id: RowId, _: Reader, importer: ImporterDep, calendar: C
 @router.post("/{cap_id}/confirm", response_model=CapConfirmed, responses={
     409: {"model": ConflictsPublic, "description": "not a draft, expired, or the broadcast has conflicts (`review` "
                                                    "lists them: send again with confirm=true)"},
-    422: {"model": ErrorPublic, "description": "the calendar refuses the broadcast (e.g. its clip was deleted)"}})
+    422: {"model": ValidationErrorPublic, "description": "the calendar refuses the broadcast, e.g. its clip was "
+                                                         "deleted (one sentence); or a bad request shape (a list)"}})
 async def confirm_alert(cap_id: RowId, importer: ImporterDep, calendar: CalendarDep,
                         audit: Annotated[Auditor, acting(Permission.BROADCAST)], body: ConfirmIn | None = None) -> Any:
     """Carry out a draft: its broadcast is made (an Update: the broadcast it replaces gets a new version), or
