@@ -25,6 +25,7 @@ from fleet.api.routes import (
     control,
     data,
     devices,
+    emergency,
     enrollment,
     ingest,
     releases,
@@ -35,6 +36,7 @@ from fleet.api.routes import (
 from fleet.api.routes import receipts as receipt_routes
 from fleet.broadcast.clocks import ClockKeeper
 from fleet.broadcast.delivery import Delivery
+from fleet.broadcast.emergency import register as register_emergencies
 from fleet.broadcast.receipts import ReceiptSweep
 from fleet.broadcast.service import BroadcastWorker
 from fleet.broker import EmbeddedAccounts, embedded_broker
@@ -95,6 +97,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         engine = RolloutEngine(link, settings)
         rolling = asyncio.create_task(engine.run(), name="fleet-rollouts")
         worker = BroadcastWorker(link, settings)
+        register_emergencies(worker)  # clip fetches and emergencies (fleet/broadcast/clips.py, emergency.py)
         worker.parts.append(("delivery", Delivery(link, settings).tick))
         worker.parts.append(("receipts", ReceiptSweep().tick))
         worker.parts.append(("clocks", ClockKeeper(link, settings).tick))
@@ -146,7 +149,8 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
                                      audio.AUDIO_PATH: settings.audio_upload_max})
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(SecurityHeaders)
-    for module in (auth, users, devices, data, control, enrollment, ingest, releases, rollouts, audio, broadcasts):
+    for module in (auth, users, devices, data, control, enrollment, ingest, releases, rollouts, audio, broadcasts,
+                   emergency):
         app.include_router(module.router)
     app.include_router(audio.files)
     app.include_router(broadcasts.quiet_router)

@@ -12,7 +12,7 @@ from datetime import datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from contract import Upstream
-from fleet.broadcast import clocks, delivery, receipts
+from fleet.broadcast import clocks, delivery, emergency, receipts
 
 
 async def observe_batch(conn: BaseDBAsyncClient, batch: Sequence[Upstream], now: datetime) -> None:
@@ -20,3 +20,4 @@ async def observe_batch(conn: BaseDBAsyncClient, batch: Sequence[Upstream], now:
         return
     await receipts.observe(conn, batch, now, await clocks.observe(conn, batch, now))
     await delivery.observe(conn, batch, now)  # speakers' births and applied documents (delivery.py)
+    await emergency.observe(conn, batch, now)  # clip_fetch answers (clips.py), emergency commands' answers

@@ -216,15 +216,18 @@ class SpeakerClip(Model):
 
 class EmergencyDispatch(Model):
     """An emergency's immediate command to one speaker. The document builder leaves the emergency's
-    entry out of a speaker's document while its dispatch is `sent` (not expired) or `acked`, and puts
-    it in once it is `fallback`: never both (a node given both would play twice)."""
+    entry out of a speaker's document while its dispatch is `waiting_clip` (the command follows the
+    clip), `sent` or `acked`, or `cancelled`, and puts it in once it is `fallback` (or when the speaker
+    has no dispatch row: it was not targeted when the emergency started): never both (a node given
+    both would play twice). fleet/broadcast/emergency.py makes and moves these rows; every one is
+    made in the transaction that creates the broadcast."""
 
     id = fields.BigIntField(primary_key=True)
     broadcast: fields.ForeignKeyRelation[Broadcast] = fields.ForeignKeyField(
         "models.Broadcast", related_name="dispatches", on_delete=fields.CASCADE)
     device_id = fields.CharField(max_length=64, db_index=True)
     command_id = fields.CharField(max_length=64, null=True)
-    state = fields.CharField(max_length=16, default="waiting_clip")  # waiting_clip | sent | acked | fallback
+    state = fields.CharField(max_length=16, default="waiting_clip")  # waiting_clip, sent, acked, fallback, cancelled
     expires_at = fields.DatetimeField(null=True)  # the command's expiry: no answer by then → fallback
     sent_at = fields.DatetimeField(null=True)
     acked_at = fields.DatetimeField(null=True)

@@ -31,6 +31,7 @@ from fleet.broadcast.calendar import (
     stored_timing,
 )
 from fleet.broadcast.delivery import mark_targets_due, mark_ward_due
+from fleet.broadcast.emergency import stop_emergency
 from fleet.broadcast.models import Broadcast, BroadcastStatus, BroadcastVersion, Level, WardQuietHours
 from fleet.broadcast.schedule import (
     COUNT_MAX,
@@ -344,7 +345,7 @@ async def edit_broadcast(broadcast_id: RowId, body: BroadcastUpdate, calendar: C
 
 
 @router.post("/{broadcast_id}/cancel", responses={409: answer("already cancelled")})
-async def cancel_broadcast(broadcast_id: RowId, calendar: CalendarDep,
+async def cancel_broadcast(broadcast_id: RowId, calendar: CalendarDep, request: Request,
                            audit: Annotated[Auditor, acting(Permission.BROADCAST)]) -> BroadcastPublic:
     broadcast = await _get(broadcast_id)
     now = datetime.now(UTC)
@@ -353,6 +354,8 @@ async def cancel_broadcast(broadcast_id: RowId, calendar: CalendarDep,
     except CalendarError as err:
         raise HTTPException(err.status, str(err)) from err
     await audit("broadcast.cancel", str(broadcast.id), {"version": broadcast.version})
+    if broadcast.level == Level.EMERGENCY:  # the Pi speakers that may still play it are told to stop
+        await stop_emergency(request.app.state.runtime, broadcast, now)
     await deliver(calendar.nudge, "cancelled", targets=[broadcast.targets])
     return _public(broadcast, now)
 
