@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.api.deps import LOGGED_IN, Auditor, Reader, RuntimeDep, acting
-from fleet.api.errors import ValidationErrorPublic
+from fleet.api.errors import ValidationErrorPublic, answer
 from fleet.api.routes.broadcasts import deliver, nudge_of
 from fleet.auth.roles import Permission
 from fleet.broadcast.models import WardVolume
@@ -60,7 +60,8 @@ async def set_ward_volume(ward: WardPath, body: WardVolumeIn, runtime: RuntimeDe
     return WardVolumePublic.model_validate(row)
 
 
-@router.delete("/{ward}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{ward}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: answer("the ward has no volume profile")})
 async def delete_ward_volume(ward: WardPath, runtime: RuntimeDep,
                              audit: Annotated[Auditor, acting(Permission.BROADCAST)]) -> Response:
     """Back to the speakers' default volume (70)."""
