@@ -270,3 +270,40 @@ async def test_refusals_and_roles(tmp_path: Path, mosquitto: Mosquitto) -> None:
                 assert (await http.post(f"/api/cap/{cid}/{action}", headers=headers)).status_code == 403
         assert (await http.post(f"/api/cap/{cid}/confirm", headers=operator)).status_code == 200
         assert (await http.get("/api/cap/999999")).status_code == 404
+
+
+async def test_conflicts_wait_for_the_operator_and_an_update_replaces_a_draft(tmp_path: Path,
+                                                                               mosquitto: Mosquitto) -> None:
+    async with audio_fleet(tmp_path, mosquitto) as http:
+        await _speakers(http)
+        # an alert effective tomorrow at 06:30 (Vietnam) over a ward where a broadcast already plays then
+        tomorrow = (datetime.now(UTC) + timedelta(hours=7)).date() + timedelta(days=1)
+        at = f"{tomorrow.isoformat()}T06:30:00+07:00"
+        spoken = await http.post("/api/audio/tts", json={"title": "tin", "text": "Bản tin sáng"})
+        news = await http.post("/api/broadcasts", json={"title": "news", "clip_id": spoken.json()["id"],
+                                                        "targets": {"wards": ["Tân Phú"]}, "start": at[:16]})
+        assert news.status_code == 201, news.text
+        imported = await _post(http, alert("DX-40", infos=[info(effective=at)]))
+        assert imported.status_code == 201, imported.text
+        draft = imported.json()["draft"]
+        assert datetime.fromisoformat(draft["start"]) == datetime.fromisoformat(at)
+        (conflict,) = imported.json()["review"]["conflicts"]
+        assert (conflict["speakers"], conflict["winner"], conflict["reason"]) == (["spk-a1", "spk-a2"], "this", "level")
+
+        # an Update of the draft before anyone confirmed it: the draft is replaced
+        update = alert("DX-41", msg_type="Update", references=reference("DX-40", soon()),
+                       infos=[info(effective=at, description="Bão số 9 đổi hướng.")])
+        newer = (await _post(http, update)).json()
+        assert newer["draft"]["updates"] == [imported.json()["id"]] and newer["draft"]["edits_broadcast"] is None
+
+        # conflicts: shown again, nothing saved until the operator says confirm
+        held = await http.post(f"/api/cap/{newer['id']}/confirm")
+        assert held.status_code == 409 and held.json()["review"]["conflicts_total"] == 1
+        assert (await http.get(f"/api/cap/{newer['id']}")).json()["state"] == "draft"
+        done = await http.post(f"/api/cap/{newer['id']}/confirm", json={"confirm": True})
+        assert done.status_code == 200, done.text
+        assert done.json()["cancelled_alerts"] == [imported.json()["id"]]
+        replaced = (await http.get(f"/api/cap/{imported.json()['id']}")).json()
+        assert (replaced["state"], replaced["reason"]) == ("cancelled", f"replaced by CAP alert {newer['id']}")
+        made = (await http.get(f"/api/broadcasts/{done.json()['broadcast_id']}")).json()
+        assert made["next"][0]["local"] == at and made["level"] == "priority"
