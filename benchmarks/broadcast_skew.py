@@ -1,0 +1,603 @@
+"""How close to its scheduled time does every speaker start a broadcast, and how soon after the
+emergency button does every online speaker play? (issue 12, docs/broadcasts.md "Benchmark")
+
+Real parts, all on this machine: the fleet (uvicorn, the ingest, the broadcast worker, SQLite or
+PostgreSQL), one Mosquitto with per-device accounts (dynamic security: each speaker logs in with
+the password the fleet issued it, as in production), `--esp` ESP32 speaker nodes (the firmware of
+this checkout on the MicroPython unix port, -X heapsize=64k, role `speaker`, its audio written to
+the host board's sink file) and `--pi` Pi speaker agents (`edge-agent` processes, role `speaker`,
+the player ffmpeg at the clip's pace into its null output: no sound card). A clip is uploaded to
+the audio library (a 1 s tone, transcoded per kind) and fetched by every speaker before the rounds.
+
+Every clock is the host's: the boards run without clock.json (the host HAL's clock is the host
+clock), the agents read the host's wall clock, the fleet stamps with it. So the device timestamps
+(`ts`) of the playback events and the benchmark's own times are on one clock; the skew measured is
+the nodes' scheduling and start-up lateness, with no clock error in it.
+
+(a) Start skew: a broadcast to every speaker, `--lead-s` ahead, through the path named in the
+    output: `broadcast` (POST /api/broadcasts; the fleet's delivery puts the entry in each
+    speaker's desired state) or `desired` (the same one-entry `speaker` document put by the
+    benchmark through PUT /api/devices/{id}/desired: not the broadcast path). Per speaker: the
+    device ts of its playback `start` minus the scheduled time. `--rounds` rounds.
+    Baseline, same run, same moment: a bare CPython process with one asyncio timer per speaker
+    (loop.call_at) for the same instant, started during the round: the lateness the machine's
+    load alone gives a timer.
+(b) Emergency latency: from the call (POST /api/broadcasts/emergency, else `speaker.broadcast`
+    commands through POST /api/devices/{id}/commands, one per speaker, concurrently: not the
+    broadcast path) to each speaker's playback `start` (device ts). Baseline, same run: the same
+    call for one speaker alone, just before each round.
+
+    .venv/bin/python benchmarks/broadcast_skew.py [--esp 160] [--pi 40] [--rounds 3] [--lead-s 20] [--postgres]
+
+Prints each round, then medians over the rounds. Takes a few minutes (most of it starting the nodes).
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from demo.devices import NULL_PLAYER
+from edge.config import write_config
+from edge.launch import agent_argv, speaker_config
+from fleet.broadcast.models import BroadcastReceipt
+from fleet.models import Device, EventRecord
+from provisioning.firmware_build import compile_slot
+from provisioning.hostboard import prepare_board, start_board, stop_board
+from tests.support.fleet import fleet_settings, running_fleet
+from tests.support.mosquitto import Mosquitto
+
+WARD = "bench-ward"
+TAG = "bench-speaker"
+HEALTH_S = 30  # the nodes' health period: the fleet's default load, not the tests' fast one
+TARGET_SKEW_P99_MS = 200
+TARGET_EMERGENCY_P99_MS = 2000
+
+BARE_TIMERS = r"""
+import asyncio, json, sys, time
+n, at_ms = int(sys.argv[1]), int(sys.argv[2])
+async def main():
+    loop = asyncio.get_running_loop()
+    late, done = [], asyncio.Event()
+    def fire():
+        late.append(time.time() * 1000 - at_ms)
+        if len(late) == n:
+            done.set()
+    when = loop.time() + (at_ms / 1000 - time.time())
+    for _ in range(n):
+        loop.call_at(when, fire)
+    await done.wait()
+    print(json.dumps(late))
+asyncio.run(main())
+"""
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def rss_bytes(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def say(what: str) -> None:
+    print(f"  {time.strftime('%H:%M:%S')} {what}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile, nearest rank (p99 of 200 values: the 198th)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0, "p50": math.nan, "p99": math.nan, "max": math.nan, "min": math.nan}
+    return {"n": len(values), "p50": pct(values, 50), "p99": pct(values, 99), "max": max(values), "min": min(values)}
+
+
+def fmt(s: dict[str, float]) -> str:
+    return f"p50 {s['p50']:7.0f}  p99 {s['p99']:7.0f}  max {s['max']:7.0f} ms  (min {s['min']:.0f}, n {s['n']:.0f})"
+
+
+async def until(condition: Callable[[], Awaitable[Any]], what: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await condition()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+@dataclass
+class Speaker:
+    id: str
+    kind: str  # esp32 | pi
+    password: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    folder: Path | None = None
+
+
+@dataclass
+class Bench:
+    http: httpx.AsyncClient
+    broker: Mosquitto
+    tmp: Path
+    speakers: list[Speaker]
+    clip: dict[str, Any] = field(default_factory=dict)  # the library's clip
+    names: dict[str, str] = field(default_factory=dict)  # kind -> clip name on the node
+    esp_heap: str = "80k"
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.speakers]
+
+    def kind_of(self, device_id: str) -> str:
+        return next(s.kind for s in self.speakers if s.id == device_id)
+
+
+# -- set-up ------------------------------------------------------------------------------------
+
+
+def tone(path: Path, seconds: float) -> Path:
+    """A 1 kHz tone with a 4 Hz envelope (speech band, not silent): what the library takes."""
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                    f"sine=frequency=1000:sample_rate=44100:duration={seconds}", "-af",
+                    "volume='0.2+0.8*gt(sin(2*PI*4*t),0)':eval=frame", str(path)], check=True)
+    return path
+
+
+async def upload_clip(bench: Bench, seconds: float) -> None:
+    path = tone(bench.tmp / "chime.wav", seconds)
+    with path.open("rb") as file:
+        made = await bench.http.post("/api/audio", files={"file": ("chime.wav", file, "audio/wav")},
+                                     data={"title": "benchmark chime"}, timeout=120)
+    made.raise_for_status()
+    bench.clip = made.json()
+    for variant in bench.clip["files"]:
+        bench.names[variant["kind"]] = "c" + variant["sha256"][:24]
+
+
+async def enroll(bench: Bench, parallel: int = 16) -> None:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(speaker: Speaker) -> None:
+        async with gate:
+            made = await bench.http.post("/api/devices", json={"id": speaker.id, "kind": speaker.kind, "ward": WARD,
+                                                               "tags": [TAG]})
+            made.raise_for_status()
+            issued = await bench.http.post(f"/api/devices/{speaker.id}/credentials")
+            issued.raise_for_status()
+            speaker.password = str(issued.json()["mqtt"]["password"])
+
+    await asyncio.gather(*(one(s) for s in bench.speakers))
+
+
+def board_template(tmp: Path, port: int, wdt_poll_s: float) -> Path:
+    """The firmware compiled once (mpy-cross); each board is a copy with its own config.json.
+
+    The host HAL's watchdog is a shell loop beside each board (`sleep 0.5`, `date`, `stat`: about
+    1.2 % of a core per board here, seven times the MicroPython process's own 0.17 %); on an ESP32
+    it is a hardware timer that costs nothing. `wdt_poll_s` is that loop's period in the copies
+    (the boards still reset within wdt_s + wdt_poll_s when their loop hangs); nothing else of the
+    firmware is changed."""
+    template = prepare_board(tmp / "board-template", "template", "127.0.0.1", port, precompiled=False)
+    hal = template / "app_a" / "hal" / "host.py"
+    source = hal.read_text()
+    if "sleep 0.5;" not in source:
+        raise RuntimeError("the host HAL's watchdog loop changed: look at board_template()")
+    hal.write_text(source.replace("sleep 0.5;", f"sleep {wdt_poll_s:g};"))
+    compile_slot(template / "app_a")
+    return template
+
+
+def start_esp(bench: Bench, speaker: Speaker, template: Path) -> None:
+    folder = bench.tmp / "boards" / speaker.id
+    shutil.copytree(template, folder)
+    config = json.loads((template / "config.json").read_text())
+    config.update(device_id=speaker.id, username=speaker.id, password=speaker.password, roles=["speaker"],
+                  health_period_s=HEALTH_S, tz_min=420, boot_good_s=5)
+    (folder / "config.json").write_text(json.dumps(config))
+    speaker.folder = folder
+    speaker.proc = start_board(folder, bench.esp_heap, new_session=True)
+
+
+def start_pi(bench: Bench, speaker: Speaker) -> None:
+    folder = bench.tmp / "pis" / speaker.id
+    config = speaker_config(speaker.id, bench.broker.url, folder / "state", player=NULL_PLAYER,
+                            options={"tz_min": 420}, health_period_s=HEALTH_S,
+                            broker={"url": bench.broker.url, "username": speaker.id})
+    path = write_config(config, folder / "agent.toml")
+    speaker.folder = folder
+    env = {**os.environ, "EDGE_BROKER__PASSWORD": speaker.password}
+    with (folder / "agent.log").open("ab") as out:
+        speaker.proc = subprocess.Popen(agent_argv(path, log_level="warning"), stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+
+
+def stop_all(speakers: list[Speaker]) -> None:
+    for s in speakers:
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.send_signal(2)  # SIGINT: Ctrl-C, both kinds stop cleanly
+    deadline = time.monotonic() + 15
+    for s in speakers:
+        if s.proc is None:
+            continue
+        try:
+            s.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            stop_board(s.proc, timeout=2)
+
+
+async def online(bench: Bench, timeout: float) -> None:
+    want = len(bench.speakers)
+
+    async def count() -> bool:
+        rows = await Device.filter(id__in=bench.ids, online=True).values_list("roles", flat=True)
+        return sum(1 for r in rows if r and "speaker" in r) >= want
+
+    await until(count, f"{want} speakers online with the speaker role", timeout)
+
+
+async def fetch_clips(bench: Bench, timeout: float, parallel: int = 8) -> None:
+    """Every node downloads the clip (`speaker.clip_fetch`, the command the fleet's clip sender
+    sends) from the fleet's tokenised URL; waits for every `ok`."""
+    library = bench.http.app.state.audio_library  # type: ignore[attr-defined]
+    files = {f["kind"]: f for f in bench.clip["files"]}
+    gate = asyncio.Semaphore(parallel)
+    base = str(bench.http.base_url).rstrip("/")
+
+    async def one(speaker: Speaker) -> str:
+        variant = files[speaker.kind]
+        token, _ = library.token(speaker.id, variant["sha256"])
+        args = {"name": bench.names[speaker.kind], "url": f"{base}/audio/files/{variant['sha256']}?t={token}",
+                "sha256": variant["sha256"], "bytes": variant["bytes"]}
+        status = "no answer"
+        async with gate:
+            for _ in range(3):  # a command the node lost (a reconnect) is sent again, as the fleet's sender does
+                sent = await bench.http.post(f"/api/devices/{speaker.id}/commands",
+                                             json={"name": "speaker.clip_fetch", "args": args, "ttl_s": 30})
+                sent.raise_for_status()
+                command_id = sent.json()["id"]
+
+                async def answered(command_id: str = command_id) -> str | None:
+                    got = (await bench.http.get(f"/api/devices/{speaker.id}/commands/{command_id}")).json()
+                    return None if got["status"] == "sent" else str(got["status"])
+
+                with contextlib.suppress(TimeoutError):
+                    status = str(await until(answered, f"{speaker.id}'s clip_fetch", timeout))
+                if status == "ok":
+                    break
+        return status
+
+    results = await asyncio.gather(*(one(s) for s in bench.speakers))
+    bad = [(s.id, r) for s, r in zip(bench.speakers, results, strict=True) if r != "ok"]
+    if bad:
+        raise RuntimeError(f"clip_fetch failed on {len(bad)} speaker(s): {bad[:5]}")
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+async def starts(ids: list[str], match: Callable[[str], bool], want: int, timeout: float) -> dict[str, int]:
+    """device id -> device ts of its playback `start` whose event id `match`es (from the fleet's
+    database: what the ingest stored)."""
+    found: dict[str, int] = {}
+
+    async def poll() -> bool:
+        rows = await EventRecord.filter(type="playback", phase="start", device_id__in=ids).values_list(
+            "device_id", "event_id", "device_ts")
+        for device_id, event_id, ts in rows:
+            if match(event_id) and ts is not None:
+                found.setdefault(device_id, int(ts))
+        return len(found) >= want
+
+    with contextlib.suppress(TimeoutError):
+        await until(poll, f"{want} playback starts", timeout)
+    return found
+
+
+async def failures(ids: list[str], match: Callable[[str], bool]) -> dict[str, int]:
+    rows = await EventRecord.filter(type="playback", device_id__in=ids).values_list("event_id", "phase", "data")
+    reasons: dict[str, int] = {}
+    for event_id, phase, data in rows:
+        if match(event_id) and phase in ("once", "end") and data.get("status") == "failed":
+            reasons[str(data.get("reason"))] = reasons.get(str(data.get("reason")), 0) + 1
+    return reasons
+
+
+async def receipts(entry: str, t0: float) -> tuple[dict[str, float], dict[str, int]]:
+    """From the fleet's receipts of `entry`: ms from the API call to each speaker's `applied`
+    report (delivered_at), and the count of receipts in each state."""
+    rows = await BroadcastReceipt.filter(entry_id=entry).values_list("state", "delivered_at")
+    states: dict[str, int] = {}
+    for state, _ in rows:
+        states[str(state)] = states.get(str(state), 0) + 1
+    return spread([d.timestamp() * 1000 - t0 * 1000 for _, d in rows if d is not None]), states
+
+
+async def bare_timers(n: int, at_ms: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, "-c", BARE_TIMERS, str(n), str(at_ms),
+                                                stdout=asyncio.subprocess.PIPE)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+async def schedule_broadcast(bench: Bench, at_ms: int, round_: int) -> tuple[str, Callable[[str], bool]]:
+    made = await bench.http.post("/api/broadcasts", json={
+        "title": f"benchmark round {round_}", "clip_id": bench.clip["id"], "level": "normal",
+        "targets": {"tags": [TAG]}, "start": iso(at_ms), "confirm": True})
+    if made.status_code != 201:
+        raise RuntimeError(f"POST /api/broadcasts: {made.status_code} {made.text[:300]}")
+    entry = f"b{made.json()['broadcast']['id']}.{at_ms // 1000}"
+    return entry, lambda event_id: event_id == f"{entry}@{at_ms}"
+
+
+async def schedule_desired(bench: Bench, at_ms: int, round_: int,
+                           parallel: int = 16) -> tuple[str, Callable[[str], bool]]:
+    entry = f"bench{round_}.{at_ms // 1000}"
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(speaker: Speaker) -> None:
+        doc = {"speaker": {"volume": 70, "tz_min": 420,
+                           "schedule": [{"id": entry, "clip": bench.names[speaker.kind], "at": at_ms}]}}
+        async with gate:
+            put = await bench.http.put(f"/api/devices/{speaker.id}/desired", json={"doc": doc})
+            put.raise_for_status()
+
+    await asyncio.gather(*(one(s) for s in bench.speakers))
+    return entry, lambda event_id: event_id == f"{entry}@{at_ms}"
+
+
+async def skew_round(bench: Bench, path: str, round_: int, lead_s: float) -> dict[str, Any]:
+    at_ms = (int(time.time() + lead_s) + 1) * 1000  # a whole second: a broadcast's start is stored to the second
+    t0 = time.time()
+    if path == "broadcast":
+        entry, match = await schedule_broadcast(bench, at_ms, round_)
+    else:
+        entry, match = await schedule_desired(bench, at_ms, round_)
+    scheduled_in = time.time() - t0
+    if time.time() * 1000 > at_ms - 3000:
+        raise RuntimeError(f"scheduling took {scheduled_in:.1f} s: raise --lead-s")
+    # the bare timers start 3 s before the instant, so they run under the same load as the nodes
+    await asyncio.sleep(max(0.0, (at_ms - 3000) / 1000 - time.time()))
+    before = cpu_times()
+    timers = await bare_timers(len(bench.speakers), at_ms)
+    found = await starts(bench.ids, match, len(bench.speakers), timeout=(at_ms / 1000 - time.time()) + 30)
+    after = cpu_times()
+    cpu = 100 * (after[0] - before[0]) / max(1, after[1] - before[1])
+    out, _ = await timers.communicate()
+    skews = {d: ts - at_ms for d, ts in found.items()}
+    delivered, states = await receipts(entry, t0)
+    return {"entry": entry, "scheduled_in_s": scheduled_in, "cpu_pct": cpu, "delivered": delivered, "states": states,
+            "all": spread(list(skews.values())),
+            "esp32": spread([v for d, v in skews.items() if bench.kind_of(d) == "esp32"]),
+            "pi": spread([v for d, v in skews.items() if bench.kind_of(d) == "pi"]),
+            "bare": spread(json.loads(out)), "missing": len(bench.speakers) - len(found),
+            "failed": await failures(bench.ids, match)}
+
+
+async def emergency_call(bench: Bench, targets: list[Speaker], tag: str) -> tuple[str, Callable[[str], bool], int]:
+    """(path, event-id matcher, call time in ms) of one emergency to `targets`."""
+    t0 = time.time_ns() // 1_000_000
+    made = await bench.http.post("/api/broadcasts/emergency", json={
+        "title": f"benchmark emergency {tag}", "clip_id": bench.clip["id"],
+        "targets": {"devices": [s.id for s in targets]} if len(targets) < len(bench.speakers) else {"tags": [TAG]},
+        "confirm": True})
+    if made.status_code in (404, 405):  # not built: the commands the emergency path sends, one per speaker
+        eid = f"bench-em-{tag}"
+
+        async def one(speaker: Speaker) -> None:
+            sent = await bench.http.post(f"/api/devices/{speaker.id}/commands", json={
+                "name": "speaker.broadcast", "ttl_s": 30,
+                "args": {"id": eid, "clip": bench.names[speaker.kind], "emergency": True}})
+            sent.raise_for_status()
+
+        t0 = time.time_ns() // 1_000_000
+        gate = asyncio.Semaphore(32)
+
+        async def gated(speaker: Speaker) -> None:
+            async with gate:
+                await one(speaker)
+
+        await asyncio.gather(*(gated(s) for s in targets))
+        return "commands", (lambda event_id: event_id == eid), t0
+    if made.status_code not in (200, 201, 202):
+        raise RuntimeError(f"POST /api/broadcasts/emergency: {made.status_code} {made.text[:300]}")
+    body = made.json()
+    broadcast = body.get("broadcast", body)
+    prefix = f"b{broadcast['id']}."
+    return "emergency", (lambda event_id: event_id.startswith(prefix)), t0
+
+
+async def emergency_round(bench: Bench, round_: int) -> dict[str, Any]:
+    alone = bench.speakers[round_ % len(bench.speakers)]
+    _, match, t0 = await emergency_call(bench, [alone], f"{round_}-alone")
+    found = await starts([alone.id], match, 1, timeout=30)
+    alone_ms = found[alone.id] - t0 if found else math.nan
+    await asyncio.sleep(3)  # its clip ends (1 s) and the amplifier's tail
+    path, match, t0 = await emergency_call(bench, bench.speakers, f"{round_}-all")
+    found = await starts(bench.ids, match, len(bench.speakers), timeout=30)
+    latency = {d: ts - t0 for d, ts in found.items()}
+    return {"path": path, "alone_ms": alone_ms, "alone_kind": alone.kind, "all": spread(list(latency.values())),
+            "esp32": spread([v for d, v in latency.items() if bench.kind_of(d) == "esp32"]),
+            "pi": spread([v for d, v in latency.items() if bench.kind_of(d) == "pi"]),
+            "missing": len(bench.speakers) - len(found), "failed": await failures(bench.ids, match)}
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def delivery_built() -> bool:
+    return (Path(__file__).resolve().parents[1] / "fleet" / "broadcast" / "delivery.py").exists()
+
+
+@contextlib.asynccontextmanager
+async def database(postgres: bool, tmp: Path) -> AsyncIterator[str]:
+    if postgres:
+        from tests.support.postgres import fresh_database
+
+        async with fresh_database() as url:
+            yield url
+    else:
+        yield f"sqlite://{tmp / 'fleet.sqlite3'}"
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> None:
+    broker = Mosquitto(tmp / "mosquitto", secure=True, extra_conf="max_inflight_messages 1000\n")
+    broker.start()
+    speakers = ([Speaker(f"bspk-e{i:03d}", "esp32") for i in range(args.esp)]
+                + [Speaker(f"bspk-p{i:03d}", "pi") for i in range(args.pi)])
+    path = args.path if args.path != "auto" else ("broadcast" if delivery_built() else "desired")
+    try:
+        async with database(args.postgres, tmp) as url:
+            settings = fleet_settings(url, broker.admin_url, broker_accounts="dynsec", audio_dir=tmp / "audio")
+            settings = settings.model_copy(update={"public_url": f"http://127.0.0.1:{settings.http_port}"})
+            async with running_fleet(settings) as http:
+                bench = Bench(http, broker, tmp, speakers, esp_heap=args.esp_heap)
+                started = time.monotonic()
+                await upload_clip(bench, args.clip_s)
+                await enroll(bench)
+                say(f"clip {bench.clip['id']} uploaded, {len(speakers)} speakers enrolled")
+                template = await asyncio.to_thread(board_template, tmp, broker.port, args.wdt_poll_s)
+                # staggered, as a city's nodes never all boot in the same second
+                for i, speaker in enumerate(speakers):
+                    if speaker.kind == "esp32":
+                        await asyncio.to_thread(start_esp, bench, speaker, template)
+                    else:
+                        start_pi(bench, speaker)
+                    await asyncio.sleep(0.05 if speaker.kind == "esp32" else 0.4)
+                    if i % 40 == 39:
+                        say(f"{i + 1} nodes started")
+                await online(bench, timeout=240)
+                await asyncio.sleep(10)  # past the nodes' first turns (births, retained state, boot judged good)
+                say(f"all {len(speakers)} speakers online after {time.monotonic() - started:.0f} s; fetching the clip")
+                await fetch_clips(bench, timeout=40)
+                await asyncio.sleep(5)  # the start-up's tail (health, births stored) settles
+                before = cpu_times()
+                await asyncio.sleep(5)
+                after = cpu_times()
+                idle_cpu = 100 * (after[0] - before[0]) / max(1, after[1] - before[1])
+                memory = sum(rss_bytes(s.proc.pid) for s in speakers if s.proc and s.proc.poll() is None)
+                print(f"{len(speakers)} speakers up and holding the clip after {time.monotonic() - started:.0f} s; "
+                      f"nodes' RSS {memory / 2**20:.0f} MiB; machine busy {idle_cpu:.0f} % with nothing playing; "
+                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
+                skews, emergencies = [], []
+                for r in range(1, args.rounds + 1):
+                    result = await skew_round(bench, path, r, args.lead_s)
+                    skews.append(result)
+                    print(f"(a) round {r} [{path}, {result['entry']}, scheduled in {result['scheduled_in_s']:.1f} s, "
+                          f"cpu {result['cpu_pct']:.0f} %]: all {fmt(result['all'])}; missing {result['missing']} "
+                          f"failed {result['failed']}", flush=True)
+                    print(f"      esp32 {fmt(result['esp32'])}\n      pi    {fmt(result['pi'])}\n"
+                          f"      bare timers {fmt(result['bare'])}", flush=True)
+                    if path == "broadcast":
+                        print(f"      delivered (applied) after the API call: {fmt(result['delivered'])}; "
+                              f"receipts {result['states']}", flush=True)
+                    await asyncio.sleep(args.clip_s + 3)
+                for r in range(1, args.rounds + 1):
+                    result = await emergency_round(bench, r)
+                    emergencies.append(result)
+                    print(f"(b) round {r} [{result['path']}]: all {fmt(result['all'])}; missing {result['missing']} "
+                          f"failed {result['failed']}; one speaker alone ({result['alone_kind']}) "
+                          f"{result['alone_ms']:.0f} ms", flush=True)
+                    print(f"      esp32 {fmt(result['esp32'])}\n      pi    {fmt(result['pi'])}", flush=True)
+                    await asyncio.sleep(args.clip_s + 3)
+                summary(args, path, skews, emergencies)
+    finally:
+        await asyncio.to_thread(stop_all, speakers)
+        broker.kill()
+
+
+def summary(args: argparse.Namespace, path: str, skews: list[dict[str, Any]],
+            emergencies: list[dict[str, Any]]) -> None:
+    def med(rows: list[dict[str, Any]], part: str, key: str) -> float:
+        return float(statistics.median(r[part][key] for r in rows))
+
+    n = args.esp + args.pi
+    print(f"\n{n} speakers ({args.esp} ESP32 MicroPython host boards + {args.pi} Pi agents), one Mosquitto with "
+          f"per-device accounts, {'PostgreSQL' if args.postgres else 'SQLite'}, every clock the host's; "
+          f"{os.cpu_count()} cores; medians of {len(skews)} rounds")
+    label = ("POST /api/broadcasts -> delivery -> desired state" if path == "broadcast"
+             else "PUT /api/devices/{id}/desired by the benchmark (NOT the broadcast path)")
+    print(f"(a) start skew, device ts of playback start - scheduled time [{label}]:")
+    for part in ("all", "esp32", "pi"):
+        print(f"      {part:5s}  p50 {med(skews, part, 'p50'):6.0f}  p99 {med(skews, part, 'p99'):6.0f}  "
+              f"max {med(skews, part, 'max'):6.0f} ms")
+    bare50, bare99 = med(skews, "bare", "p50"), med(skews, "bare", "p99")
+    print(f"      bare asyncio timers, same instant: p50 {bare50:.0f}  p99 {bare99:.0f} ms; "
+          f"ratio p99 speakers / bare timers {med(skews, 'all', 'p99') / max(bare99, 1):.1f}")
+    met = med(skews, "all", "p99") <= TARGET_SKEW_P99_MS
+    print(f"      target p99 <= {TARGET_SKEW_P99_MS} ms: {'met' if met else 'NOT met'}")
+    epath = emergencies[0]["path"] if emergencies else "?"
+    elabel = ("POST /api/broadcasts/emergency" if epath == "emergency"
+              else "speaker.broadcast commands through POST /api/devices/{id}/commands (NOT the emergency path)")
+    print(f"(b) emergency, call -> device ts of playback start [{elabel}]:")
+    for part in ("all", "esp32", "pi"):
+        print(f"      {part:5s}  p50 {med(emergencies, part, 'p50'):6.0f}  p99 {med(emergencies, part, 'p99'):6.0f}  "
+              f"last {med(emergencies, part, 'max'):6.0f} ms")
+    alone = statistics.median(r["alone_ms"] for r in emergencies)
+    print(f"      one speaker alone: {alone:.0f} ms; "
+          f"ratio p50 all / alone {med(emergencies, 'all', 'p50') / max(alone, 1):.1f}")
+    print(f"      target p99 <= {TARGET_EMERGENCY_P99_MS} ms: "
+          f"{'met' if med(emergencies, 'all', 'p99') <= TARGET_EMERGENCY_P99_MS else 'NOT met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--esp", type=int, default=160, help="ESP32 speaker nodes (MicroPython host boards)")
+    parser.add_argument("--pi", type=int, default=40, help="Pi speaker agents (edge-agent processes)")
+    parser.add_argument("--esp-heap", default="80k",
+                        help="the boards' MicroPython heap (at 64k and 68k a clip_fetch with the fleet's "
+                             "tokenised URL ran the speaker out of heap)")
+    parser.add_argument("--wdt-poll-s", type=float, default=5.0,
+                        help="period of the host HAL's watchdog shell loop in the boards (0.5 as shipped)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lead-s", type=float, default=20.0, help="how far ahead each broadcast is scheduled")
+    parser.add_argument("--clip-s", type=float, default=1.0)
+    parser.add_argument("--path", choices=("auto", "broadcast", "desired"), default="auto",
+                        help="(a) through POST /api/broadcasts (delivery) or PUT desired; auto: broadcast once "
+                             "fleet/broadcast/delivery.py exists")
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (consoles, agents' logs)")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench-broadcast-")
+    try:
+        asyncio.run(run(args, Path(tmp)))
+    finally:
+        if args.keep:
+            print(f"work folder kept: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
