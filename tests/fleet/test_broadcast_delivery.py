@@ -17,7 +17,7 @@ import httpx
 
 from edge.roles.speaker_schedule import check
 from fleet.auth.roles import Role
-from fleet.broadcast.delivery import Delivery
+from fleet.broadcast.delivery import Delivery, mark_due
 from fleet.broadcast.documents import GRACE, NORMAL_MAX, entry_id
 from fleet.broadcast.models import BroadcastReceipt, ReceiptState, SpeakerClip, SpeakerDelivery
 from fleet.models import Device
@@ -370,3 +370,30 @@ async def test_two_fleet_instances_share_the_due_speakers_without_sending_one_tw
         versions = await Device.filter(id__in=names).values_list("desired_version", flat=True)
         assert versions == [1] * len(names)  # each speaker's document claimed once
         assert await BroadcastReceipt.filter(device_id__in=names).count() == len(names)
+
+
+async def test_decommissioned_devices_and_non_speakers_get_nothing(
+        tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
+    async with delivery_fleet(tmp_path, mosquitto, database_url) as http:
+        delivery = delivery_of(http, take_out=True)
+        for name in ("spk-keep", "spk-gone", "light-w"):
+            await register(http, name)
+        await Device.filter(id__in=["spk-keep", "spk-gone"]).update(roles=["speaker"])
+        await Device.filter(id="light-w").update(roles=["light"])
+        made = await clip(http)
+        saved = await http.post("/api/broadcasts", json={
+            "title": "ward news", "clip_id": made["id"], "targets": {"wards": [WARD], "devices": ["light-w"]},
+            "start": local(1, 10, 0).isoformat()})
+        assert saved.status_code == 201, saved.text
+        assert saved.json()["review"]["speakers"] == ["spk-gone", "spk-keep"]
+        assert (await http.post("/api/devices/spk-gone/decommission")).status_code == 200
+        # marked due anyway (a birth as a speaker would do it): still nothing for them
+        await mark_due(["spk-gone", "light-w"], "test")
+        await delivery.tick(datetime.now(UTC))
+        versions = dict(await Device.filter(id__in=["spk-keep", "spk-gone", "light-w"]).values_list(
+            "id", "desired_version"))
+        assert versions == {"spk-keep": 1, "spk-gone": 0, "light-w": 0}
+        assert await BroadcastReceipt.filter(device_id__in=["spk-gone", "light-w"]).count() == 0
+        for name in ("spk-gone", "light-w"):
+            row = await SpeakerDelivery.get(device_id=name)
+            assert row.due_at is None and row.sent_version is None
