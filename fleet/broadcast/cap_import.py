@@ -6,7 +6,9 @@ broadcast the calendar's.
 
 import asyncio
 import hashlib
+import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +21,7 @@ from fleet.broadcast.audio_tools import AudioRefused
 from fleet.broadcast.calendar import SPEAKER_ROLE, Calendar, Definition, Review, Targets
 from fleet.broadcast.cap import Alert, CapRefused, Info, Place
 from fleet.broadcast.cap_models import CapAlert, CapState
+from fleet.broadcast.emergency import IN_FORCE_DEFAULT_MIN, IN_FORCE_MAX_MIN, EmergencyError, Started
 from fleet.broadcast.library import AudioConflict, Library, check_text, speech_sha256
 from fleet.broadcast.models import Broadcast, BroadcastStatus, Clip, Level
 from fleet.broadcast.schedule import local_start
@@ -39,10 +42,24 @@ class Imported:
 @dataclass(slots=True)
 class Confirmed:
     row: CapAlert
+    action: str  # created | edited | emergency (started at once) | cancelled
     broadcast: Broadcast | None  # made or edited; None for a Cancel
     review: Review | None
-    cancelled_broadcasts: list[int]
-    cancelled_alerts: list[int]
+    cancelled: list[Broadcast]  # a Cancel's
+    cancelled_alerts: list[int]  # drafts an Update or a Cancel replaced
+    targets_before: dict[str, list[str]] | None = None  # an edited broadcast's targets before the edit
+
+
+# the emergency button's start (fleet/broadcast/emergency.py start_emergency, bound to the runtime)
+EmergencyStart = Callable[..., Awaitable[Started]]
+
+
+def in_force_minutes(expires: str | None, now: datetime) -> int:
+    """An emergency started now stays in force until the alert expires, within the button's bounds."""
+    if not expires:
+        return IN_FORCE_DEFAULT_MIN
+    minutes = math.ceil((datetime.fromisoformat(expires) - now).total_seconds() / 60)
+    return max(1, min(IN_FORCE_MAX_MIN, minutes))
 
 
 def _start(draft: dict[str, Any], now: datetime) -> datetime:
@@ -51,9 +68,10 @@ def _start(draft: dict[str, Any], now: datetime) -> datetime:
 
 
 class CapImport:
-    def __init__(self, calendar: Calendar, library: Library) -> None:
+    def __init__(self, calendar: Calendar, library: Library, start_emergency: EmergencyStart | None = None) -> None:
         self.calendar = calendar
         self.library = library
+        self.start_emergency = start_emergency  # None: no broadcasts worker in this process
 
     # -- import ------------------------------------------------------------------------------------
 
@@ -240,28 +258,41 @@ class CapImport:
         # read again: an alert it updates may have been confirmed since this Update was imported
         edits = _broadcast_to_edit(list(await CapAlert.filter(id__in=draft.get("updates") or []).order_by("id")))
         broadcast = await Broadcast.get_or_none(id=edits, status=BroadcastStatus.ACTIVE) if edits else None
+        before = dict(broadcast.targets) if broadcast is not None else None
+        at_once = _start(draft, now) == now + START_LEAD  # no effective time ahead: "now"
         if broadcast is not None:
+            action = "edited"
             broadcast, review = await self.calendar.edit(broadcast, definition, broadcast.version, actor, now,
                                                          confirm=confirm)
+        elif definition.level == Level.EMERGENCY and at_once and self.start_emergency is not None:
+            # the emergency button's path: commands to the online speakers at once, the others by desired state
+            action = "emergency"
+            try:
+                started = await self.start_emergency(
+                    actor=actor, title=definition.title, clip_id=definition.clip_id, targets=definition.targets,
+                    confirm=True, in_force_min=in_force_minutes(draft.get("expires"), now), now=now)
+            except EmergencyError as err:
+                raise CapRefused(str(err), err.status) from err
+            broadcast, review = started.broadcast, started.review
         else:
+            action = "created"
             broadcast, review = await self.calendar.create(definition, actor, now, confirm=confirm)
-        if definition.level == Level.EMERGENCY and draft.get("expires"):
+        if action != "emergency" and definition.level == Level.EMERGENCY and draft.get("expires"):
             await Broadcast.filter(id=broadcast.id).update(in_force_until=datetime.fromisoformat(draft["expires"]))
             await broadcast.refresh_from_db()
         await CapAlert.filter(id=row.id).update(broadcast_id=broadcast.id)
         superseded = await self._supersede(draft.get("updates") or [], row, actor, now)
-        return Confirmed(row, broadcast, review, [], superseded)
+        return Confirmed(row, action, broadcast, review, [], superseded, before)
 
     async def _cancel(self, row: CapAlert, actor: str, now: datetime) -> Confirmed:
         # read again: an alert it names may have been confirmed since the Cancel was imported
         named = await CapAlert.filter(id__in=row.draft.get("cancels") or []).order_by("id")
         made = {r.broadcast_id for r in named if r.state == CapState.CONFIRMED and r.broadcast_id}
-        cancelled: list[int] = []
+        cancelled: list[Broadcast] = []
         for broadcast in await Broadcast.filter(id__in=sorted(made), status=BroadcastStatus.ACTIVE).order_by("id"):
-            await self.calendar.cancel(broadcast, actor, now)
-            cancelled.append(broadcast.id)
+            cancelled.append(await self.calendar.cancel(broadcast, actor, now))
         superseded = await self._supersede([r.id for r in named], row, actor, now)
-        return Confirmed(row, None, None, cancelled, superseded)
+        return Confirmed(row, "cancelled", None, None, cancelled, superseded)
 
     @staticmethod
     async def _supersede(alert_ids: list[int], by: CapAlert, actor: str, now: datetime) -> list[int]:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from fleet.auth.roles import Role
-from fleet.broadcast.models import Broadcast
+from fleet.broadcast.models import Broadcast, EmergencyDispatch
 from fleet.models import Device
 from tests.fleet.audio_kit import audio_fleet, tone
 from tests.fleet.cap_alerts import (
@@ -118,19 +118,25 @@ async def test_audio_resource_emergency_and_links_not_fetched(tmp_path: Path, mo
         assert draft["targets"]["wards"] == ["Tân Bình"] and draft["notes"] == []
         clip = (await http.get(f"/api/audio/{draft['clip_id']}")).json()
         assert clip["source"] == "upload" and clip["source_format"] == "WAV" and 1900 <= clip["duration_ms"] <= 2100
-        done = await http.post(f"/api/cap/{imported.json()['id']}/confirm", json={"confirm": True})
+        done = await http.post(f"/api/cap/{imported.json()['id']}/confirm")
         assert done.status_code == 200, done.text
+        # an emergency that starts now goes the emergency button's way: commands at once, else desired state
+        assert done.json()["action"] == "emergency"
         broadcast = (await http.get(f"/api/broadcasts/{done.json()['broadcast_id']}")).json()
         assert broadcast["level"] == "emergency"
+        dispatched = await EmergencyDispatch.filter(broadcast_id=broadcast["id"]).values_list("device_id", "state")
+        assert sorted(dispatched) == [("spk-b1", "fallback"), ("spk-b2", "fallback")]  # offline: desired state
         stored = await Broadcast.get(id=broadcast["id"])
-        assert stored.in_force_until == datetime.fromisoformat(expires)  # an emergency is in force until it expires
+        assert stored.in_force_until is not None  # in force until the alert expires, to the minute
+        assert abs(stored.in_force_until - datetime.fromisoformat(expires)) <= timedelta(minutes=1)
         # the same audio in another alert: the library's clip is used again
         second = await _post(http, document.replace(b"DX-2", b"DX-2b"))
         assert second.status_code == 201 and second.json()["draft"]["clip_id"] == draft["clip_id"]
         assert second.json()["draft"]["clip_reused"] is True
 
         # only a link: not fetched, the English text is spoken instead
-        linked = alert("DX-3", infos=[info(language="en-US", urgency="Immediate", severity="Minor",
+        effective = soon(120)
+        linked = alert("DX-3", infos=[info(language="en-US", urgency="Immediate", severity="Minor", effective=effective,
                                            description="Flash flood on the market road.", instruction=None,
                                            resources=[resource("siren", "audio/mpeg",
                                                                uri="http://127.0.0.1:9/siren.mp3")],
@@ -141,6 +147,13 @@ async def test_audio_resource_emergency_and_links_not_fetched(tmp_path: Path, mo
         assert (draft["level"], draft["clip_source"], draft["voice"]) == ("emergency", "tts", "en")
         assert "the fleet fetches no URL an alert names" in draft["notes"][0]
         assert draft["speakers"] == ["spk-c1"]  # no coordinates: by its ward's name
+        # an emergency effective later is scheduled by the calendar, at its effective time
+        done = await http.post(f"/api/cap/{answer.json()['id']}/confirm")
+        assert done.status_code == 200 and done.json()["action"] == "created"
+        later = (await http.get(f"/api/broadcasts/{done.json()['broadcast_id']}")).json()
+        assert later["level"] == "emergency"
+        assert datetime.fromisoformat(later["next"][0]["start"]) == datetime.fromisoformat(effective)
+        assert not await EmergencyDispatch.filter(broadcast_id=later["id"]).exists()
 
         # audio the library refuses (not audio): the text is spoken instead, and the draft says why
         junk = alert("DX-4", infos=[info(resources=[resource(deref=base64.b64encode(b"not audio" * 50).decode())])])

@@ -4,6 +4,7 @@ The rules are fleet/broadcast/cap.py's (the document) and cap_import.py's (the d
 confirmation); here they meet HTTP (docs/broadcasts.md, "CAP 1.2").
 """
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -11,16 +12,17 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, acting
+from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, RuntimeDep, acting
 from fleet.api.errors import ValidationErrorPublic, answer
 from fleet.api.routes.audio import LibraryDep
-from fleet.api.routes.broadcasts import CalendarDep, ConflictsPublic, ReviewPublic, _review
+from fleet.api.routes.broadcasts import CalendarDep, ConflictsPublic, ReviewPublic, _review, deliver
 from fleet.auth.roles import Permission
 from fleet.broadcast import cap
 from fleet.broadcast.audio_tools import AudioError
 from fleet.broadcast.calendar import Calendar, CalendarError, NeedsConfirmation
 from fleet.broadcast.cap_import import CapImport
 from fleet.broadcast.cap_models import CapAlert, CapState
+from fleet.broadcast.emergency import start_emergency, stop_emergency
 from fleet.broadcast.models import Level
 
 CAP_PATH = "/api/cap"
@@ -30,8 +32,10 @@ XML_TYPES = frozenset({"application/cap+xml", "application/xml"})
 TOTAL_HEADER = "X-Total-Count"
 
 
-def importer_of(calendar: CalendarDep, library: LibraryDep) -> CapImport:
-    return CapImport(calendar, library)
+def importer_of(calendar: CalendarDep, library: LibraryDep, runtime: RuntimeDep) -> CapImport:
+    # an emergency that starts now takes the emergency button's path when this process runs the worker
+    emergency = functools.partial(start_emergency, runtime) if runtime.broadcasts is not None else None
+    return CapImport(calendar, library, emergency)
 
 
 ImporterDep = Annotated[CapImport, Depends(importer_of)]
@@ -87,6 +91,8 @@ class CapPublic(BaseModel):
 
 
 class CapConfirmed(CapPublic):
+    action: str = Field(description="created, edited (an Update's new version), emergency (started at once as the "
+                                    "emergency button does) or cancelled")
     cancelled_broadcasts: list[int] = Field(default_factory=list)
     cancelled_alerts: list[int] = Field(default_factory=list, description="drafts an Update or a Cancel replaced")
 
@@ -210,7 +216,7 @@ async def get_alert(cap_id: RowId, _: Reader, importer: ImporterDep, calendar: C
                                                    "lists them: send again with confirm=true)"},
     422: {"model": ValidationErrorPublic, "description": "the calendar refuses the broadcast, e.g. its clip was "
                                                          "deleted (one sentence); or a bad request shape (a list)"}})
-async def confirm_alert(cap_id: RowId, importer: ImporterDep, calendar: CalendarDep,
+async def confirm_alert(cap_id: RowId, importer: ImporterDep, calendar: CalendarDep, runtime: RuntimeDep,
                         audit: Annotated[Auditor, acting(Permission.BROADCAST)], body: ConfirmIn | None = None) -> Any:
     """Carry out a draft: its broadcast is made (an Update: the broadcast it replaces gets a new version), or
     what a Cancel names is cancelled."""
@@ -220,11 +226,21 @@ async def confirm_alert(cap_id: RowId, importer: ImporterDep, calendar: Calendar
         done = await importer.confirm(row, audit.actor, now, confirm=bool(body and body.confirm))
     except (cap.CapError, CalendarError) as err:
         return _refusal(err, calendar)
-    await audit("cap.confirm", str(row.id), {"msg_type": row.msg_type, "broadcast": row.broadcast_id,
-                                             "cancelled_broadcasts": done.cancelled_broadcasts,
+    cancelled = [b.id for b in done.cancelled]
+    await audit("cap.confirm", str(row.id), {"msg_type": row.msg_type, "action": done.action,
+                                             "broadcast": done.row.broadcast_id, "cancelled_broadcasts": cancelled,
                                              "cancelled_alerts": done.cancelled_alerts})
-    return CapConfirmed(**_public(done.row, done.review, calendar), cancelled_broadcasts=done.cancelled_broadcasts,
-                        cancelled_alerts=done.cancelled_alerts)
+    # the speakers learn it as from the broadcasts API (an emergency's start has done its own)
+    if done.broadcast is not None and done.action in ("created", "edited"):
+        await deliver(calendar.nudge, done.action, targets=[t for t in (done.targets_before,
+                                                                          done.broadcast.targets) if t])
+    for broadcast in done.cancelled:
+        if broadcast.level == Level.EMERGENCY:  # the Pi speakers that may still play it are told to stop
+            await stop_emergency(runtime, broadcast, now)
+    if done.cancelled:
+        await deliver(calendar.nudge, "cancelled", targets=[b.targets for b in done.cancelled])
+    return CapConfirmed(**_public(done.row, done.review, calendar), action=done.action,
+                        cancelled_broadcasts=cancelled, cancelled_alerts=done.cancelled_alerts)
 
 
 @router.post("/{cap_id}/refuse", responses={409: answer("not a draft")})
