@@ -53,7 +53,7 @@ from fleet.ingest.supervisor import Supervisor
 from fleet.ota.rollouts import RolloutEngine
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
-from fleet.web import docs, pages, rollout_pages
+from fleet.web import audio_pages, broadcast_pages, docs, emergency_pages, pages, rollout_pages
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,8 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.add_middleware(RequestGuard, body_max=settings.http_body_max,
                        large_bodies={releases.RELEASES_PATH: settings.ota_release_max,
                                      cap.CAP_PATH: cap.CAP_MAX,
-                                     audio.AUDIO_PATH: settings.audio_upload_max})
+                                     audio.AUDIO_PATH: settings.audio_upload_max,
+                                     audio_pages.UPLOAD_PATH: settings.audio_upload_max})
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(SecurityHeaders)
     for module in (auth, users, devices, data, control, enrollment, ingest, releases, rollouts, audio, broadcasts,
@@ -162,6 +163,9 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(releases.files)
     app.include_router(pages.router)
     app.include_router(rollout_pages.router)
+    app.include_router(broadcast_pages.router)
+    app.include_router(emergency_pages.router)
+    app.include_router(audio_pages.router)
     app.include_router(docs.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")

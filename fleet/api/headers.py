@@ -15,6 +15,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "style-src 'self'",
     "img-src 'self' data:",  # Swagger UI's icons are data: URIs in its stylesheet
     "connect-src 'self'",
+    "media-src 'self'",  # the audio library's players (/api/audio/{id}/file)
     "form-action 'self'",
     "frame-ancestors 'none'",
     "base-uri 'none'",

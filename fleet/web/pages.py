@@ -29,9 +29,11 @@ from fleet.ingest.silence import LivenessView
 from fleet.liveness import Reason, State, Verdict
 from fleet.models import Device, HealthRecord, SeqGap
 from fleet.runtime import Runtime
+from fleet.web import i18n
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+i18n.install(templates.env)  # the nav and the broadcast pages: t(key) from the catalogue
 router = APIRouter(include_in_schema=False)
 RECENT_HEALTH = 20  # health reports on a device's page
 
