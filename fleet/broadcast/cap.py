@@ -57,6 +57,13 @@ _SHA1_HEX = re.compile(r"[0-9A-Fa-f]{40}")
 # -- errors ---------------------------------------------------------------------------------------
 
 
+SHOWN_NAME_MAX = 40  # an unknown element's name or namespace, as a problem shows it (never the whole input)
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= SHOWN_NAME_MAX else name[: SHOWN_NAME_MAX - 1] + "…"
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     path: str  # the element's path, XPath-like: /alert/info[1]/area[2]/polygon[1]
@@ -212,13 +219,13 @@ class _Reader:
                 if signature_at_end and namespace == DSIG_NS:
                     foreign = True
                     continue
-                self.bad(f"{path}/{name}", f"an element of another namespace ({namespace or 'none'}) is not "
-                                           f"allowed here; CAP 1.2's is {NS}")
+                self.bad(f"{path}/{_shown(name)}", f"an element of another namespace ({_shown(namespace) or 'none'}) "
+                                                   f"is not allowed here; CAP 1.2's is {NS}")
                 continue
             if foreign:
-                self.bad(f"{path}/{name}", "nothing may follow the signature")
+                self.bad(f"{path}/{_shown(name)}", "nothing may follow the signature")
             if name not in order:
-                self.bad(f"{path}/{name}", "no such element in CAP 1.2 here")
+                self.bad(f"{path}/{_shown(name)}", "no such element in CAP 1.2 here")
                 continue
             items = found[name]
             child_path = f"{path}/{name}" if slots[order[name]].most == 1 else f"{path}/{name}[{len(items) + 1}]"
@@ -321,9 +328,9 @@ def parse(document: bytes) -> Alert:
     reader = _Reader()
     namespace, _, name = str(root.tag).rpartition("}")
     if name != "alert" or namespace.lstrip("{") != NS:
-        got = namespace.lstrip("{") or "no namespace"
-        raise CapInvalid([Problem(f"/{name}", f"the root element must be <alert> in {NS} (this one is <{name}> "
-                                              f"in {got})")])
+        got = _shown(namespace.lstrip("{")) or "no namespace"
+        raise CapInvalid([Problem(f"/{_shown(name)}", f"the root element must be <alert> in {NS} (this one is "
+                                                      f"<{_shown(name)}> in {got})")])
     alert = _alert(reader, root)
     if reader.problems:
         raise CapInvalid(reader.problems)
@@ -344,8 +351,7 @@ def _alert(reader: _Reader, root: Element) -> Alert | None:
         reader.bad(f"{path}/restriction", "required when scope is Restricted")
     if scope == "Private" and reader.text(found, "addresses") is None:
         reader.bad(f"{path}/addresses", "required when scope is Private")
-    for _ in reader.texts(found, "code"):
-        pass
+    reader.texts(found, "code")
     references = _references(reader, found)
     infos = [_info(reader, p, e) for p, e in found["info"]]
     if sent is None:

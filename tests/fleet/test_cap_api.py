@@ -84,6 +84,10 @@ async def test_alert_to_broadcast(tmp_path: Path, mosquitto: Mosquitto, database
         assert listed.headers["X-Total-Count"] == "1" and listed.json()[0]["identifier"] == "DX-1"
         one = (await http.get(f"/api/cap/{shown['id']}")).json()
         assert one["review"]["speakers"] == draft["speakers"]
+        kept = await http.get(f"/api/cap/{shown['id']}/document")
+        assert kept.status_code == 200 and kept.content == document  # the XML as received, as a download
+        assert kept.headers["content-type"] == "application/cap+xml"
+        assert kept.headers["content-disposition"].startswith("attachment")
 
         confirmed = await http.post(f"/api/cap/{shown['id']}/confirm")
         assert confirmed.status_code == 200, confirmed.text

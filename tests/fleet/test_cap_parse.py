@@ -150,6 +150,15 @@ def test_not_cap_1_2() -> None:
     assert problems(b"<feed/>")[0][0] == "/feed"
 
 
+def test_a_problem_never_repeats_a_long_name_back() -> None:
+    long_name = "x" * 100_000
+    document = alert(infos=[info(extra=f"<{long_name}/>")])
+    (path, message), *_ = problems(document)
+    assert path == "/alert/info[1]/" + "x" * 39 + "…" and message == "no such element in CAP 1.2 here"
+    (root,) = problems(f'<{long_name} xmlns="urn:{long_name}"/>'.encode())
+    assert len(root[0]) + len(root[1]) < 300
+
+
 def test_malformed_xml() -> None:
     assert problems(b"<alert><identifier>x</alert>") == [
         ("/", "not well-formed XML: mismatched tag (line 1, column 23)")]

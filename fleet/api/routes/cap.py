@@ -125,8 +125,14 @@ def _public(row: CapAlert, review: Any = None, calendar: Calendar | None = None,
     return shown
 
 
-async def _get(cap_id: int) -> CapAlert:
-    row = await CapAlert.get_or_none(id=cap_id)
+# every column but the XML (up to 1 MB each): what the lists and the reads show
+SHOWN_COLUMNS = ("id", "identifier", "sender", "sent", "msg_type", "status", "draft", "state", "reason",
+                 "broadcast_id", "created_at", "created_by", "decided_at", "decided_by")
+
+
+async def _get(cap_id: int, *columns: str) -> CapAlert:
+    selected = CapAlert.filter(id=cap_id)
+    row = await (selected.only(*columns) if columns else selected).first()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no CAP alert {cap_id}")
     return row
@@ -196,19 +202,28 @@ async def list_alerts(_: Reader, response: Response, state: CapState | None = No
     """Imported CAP alerts, newest first (without their reviews: GET one for it)."""
     selected = CapAlert.all() if state is None else CapAlert.filter(state=state)
     response.headers[TOTAL_HEADER] = str(await selected.count())
-    rows = await selected.order_by("-id").offset(offset).limit(limit)
+    rows = await selected.order_by("-id").offset(offset).limit(limit).only(*SHOWN_COLUMNS)
     return [CapPublic(**_public(row)) for row in rows]
 
 
 @router.get("/{cap_id}")
 async def get_alert(cap_id: RowId, _: Reader, importer: ImporterDep, calendar: CalendarDep) -> CapPublic:
     """One imported alert; a draft with what confirming it would do now."""
-    row = await _get(cap_id)
+    row = await _get(cap_id, *SHOWN_COLUMNS)
     try:
         review = await importer.review(row, datetime.now(UTC))
     except CalendarError:  # the clip was deleted meanwhile, or its time passed: confirming will say so
         review = None
     return CapPublic(**_public(row, review, calendar))
+
+
+@router.get("/{cap_id}/document", response_class=Response, responses={
+    200: {"content": {"application/cap+xml": {}}, "description": "the alert's XML as it was received"}})
+async def alert_document(cap_id: RowId, _: Reader) -> Response:
+    """The XML as received (a download: never shown inline, the fleet does not vouch for its content)."""
+    row = await _get(cap_id, "id", "document")
+    return Response(row.document, media_type="application/cap+xml",
+                    headers={"Content-Disposition": f'attachment; filename="cap-{row.id}.xml"'})
 
 
 @router.post("/{cap_id}/confirm", response_model=CapConfirmed, responses={
