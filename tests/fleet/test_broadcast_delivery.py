@@ -19,7 +19,14 @@ from edge.roles.speaker_schedule import check
 from fleet.auth.roles import Role
 from fleet.broadcast.delivery import Delivery, mark_due
 from fleet.broadcast.documents import GRACE, NORMAL_MAX, entry_id
-from fleet.broadcast.models import BroadcastReceipt, ReceiptState, SpeakerClip, SpeakerDelivery
+from fleet.broadcast.models import (
+    Broadcast,
+    BroadcastReceipt,
+    EmergencyDispatch,
+    ReceiptState,
+    SpeakerClip,
+    SpeakerDelivery,
+)
 from fleet.models import Device
 from fleet.runtime import Runtime
 from tests.fleet.audio_kit import audio_fleet
@@ -397,3 +404,62 @@ async def test_decommissioned_devices_and_non_speakers_get_nothing(
         for name in ("spk-gone", "light-w"):
             row = await SpeakerDelivery.get(device_id=name)
             assert row.due_at is None and row.sent_version is None
+
+
+async def test_an_emergency_in_force_reaches_a_speaker_back_after_the_grace_at_its_reconnect(
+        tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
+    """The document side of the emergency fallback (docs/broadcasts.md, "What goes in", step 4): the
+    emergency path's rows are written here by hand, its worker parts taken out."""
+    async with delivery_fleet(tmp_path, mosquitto, database_url) as http:
+        delivery = delivery_of(http, take_out=True)
+        worker = runtime_of(http).broadcasts
+        assert worker is not None
+        worker.parts.clear()  # no command, no dispatch of the emergency path: only what this test writes
+        await register(http, "spk-em")
+        await Device.filter(id="spk-em").update(roles=["speaker"])
+        made = await clip(http)
+        saved = await http.post("/api/broadcasts", json={
+            "title": "flood", "clip_id": made["id"], "targets": {"wards": [WARD]}, "level": "emergency",
+            "start": (datetime.now(HCM) + timedelta(minutes=1)).replace(tzinfo=None).isoformat()})
+        assert saved.status_code == 201, saved.text
+        broadcast_id = saved.json()["broadcast"]["id"]
+        # as if pressed 5 minutes ago, in force for 30 minutes, the command unanswered (fallback)
+        now = datetime.now(UTC)
+        pressed = (now - timedelta(minutes=5)).replace(microsecond=0)
+        await Broadcast.filter(id=broadcast_id).update(
+            start_local=pressed.astimezone(HCM).replace(tzinfo=None).isoformat(),
+            in_force_until=pressed + timedelta(minutes=30), created_at=pressed)
+        await EmergencyDispatch.create(broadcast_id=broadcast_id, device_id="spk-em", state="fallback")
+        entry = entry_id(broadcast_id, pressed)
+
+        # away since before the press: past the 2 min grace nothing is put in its document
+        await mark_due(["spk-em"], "test", now)
+        await delivery.tick(now)
+        assert (await Device.get(id="spk-em")).desired_version == 0
+        # back now: its birth makes it due, the entry goes in at the reconnect's time
+        with speaker(mosquitto, "spk-em") as device:
+            async def birth_at() -> datetime | None:
+                return (await Device.get(id="spk-em")).last_birth_at
+
+            back = await async_wait_for(birth_at, what="the reconnect's birth")
+            assert back >= pressed + GRACE
+            await delivery.tick(datetime.now(UTC))
+            doc = await received(device, 0, "the emergency at the reconnect")
+            esp32 = next(f for f in made["files"] if f["kind"] == "esp32")
+            assert doc["doc"]["speaker"]["schedule"] == [
+                {"id": entry, "clip": "c" + esp32["sha256"][:24], "at": int(back.timestamp() * 1000),
+                 "emergency": True}]
+            receipt = await BroadcastReceipt.get(device_id="spk-em", entry_id=entry)
+            assert receipt.emergency and receipt.state == ReceiptState.PENDING
+            # recomputed later: the same time (a node never plays it twice), nothing new sent
+            await mark_due(["spk-em"], "test")
+            await delivery.tick(datetime.now(UTC) + timedelta(minutes=3))
+            assert (await Device.get(id="spk-em")).desired_version == 1
+            # once it has played there, a reconnect does not bring it back
+            await BroadcastReceipt.filter(id=receipt.id).update(state=ReceiptState.COMPLETED)
+            await mark_due(["spk-em"], "test")
+            await delivery.tick(datetime.now(UTC) + timedelta(minutes=4))
+            gone = await received(device, 1, "the emergency taken out")
+            assert gone["doc"]["speaker"]["schedule"] == []
+            device.raw("state/desired", b"", retain=True)
+            device.clear_retained()
