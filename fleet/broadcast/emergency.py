@@ -118,7 +118,7 @@ class Emergencies:
         calendar = Calendar(self.tz, self.settings.broadcast_conflict_days)
         definition = Definition(title, clip_id, Level.EMERGENCY, targets, local_start(now, self.tz))
         sends: list[Send] = []
-        commands: dict[int, str] = {}  # dispatch key → command id
+        commands: dict[int, tuple[str, str]] = {}  # send key → (command id, device id)
         wanted: list[int] = []
         try:
             # one transaction: delivery never sees the broadcast without its dispatch rows
@@ -135,21 +135,25 @@ class Emergencies:
         except CalendarError as err:
             raise EmergencyError(str(err)) from err
         # the commands and the clip fetches go out at once, concurrently
-        done, _ = await asyncio.gather(publish_all(self.link, sends), self.clips.send_due(now, first=wanted))
-        unsent = [key for key in commands if key not in done]
-        if unsent:
-            rows = await EmergencyDispatch.filter(id__in=unsent).values_list("id", "device_id")
-            await Command.filter(id__in=[commands[k] for k in unsent]).update(status="unsent")
-            await EmergencyDispatch.filter(id__in=unsent).update(state=FALLBACK)
-            await mark_due([str(r[1]) for r in rows], now)
-            moved = {str(r[1]) for r in rows}
+        if wanted:
+            done, _ = await asyncio.gather(publish_all(self.link, sends), self.clips.send_due(now, first=wanted))
+        else:
+            done = await publish_all(self.link, sends)
+        unsent = [commands[key] for key in commands if key not in done]
+        if unsent:  # the broker link is down: their desired state carries it (sent when the link is back)
+            moved = {device_id for _, device_id in unsent}
+            await Command.filter(id__in=[command_id for command_id, _ in unsent]).update(status="unsent")
+            await EmergencyDispatch.filter(broadcast_id=broadcast.id, device_id__in=sorted(moved),
+                                           state=SENT).update(state=FALLBACK)
+            await mark_due(sorted(moved), now)
             started.states[SENT] = [d for d in started.states.get(SENT, []) if d not in moved]
             started.states.setdefault(FALLBACK, []).extend(sorted(moved))
         self.worker.nudge()
         return started
 
     async def _dispatch(self, broadcast: Broadcast, entry: str, speakers: list[str], now: datetime,
-                        started: Started, sends: list[Send], commands: dict[int, str], wanted: list[int]) -> None:
+                        started: Started, sends: list[Send], commands: dict[int, tuple[str, str]],
+                        wanted: list[int]) -> None:
         devices = {d.id: d for d in await Device.filter(id__in=speakers).only("id", "kind", "online", "status")}
         variants = {f.kind: f for f in await ClipFile.filter(clip_id=broadcast.clip_id)}  # type: ignore[attr-defined]
         names = {clip_name(f.sha256) for f in variants.values()}
@@ -190,10 +194,8 @@ class Emergencies:
             [BroadcastReceipt(broadcast=broadcast, device_id=d, entry_id=entry, occurrence_at=now,
                               version=broadcast.version, emergency=True) for d in speakers],
             ignore_conflicts=True)
-        stored = {r.device_id: r.id for r in await EmergencyDispatch.filter(broadcast_id=broadcast.id)}
-        for row, cmd, topic, payload in pending_commands:
-            key = stored[row.device_id]
-            commands[key] = cmd.id
+        for key, (row, cmd, topic, payload) in enumerate(pending_commands):
+            commands[key] = (cmd.id, row.device_id)
             sends.append(Send(key, topic, payload))
         for row in rows:
             started.states.setdefault(row.state, []).append(row.device_id)
