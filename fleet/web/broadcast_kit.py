@@ -45,10 +45,14 @@ class Words:
         return self("fmt.datetime", dow=self(f"day.short.{local.weekday()}"), day=local.day, month=local.month,
                     year=local.year, hour=local.hour, minute=local.minute)
 
-    def at(self, instant: datetime | str) -> str:
+    def at(self, instant: datetime | str, *, seconds: bool = False) -> str:
         """An instant (aware, or ISO text with an offset) on the zone's wall clock."""
         moment = datetime.fromisoformat(instant) if isinstance(instant, str) else instant
-        return self.when(moment.astimezone(self.tz).replace(tzinfo=None))
+        local = moment.astimezone(self.tz)
+        if seconds:
+            return self("fmt.datetime_s", dow=self(f"day.short.{local.weekday()}"), day=local.day,
+                        month=local.month, year=local.year, hour=local.hour, minute=local.minute, second=local.second)
+        return self.when(local.replace(tzinfo=None))
 
 
 def words_of(request: Request) -> Words:

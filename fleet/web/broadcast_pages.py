@@ -267,7 +267,7 @@ async def receipts_view(request: Request, tr: Words, viewer: Principal, broadcas
     return {"summary": summary, "chosen": chosen, "chosen_at": tr.at(chosen),
             "occurrences": [{"o": o, "at": tr.at(o.occurrence_at), "key": o.occurrence_at.isoformat()}
                             for o in reversed(summary.occurrences[-OCCURRENCES_SHOWN:])],
-            "receipts": [{"r": r, "started": tr.at(r.started_at) if r.started_at else "",
+            "receipts": [{"r": r, "started": tr.at(r.started_at, seconds=True) if r.started_at else "",
                           "reason": r.reason or ""} for r in rows],
             "receipts_total": int(listing.headers.get(receipt_api.TOTAL_HEADER, len(rows))),
             "csv": f"/api/broadcasts/{broadcast_id}/receipts.csv",

@@ -215,8 +215,8 @@ async def test_who_may_change_and_cross_site_refusal(fleet: httpx.AsyncClient) -
                 refused = await reader.get(path)
                 assert refused.status_code == 403 and role.value in refused.text, (role, path)
             for path, data in ((f"/broadcasts/{bid}/cancel", {}), (f"/broadcasts/{bid}/repeat", {}),
-                               ("/broadcasts/new", form(clip, step="save")), ("/audio/tts", {"title": "x", "text": "y"}),
-                               (f"/audio/{clip}/delete", {})):
+                               ("/broadcasts/new", form(clip, step="save")),
+                               ("/audio/tts", {"title": "x", "text": "y"}), (f"/audio/{clip}/delete", {})):
                 refused = await reader.post(path, data=data)
                 assert refused.status_code == 403, (role, path, refused.text)
     async with browser(fleet, Role.IOC_OPERATOR) as operator:

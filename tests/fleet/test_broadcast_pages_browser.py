@@ -3,20 +3,21 @@ the week calendar with broadcasts of each level, the form's review with a confli
 the broadcast's page, the emergency button's confirmation, the audio library with a player that loads
 its clip. Screenshots (1280 wide, the whole page) are test artifacts in test-artifacts/:
 broadcast-pages-week.png, broadcast-pages-week-en.png, broadcast-pages-review.png,
-broadcast-pages-detail.png, broadcast-pages-emergency-confirm.png, broadcast-pages-audio.png."""
+broadcast-pages-saved.png, broadcast-pages-detail.png (with receipts),
+broadcast-pages-emergency-confirm.png, broadcast-pages-audio.png."""
 
 import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from fleet.broadcast.models import Broadcast
+from fleet.broadcast.models import Broadcast, BroadcastReceipt, ReceiptState
 from fleet.models import Device
 from tests.fleet.audio_kit import audio_fleet, tone, upload
 from tests.fleet.cdp import Page, browser_page
@@ -56,8 +57,8 @@ async def click_and_wait(page: Page, selector: str, ready: str, what: str) -> No
     await page.evaluate(f"document.querySelector({json.dumps(selector)}).setAttribute('data-left', '1')")
     await page.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
     # the old page is gone (its marked button too) and the new one is ready
-    await page.wait_for(f"document.readyState === 'complete' && !document.querySelector('[data-left]') && Boolean({ready})",
-                        what)
+    await page.wait_for("document.readyState === 'complete' && !document.querySelector('[data-left]') && "
+                        f"Boolean({ready})", what)
 
 
 async def test_the_broadcast_pages_in_chromium(fleet: httpx.AsyncClient, tmp_path: Path,
@@ -175,6 +176,24 @@ async def test_the_broadcast_pages_in_chromium(fleet: httpx.AsyncClient, tmp_pat
         assert await page.evaluate("document.querySelector('.done').textContent") == "Đã lưu lịch phát thanh."
         assert await page.evaluate("document.querySelectorAll('#next-occurrences li').length") == 10
         assert await page.evaluate("window.__csp") == []
+        saved_png = await shot(page, artifacts_dir / "broadcast-pages-saved.png")
+
+        # the morning news two days ago, as the ingest and the sweep leave its receipts (their own
+        # tests: test_broadcast_receipts*): the page shows what the receipts API counts
+        played_at = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 6, 30, tzinfo=HCM) - timedelta(days=3)
+        outcomes = (("spk-tp-01", ReceiptState.COMPLETED, None, 120), ("spk-tp-02", ReceiptState.COMPLETED, None, 95),
+                    ("spk-tx-01", ReceiptState.FAILED, "bad clip: short header", None),
+                    ("spk-tx-02", ReceiptState.NOT_DELIVERED, None, None))
+        for device_id, state, reason, late_ms in outcomes:
+            await BroadcastReceipt.create(
+                broadcast_id=daily, device_id=device_id, entry_id=f"b{daily}.{int(played_at.timestamp())}",
+                occurrence_at=played_at, version=1, state=state, reason=reason,
+                started_at=None if late_ms is None else played_at + timedelta(milliseconds=late_ms))
+        await open_page(page, f"{base}/broadcasts/{daily}?occurrence={played_at.astimezone(UTC).isoformat()}"
+                        .replace("+", "%2B"), "document.getElementById('speaker-receipts')", "the receipts")
+        assert await page.evaluate("document.getElementById('receipts-played').textContent") == "2"
+        assert await page.evaluate("document.querySelectorAll('#speaker-receipts tbody tr').length") == 4
+        assert await page.evaluate("window.__csp") == []
         detail_png = await shot(page, artifacts_dir / "broadcast-pages-detail.png")
 
         # the emergency button: pick, then a page that says how many speakers it reaches
@@ -205,5 +224,5 @@ async def test_the_broadcast_pages_in_chromium(fleet: httpx.AsyncClient, tmp_pat
         assert 1.0 < duration < 10.0
         assert await page.evaluate("window.__csp") == []
         audio_png = await shot(page, artifacts_dir / "broadcast-pages-audio.png")
-    for path in (week_png, week_en_png, review_png, detail_png, emergency_png, audio_png):
+    for path in (week_png, week_en_png, review_png, saved_png, detail_png, emergency_png, audio_png):
         assert path.stat().st_size > 10_000
