@@ -200,3 +200,34 @@ async def test_emergency_refusals(tmp_path: Path, mosquitto: Mosquitto, database
         assert refused.status_code == 403
         assert await Broadcast.all().count() == 0
         assert await EmergencyDispatch.all().count() == 0
+
+
+async def test_emergency_with_the_broker_down(tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
+    """The broker is down when the button is pressed: the commands are recorded `unsent` and every
+    speaker falls back to its desired state (delivery sends it when the link is back)."""
+    async with audio_fleet(tmp_path, mosquitto, database_url) as http:
+        node = Node("spk-cut", "esp32")
+        made = await http.post("/api/devices", json={"id": node.device_id, "kind": "esp32", "ward": WARD})
+        assert made.status_code == 201
+        clip = (await http.post("/api/audio/tts", json={"title": "t", "text": "Mất điện"}, timeout=60)).json()
+        variant = {f["kind"]: f for f in clip["files"]}["esp32"]
+        await SpeakerClip.create(device_id=node.device_id, name="c" + variant["sha256"][:24],
+                                 sha256=variant["sha256"], bytes=variant["bytes"], state="ready")
+        async with speakers(mosquitto.port, [node]):
+            pass  # born: online on record (a clean disconnect leaves no death)
+        runtime: Runtime = http.app.state.runtime  # type: ignore[attr-defined]
+        mosquitto.stop()
+
+        async def down() -> bool:
+            return not runtime.link.connected.is_set()
+
+        await async_wait_for(down, what="the fleet's link down")
+        started = await http.post("/api/broadcasts/emergency", json={
+            "title": "x", "clip_id": clip["id"], "targets": {"devices": [node.device_id]}, "confirm": True})
+        assert started.status_code == 201, started.text
+        body = started.json()
+        assert body["dispatch"] == {"sent": [], "waiting_clip": [], "fallback": [node.device_id], "acked": []}
+        row = await EmergencyDispatch.get(broadcast_id=body["broadcast"]["id"], device_id=node.device_id)
+        assert row.state == "fallback"
+        assert (await Command.get(id=row.command_id)).status == "unsent"
+        mosquitto.start()
