@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from demo.devices import NULL_PLAYER
 from edge.config import write_config
 from edge.launch import agent_argv, speaker_config
-from fleet.broadcast.models import BroadcastReceipt
+from fleet.broadcast.models import BroadcastReceipt, SpeakerDelivery
 from fleet.models import Device, EventRecord
 from provisioning.firmware_build import compile_slot
 from provisioning.hostboard import prepare_board, start_board, stop_board
@@ -305,41 +305,48 @@ async def fetch_clips(bench: Bench, timeout: float, parallel: int = 8) -> None:
 # -- measuring ---------------------------------------------------------------------------------
 
 
-async def starts(ids: list[str], match: Callable[[str], bool], want: int, timeout: float) -> dict[str, int]:
-    """device id -> device ts of its playback `start` whose event id `match`es (from the fleet's
-    database: what the ingest stored)."""
-    found: dict[str, int] = {}
-
-    async def poll() -> bool:
-        rows = await EventRecord.filter(type="playback", phase="start", device_id__in=ids).values_list(
-            "device_id", "event_id", "device_ts")
-        for device_id, event_id, ts in rows:
-            if match(event_id) and ts is not None:
-                found.setdefault(device_id, int(ts))
-        return len(found) >= want
-
-    with contextlib.suppress(TimeoutError):
-        await until(poll, f"{want} playback starts", timeout)
-    return found
+async def starts(event_id: str, ids: list[str]) -> dict[str, int]:
+    """device id -> device ts of its playback `start` of `event_id` (from the fleet's database:
+    what the ingest stored)."""
+    rows = await EventRecord.filter(type="playback", phase="start", event_id=event_id,
+                                    device_id__in=ids).values_list("device_id", "device_ts")
+    return {str(d): int(ts) for d, ts in rows if ts is not None}
 
 
-async def failures(ids: list[str], match: Callable[[str], bool]) -> dict[str, int]:
-    rows = await EventRecord.filter(type="playback", device_id__in=ids).values_list("event_id", "phase", "data")
+async def wait_starts(event_id: str, ids: list[str], timeout: float) -> dict[str, int]:
+    """Polled once a second (the benchmark shares the fleet's process: it keeps its own load low)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await starts(event_id, ids)
+        if len(found) >= len(ids) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(1.0)
+
+
+async def failures(event_id: str, ids: list[str]) -> dict[str, int]:
+    rows = await EventRecord.filter(type="playback", event_id=event_id, device_id__in=ids).values_list("phase", "data")
     reasons: dict[str, int] = {}
-    for event_id, phase, data in rows:
-        if match(event_id) and phase in ("once", "end") and data.get("status") == "failed":
+    for phase, data in rows:
+        if phase in ("once", "end") and data.get("status") == "failed":
             reasons[str(data.get("reason"))] = reasons.get(str(data.get("reason")), 0) + 1
     return reasons
 
 
-async def receipts(entry: str, t0: float) -> tuple[dict[str, float], dict[str, int]]:
-    """From the fleet's receipts of `entry`: ms from the API call to each speaker's `applied`
-    report (delivered_at), and the count of receipts in each state."""
-    rows = await BroadcastReceipt.filter(entry_id=entry).values_list("state", "delivered_at")
+def ms_after(times: list[Any], t0: float) -> dict[str, float]:
+    return spread([t.timestamp() * 1000 - t0 * 1000 for t in times if isinstance(t, datetime)])
+
+
+async def delivery(entries: list[str], ids: list[str], t0: float) -> dict[str, Any]:
+    """ms from the first API call to each speaker's document published (the delivery's sent_at)
+    and to its `applied` report of the first entry (that receipt's delivered_at); the count of the
+    entries' receipts in each state."""
+    rows = await BroadcastReceipt.filter(entry_id__in=entries).values_list("entry_id", "state", "delivered_at")
     states: dict[str, int] = {}
-    for state, _ in rows:
+    for _, state, _ in rows:
         states[str(state)] = states.get(str(state), 0) + 1
-    return spread([d.timestamp() * 1000 - t0 * 1000 for _, d in rows if d is not None]), states
+    sent = await SpeakerDelivery.filter(device_id__in=ids).values_list("sent_at", flat=True)
+    return {"published": ms_after(list(sent), t0), "states": states,
+            "applied": ms_after([d for e, _, d in rows if e == entries[0]], t0)}
 
 
 async def bare_timers(n: int, at_ms: int) -> asyncio.subprocess.Process:
@@ -351,106 +358,112 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-async def schedule_broadcast(bench: Bench, at_ms: int, round_: int) -> tuple[str, Callable[[str], bool]]:
-    made = await bench.http.post("/api/broadcasts", json={
-        "title": f"benchmark round {round_}", "clip_id": bench.clip["id"], "level": "normal",
-        "targets": {"tags": [TAG]}, "start": iso(at_ms), "confirm": True})
-    if made.status_code != 201:
-        raise RuntimeError(f"POST /api/broadcasts: {made.status_code} {made.text[:300]}")
-    entry = f"b{made.json()['broadcast']['id']}.{at_ms // 1000}"
-    return entry, lambda event_id: event_id == f"{entry}@{at_ms}"
+async def schedule_broadcasts(bench: Bench, times: list[int]) -> list[str]:
+    """One one-off broadcast per time to every speaker (the tag), through the calendar's API;
+    their entry ids."""
+    entries = []
+    for i, at_ms in enumerate(times, 1):
+        made = await bench.http.post("/api/broadcasts", json={
+            "title": f"benchmark round {i}", "clip_id": bench.clip["id"], "level": "normal",
+            "targets": {"tags": [TAG]}, "start": iso(at_ms), "confirm": True}, timeout=60)
+        if made.status_code != 201:
+            raise RuntimeError(f"POST /api/broadcasts: {made.status_code} {made.text[:300]}")
+        entries.append(f"b{made.json()['broadcast']['id']}.{at_ms // 1000}")
+    return entries
 
 
-async def schedule_desired(bench: Bench, at_ms: int, round_: int,
-                           parallel: int = 16) -> tuple[str, Callable[[str], bool]]:
-    entry = f"bench{round_}.{at_ms // 1000}"
+async def schedule_desired(bench: Bench, times: list[int], parallel: int = 8) -> list[str]:
+    """The same entries as a one-document `speaker` schedule put by the benchmark (not the
+    broadcast path)."""
+    entries = [f"bench{i}.{at_ms // 1000}" for i, at_ms in enumerate(times, 1)]
     gate = asyncio.Semaphore(parallel)
 
     async def one(speaker: Speaker) -> None:
-        doc = {"speaker": {"volume": 70, "tz_min": 420,
-                           "schedule": [{"id": entry, "clip": bench.names[speaker.kind], "at": at_ms}]}}
+        clip = bench.names[speaker.kind]
+        schedule = [{"id": e, "clip": clip, "at": at} for e, at in zip(entries, times, strict=True)]
         async with gate:
-            put = await bench.http.put(f"/api/devices/{speaker.id}/desired", json={"doc": doc})
+            put = await bench.http.put(f"/api/devices/{speaker.id}/desired",
+                                       json={"doc": {"speaker": {"volume": 70, "tz_min": 420, "schedule": schedule}}})
             put.raise_for_status()
 
     await asyncio.gather(*(one(s) for s in bench.speakers))
-    return entry, lambda event_id: event_id == f"{entry}@{at_ms}"
+    return entries
 
 
-async def skew_round(bench: Bench, path: str, round_: int, lead_s: float) -> dict[str, Any]:
-    at_ms = (int(time.time() + lead_s) + 1) * 1000  # a whole second: a broadcast's start is stored to the second
+async def skew_rounds(bench: Bench, path: str, rounds: int, lead_s: float, gap_s: float) -> dict[str, Any]:
+    """(a): `rounds` occurrences `gap_s` apart, the first `lead_s` ahead, all scheduled at once
+    (a city's schedule is known ahead; delivery is measured on its own)."""
+    first = (int(time.time() + lead_s) + 1) * 1000  # whole seconds: a broadcast's start is stored to the second
+    times = [first + int(i * gap_s * 1000) for i in range(rounds)]
     t0 = time.time()
-    if path == "broadcast":
-        entry, match = await schedule_broadcast(bench, at_ms, round_)
-    else:
-        entry, match = await schedule_desired(bench, at_ms, round_)
+    entries = await (schedule_broadcasts(bench, times) if path == "broadcast" else schedule_desired(bench, times))
     scheduled_in = time.time() - t0
-    if time.time() * 1000 > at_ms - 3000:
-        raise RuntimeError(f"scheduling took {scheduled_in:.1f} s: raise --lead-s")
-    # the bare timers start 3 s before the instant, so they run under the same load as the nodes
-    await asyncio.sleep(max(0.0, (at_ms - 3000) / 1000 - time.time()))
-    before = cpu_times()
-    timers = await bare_timers(len(bench.speakers), at_ms)
-    found = await starts(bench.ids, match, len(bench.speakers), timeout=(at_ms / 1000 - time.time()) + 30)
-    after = cpu_times()
-    cpu = 100 * (after[0] - before[0]) / max(1, after[1] - before[1])
-    out, _ = await timers.communicate()
-    skews = {d: ts - at_ms for d, ts in found.items()}
-    delivered, states = await receipts(entry, t0)
-    return {"entry": entry, "scheduled_in_s": scheduled_in, "cpu_pct": cpu, "delivered": delivered, "states": states,
-            "all": spread(list(skews.values())),
-            "esp32": spread([v for d, v in skews.items() if bench.kind_of(d) == "esp32"]),
-            "pi": spread([v for d, v in skews.items() if bench.kind_of(d) == "pi"]),
-            "bare": spread(json.loads(out)), "missing": len(bench.speakers) - len(found),
-            "failed": await failures(bench.ids, match)}
+    say(f"(a) {rounds} broadcasts scheduled in {scheduled_in:.1f} s; the first plays at {iso(first)}")
+    timers, cpu = [], []
+    for at_ms in times:
+        # the bare timers start 3 s before the instant, so they run under the same load as the nodes
+        await asyncio.sleep(max(0.0, (at_ms - 3000) / 1000 - time.time()))
+        before = cpu_times()
+        timers.append(await bare_timers(len(bench.speakers), at_ms))
+        await asyncio.sleep(max(0.0, (at_ms + 3000) / 1000 - time.time()))
+        after = cpu_times()
+        cpu.append(100 * (after[0] - before[0]) / max(1, after[1] - before[1]))
+    await asyncio.sleep(max(0.0, times[-1] / 1000 + 20 - time.time()))  # late starts within 20 s still count
+    results = []
+    for entry, at_ms, timer, busy in zip(entries, times, timers, cpu, strict=True):
+        found = await starts(f"{entry}@{at_ms}", bench.ids)
+        out, _ = await timer.communicate()
+        skews = {d: ts - at_ms for d, ts in found.items()}
+        results.append({"entry": entry, "cpu_pct": busy, "all": spread(list(skews.values())),
+                        "esp32": spread([v for d, v in skews.items() if bench.kind_of(d) == "esp32"]),
+                        "pi": spread([v for d, v in skews.items() if bench.kind_of(d) == "pi"]),
+                        "bare": spread(json.loads(out)), "missing": len(bench.speakers) - len(found),
+                        "failed": await failures(f"{entry}@{at_ms}", bench.ids)})
+    return {"rounds": results, "scheduled_in_s": scheduled_in,
+            "delivery": await delivery(entries, bench.ids, t0) if path == "broadcast" else None}
 
 
-async def emergency_call(bench: Bench, targets: list[Speaker], tag: str) -> tuple[str, Callable[[str], bool], int]:
-    """(path, event-id matcher, call time in ms) of one emergency to `targets`."""
+async def emergency_call(bench: Bench, targets: list[Speaker], tag: str) -> tuple[str, str, int]:
+    """(path, the nodes' event id, call time in ms) of one emergency to `targets`."""
     t0 = time.time_ns() // 1_000_000
-    made = await bench.http.post("/api/broadcasts/emergency", json={
+    made = await bench.http.post("/api/broadcasts/emergency", timeout=120, json={
         "title": f"benchmark emergency {tag}", "clip_id": bench.clip["id"],
         "targets": {"devices": [s.id for s in targets]} if len(targets) < len(bench.speakers) else {"tags": [TAG]},
         "confirm": True})
     if made.status_code in (404, 405):  # not built: the commands the emergency path sends, one per speaker
         eid = f"bench-em-{tag}"
+        gate = asyncio.Semaphore(16)
 
         async def one(speaker: Speaker) -> None:
-            sent = await bench.http.post(f"/api/devices/{speaker.id}/commands", json={
-                "name": "speaker.broadcast", "ttl_s": 30,
-                "args": {"id": eid, "clip": bench.names[speaker.kind], "emergency": True}})
-            sent.raise_for_status()
+            async with gate:
+                sent = await bench.http.post(f"/api/devices/{speaker.id}/commands", timeout=60, json={
+                    "name": "speaker.broadcast", "ttl_s": 30,
+                    "args": {"id": eid, "clip": bench.names[speaker.kind], "emergency": True}})
+                sent.raise_for_status()
 
         t0 = time.time_ns() // 1_000_000
-        gate = asyncio.Semaphore(32)
-
-        async def gated(speaker: Speaker) -> None:
-            async with gate:
-                await one(speaker)
-
-        await asyncio.gather(*(gated(s) for s in targets))
-        return "commands", (lambda event_id: event_id == eid), t0
+        await asyncio.gather(*(one(s) for s in targets))
+        return "commands", eid, t0
     if made.status_code not in (200, 201, 202):
         raise RuntimeError(f"POST /api/broadcasts/emergency: {made.status_code} {made.text[:300]}")
-    body = made.json()
-    broadcast = body.get("broadcast", body)
-    prefix = f"b{broadcast['id']}."
-    return "emergency", (lambda event_id: event_id.startswith(prefix)), t0
+    return "emergency", str(made.json()["entry_id"]), t0
 
 
 async def emergency_round(bench: Bench, round_: int) -> dict[str, Any]:
-    alone = bench.speakers[round_ % len(bench.speakers)]
-    _, match, t0 = await emergency_call(bench, [alone], f"{round_}-alone")
-    found = await starts([alone.id], match, 1, timeout=30)
+    alone = bench.speakers[(round_ * 37) % len(bench.speakers)]
+    _, eid, t0 = await emergency_call(bench, [alone], f"{round_}-alone")
+    found = await wait_starts(eid, [alone.id], timeout=30)
     alone_ms = found[alone.id] - t0 if found else math.nan
     await asyncio.sleep(3)  # its clip ends (1 s) and the amplifier's tail
-    path, match, t0 = await emergency_call(bench, bench.speakers, f"{round_}-all")
-    found = await starts(bench.ids, match, len(bench.speakers), timeout=30)
+    path, eid, t0 = await emergency_call(bench, bench.speakers, f"{round_}-all")
+    called_s = time.time() - t0 / 1000
+    found = await wait_starts(eid, bench.ids, timeout=30)
     latency = {d: ts - t0 for d, ts in found.items()}
-    return {"path": path, "alone_ms": alone_ms, "alone_kind": alone.kind, "all": spread(list(latency.values())),
+    return {"path": path, "called_s": called_s, "alone_ms": alone_ms, "alone_kind": alone.kind,
+            "all": spread(list(latency.values())),
             "esp32": spread([v for d, v in latency.items() if bench.kind_of(d) == "esp32"]),
             "pi": spread([v for d, v in latency.items() if bench.kind_of(d) == "pi"]),
-            "missing": len(bench.speakers) - len(found), "failed": await failures(bench.ids, match)}
+            "missing": len(bench.speakers) - len(found), "failed": await failures(eid, bench.ids)}
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -510,23 +523,25 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                 print(f"{len(speakers)} speakers up and holding the clip after {time.monotonic() - started:.0f} s; "
                       f"nodes' RSS {memory / 2**20:.0f} MiB; machine busy {idle_cpu:.0f} % with nothing playing; "
                       f"load average {os.getloadavg()[0]:.1f}", flush=True)
-                skews, emergencies = [], []
-                for r in range(1, args.rounds + 1):
-                    result = await skew_round(bench, path, r, args.lead_s)
-                    skews.append(result)
-                    print(f"(a) round {r} [{path}, {result['entry']}, scheduled in {result['scheduled_in_s']:.1f} s, "
-                          f"cpu {result['cpu_pct']:.0f} %]: all {fmt(result['all'])}; missing {result['missing']} "
-                          f"failed {result['failed']}", flush=True)
+                measured = await skew_rounds(bench, path, args.rounds, args.lead_s, args.gap_s)
+                skews = measured["rounds"]
+                for r, result in enumerate(skews, 1):
+                    print(f"(a) round {r} [{path}, {result['entry']}, cpu {result['cpu_pct']:.0f} %]: "
+                          f"all {fmt(result['all'])}; missing {result['missing']} failed {result['failed']}",
+                          flush=True)
                     print(f"      esp32 {fmt(result['esp32'])}\n      pi    {fmt(result['pi'])}\n"
                           f"      bare timers {fmt(result['bare'])}", flush=True)
-                    if path == "broadcast":
-                        print(f"      delivered (applied) after the API call: {fmt(result['delivered'])}; "
-                              f"receipts {result['states']}", flush=True)
-                    await asyncio.sleep(args.clip_s + 3)
+                if measured["delivery"]:
+                    d = measured["delivery"]
+                    print(f"    delivery of the {args.rounds} broadcasts, ms after the first API call "
+                          f"(scheduled in {measured['scheduled_in_s']:.1f} s): published {fmt(d['published'])}\n"
+                          f"      applied (round 1's receipts) {fmt(d['applied'])}; receipts {d['states']}", flush=True)
+                emergencies = []
                 for r in range(1, args.rounds + 1):
                     result = await emergency_round(bench, r)
                     emergencies.append(result)
-                    print(f"(b) round {r} [{result['path']}]: all {fmt(result['all'])}; missing {result['missing']} "
+                    print(f"(b) round {r} [{result['path']}, call answered in {result['called_s']:.1f} s]: "
+                          f"all {fmt(result['all'])}; missing {result['missing']} "
                           f"failed {result['failed']}; one speaker alone ({result['alone_kind']}) "
                           f"{result['alone_ms']:.0f} ms", flush=True)
                     print(f"      esp32 {fmt(result['esp32'])}\n      pi    {fmt(result['pi'])}", flush=True)
@@ -581,7 +596,8 @@ def main() -> None:
     parser.add_argument("--wdt-poll-s", type=float, default=5.0,
                         help="period of the host HAL's watchdog shell loop in the boards (0.5 as shipped)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--lead-s", type=float, default=20.0, help="how far ahead each broadcast is scheduled")
+    parser.add_argument("--lead-s", type=float, default=60.0, help="how far ahead the first broadcast is scheduled")
+    parser.add_argument("--gap-s", type=float, default=12.0, help="between the rounds' broadcasts")
     parser.add_argument("--clip-s", type=float, default=1.0)
     parser.add_argument("--path", choices=("auto", "broadcast", "desired"), default="auto",
                         help="(a) through POST /api/broadcasts (delivery) or PUT desired; auto: broadcast once "
