@@ -12,6 +12,7 @@ or external: billion laughs, XXE) is refused before anything is expanded or fetc
 
 import base64
 import binascii
+import bisect
 import hashlib
 import itertools
 import math
@@ -32,8 +33,10 @@ DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"  # an XML signature may close an 
 DOCUMENT_MAX = 1_048_576  # bytes of XML
 PROBLEMS_MAX = 20  # problems listed in one answer
 NAME_MAX = 200  # the fleet's bound on identifier and sender (CAP sets none)
+REFERENCES_MAX = 100  # the fleet's bound on the messages one alert references (each is looked up)
 TEXT_MAX = 2000  # the library's text-to-speech bound (library.TEXT_MAX)
 TARGETS_MAX = 200  # calendar.TARGETS_MAX
+MATCH_STEPS_MAX = 2_000_000  # edge and circle tests when matching shapes to speakers (about a second)
 EARTH_RADIUS_KM = 6371.0088
 
 STATUSES = ("Actual", "Exercise", "System", "Test", "Draft")
@@ -366,7 +369,11 @@ def _references(reader: _Reader, found: dict[str, list[tuple[str, Element]]]) ->
         return ()
     path = found["references"][0][0]
     out = []
-    for triple in value.split():
+    triples = value.split()
+    if len(triples) > REFERENCES_MAX:
+        reader.bad(path, f"more than {REFERENCES_MAX} references (the fleet's bound)")
+        return ()
+    for triple in triples:
         parts = triple.split(",")
         if len(parts) != 3:
             reader.bad(path, "each reference is sender,identifier,sent; several are separated by whitespace")
@@ -564,16 +571,43 @@ def names_ward(description: str, ward: str) -> bool:
     return re.search(pattern, _folded(description)) is not None
 
 
-def in_polygon(point: Point, ring: Sequence[Point]) -> bool:
-    """Even-odd rule on the lat/lon plane (a city's alert area is small enough to ignore the curvature)."""
-    lat, lon = point
-    inside = False
+class _Budget:
+    """Bounds the work of matching shapes to speakers: a hostile polygon must not hold the fleet for minutes."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def spend(self, steps: int) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise CapRefused(f"the alert's polygons and circles are too large to match to the speakers (more than "
+                             f"{MATCH_STEPS_MAX:,} point tests): simplify them")
+
+
+def inside_polygon(points: Sequence[Point], ring: Sequence[Point], budget: _Budget | None = None) -> list[bool]:
+    """For each point, whether the ring holds it: the even-odd rule on the lat/lon plane (a city's alert area
+    is small enough to ignore the curvature). Points sorted by latitude, so an edge meets only the points
+    whose horizontal ray it can cross."""
+    order = sorted(range(len(points)), key=lambda i: points[i][0])
+    lats = [points[i][0] for i in order]
+    inside = [False] * len(points)
     for (lat1, lon1), (lat2, lon2) in itertools.pairwise(ring):
-        if (lat1 > lat) != (lat2 > lat):
-            crossing = lon1 + (lat - lat1) * (lon2 - lon1) / (lat2 - lat1)
-            if lon < crossing:
-                inside = not inside
+        if lat1 == lat2:
+            continue
+        low, high = (lat1, lat2) if lat1 < lat2 else (lat2, lat1)
+        first, last = bisect.bisect_left(lats, low), bisect.bisect_left(lats, high)
+        if budget is not None:
+            budget.spend(1 + last - first)
+        for k in range(first, last):  # low <= lat < high: the edge spans the point's latitude
+            i = order[k]
+            lat, lon = points[i]
+            if lon < lon1 + (lat - lat1) * (lon2 - lon1) / (lat2 - lat1):
+                inside[i] = not inside[i]
     return inside
+
+
+def in_polygon(point: Point, ring: Sequence[Point]) -> bool:
+    return inside_polygon([point], ring)[0]
 
 
 def distance_km(a: Point, b: Point) -> float:
@@ -590,12 +624,16 @@ def match_area(areas: Iterable[Area], places: Sequence[Place]) -> AreaMatch:
     named = [w for w in wards if any(names_ward(a.description, w) for a in areas)]
     shapes = any(a.polygons or a.circles for a in areas)
     located = [p for p in places if p.lat is not None and p.lon is not None]
-    inside = []
-    for place in located:
-        point = (float(place.lat or 0), float(place.lon or 0))
-        if any(in_polygon(point, ring) for a in areas for ring in a.polygons) or any(
-                distance_km(point, (c.lat, c.lon)) <= c.radius_km for a in areas for c in a.circles):
-            inside.append(place)
+    points = [(float(p.lat or 0), float(p.lon or 0)) for p in located]
+    held = [False] * len(located)
+    budget = _Budget(MATCH_STEPS_MAX)
+    for ring in (ring for a in areas for ring in a.polygons):
+        held = [h or now for h, now in zip(held, inside_polygon(points, ring, budget), strict=True)]
+    for circle in (c for a in areas for c in a.circles):
+        budget.spend(len(points))
+        held = [h or distance_km(p, (circle.lat, circle.lon)) <= circle.radius_km
+                for h, p in zip(held, points, strict=True)]
+    inside = [place for place, h in zip(located, held, strict=True) if h]
     notes = []
     if shapes and not located:
         notes.append("no speaker has coordinates: the polygons and circles matched none; wards were matched "

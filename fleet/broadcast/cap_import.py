@@ -117,7 +117,7 @@ class CapImport:
             raise CapRefused(f"the alert expired at {info.expires.isoformat()}: nothing to broadcast")
         if not info.areas:
             raise CapRefused("/alert/info/area: the alert names no area: which speakers is unknown")
-        match = cap.match_area(info.areas, await self.places())
+        match = await asyncio.to_thread(cap.match_area, info.areas, await self.places())  # bounded work
         notes.extend(match.notes)
         if not match.speakers:
             raise CapRefused("the alert's area covers none of the city's speakers: no ward name in its areaDesc, "

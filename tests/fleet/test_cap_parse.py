@@ -4,6 +4,8 @@ and the mapping rules (level, voice, text, areas over wards and coordinates)."""
 
 import base64
 import hashlib
+import itertools
+import random
 import time
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
@@ -182,10 +184,35 @@ def test_oversize_and_the_problem_list_is_bounded() -> None:
     assert len(problems(many)) == cap.PROBLEMS_MAX
 
 
+def test_polygon_matching_agrees_with_the_point_by_point_rule_and_is_bounded() -> None:
+    rng = random.Random(12)
+    for _ in range(50):
+        ring = [(rng.uniform(11.4, 11.6), rng.uniform(106.8, 107.0)) for _ in range(rng.randint(3, 12))]
+        ring.append(ring[0])  # any closed ring, self-crossing ones included
+        points = [(rng.uniform(11.35, 11.65), rng.uniform(106.75, 107.05)) for _ in range(40)]
+        points += ring[:2]  # a vertex's own latitude
+        expected = []
+        for lat, lon in points:  # the even-odd rule, point by point
+            inside = False
+            for (lat1, lon1), (lat2, lon2) in itertools.pairwise(ring):
+                if (lat1 > lat) != (lat2 > lat) and lon < lon1 + (lat - lat1) * (lon2 - lon1) / (lat2 - lat1):
+                    inside = not inside
+            expected.append(inside)
+        assert cap.inside_polygon(points, ring) == expected
+    # a zigzag across every speaker's latitude, 20,000 times: refused, not minutes of work
+    zigzag = [(11.4 if i % 2 else 11.6, 106.9 + 1e-5 * i) for i in range(20_000)]
+    many = [Place(f"s{i}", "W", 11.5 + 0.001 * (i % 50), 106.9 + 0.001 * (i // 50)) for i in range(300)]
+    with pytest.raises(cap.CapRefused, match="too large to match"):
+        cap.match_area([Area("x", polygons=((*zigzag, zigzag[0]),))], many)
+
+
 def test_references_are_triples() -> None:
     refs = " ".join((reference("DX-1", "2026-12-01T06:30:00+07:00"), reference("DX-2", "2026-12-01T07:00:00+07:00")))
     parsed = cap.parse(alert(msg_type="Update", references=refs))
     assert [(r.identifier, r.sent.hour) for r in parsed.references] == [("DX-1", 6), ("DX-2", 7)]
+    flood = " ".join(reference(f"DX-{i}", "2026-12-01T06:30:00+07:00") for i in range(101))
+    assert ("/alert/references", "more than 100 references (the fleet's bound)") in problems(
+        alert(msg_type="Cancel", references=flood))
 
 
 def test_level_voice_info_and_text() -> None:
