@@ -34,6 +34,8 @@ from fleet.web import i18n
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 i18n.install(templates.env)  # the nav and the broadcast pages: t(key) from the catalogue
+templates.env.globals["may_broadcast"] = (  # the nav's emergency link
+    lambda viewer: isinstance(viewer, Principal) and viewer.may(Permission.BROADCAST))
 router = APIRouter(include_in_schema=False)
 RECENT_HEALTH = 20  # health reports on a device's page
 

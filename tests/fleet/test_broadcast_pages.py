@@ -207,6 +207,7 @@ async def test_who_may_change_and_cross_site_refusal(fleet: httpx.AsyncClient) -
         async with browser(fleet, role) as reader:
             week = await reader.get("/broadcasts")
             assert week.status_code == 200 and "/broadcasts/new" not in week.text.split("<main>")[1]
+            assert "/broadcasts/emergency" not in week.text  # not even in the nav
             detail = await reader.get(f"/broadcasts/{bid}")
             assert detail.status_code == 200 and 'id="cancel-button"' not in detail.text
             library = await reader.get("/audio")
