@@ -15,11 +15,13 @@ A row's life: `wanted` → `sent` (a command in flight, `command_id`) → `ready
   went offline meanwhile does not lose an attempt: it is sent again once it is back);
 - after MAX_ATTEMPTS failed attempts the row is `failed` ("gave up after N attempts: …"); its
   receipts are left as they are (the node reports `no clip` at the occurrence if it still lacks it,
-  and a Pi keeps fetching the clips of its desired state by itself). The speaker's next birth puts
-  such a row back to `wanted` with its attempts at zero (a reboot may have cured it);
+  and a Pi keeps fetching the clips of its desired state by itself);
 - a final answer (`over budget`, a clip larger than the Pi's cache, a refused command, the node
   does not know the command) or a file the library no longer has: `failed` at once, and the
   device's receipts of entries playing that clip are `failed` with that reason;
+- the speaker's next birth puts its `failed` rows back to `wanted` with their attempts at zero (a
+  reboot may have cured a download; an operator may have freed an ESP32's flash), but for the
+  https refusal below;
 - an ESP32 downloads `http://` only: with an `https://` FLEET_PUBLIC_URL its rows are `failed`
   with a reason saying so (and an error logged); they are put back to `wanted` by the first tick
   of a fleet whose public URL is plain HTTP.
@@ -349,7 +351,7 @@ async def want(device_id: str, sha256: str, size: int, now: datetime) -> Speaker
 
 async def observe(conn: BaseDBAsyncClient, batch: Sequence[Upstream], now: datetime) -> bool:
     """clip_fetch answers → ready / retry / failed; a speaker's birth → its commands in flight are
-    sent again and the rows that gave up are tried afresh. True when a row became ready (an
+    sent again and its failed rows are tried afresh. True when a row became ready (an
     emergency may be waiting on it)."""
     answers = {str(m.body.get("id")): m for m in batch if m.kind == "cmd_result"}
     born = {m.device_id for m in batch if m.kind == "birth"}
@@ -366,12 +368,13 @@ async def observe(conn: BaseDBAsyncClient, batch: Sequence[Upstream], now: datet
                 log.error("clip answer from %s not applied (%s: %.200s)", row.device_id, type(err).__name__, err)
     if born:
         try:
-            # a reborn node lost the download it had in flight; rows that gave up get a fresh start
+            # a reborn node lost the download it had in flight
             await SpeakerClip.filter(device_id__in=list(born), state=SENT).using_db(conn).update(
                 state=WANTED, command_id=None, next_try_at=now)
-            await SpeakerClip.filter(device_id__in=list(born), state=FAILED,
-                                     reason__startswith="gave up").using_db(conn).update(
-                state=WANTED, attempts=0, next_try_at=now)
+            # and rows that failed are asked again: a reboot may have cured a download, an operator
+            # may have freed the flash of an ESP32 that was over budget (the https refusal stays)
+            await SpeakerClip.filter(device_id__in=list(born), state=FAILED).exclude(
+                reason=HTTPS_REFUSED).using_db(conn).update(state=WANTED, attempts=0, next_try_at=now)
         except Exception as err:
             log.error("clip rows of reborn speakers not reset (%s: %.200s)", type(err).__name__, err)
     return became_ready

@@ -2,8 +2,8 @@
 `speaker.clip_fetch` with a tokenised URL that a real HTTP GET downloads (length and SHA-256 checked
 by the stand-in node, as the nodes do); the answer makes the row ready and the receipts clip_ready;
 no answer is retried after a growing delay, up to a bound, and a birth starts afresh; `over budget`
-is final and fails the receipts; an ESP32 is never handed an https:// URL. Times are passed to the
-tick (no sleeping)."""
+is final (until the speaker's next birth) and fails the receipts; an ESP32 is never handed an
+https:// URL. Times are passed to the tick (no sleeping)."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,6 +202,16 @@ async def test_over_budget_is_final_and_https_refused(tmp_path: Path, mosquitto:
             await clips.want(full.device_id, variant["sha256"], variant["bytes"], now)
             await sender.tick(now + timedelta(days=1))
             assert len(nodes.commands(full.device_id, "speaker.clip_fetch")) == 1
+            # until the speaker's next birth (an operator may have freed its flash): asked once more
+            full.ses, full.seq = 2, 0
+            await nodes.birth(full)
+
+            async def asked_again() -> bool:
+                await sender.tick(datetime.now(UTC))
+                return len(nodes.commands(full.device_id, "speaker.clip_fetch")) == 2
+
+            await async_wait_for(asked_again, what="the clip asked again after the birth")
+            assert (await row_in(full.device_id, "failed")).reason == budget
 
             # an https public URL: an ESP32 is not sent it (it fetches http:// only), the row says why
             sender.base_url = "https://fleet.example"
