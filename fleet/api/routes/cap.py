@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.api.deps import LOGGED_IN, Auditor, Reader, RowId, RuntimeDep, acting
-from fleet.api.errors import ValidationErrorPublic, answer
+from fleet.api.errors import ErrorPublic, ValidationErrorPublic, answer
 from fleet.api.routes.audio import LibraryDep
-from fleet.api.routes.broadcasts import CalendarDep, ConflictsPublic, ReviewPublic, _review, deliver
+from fleet.api.routes.broadcasts import CalendarDep, ReviewPublic, _review, deliver
 from fleet.auth.roles import Permission
 from fleet.broadcast import cap
 from fleet.broadcast.audio_tools import AudioError
@@ -107,6 +107,11 @@ class RefuseIn(BaseModel):
     reason: str = Field(default="", max_length=200)
 
 
+class CapConflictPublic(ErrorPublic):
+    review: ReviewPublic | None = Field(default=None, description="with conflicts: what they are (send again with "
+                                                                  "confirm=true); absent for the other refusals")
+
+
 class CapProblem(BaseModel):
     loc: list[str] = Field(description="['body', the element's path: /alert/info[1]/area[1]/polygon[2]]")
     msg: str
@@ -159,7 +164,7 @@ def _refusal(err: cap.CapError | CalendarError | AudioError, calendar: Calendar)
         problems = [CapProblem(loc=["body", p.path], msg=p.message) for p in err.problems]
         return JSONResponse(CapInvalidPublic(detail=problems).model_dump(), status_code=422)
     if isinstance(err, NeedsConfirmation):
-        content = ConflictsPublic(detail=str(err), review=_review(err.review, calendar.tz))
+        content = CapConflictPublic(detail=str(err), review=_review(err.review, calendar.tz))
         return JSONResponse(content.model_dump(mode="json"), status_code=status.HTTP_409_CONFLICT)
     return JSONResponse({"detail": str(err)}, status_code=err.status)
 
@@ -227,7 +232,7 @@ async def alert_document(cap_id: RowId, _: Reader) -> Response:
 
 
 @router.post("/{cap_id}/confirm", response_model=CapConfirmed, responses={
-    409: {"model": ConflictsPublic, "description": "not a draft, expired, or the broadcast has conflicts (`review` "
+    409: {"model": CapConflictPublic, "description": "not a draft, expired, or the broadcast has conflicts (`review` "
                                                    "lists them: send again with confirm=true)"},
     422: {"model": ValidationErrorPublic, "description": "the calendar refuses the broadcast, e.g. its clip was "
                                                          "deleted (one sentence); or a bad request shape (a list)"}})
