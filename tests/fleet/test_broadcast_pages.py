@@ -1,5 +1,4 @@
-"""The broadcast and audio pages on a real fleet (SQLite; the API functions they call are tested on
-both databases by test_broadcast_api.py and test_audio_library.py): the week calendar, the form's
+"""The broadcast and audio pages on a real fleet (SQLite and PostgreSQL): the week calendar, the form's
 review with its conflicts before a save, edit, cancel, repeat, the audio library's upload,
 text-to-speech and delete; who may change what; cross-site refusal; Vietnamese by default, English
 on request."""
@@ -27,11 +26,6 @@ from tests.support.mosquitto import Mosquitto
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 WARD = "Tân Phú"
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite://{tmp_path / 'fleet.sqlite3'}"
 
 
 @pytest.fixture
