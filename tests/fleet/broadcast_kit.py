@@ -39,8 +39,9 @@ async def delivery(device_id: str, entries: list[str], version: int) -> SpeakerD
     """What A1's delivery records when it sends a document (made here by hand)."""
     doc = {"volume": 70, "schedule": [{"id": e, "clip": CLIP_NAME, "at": int(e.split(".")[1]) * 1000}
                                       for e in entries]}
-    return await SpeakerDelivery.create(device_id=device_id, doc=doc, sent_version=version,
-                                        sent_at=datetime.now(UTC))
+    row, _ = await SpeakerDelivery.update_or_create(  # a speaker's birth may have made its row (due)
+        device_id=device_id, defaults={"doc": doc, "sent_version": version, "sent_at": datetime.now(UTC)})
+    return row
 
 
 class Speaker:

@@ -18,6 +18,7 @@ from fleet.models import Command
 from fleet.settings import Settings
 from tests.fleet.broadcast_kit import Speaker, ingest, later
 from tests.support.device import ScriptedDevice
+from tests.support.fleet import fleet_settings, running_fleet
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import async_wait_for
 
@@ -89,11 +90,22 @@ async def _clock(http: httpx.AsyncClient, device_id: str) -> dict[str, Any] | No
     return rows[0] if rows else None
 
 
-async def test_a_speaker_off_by_seconds_is_flagged_sent_the_time_once_and_its_skew_recorded(
+# the bound here is 10 s, the clock a minute ahead: the ingest's own wait counts as the network's
+# delay in a sample, and on a loaded test machine it reaches seconds
+BOUND_MS = 10_000
+
+
+@pytest.fixture
+async def fleet(database_url: str, mosquitto: Mosquitto) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_fleet(fleet_settings(database_url, mosquitto.url, clock_offset_max_ms=BOUND_MS)) as http:
+        yield http
+
+
+async def test_a_speaker_off_by_a_minute_is_flagged_sent_the_time_once_and_its_skew_recorded(
         fleet: httpx.AsyncClient, mosquitto: Mosquitto, device_id: str) -> None:
     worker = fleet.app.state.runtime.broadcasts  # type: ignore[attr-defined]
     device = ScriptedDevice(mosquitto.port, device_id, ses=1, will=False)
-    ahead = 4000
+    ahead = 60_000
 
     def stamp() -> int:
         return time.time_ns() // 1_000_000 + ahead
@@ -108,7 +120,7 @@ async def test_a_speaker_off_by_seconds_is_flagged_sent_the_time_once_and_its_sk
             return clock if clock and clock["flagged"] and clock["set_time_at"] else None
 
         clock = await async_wait_for(flagged, what="the clock flagged and set_time sent")
-        assert clock["offset_ms"] > 3000 and clock["samples"] >= 3
+        assert ahead - BOUND_MS < clock["offset_ms"] <= ahead and clock["samples"] >= 3
 
         def set_times() -> list[dict[str, Any]]:
             return [body for topic, body in device.received if topic.endswith("/cmd") and body["name"] == "set_time"]
@@ -141,7 +153,7 @@ async def test_a_speaker_off_by_seconds_is_flagged_sent_the_time_once_and_its_sk
             return clock if clock and clock["samples"] >= 4 and not clock["flagged"] else None
 
         clock = await async_wait_for(cleared, what="the flag cleared")
-        assert abs(clock["offset_ms"]) < 500
+        assert abs(clock["offset_ms"]) <= BOUND_MS
         listed = await fleet.get("/api/speakers/clocks", params={"flagged": "false", "limit": 5})
         assert listed.status_code == 200 and int(listed.headers["X-Total-Count"]) >= 1
         assert (await fleet.get("/api/speakers/clocks", params={"device": "-bad"})).status_code == 422
