@@ -131,13 +131,16 @@ def route_arguments(route: Callable[..., Any], request: Request, viewer: Princip
     the runtime, the calendar, the library, the acting person's Auditor (the page checked the role),
     the reader (`_`), and the page's `values` (body, ids). By name, so a route that takes one more of
     these dependencies later is still called as the API calls it."""
-    provided = {"request": request, "runtime": get_runtime(request), "calendar": calendar_of(request),
-                "library": library_of(request), "audit": Auditor(request, viewer), "_": viewer, **values}
+    made: dict[str, Callable[[], Any]] = {  # made only for a route that takes them (the library makes its folder)
+        "request": lambda: request, "runtime": lambda: get_runtime(request), "calendar": lambda: calendar_of(request),
+        "library": lambda: library_of(request), "audit": lambda: Auditor(request, viewer), "_": lambda: viewer}
     wanted = inspect.signature(route).parameters
-    missing = [name for name, p in wanted.items() if name not in provided and p.default is inspect.Parameter.empty]
+    missing = [name for name, p in wanted.items()
+               if name not in values and name not in made and p.default is inspect.Parameter.empty]
     if missing:
         raise TypeError(f"{route.__name__}: the pages do not provide {', '.join(missing)}")
-    return {name: provided[name] for name in wanted if name in provided}
+    return {name: values[name] if name in values else made[name]() for name in wanted
+            if name in values or name in made}
 
 
 async def read_api(route: Callable[..., Awaitable[Any]], request: Request, viewer: Principal, **values: Any) -> Any:
