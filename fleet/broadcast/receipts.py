@@ -197,27 +197,33 @@ def late_bound(period_s: int | None) -> timedelta:
 
 async def sweep(now: datetime) -> tuple[int, int]:
     """Occurrences that passed: `pending` → `not_delivered`; `delivered`/`clip_ready` of a speaker
-    online for the whole bound → `missed`. At most SWEEP_ROWS of each per call, oldest first.
-    Returns (not delivered, missed)."""
+    online for the whole bound → `missed`. An emergency's receipt counts from the end of its
+    `in_force_until` instead (a speaker that comes back before then still plays it: "Emergency").
+    At most SWEEP_ROWS of each per call, oldest first. Returns (not delivered, missed)."""
     oldest_due = now - LATE_START
+    in_force = Q(emergency=True) & Q(broadcast__in_force_until__isnull=False) \
+        & Q(broadcast__in_force_until__gte=oldest_due)
+    columns = ("id", "device_id", "occurrence_at", "emergency", "broadcast__in_force_until")
     pending = await BroadcastReceipt.filter(state=ReceiptState.PENDING, occurrence_at__lt=oldest_due) \
-        .order_by("occurrence_at").limit(SWEEP_ROWS).values_list("id", "device_id", "occurrence_at")
+        .exclude(in_force).order_by("occurrence_at").limit(SWEEP_ROWS).values_list(*columns)
     # a speaker offline now may still send the events it queued; so may one that came back lately
     online = Device.filter(online=True).filter(Q(last_birth_at__isnull=True) | Q(last_birth_at__lt=oldest_due))
     waiting = await BroadcastReceipt.filter(
         state__in=[ReceiptState.DELIVERED, ReceiptState.CLIP_READY], occurrence_at__lt=oldest_due,
         device_id__in=Subquery(online.values("id")),
-    ).order_by("occurrence_at").limit(SWEEP_ROWS).values_list("id", "device_id", "occurrence_at")
+    ).exclude(in_force).order_by("occurrence_at").limit(SWEEP_ROWS).values_list(*columns)
     devices = {d: (p, b) for d, p, b in await Device.filter(
         id__in=sorted({r[1] for r in [*pending, *waiting]})).values_list("id", "health_period_s", "last_birth_at")}
 
-    def due(device_id: str, occurrence_at: datetime, since_birth: bool) -> bool:
+    def due(device_id: str, occurrence_at: datetime, emergency: bool, until: datetime | None,
+            since_birth: bool) -> bool:
         period, born = devices.get(device_id, (None, None))
         bound = late_bound(period)
-        return occurrence_at + bound < now and not (since_birth and born is not None and born + bound > now)
+        start = max(occurrence_at, until) if emergency and until is not None else occurrence_at
+        return start + bound < now and not (since_birth and born is not None and born + bound > now)
 
-    lost = [i for i, d, at in pending if due(d, at, False)]
-    missed = [i for i, d, at in waiting if due(d, at, True)]
+    lost = [i for i, d, at, emergency, until in pending if due(d, at, emergency, until, False)]
+    missed = [i for i, d, at, emergency, until in waiting if due(d, at, emergency, until, True)]
     done_lost = await BroadcastReceipt.filter(id__in=lost, state=ReceiptState.PENDING).update(
         state=ReceiptState.NOT_DELIVERED, reason=NEVER_APPLIED) if lost else 0
     done_missed = await BroadcastReceipt.filter(id__in=missed, state__in=earlier_than(ReceiptState.STARTED)).update(

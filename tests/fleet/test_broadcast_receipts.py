@@ -214,3 +214,18 @@ async def test_the_csv_is_read_in_chunks_and_bounded(db: None, monkeypatch: pyte
     assert receipts.csv_cell(-35) == -35 and receipts.csv_cell("-35") == "'-35"
     assert receipts.csv_cell(None) == "" and receipts.csv_cell(True) == "true"
     assert receipts.csv_cell(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05Z"
+
+
+async def test_an_emergency_in_force_is_swept_only_after_its_end(db: None) -> None:
+    b = await broadcast()
+    await b.__class__.filter(id=b.id).update(in_force_until=later(T0, minutes=30))
+    spk = Speaker()
+    await ingest([spk.birth(later(T0, hours=-1))], later(T0, hours=-1))
+    away = Speaker()  # never heard: offline
+    sent = await receipt(b, spk.device_id, T0, S.DELIVERED, emergency=True)
+    unsent = await receipt(b, away.device_id, T0, S.PENDING, emergency=True)
+    assert await receipts.sweep(later(T0, minutes=20)) == (0, 0)  # in force: it may still play
+    assert await receipts.sweep(later(T0, minutes=32)) == (0, 0)  # ended, within the bound after it
+    assert await receipts.sweep(later(T0, minutes=34)) == (1, 1)
+    assert (await BroadcastReceipt.get(id=sent.id)).state == S.MISSED
+    assert (await BroadcastReceipt.get(id=unsent.id)).state == S.NOT_DELIVERED

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from fleet.auth.roles import Role
-from fleet.broadcast.models import DeviceClock, ReceiptState
+from fleet.broadcast.models import BroadcastReceipt, DeviceClock, ReceiptState
 from tests.fleet.broadcast_kit import broadcast, entry_id, receipt
 from tests.support.fleet import token_for
+from tests.support.wait import async_wait_for
 
 S = ReceiptState
 HOSTILE = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+1", "-2+3", "@SUM(A1)",
@@ -95,3 +96,17 @@ async def test_receipts_list_summary_and_csv(fleet: httpx.AsyncClient) -> None:
                    {"occurrence": "yesterday"}):
         response = await fleet.get(f"/api/broadcasts/{b.id}/receipts", params=params)
         assert response.status_code == 422, params
+
+
+async def test_the_fleets_worker_sweeps_receipts(fleet: httpx.AsyncClient) -> None:
+    b = await broadcast()
+    passed = datetime.now(UTC) - timedelta(minutes=10)
+    row = await receipt(b, "spk-api-sweep", passed)  # pending: never applied
+
+    async def swept() -> bool:
+        response = await fleet.get(f"/api/broadcasts/{b.id}/receipts", params={"state": "not_delivered"})
+        return response.headers["X-Total-Count"] == "1"
+
+    await async_wait_for(swept, timeout=60, what="the sweep (every 10 s on the fleet's worker)")
+    assert (await BroadcastReceipt.get(id=row.id)).reason == "never applied before it passed"
+
