@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -135,6 +137,57 @@ async def until(condition: Callable[[], Awaitable[Any]], what: str, timeout: flo
         await asyncio.sleep(0.25)
 
 
+class EventTap:
+    """Every playback event the speakers publish, heard on the broker itself (paho, its own
+    thread, the fleet's broker account): the figures do not depend on the fleet's ingest keeping
+    up. `starts[event id][device] = device ts`."""
+
+    def __init__(self, port: int, account: tuple[str, str]) -> None:
+        self.starts: dict[str, dict[str, int]] = {}
+        self.failed: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,  # type: ignore[attr-defined]
+                                  client_id=f"bench-tap-{os.getpid()}")
+        self.client.username_pw_set(*account)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("ioc/v1/d/+/event", qos=1)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the event tap could not subscribe")
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            return
+        if body.get("type") != "playback" or not isinstance(body.get("ts"), int):
+            return
+        device = msg.topic.split("/")[3]
+        with self._lock:
+            if body.get("phase") == "start":
+                self.starts.setdefault(str(body.get("id")), {}).setdefault(device, body["ts"])
+            elif (body.get("data") or {}).get("status") == "failed":
+                self.failed.setdefault(str(body.get("id")), {})[device] = str(body["data"].get("reason"))
+
+    def of(self, event_id: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self.starts.get(event_id, {}))
+
+    def reasons(self, event_id: str) -> dict[str, int]:
+        with self._lock:
+            found: dict[str, int] = {}
+            for reason in self.failed.get(event_id, {}).values():
+                found[reason] = found.get(reason, 0) + 1
+            return found
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 @dataclass
 class Speaker:
     id: str
@@ -153,6 +206,7 @@ class Bench:
     clip: dict[str, Any] = field(default_factory=dict)  # the library's clip
     names: dict[str, str] = field(default_factory=dict)  # kind -> clip name on the node
     esp_heap: str = "80k"
+    tap: EventTap | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -305,31 +359,30 @@ async def fetch_clips(bench: Bench, timeout: float, parallel: int = 8) -> None:
 # -- measuring ---------------------------------------------------------------------------------
 
 
-async def starts(event_id: str, ids: list[str]) -> dict[str, int]:
-    """device id -> device ts of its playback `start` of `event_id` (from the fleet's database:
-    what the ingest stored)."""
-    rows = await EventRecord.filter(type="playback", phase="start", event_id=event_id,
-                                    device_id__in=ids).values_list("device_id", "device_ts")
-    return {str(d): int(ts) for d, ts in rows if ts is not None}
+def starts(bench: Bench, event_id: str, ids: list[str]) -> dict[str, int]:
+    """device id -> device ts of its playback `start` of `event_id`, heard on the broker."""
+    assert bench.tap is not None
+    wanted = set(ids)
+    return {d: ts for d, ts in bench.tap.of(event_id).items() if d in wanted}
 
 
-async def wait_starts(event_id: str, ids: list[str], timeout: float) -> dict[str, int]:
-    """Polled once a second (the benchmark shares the fleet's process: it keeps its own load low)."""
+async def wait_starts(bench: Bench, event_id: str, ids: list[str], timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
-        found = await starts(event_id, ids)
+        found = starts(bench, event_id, ids)
         if len(found) >= len(ids) or time.monotonic() > deadline:
             return found
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
 
 
-async def failures(event_id: str, ids: list[str]) -> dict[str, int]:
-    rows = await EventRecord.filter(type="playback", event_id=event_id, device_id__in=ids).values_list("phase", "data")
-    reasons: dict[str, int] = {}
-    for phase, data in rows:
-        if phase in ("once", "end") and data.get("status") == "failed":
-            reasons[str(data.get("reason"))] = reasons.get(str(data.get("reason")), 0) + 1
-    return reasons
+async def stored(event_id: str, ids: list[str]) -> int:
+    """How many of these starts the fleet's ingest has stored (the receipts' source)."""
+    return await EventRecord.filter(type="playback", phase="start", event_id=event_id, device_id__in=ids).count()
+
+
+def failures(bench: Bench, event_id: str) -> dict[str, int]:
+    assert bench.tap is not None
+    return bench.tap.reasons(event_id)
 
 
 def ms_after(times: list[Any], t0: float) -> dict[str, float]:
@@ -411,14 +464,15 @@ async def skew_rounds(bench: Bench, path: str, rounds: int, lead_s: float, gap_s
     await asyncio.sleep(max(0.0, times[-1] / 1000 + 20 - time.time()))  # late starts within 20 s still count
     results = []
     for entry, at_ms, timer, busy in zip(entries, times, timers, cpu, strict=True):
-        found = await starts(f"{entry}@{at_ms}", bench.ids)
+        found = starts(bench, f"{entry}@{at_ms}", bench.ids)
         out, _ = await timer.communicate()
         skews = {d: ts - at_ms for d, ts in found.items()}
         results.append({"entry": entry, "cpu_pct": busy, "all": spread(list(skews.values())),
                         "esp32": spread([v for d, v in skews.items() if bench.kind_of(d) == "esp32"]),
                         "pi": spread([v for d, v in skews.items() if bench.kind_of(d) == "pi"]),
                         "bare": spread(json.loads(out)), "missing": len(bench.speakers) - len(found),
-                        "failed": await failures(f"{entry}@{at_ms}", bench.ids)})
+                        "failed": failures(bench, f"{entry}@{at_ms}"),
+                        "stored": await stored(f"{entry}@{at_ms}", bench.ids)})
     return {"rounds": results, "scheduled_in_s": scheduled_in,
             "delivery": await delivery(entries, bench.ids, t0) if path == "broadcast" else None}
 
@@ -452,18 +506,19 @@ async def emergency_call(bench: Bench, targets: list[Speaker], tag: str) -> tupl
 async def emergency_round(bench: Bench, round_: int) -> dict[str, Any]:
     alone = bench.speakers[(round_ * 37) % len(bench.speakers)]
     _, eid, t0 = await emergency_call(bench, [alone], f"{round_}-alone")
-    found = await wait_starts(eid, [alone.id], timeout=30)
+    found = await wait_starts(bench, eid, [alone.id], timeout=30)
     alone_ms = found[alone.id] - t0 if found else math.nan
     await asyncio.sleep(3)  # its clip ends (1 s) and the amplifier's tail
     path, eid, t0 = await emergency_call(bench, bench.speakers, f"{round_}-all")
     called_s = time.time() - t0 / 1000
-    found = await wait_starts(eid, bench.ids, timeout=30)
+    found = await wait_starts(bench, eid, bench.ids, timeout=30)
     latency = {d: ts - t0 for d, ts in found.items()}
     return {"path": path, "called_s": called_s, "alone_ms": alone_ms, "alone_kind": alone.kind,
             "all": spread(list(latency.values())),
             "esp32": spread([v for d, v in latency.items() if bench.kind_of(d) == "esp32"]),
             "pi": spread([v for d, v in latency.items() if bench.kind_of(d) == "pi"]),
-            "missing": len(bench.speakers) - len(found), "failed": await failures(eid, bench.ids)}
+            "missing": len(bench.speakers) - len(found), "failed": failures(bench, eid),
+            "stored": await stored(eid, bench.ids)}
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -490,12 +545,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     speakers = ([Speaker(f"bspk-e{i:03d}", "esp32") for i in range(args.esp)]
                 + [Speaker(f"bspk-p{i:03d}", "pi") for i in range(args.pi)])
     path = args.path if args.path != "auto" else ("broadcast" if delivery_built() else "desired")
+    tap: EventTap | None = None
     try:
         async with database(args.postgres, tmp) as url:
             settings = fleet_settings(url, broker.admin_url, broker_accounts="dynsec", audio_dir=tmp / "audio")
             settings = settings.model_copy(update={"public_url": f"http://127.0.0.1:{settings.http_port}"})
             async with running_fleet(settings) as http:
-                bench = Bench(http, broker, tmp, speakers, esp_heap=args.esp_heap)
+                tap = EventTap(broker.port, broker.admin)
+                bench = Bench(http, broker, tmp, speakers, esp_heap=args.esp_heap, tap=tap)
                 started = time.monotonic()
                 await upload_clip(bench, args.clip_s)
                 await enroll(bench)
@@ -527,14 +584,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                 skews = measured["rounds"]
                 for r, result in enumerate(skews, 1):
                     print(f"(a) round {r} [{path}, {result['entry']}, cpu {result['cpu_pct']:.0f} %]: "
-                          f"all {fmt(result['all'])}; missing {result['missing']} failed {result['failed']}",
-                          flush=True)
+                          f"all {fmt(result['all'])}; missing {result['missing']} failed {result['failed']}; "
+                          f"stored by the fleet {result['stored']}", flush=True)
                     print(f"      esp32 {fmt(result['esp32'])}\n      pi    {fmt(result['pi'])}\n"
                           f"      bare timers {fmt(result['bare'])}", flush=True)
                 if measured["delivery"]:
                     d = measured["delivery"]
                     print(f"    delivery of the {args.rounds} broadcasts, ms after the first API call "
-                          f"(scheduled in {measured['scheduled_in_s']:.1f} s): published {fmt(d['published'])}\n"
+                          f"(scheduled in {measured['scheduled_in_s']:.1f} s): last published {fmt(d['published'])}\n"
                           f"      applied (round 1's receipts) {fmt(d['applied'])}; receipts {d['states']}", flush=True)
                 emergencies = []
                 for r in range(1, args.rounds + 1):
@@ -542,12 +599,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                     emergencies.append(result)
                     print(f"(b) round {r} [{result['path']}, call answered in {result['called_s']:.1f} s]: "
                           f"all {fmt(result['all'])}; missing {result['missing']} "
-                          f"failed {result['failed']}; one speaker alone ({result['alone_kind']}) "
+                          f"failed {result['failed']}; stored by the fleet {result['stored']}; "
+                          f"one speaker alone ({result['alone_kind']}) "
                           f"{result['alone_ms']:.0f} ms", flush=True)
                     print(f"      esp32 {fmt(result['esp32'])}\n      pi    {fmt(result['pi'])}", flush=True)
                     await asyncio.sleep(args.clip_s + 3)
                 summary(args, path, skews, emergencies)
     finally:
+        if tap is not None:
+            tap.close()
         await asyncio.to_thread(stop_all, speakers)
         broker.kill()
 
