@@ -17,6 +17,7 @@ the BroadcastWorker (`tick`):
    `wanted` for its clips (the clip sender fetches them onto the node).
 """
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -58,6 +59,7 @@ from fleet.settings import Settings
 log = logging.getLogger(__name__)
 
 CLAIM_MAX = 200  # speakers recomputed in one turn; the rest stay due for the next
+AT_ONCE = 8  # speakers built, stored and published concurrently (PostgreSQL uses as many connections)
 LEASE = timedelta(seconds=60)  # a claimed speaker is left alone this long by the other instances
 UNSENT_MAX = 500  # unsent documents retried in one turn
 OCCURRENCES_MAX = 500  # per broadcast within the window
@@ -67,8 +69,12 @@ PLAYED = [ReceiptState.STARTED, ReceiptState.COMPLETED, ReceiptState.FAILED, Rec
 LIVE = [ReceiptState.PENDING, ReceiptState.DELIVERED, ReceiptState.CLIP_READY]
 
 
-def canonical(doc: Mapping[str, Any] | None) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def canonical(built: Built) -> str:
+    """SHA-256 of what a build decided: the document, its entries' versions, the skipped and the cut
+    occurrences. The same as on record: nothing to write but the next due time."""
+    decided = {"doc": built.doc, "versions": [[e.id, e.version] for e in built.entries],
+               "skipped": [[k.id, k.reason] for k in built.skipped], "cut": [e.id for e in built.cut]}
+    return hashlib.sha256(json.dumps(decided, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 async def mark_due(device_ids: Iterable[str], reason: str, now: datetime | None = None, *,
@@ -160,12 +166,17 @@ class Delivery:
         if not claimed:
             return
         context = await self._context(now)
-        for device_id, lease in claimed:
-            try:
-                await self.deliver(device_id, lease, context, now)
-            except Exception as err:  # one speaker's failure is not the others'
-                log.error("delivery: %s failed (%s: %.200s); due again in %s", device_id, type(err).__name__,
-                          err, LEASE)
+        gate = asyncio.Semaphore(AT_ONCE)
+
+        async def one(device_id: str, lease: datetime) -> None:
+            async with gate:
+                try:
+                    await self.deliver(device_id, lease, context, now)
+                except Exception as err:  # one speaker's failure is not the others'
+                    log.error("delivery: %s failed (%s: %.200s); due again in %s", device_id, type(err).__name__,
+                              err, LEASE)
+
+        await asyncio.gather(*(one(device_id, lease) for device_id, lease in claimed))
 
     # -- claiming -------------------------------------------------------------------------------
 
@@ -258,7 +269,11 @@ class Delivery:
             current = (device.desired_doc or {}).get("speaker")
             same = built.doc == current or (current is None and documents.empty(built.doc))
             if same:
-                await self._record(device, row, built, lease, now, None)
+                if canonical(built) == row.doc_sha256:  # nothing new decided: only the next due time
+                    await SpeakerDelivery.filter(device_id=device_id, due_at=lease).update(
+                        due_at=built.refresh_at, reason=row.reason)
+                else:
+                    await self._record(device, row, built, lease, now, None)
                 return
             if row.sent_at is not None and row.sent_at + documents.REFRESH_MIN > now:
                 # sent a moment ago: coalesce, the next one goes out when the interval is over
@@ -290,7 +305,7 @@ class Delivery:
                       doc: dict[str, Any] | None) -> None:
         """Store what was computed (and, with `doc`, claim its version): one transaction."""
         async with in_transaction() as conn:
-            fields: dict[str, Any] = {"doc": built.doc, "doc_sha256": canonical(built.doc)}
+            fields: dict[str, Any] = {"doc": built.doc, "doc_sha256": canonical(built)}
             if doc is not None:
                 version, _, _ = await claim_desired(device.id, device.desired_version, doc, conn=conn)
                 fields.update(sent_version=version, sent_at=now, unsent=True)
@@ -302,36 +317,41 @@ class Delivery:
 
     async def _receipts(self, conn: BaseDBAsyncClient, device_id: str, built: Built, now: datetime) -> None:
         entries = {e.id: e for e in built.entries}
-        if entries:
-            await BroadcastReceipt.bulk_create(
-                [BroadcastReceipt(broadcast_id=e.broadcast_id, device_id=device_id, entry_id=e.id,
-                                  occurrence_at=e.start, version=e.version, emergency=e.emergency)
-                 for e in entries.values()], ignore_conflicts=True, using_db=conn)
-            # a skipped occurrence that plays again (its winner cancelled, quiet hours changed)
-            await BroadcastReceipt.filter(device_id=device_id, entry_id__in=list(entries),
-                                          state=ReceiptState.SKIPPED).using_db(conn).update(
-                state=ReceiptState.PENDING, reason=None)
-            versions: dict[tuple[int, int], list[str]] = {}
-            for e in entries.values():
-                versions.setdefault((e.broadcast_id, e.version), []).append(e.id)
-            for (_, version), ids in versions.items():
-                await BroadcastReceipt.filter(device_id=device_id, entry_id__in=ids, state=ReceiptState.PENDING,
-                                              ).exclude(version=version).using_db(conn).update(version=version)
-        if built.skipped:
-            await BroadcastReceipt.bulk_create(
-                [BroadcastReceipt(broadcast_id=s.broadcast_id, device_id=device_id, entry_id=s.id,
-                                  occurrence_at=s.start, version=s.version, state=ReceiptState.SKIPPED,
-                                  reason=s.reason) for s in built.skipped], ignore_conflicts=True, using_db=conn)
-            reasons: dict[str, list[str]] = {}
-            for s in built.skipped:
-                reasons.setdefault(s.reason, []).append(s.id)
-            for reason, ids in reasons.items():
-                await advance(device_id, ids, ReceiptState.SKIPPED, conn=conn, reason=reason)
+        skipped = {k.id: k for k in built.skipped}
+        keep = set(entries) | {e.id for e in built.cut} | set(skipped)
+        # what is on record: the entries and skips of this build, and the speaker's future live receipts
+        wanted = Q(state__in=LIVE, emergency=False, occurrence_at__gt=now)
+        if entries or skipped:
+            wanted = wanted | Q(entry_id__in=list(entries) + list(skipped))
+        rows = await BroadcastReceipt.filter(wanted, device_id=device_id).using_db(conn).values_list(
+            "entry_id", "state", "version", "emergency")
+        known = {str(r[0]): (ReceiptState(r[1]), int(r[2]), bool(r[3])) for r in rows}
+        new = [BroadcastReceipt(broadcast_id=e.broadcast_id, device_id=device_id, entry_id=e.id,
+                                occurrence_at=e.start, version=e.version, emergency=e.emergency)
+               for e in entries.values() if e.id not in known]
+        new += [BroadcastReceipt(broadcast_id=k.broadcast_id, device_id=device_id, entry_id=k.id,
+                                 occurrence_at=k.start, version=k.version, state=ReceiptState.SKIPPED, reason=k.reason)
+                for k in skipped.values() if k.id not in known]
+        if new:  # ignore_conflicts: another instance may have made one meanwhile
+            await BroadcastReceipt.bulk_create(new, ignore_conflicts=True, using_db=conn)
+        for e in entries.values():
+            state, version, _ = known.get(e.id, (None, e.version, False))
+            if state == ReceiptState.SKIPPED:  # plays again: its winner cancelled, the quiet hours changed
+                await BroadcastReceipt.filter(device_id=device_id, entry_id=e.id, state=ReceiptState.SKIPPED
+                                              ).using_db(conn).update(state=ReceiptState.PENDING, reason=None,
+                                                                      version=e.version)
+            elif state == ReceiptState.PENDING and version != e.version:  # an edit kept it
+                await BroadcastReceipt.filter(device_id=device_id, entry_id=e.id, state=ReceiptState.PENDING
+                                              ).using_db(conn).update(version=e.version)
+        reasons: dict[str, list[str]] = {}
+        for k in skipped.values():
+            if k.id in known and known[k.id][0] != ReceiptState.SKIPPED:
+                reasons.setdefault(k.reason, []).append(k.id)
+        for reason, ids in reasons.items():
+            await advance(device_id, ids, ReceiptState.SKIPPED, conn=conn, reason=reason)
         # future entries given before and no longer scheduled here (cancelled, edited, untargeted)
-        keep = set(entries) | {e.id for e in built.cut} | {s.id for s in built.skipped}
-        gone = await BroadcastReceipt.filter(device_id=device_id, state__in=LIVE, emergency=False,
-                                             occurrence_at__gt=now).using_db(conn).values_list("entry_id", flat=True)
-        withdrawn = [str(e) for e in gone if str(e) not in keep]
+        withdrawn = [i for i, (state, _, emergency) in known.items()
+                     if i not in keep and state in LIVE and not emergency]
         if withdrawn:
             await advance(device_id, withdrawn, ReceiptState.SKIPPED, conn=conn,
                           reason="withdrawn: no longer scheduled on this speaker")
