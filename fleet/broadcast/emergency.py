@@ -1,9 +1,9 @@
 """The emergency path (docs/broadcasts.md, "Emergency").
 
 `start_emergency` (the API's `POST /api/broadcasts/emergency` and the emergency page both call it)
-creates an `emergency` broadcast starting now through the calendar (versioned like any; its
-conflicts are listed, never block: it wins them by level), sets `in_force_until`, and in the same
-transaction one EmergencyDispatch per targeted speaker:
+creates an `emergency` broadcast starting now, stored and versioned as the calendar stores any
+(its conflicts are reviewed after the commands are out and listed, never blocking: it wins them by
+level), with `in_force_until`, and in the same transaction one EmergencyDispatch per targeted speaker:
 - online and holding the clip (its SpeakerClip `ready`): `speaker.broadcast {"id": <entry id>,
   "clip": <clip name>, "emergency": true}` expiring in COMMAND_TTL_S, state `sent`;
 - online without it: `waiting_clip` and a clip_fetch at once; the command goes when the fetch
@@ -30,7 +30,7 @@ from tortoise.transactions import in_transaction
 
 from contract import ContractError, Upstream
 from fleet.broadcast import clips
-from fleet.broadcast.calendar import Calendar, CalendarError, Definition, Review, Targets
+from fleet.broadcast.calendar import Calendar, CalendarError, Definition, Review, Targets, resolve, timing_of
 from fleet.broadcast.clips import READY, ClipSender, Send, clip_name, command, publish_all
 from fleet.broadcast.models import (
     Broadcast,
@@ -75,7 +75,8 @@ class EmergencyError(Exception):
 class Started:
     broadcast: Broadcast
     entry_id: str
-    review: Review
+    # the calendar's review (conflicts listed, never blocking: an emergency wins them by level)
+    review: Review = field(default_factory=lambda: Review([], [], {}, [], 0))
     states: dict[str, list[str]] = field(default_factory=dict)  # dispatch state → speakers
 
 
@@ -121,17 +122,24 @@ class Emergencies:
         commands: dict[int, tuple[str, str]] = {}  # send key → (command id, device id)
         wanted: list[int] = []
         try:
-            # one transaction: delivery never sees the broadcast without its dispatch rows
+            # one transaction: delivery never sees the broadcast without its dispatch rows. The broadcast
+            # is stored and versioned as Calendar.create does, without its conflict review: an emergency
+            # wins its conflicts by level, so the review (one target resolution per broadcast that shares
+            # a speaker) is made after the commands are out, for the answer only
             async with in_transaction():
-                broadcast, review = await calendar.create(definition, actor, now, confirm=True)
-                if not review.speakers:
+                timing = timing_of(definition, self.tz)
+                duration = await calendar.clip_duration(clip_id)
+                speakers = sorted(await resolve(targets))
+                if not speakers:
                     raise EmergencyError("no speaker is targeted: name wards, tags or speakers that have the "
                                          "speaker role")
-                broadcast.in_force_until = now + timedelta(minutes=in_force_min)
-                await broadcast.save(update_fields=["in_force_until"])
+                broadcast = await Broadcast.create(**calendar._fields(definition, timing, duration),
+                                                   in_force_until=now + timedelta(minutes=in_force_min),
+                                                   created_by=actor, updated_by=actor)
+                await calendar._record(broadcast, actor)
                 entry = entry_id_of(broadcast.id, now)
-                started = Started(broadcast, entry, review)
-                await self._dispatch(broadcast, entry, review.speakers, now, started, sends, commands, wanted)
+                started = Started(broadcast, entry)
+                await self._dispatch(broadcast, entry, speakers, now, started, sends, commands, wanted)
         except CalendarError as err:
             raise EmergencyError(str(err)) from err
         # the commands and the clip fetches go out at once, concurrently
@@ -149,6 +157,10 @@ class Emergencies:
             started.states[SENT] = [d for d in started.states.get(SENT, []) if d not in moved]
             started.states.setdefault(FALLBACK, []).extend(sorted(moved))
         self.worker.nudge()
+        try:
+            started.review = await calendar.review(definition, broadcast.id, now)
+        except CalendarError as err:  # it was saved and sent: the review is only shown
+            log.error("emergency %s: no conflict review (%s)", broadcast.id, err)
         return started
 
     async def _dispatch(self, broadcast: Broadcast, entry: str, speakers: list[str], now: datetime,

@@ -111,6 +111,11 @@ async def test_emergency_dispatch(tmp_path: Path, mosquitto: Mosquitto, database
             start_s = int(entry.split(".")[1])
             assert entry == f"b{b['id']}.{start_s}" and before.timestamp() <= start_s <= datetime.now(UTC).timestamp()
             assert stored.in_force_until is not None
+            # stored and versioned like any broadcast; the calendar's review comes with the answer
+            versions = (await http.get(f"/api/broadcasts/{b['id']}/versions")).json()
+            assert [(v["version"], v["definition"]["level"]) for v in versions] == [(1, "emergency")]
+            assert body["review"]["speakers"] == ["spk-hold", "spk-mute", "spk-need", "spk-off"]
+            assert body["review"]["conflicts_total"] == 0
             assert stored.in_force_until.timestamp() == start_s + 30 * 60
 
             # holding the clip: the command at once, acked; its receipt delivered
