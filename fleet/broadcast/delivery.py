@@ -50,7 +50,7 @@ from fleet.broadcast.models import (
     WardVolume,
 )
 from fleet.broadcast.receipts import advance
-from fleet.broadcast.schedule import Occurrence, QuietHours
+from fleet.broadcast.schedule import Occurrence, QuietHours, instant
 from fleet.desired import DesiredChanged, claim_desired
 from fleet.ingest.link import LinkError, MqttLink
 from fleet.models import Device, DeviceStatus
@@ -198,8 +198,8 @@ class Delivery:
         for broadcast in live:
             timing = stored_timing(broadcast)
             since = now - documents.LOOKBACK
-            if broadcast.in_force_until is not None and broadcast.in_force_until > now:
-                since = min(since, now - (broadcast.in_force_until - now) - timedelta(days=1))
+            if broadcast.in_force_until is not None and broadcast.in_force_until > now:  # from its start
+                since = min(since, instant(timing.start, timing.tz))
             occurrences[broadcast.id] = timing.occurrences(since, now + self.horizon, OCCURRENCES_MAX)
         clip_ids = {b.clip_id for b in live}  # type: ignore[attr-defined]
         durations = {c.id: timedelta(milliseconds=c.duration_ms) for c in await Clip.filter(id__in=clip_ids)}
