@@ -5,7 +5,7 @@ the node's offset minus the network's delay, so the largest of a speaker's last 
 values estimates its offset from below (the message that waited least). Two halves:
 - `observe` (the ingest, inside the batch's transaction): samples into DeviceClock, one read and
   at most one write per batch for all its speakers; the answer to a `set_time` (`skew_ms`);
-- `ClockKeeper.tick` (the broadcasts worker): flags a speaker whose offset is above
+- `ClockKeeper.tick` (the broadcasts worker, every KEEP_EVERY): flags a speaker whose offset is above
   FLEET_CLOCK_OFFSET_MAX_MS, clears the flag when it is back within, and sends `set_time` to a
   flagged online ESP32 at most once per SET_TIME_EVERY.
 
@@ -36,6 +36,7 @@ SAMPLES_KEPT = 20  # the last `ts − arrival` values kept per speaker
 MIN_SAMPLES = 3  # no estimate (and so no flag) from fewer: one message held up in a queue is not a clock
 SET_TIME_EVERY = timedelta(minutes=10)  # at most one set_time per speaker in this time
 SET_TIME_PER_TICK = 50  # set_time commands sent per tick at most; the rest at the next ticks
+KEEP_EVERY = timedelta(seconds=10)  # the flags and set_time: this often (a few statements over the clock table)
 SPEAKER_ROLE = "speaker"
 CHANGED_FIELDS = ["samples", "offset_ms", "set_time_skew_ms", "updated_at"]
 
@@ -118,8 +119,12 @@ class ClockKeeper:
     def __init__(self, link: MqttLink, settings: Settings) -> None:
         self.link = link
         self.max_ms = settings.clock_offset_max_ms
+        self.last: datetime | None = None
 
     async def tick(self, now: datetime) -> None:
+        if self.last is not None and self.last <= now < self.last + KEEP_EVERY:
+            return
+        self.last = now
         await flag(self.max_ms)
         await self.send_time(now)
 

@@ -119,7 +119,7 @@ async def test_a_speaker_off_by_a_minute_is_flagged_sent_the_time_once_and_its_s
             clock = await _clock(fleet, device_id)
             return clock if clock and clock["flagged"] and clock["set_time_at"] else None
 
-        clock = await async_wait_for(flagged, what="the clock flagged and set_time sent")
+        clock = await async_wait_for(flagged, what="the clock flagged and set_time sent", timeout=60)
         assert ahead - BOUND_MS < clock["offset_ms"] <= ahead and clock["samples"] >= 3
 
         def set_times() -> list[dict[str, Any]]:
@@ -128,11 +128,14 @@ async def test_a_speaker_off_by_a_minute_is_flagged_sent_the_time_once_and_its_s
         async def at_device() -> list[dict[str, Any]] | None:
             return set_times() or None
 
-        command = (await async_wait_for(at_device, what="set_time at the device"))[0]
+        command = (await async_wait_for(at_device, what="set_time at the device", timeout=60))[0]
         assert abs(command["args"]["unix_ms"] - time.time_ns() // 1_000_000) < 60_000
         # more messages, more turns of the worker: no second set_time within SET_TIME_EVERY
         device.health(ts=stamp())
+        keeper = next(tick.__self__ for name, tick in worker.parts if name == "clocks")
+        assert isinstance(keeper, clocks.ClockKeeper)
         for _ in range(3):
+            assert await keeper.send_time(datetime.now(UTC)) == 0  # still flagged, but sent lately
             await worker.turn()
         assert await Command.filter(device_id=device_id, name="set_time").count() == 1
         # the node sets its clock and answers how far it moved
@@ -142,7 +145,7 @@ async def test_a_speaker_off_by_a_minute_is_flagged_sent_the_time_once_and_its_s
             clock = await _clock(fleet, device_id)
             return clock if clock and clock["set_time_skew_ms"] is not None else None
 
-        clock = await async_wait_for(answered, what="the skew recorded")
+        clock = await async_wait_for(answered, what="the skew recorded", timeout=60)
         assert clock["set_time_skew_ms"] == -ahead and clock["samples"] == 1  # reset: the answer's own stamp
         ahead = 0
         for _ in range(3):
@@ -152,7 +155,7 @@ async def test_a_speaker_off_by_a_minute_is_flagged_sent_the_time_once_and_its_s
             clock = await _clock(fleet, device_id)
             return clock if clock and clock["samples"] >= 4 and not clock["flagged"] else None
 
-        clock = await async_wait_for(cleared, what="the flag cleared")
+        clock = await async_wait_for(cleared, what="the flag cleared", timeout=60)
         assert abs(clock["offset_ms"]) <= BOUND_MS
         listed = await fleet.get("/api/speakers/clocks", params={"flagged": "false", "limit": 5})
         assert listed.status_code == 200 and int(listed.headers["X-Total-Count"]) >= 1
