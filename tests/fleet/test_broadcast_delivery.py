@@ -2,8 +2,9 @@
 Mosquitto: a saved broadcast reaches a subscribed speaker's retained desired state, edits follow,
 an offline speaker gets its document when it comes back (and the occurrences that passed meanwhile
 are not in it), a document stored while the broker is down goes out when it is back, and the
-refresh before the entries run out. The clock is moved by passing `now` to the delivery's tick
-(the tests take the delivery out of the worker's turns for that): nothing sleeps."""
+refresh before the entries run out, at most one document per 10 s. The clock is moved by passing
+`now` to the delivery's tick (the tests take the delivery out of the worker's turns for that):
+nothing sleeps."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
@@ -347,6 +348,15 @@ async def test_the_document_is_refreshed_before_its_entries_run_out(
             fresh = second["doc"]["speaker"]["schedule"]
             assert len(fresh) == NORMAL_MAX and fresh[-1]["at"] > entries[-1]["at"]
             assert fresh[0]["at"] > (row.due_at - GRACE).timestamp() * 1000
+            # a change a second later (the ward's volume) waits out the 10 s since the last document
+            put = await http.put(f"/api/ward-volumes/{WARD}", json={"steps": [{"from": "00:00", "volume": 55}]})
+            assert put.status_code == 200
+            await delivery.tick(row.due_at + timedelta(seconds=1))
+            held = await SpeakerDelivery.get(device_id="spk-ref")
+            assert held.sent_version == 2 and held.due_at == row.due_at + timedelta(seconds=10)
+            await delivery.tick(row.due_at + timedelta(seconds=10))
+            third = await received(device, 2, "the coalesced change")
+            assert third["doc"]["speaker"]["volume"] == 55
             device.raw("state/desired", b"", retain=True)
             device.clear_retained()
 
