@@ -5,6 +5,8 @@ RRULE) are only a way to write the RRULE; the API's model (BroadcastCreate) and 
 check everything, so a page never accepts what the API would refuse.
 """
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +100,12 @@ class BroadcastForm:
         if self.version:
             out["version"] = self.version
         return out
+
+
+    def fingerprint(self) -> str:
+        """What a review was of: the save goes through only with the same values."""
+        canonical = json.dumps(self.body(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def split_list(text: str) -> list[str]:

@@ -122,7 +122,7 @@ def _next_text(tr: Words, broadcast: Broadcast) -> str:
 
 
 async def form_page(request: Request, viewer: Principal, form: BroadcastForm, *, broadcast: Broadcast | None,
-                    outcome: Outcome | None = None) -> Response:
+                    outcome: Outcome | None = None, notes: list[str] | None = None) -> Response:
     tr = words_of(request)
     offered = await choices()
     return page(request, "broadcast_form.html", {
@@ -130,7 +130,8 @@ async def form_page(request: Request, viewer: Principal, form: BroadcastForm, *,
         "levels": [level.value for level in Level], "weekdays": WEEKDAYS,
         "recurrences": ("none", "daily", "weekly", "monthly", "rrule"),
         "errors": outcome.errors if outcome else [], "review": review_view(tr, outcome.review if outcome else None),
-        "zone": api.calendar_of(request).tz.key,
+        "zone": api.calendar_of(request).tz.key, "notes": notes or [],
+        "reviewed": form.fingerprint() if outcome and outcome.review is not None else "",
         "action": f"/broadcasts/{broadcast.id}/edit" if broadcast else "/broadcasts/new"},
         outcome.status if outcome and outcome.errors else 200)
 
@@ -150,19 +151,33 @@ async def new_submit(request: Request) -> Response:
     viewer = await guarded(request, change=True)
     if isinstance(viewer, Response):
         return viewer
+    return await form_submit(request, viewer, None)
+
+
+async def form_submit(request: Request, viewer: Principal, broadcast: Broadcast | None) -> Response:
+    """step=review: the API's dry run. step=save: saved only if the values are the ones the person
+    reviewed (the review's fingerprint); changed since, they are reviewed again instead."""
     fields = await _form(request)
     form = BroadcastForm.parse(fields)
-    saving = fields.get("step", [""])[0] == "save"
+    tr = words_of(request)
+    wants_save = fields.get("step", [""])[0] == "save"
+    reviewed = fields.get("reviewed", [""])[0] == form.fingerprint()
+    saving = wants_save and reviewed
+    model = api.BroadcastUpdate if broadcast is not None else api.BroadcastCreate
     try:
-        body = api.BroadcastCreate.model_validate({**form.body(), "dry_run": not saving,
-                                                   "confirm": fields.get("confirm", [""])[0] == "yes"})
+        body = model.model_validate({**form.body(), "dry_run": not saving,
+                                     "confirm": saving and fields.get("confirm", [""])[0] == "yes"})
     except ValidationError as err:
-        return await form_page(request, viewer, form, broadcast=None,
-                               outcome=Outcome(errors=validation_errors(words_of(request), err), status=422))
-    outcome = await call_api(api.create_broadcast, request, viewer, body=body)
+        return await form_page(request, viewer, form, broadcast=broadcast,
+                               outcome=Outcome(errors=validation_errors(tr, err), status=422))
+    if broadcast is None:
+        outcome = await call_api(api.create_broadcast, request, viewer, body=body)
+    else:
+        outcome = await call_api(api.edit_broadcast, request, viewer, broadcast_id=broadcast.id, body=body)
     if outcome.saved is not None:
         return RedirectResponse(f"/broadcasts/{outcome.saved.broadcast.id}?done=saved", status_code=303)
-    return await form_page(request, viewer, form, broadcast=None, outcome=outcome)
+    notes = [tr("form.changed")] if wants_save and not reviewed and not outcome.errors else []
+    return await form_page(request, viewer, form, broadcast=broadcast, outcome=outcome, notes=notes)
 
 
 @router.get("/broadcasts/{broadcast_id:int}/edit", response_class=HTMLResponse)
@@ -186,19 +201,7 @@ async def edit_submit(request: Request, broadcast_id: RowId) -> Response:
     broadcast = await Broadcast.get_or_none(id=broadcast_id)
     if broadcast is None:
         return notice(request, viewer, "error.no_broadcast", 404, id=broadcast_id)
-    fields = await _form(request)
-    form = BroadcastForm.parse(fields)
-    saving = fields.get("step", [""])[0] == "save"
-    try:
-        body = api.BroadcastUpdate.model_validate({**form.body(), "dry_run": not saving,
-                                                   "confirm": fields.get("confirm", [""])[0] == "yes"})
-    except ValidationError as err:
-        return await form_page(request, viewer, form, broadcast=broadcast,
-                               outcome=Outcome(errors=validation_errors(words_of(request), err), status=422))
-    outcome = await call_api(api.edit_broadcast, request, viewer, broadcast_id=broadcast.id, body=body)
-    if outcome.saved is not None:
-        return RedirectResponse(f"/broadcasts/{broadcast.id}?done=saved", status_code=303)
-    return await form_page(request, viewer, form, broadcast=broadcast, outcome=outcome)
+    return await form_submit(request, viewer, broadcast)
 
 
 # -- one broadcast -----------------------------------------------------------------------------

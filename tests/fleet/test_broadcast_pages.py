@@ -20,6 +20,7 @@ from fleet.auth.people import create_user
 from fleet.auth.roles import Role
 from fleet.broadcast.models import Broadcast, BroadcastReceipt, BroadcastStatus, DeviceClock, ReceiptState
 from fleet.models import AuditEntry, Device
+from fleet.web.broadcast_form import BroadcastForm
 from tests.fleet.audio_kit import audio_fleet, tone
 from tests.support.fleet import ADMIN_PASSWORD
 from tests.support.mosquitto import Mosquitto
@@ -61,9 +62,14 @@ def tomorrow(hour: int, minute: int = 0) -> str:
 
 
 def form(clip: int, **fields: Any) -> dict[str, Any]:
+    """The form's fields; a save carries the fingerprint of the values reviewed (the review page's
+    hidden `reviewed`), as the browser sends it after a review of the same values."""
     values: dict[str, Any] = {"title": "Bản tin sáng", "clip_id": str(clip), "level": "normal", "wards": [WARD],
                               "start": tomorrow(6, 30), "recurrence": "daily", "order": "100", "step": "review"}
     values.update(fields)
+    if values["step"] == "save" and "reviewed" not in values:
+        as_lists = {k: v if isinstance(v, list) else [v] for k, v in values.items()}
+        values["reviewed"] = BroadcastForm.parse(as_lists).fingerprint()
     return values
 
 
@@ -119,7 +125,14 @@ async def test_the_form_shows_the_conflicts_before_saving_then_edit_cancel_repea
         assert "Số loa sẽ phát: 2" in shown and "Xung đột: 1" in shown
         assert f"#{alert_id} Cảnh báo chợ" in shown and "Lịch kia (do mức độ cao hơn)" in shown
         assert 'name="confirm"' in review.text and 'id="save-button"' in review.text
+        fingerprint = re.search(r'name="reviewed" value="([0-9a-f]{32})"', review.text)
+        assert fingerprint is not None and fingerprint.group(1) == form(clip, step="save")["reviewed"]
         assert await Broadcast.all().count() == 1  # a review saves nothing
+        # values changed after the review: reviewed again, not saved
+        changed = await person.post("/broadcasts/new", data=form(clip, step="save", confirm="yes",
+                                                                 reviewed=fingerprint.group(1), title="Khác"))
+        assert changed.status_code == 200 and "Các giá trị đã thay đổi sau lần xem trước" in changed.text
+        assert 'id="review"' in changed.text and await Broadcast.all().count() == 1
 
         unconfirmed = await person.post("/broadcasts/new", data=form(clip, step="save"))
         assert unconfirmed.status_code == 409 and "confirm=true" in unconfirmed.text
