@@ -60,8 +60,8 @@ NO_START = "no start reported"
 
 @dataclass
 class Counts:
-    """What the ingest made of the receipts' messages since the start (GET /api/speakers/clocks shows
-    them as `receipt_messages`)."""
+    """What the ingest made of the receipts' messages since this process started (in memory, for
+    the logs and the tests; not in the API)."""
 
     applied: int = 0  # receipts moved by a message
     unknown: int = 0  # a playback event whose id is no entry id, or has no receipt row
