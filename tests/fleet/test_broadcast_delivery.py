@@ -215,14 +215,24 @@ async def test_a_saved_broadcast_reaches_the_speakers_and_an_edit_follows(
             new = await BroadcastReceipt.get(device_id="spk-e1", entry_id=after["doc"]["speaker"]["schedule"][0]["id"])
             assert (new.state, new.version) == (ReceiptState.PENDING, 2)
 
-            # cancelled: the speakers' schedules are emptied
-            assert (await http.post(f"/api/broadcasts/{news['id']}/cancel")).status_code == 200
+            # an edit that no longer targets the ESP32: its entries are removed, the Pi keeps them
+            pi_before = desired(pi)
+            assert pi_before is not None
+            retargeted = await http.put(f"/api/broadcasts/{news['id']}", json={
+                "title": "morning news", "clip_id": made["id"], "targets": {"devices": ["spk-p1"]},
+                "start": local(1, 7, 0).isoformat(), "rrule": "FREQ=DAILY", "version": 2})
+            assert retargeted.status_code == 200, retargeted.text
 
-            async def emptied() -> bool:
-                got = desired(esp, after["version"])
+            async def emptied(device: ScriptedDevice, newer_than: int) -> bool:
+                got = desired(device, newer_than)
                 return got is not None and got["doc"]["speaker"]["schedule"] == []
 
-            await async_wait_for(emptied, timeout=20, what="the emptied schedule")
+            await async_wait_for(lambda: emptied(esp, after["version"]), timeout=20, what="the ESP32 untargeted")
+            assert desired(pi, 0)["doc"]["speaker"]["schedule"]  # type: ignore[index]
+
+            # cancelled: the speakers' schedules are emptied
+            assert (await http.post(f"/api/broadcasts/{news['id']}/cancel")).status_code == 200
+            await async_wait_for(lambda: emptied(pi, pi_before["version"]), timeout=20, what="the Pi emptied")
             assert (await http.delete(f"/api/ward-volumes/{WARD}")).status_code == 204
             assert (await http.delete(f"/api/ward-volumes/{WARD}")).status_code == 404
             for device in (esp, pi, far):
