@@ -1,33 +1,35 @@
 """How close to its scheduled time does every speaker start a broadcast, and how soon after the
 emergency button does every online speaker play? (issue 12, docs/broadcasts.md "Benchmark")
 
-Real parts, all on this machine: the fleet (uvicorn, the ingest, the broadcast worker, SQLite or
-PostgreSQL), one Mosquitto with per-device accounts (dynamic security: each speaker logs in with
-the password the fleet issued it, as in production), `--esp` ESP32 speaker nodes (the firmware of
-this checkout on the MicroPython unix port, -X heapsize=64k, role `speaker`, its audio written to
-the host board's sink file) and `--pi` Pi speaker agents (`edge-agent` processes, role `speaker`,
-the player ffmpeg at the clip's pace into its null output: no sound card). A clip is uploaded to
-the audio library (a 1 s tone, transcoded per kind) and fetched by every speaker before the rounds.
+Real parts, all on this machine: the fleet (uvicorn, the ingest, the broadcasts worker, SQLite or
+PostgreSQL) in this process, one Mosquitto with per-device accounts (dynamic security: each
+speaker logs in with the password the fleet issued it, as in production), `--esp` ESP32 speaker
+nodes (the firmware of this checkout on the MicroPython unix port, -X heapsize=80k, role
+`speaker`, its audio written to the host board's sink file) and `--pi` Pi speaker agents
+(`edge-agent` processes, role `speaker`, the player ffmpeg at the clip's pace into its null
+output: no sound card). A clip is uploaded to the audio library (a 1 s tone, transcoded per kind)
+and fetched by every speaker (`speaker.clip_fetch`) before the rounds.
 
 Every clock is the host's: the boards run without clock.json (the host HAL's clock is the host
 clock), the agents read the host's wall clock, the fleet stamps with it. So the device timestamps
 (`ts`) of the playback events and the benchmark's own times are on one clock; the skew measured is
-the nodes' scheduling and start-up lateness, with no clock error in it.
+the nodes' scheduling and start-up lateness, with no clock error in it. The playback events are
+heard on the broker itself (EventTap), so a slow ingest does not hide a start.
 
-(a) Start skew: a broadcast to every speaker, `--lead-s` ahead, through the path named in the
-    output: `broadcast` (POST /api/broadcasts; the fleet's delivery puts the entry in each
-    speaker's desired state) or `desired` (the same one-entry `speaker` document put by the
-    benchmark through PUT /api/devices/{id}/desired: not the broadcast path). Per speaker: the
-    device ts of its playback `start` minus the scheduled time. `--rounds` rounds.
-    Baseline, same run, same moment: a bare CPython process with one asyncio timer per speaker
-    (loop.call_at) for the same instant, started during the round: the lateness the machine's
-    load alone gives a timer.
+(a) Start skew: `--rounds` broadcasts to every speaker, `--gap-s` apart, the first `--lead-s`
+    ahead, all scheduled at once through the path named in the output: `broadcast` (POST
+    /api/broadcasts; the fleet's delivery puts the entries in each speaker's desired state; its
+    time is printed on its own) or `desired` (the same entries put by the benchmark through PUT
+    /api/devices/{id}/desired: not the broadcast path). Per speaker: the device ts of its
+    playback `start` minus the scheduled time. Baseline, same run, same moment: a bare CPython
+    process with one asyncio timer per speaker (loop.call_at) for the same instant, started 3 s
+    before it: the lateness the machine's load alone gives a timer.
 (b) Emergency latency: from the call (POST /api/broadcasts/emergency, else `speaker.broadcast`
     commands through POST /api/devices/{id}/commands, one per speaker, concurrently: not the
-    broadcast path) to each speaker's playback `start` (device ts). Baseline, same run: the same
+    emergency path) to each speaker's playback `start` (device ts). Baseline, same run: the same
     call for one speaker alone, just before each round.
 
-    .venv/bin/python benchmarks/broadcast_skew.py [--esp 160] [--pi 40] [--rounds 3] [--lead-s 20] [--postgres]
+    .venv/bin/python benchmarks/broadcast_skew.py [--esp 160] [--pi 40] [--rounds 3] [--lead-s 60] [--postgres]
 
 Prints each round, then medians over the rounds. Takes a few minutes (most of it starting the nodes).
 """
