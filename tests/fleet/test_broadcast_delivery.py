@@ -483,3 +483,28 @@ async def test_an_emergency_in_force_reaches_a_speaker_back_after_the_grace_at_i
             assert gone["doc"]["speaker"]["schedule"] == []
             device.raw("state/desired", b"", retain=True)
             device.clear_retained()
+
+
+async def test_an_operator_document_without_the_schedule_gets_it_back_at_the_next_turn(
+        tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
+    async with delivery_fleet(tmp_path, mosquitto, database_url) as http:
+        delivery = delivery_of(http, take_out=True)
+        await register(http, "spk-put")
+        await Device.filter(id="spk-put").update(roles=["speaker"])
+        made = await clip(http)
+        saved = await http.post("/api/broadcasts", json={
+            "title": "ward news", "clip_id": made["id"], "targets": {"devices": ["spk-put"]},
+            "start": local(1, 10, 0).isoformat()})
+        assert saved.status_code == 201, saved.text
+        await delivery.tick(datetime.now(UTC))
+        first = await Device.get(id="spk-put")
+        assert first.desired_version == 1 and len(first.desired_doc["speaker"]["schedule"]) == 1
+        # an operator replaces the whole document, the schedule with it
+        put = await http.put("/api/devices/spk-put/desired", json={"doc": {"health_period_s": 60}})
+        assert put.status_code == 200, put.text
+        row = await SpeakerDelivery.get(device_id="spk-put")
+        assert row.reason == "desired replaced" and row.due_at is not None
+        await delivery.tick(datetime.now(UTC) + timedelta(seconds=11))  # past the 10 s between documents
+        back = await Device.get(id="spk-put")
+        assert back.desired_version == 3
+        assert back.desired_doc == {"health_period_s": 60, "speaker": first.desired_doc["speaker"]}

@@ -11,6 +11,7 @@ from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, ac
 from fleet.api.errors import answer
 from fleet.api.schemas import CommandCreate, CommandPublic, DesiredPublic, DesiredUpdate
 from fleet.auth.roles import Permission
+from fleet.broadcast.delivery import mark_due
 from fleet.desired import DesiredChanged, claim_desired
 from fleet.ingest.link import LinkError
 from fleet.models import Command, Device, DeviceStatus
@@ -82,6 +83,11 @@ async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDe
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"stored as version {version} but not sent: {err}") from err
     await audit("device.desired", device.id, {"version": version})
+    if "speaker" in (device.roles or []) and body.doc.get("speaker") != (device.desired_doc or {}).get("speaker"):
+        # the schedule is the broadcasts' delivery's: it puts its own back (or keeps the new one) at once
+        await mark_due([device.id], "desired replaced")
+        if runtime.broadcasts is not None:
+            runtime.broadcasts.nudge()
     await device.refresh_from_db()
     return _desired(device)
 
