@@ -6,10 +6,13 @@
 #   {"volume": 70, "tz_min": 420,
 #    "schedule": [{"id": "b1", "clip": "news", "at": unix_ms},                 one-off
 #                 {"id": "b2", "clip": "anthem", "daily": "06:30", "days": [0, 1, 2, 3, 4]},
-#                 {"id": "b3", "clip": "siren", "at": unix_ms, "emergency": true}]}
-# Commands: speaker.broadcast {"id", "clip", "emergency"}: now; speaker.clip_fetch {"name", "url",
-# "sha256", "bytes"}: download over HTTP into clips/ within clip_budget_kb; speaker.clip_delete
-# {"name"}.
+#                 {"id": "b3", "clip": "siren", "at": unix_ms, "emergency": true, "volume": 90}]}
+# An entry's own volume (0..100) overrides the document's. `done` in speaker.json keeps only the
+# ids of the schedule applied last (the fleet's ids are one per occurrence: it would grow for good).
+# Commands: speaker.broadcast {"id", "clip", "emergency", "volume"}: now; speaker.clip_fetch {"name",
+# "url", "sha256", "bytes"}: download over HTTP into clips/ within clip_budget_kb, one at a time, up
+# to 4 waiting (clips no entry names, not playing, and not fetched in the last hour may
+# be removed to make room: clip_room.py); speaker.clip_delete {"name"}.
 import os
 import struct
 import sys
@@ -25,7 +28,11 @@ MAX_SCHEDULE = 32
 QUEUE_MAX = 4  # broadcasts waiting behind the one playing; at the bound a new one fails "busy"
 CHUNK = 512  # bytes per write; at most 8 per loop turn
 AMP_OFF_MS = 2000  # the amplifier stays on this long after the last clip
-NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+
+
+def _volume(b):
+    v = b.get("volume", 0)
+    return isinstance(v, int) and 0 <= v <= 100
 
 
 def _hhmm(s):
@@ -71,7 +78,8 @@ class Speaker:
         self.done = store.read_json(STATE, {}).get("done", {})
         self.play = None  # [broadcast, event id, file, sink, bytes/s, started, sent, total]
         self.queue = []
-        self.fetch = None
+        self.fetches = []  # [(command id, args)] waiting to be downloaded, oldest first (clip_room.py)
+        self.fetched = {}  # clip name: the device's uptime (ms) at its download (clip_room.py)
         self.played = 0
         self.failed = 0
         self._next = time.ticks_ms()
@@ -96,38 +104,40 @@ class Speaker:
                 return "a broadcast needs id and clip"
             if not isinstance(b.get("at"), int) and _hhmm(b.get("daily")) is None:
                 return "a broadcast needs at (Unix ms) or daily (HH:MM)"
-        vol = v.get("volume", 70)
-        if not isinstance(vol, int) or not 0 <= vol <= 100:
+            if not _volume(b):
+                return "%s: volume 0..100" % b["id"]
+        if not _volume(v):
             return "volume: 0..100"
         return None
 
     def apply(self, v):
         self.schedule = v.get("schedule", [])
+        ids = [b["id"] for b in self.schedule]
+        gone = [k for k in self.done if k not in ids]
+        if gone:  # an id not in the schedule is never looked at again
+            for k in gone:
+                del self.done[k]
+            store.write_json(STATE, {"done": self.done})
         self.volume = v.get("volume", 70)
         self.tz = v.get("tz_min", self.tz)
         self._next = time.ticks_ms()
 
     def broadcast(self, args):
-        if not isinstance(args.get("id"), str) or not isinstance(args.get("clip"), str):
-            return "error", "needs id and clip"
+        if not isinstance(args.get("id"), str) or not isinstance(args.get("clip"), str) or not _volume(args):
+            return "error", "needs id and clip; volume 0..100"
         self._start(args, args["id"])
         return "ok", None
 
     def clip_fetch(self, args):
-        name, size = args.get("name"), args.get("bytes")
-        if not isinstance(name, str) or not 0 < len(name) <= 32 or name.strip(NAME_CHARS):
-            return "error", "name: 1..32 of a-z 0-9 _ -"
-        if not isinstance(size, int) or not isinstance(args.get("url"), str) \
-                or not isinstance(args.get("sha256"), str):
-            return "error", "needs url, sha256 and bytes"
-        used = 0
-        for entry in os.ilistdir("clips"):
-            if entry[0] != name + ".wav":
-                used += os.stat(CLIPS + entry[0])[6]
-        if used + size > self.budget:
-            return "error", "over budget: %d + %d > %d bytes" % (used, size, self.budget)
-        self.fetch = (self.device.commands.current, args)
-        return None, None  # answered when the download is done
+        # checked, and room made, by clip_room.py (loaded for the moment); queued if it fits
+        try:
+            import roles.clip_room as m
+            status, detail = m.take(self, args)
+        finally:  # its code (and the package's) does not stay in the heap
+            m = None
+            sys.modules.pop("roles.clip_room", None)
+            sys.modules.pop("roles", None)
+        return status, detail
 
     def clip_delete(self, args):
         try:
@@ -139,15 +149,16 @@ class Speaker:
     # -- the loop -------------------------------------------------------------------------------
 
     def tick(self, now):
-        if self.fetch:
-            cid, args = self.fetch
-            self.fetch = None
+        if self.fetches:
+            cid, args = self.fetches.pop(0)
             try:
                 import roles.clip_fetch as cf
                 status, detail = cf.fetch(args, CLIPS, self.device.feed)
             finally:  # rarely needed: its code (and the package's) does not stay in the heap
                 sys.modules.pop("roles.clip_fetch", None)
                 sys.modules.pop("roles", None)
+            if status == "ok":
+                self.fetched[args["name"]] = self.device.meter.up_ms
             self.device.commands.finish(cid, status, detail)
         if self.play:
             self._feed(now)
@@ -218,12 +229,13 @@ class Speaker:
             f.close()
             self._report(b, eid, "once", "failed", "bad clip: %s" % e)
             return
+        vol = b.get("volume", self.volume)
         self.hal.out("amp", 1)
-        self.hal.out("volume", self.volume)
+        self.hal.out("volume", vol)
         self._amp_off = None
         sink = self.hal.audio(rate, bits, channels)
         self.play = [b, eid, f, sink, rate * bits // 8 * channels, time.ticks_ms(), 0, total]
-        self.device.log("speaker: playing %s (%s)" % (eid, b["clip"]))
+        self.device.log("speaker: playing %s (%s) volume %d" % (eid, b["clip"], vol))
         self._report(b, eid, "start", "started")
 
     def _feed(self, now):
