@@ -37,7 +37,7 @@ from pydantic import Field
 from edge.commands import CommandHandler, Reply
 from edge.errors import CommandError, DesiredStateError
 from edge.roles.base import Number, Role, RoleContext, RoleSettings
-from edge.roles.speaker_cache import ClipCache, ClipError, check_name
+from edge.roles.speaker_cache import ClipCache, ClipError, Entry, check_name
 from edge.roles.speaker_schedule import (
     GRACE_MS,
     MISSED_MS,
@@ -120,6 +120,9 @@ class SpeakerRole(Role):
         self._fetch_wanted = asyncio.Event()
         self.played = self.failed = self.preempted = self.player_failures = 0
         self.fetch_failures = 0
+        # one download at a time (the desired state's clips in the background and clip_fetch
+        # commands): two downloads of one clip would write the same `.part` file
+        self._downloading = asyncio.Lock()
 
     # -- desired state ----------------------------------------------------------------------
 
@@ -135,6 +138,8 @@ class SpeakerRole(Role):
         self.volume = part.get("volume", 70)
         self.tz_min = part.get("tz_min", self.settings.tz_min)
         self.wanted_clips = list(part.get("clips", []))
+        known = {b["id"] for b in self.schedule}  # the fleet's ids are one per occurrence: forget the others
+        self._done = {k: v for k, v in self._done.items() if k in known}
         self._rescan.set()
         self._fetch_wanted.set()
 
@@ -283,11 +288,10 @@ class SpeakerRole(Role):
     # -- clips ------------------------------------------------------------------------------
 
     async def fetch_clip(self, name: str, url: str, sha256: str, size: int) -> Mapping[str, Any]:
+        """Download a clip into the cache, or answer at once when the cache holds it already (the
+        background fetch of the desired state's `clips` often got it before the command came)."""
         try:
-            async with httpx.AsyncClient(timeout=self.settings.fetch_timeout_s) as client:
-                entry = await asyncio.wait_for(
-                    self.cache.fetch(client, name, url, sha256, size), self.settings.fetch_timeout_s
-                )
+            entry = await asyncio.wait_for(self._fetch_one(name, url, sha256, size), self.settings.fetch_timeout_s)
         except TimeoutError:
             self.fetch_failures += 1
             raise ClipError(f"download took longer than {self.settings.fetch_timeout_s} s") from None
@@ -295,6 +299,14 @@ class SpeakerRole(Role):
             self.fetch_failures += 1
             raise
         return {"name": name, "bytes": entry.size, "sha256": entry.sha256}
+
+    async def _fetch_one(self, name: str, url: str, sha256: str, size: int) -> Entry:
+        async with self._downloading:
+            held = self.cache.entries.get(name)
+            if held is not None and self.cache.has(name, sha256):
+                return held
+            async with httpx.AsyncClient(timeout=self.settings.fetch_timeout_s) as client:
+                return await self.cache.fetch(client, name, url, sha256, size)
 
     async def _fetch_loop(self) -> None:
         """Fetch the desired state's clips the cache lacks; retry failures with a growing delay."""
