@@ -6,8 +6,9 @@ ESP32 loudspeaker (the real firmware on the MicroPython unix port), and Pi agent
 `edge-agent` processes, configs from edge/launch.py): a loudspeaker, an air-quality node reading
 SDS011 frames over a pseudo-terminal, an intersection camera on a looping street clip, a market
 wifi hotspot following hostapd's log. The demo plays their world (demo/feeds.py) and the IOC
-operator's part (demo/operator.py: the announcement clip, broadcasts), and adds a page, `/city`,
-with the evidence of each device's job (demo/page.py).
+operator's part (demo/operator.py: the chime into the fleet's audio library, a broadcast of it to
+the loudspeakers now and then), and adds a page, `/city`, with the evidence of each device's job
+(demo/page.py).
 
 Ctrl-C stops the operator, then the devices (each sends its shutdown death; anything a device
 left running is killed with its process group), then their feeds, then the fleet, which stores
@@ -40,11 +41,10 @@ import httpx
 import uvicorn
 
 from demo import devices as town
-from demo.clips import Clip, make_chime
+from demo.clips import make_chime
 from demo.devices import CityDevice, PiSetup
 from demo.feeds import Sds011Line, feed_air, feed_lamps, replay_hostapd
 from demo.operator import announce
-from demo.page import CLIPS_PATH
 from demo.page import install as install_page
 from edge.agent import EXIT_RESTART
 from edge.config import write_config
@@ -84,7 +84,7 @@ class DemoOptions:
     kinds: frozenset[str] = frozenset(town.KINDS)
     pis: int = 0  # extra `sim` Pi agents
     boards: int = 0  # extra `sim` ESP32 boards
-    announce_every_s: float = 60.0  # a broadcast to each loudspeaker this often
+    announce_every_s: float = 60.0  # a broadcast to the loudspeakers this often
     hotspot_every_s: float = 3.0  # a hostapd log line this often
 
 
@@ -240,6 +240,10 @@ async def _run(options: DemoOptions, port: int | None, workdir: Path) -> None:
                         mqtt_client_id="fleet-demo")
     if port is not None:  # else FLEET_HTTP_PORT, or 8000
         settings.http_port = port
+    # the audio library in the demo's folder; the speakers download their clips from this fleet
+    # over plain http (the ESP32 fetches http:// only), whatever FLEET_PUBLIC_URL says elsewhere
+    settings.audio_dir = workdir / "audio"
+    settings.public_url = f"http://{settings.http_host}:{settings.http_port}"
     with _workdir_lock(workdir, settings):
         _check_ports(settings)
         running = _Running()
@@ -260,7 +264,7 @@ async def _serve(settings: Settings, options: DemoOptions, workdir: Path, runnin
         app = create_app(settings, services=lambda _settings: contextlib.nullcontext(runtime))
         clip = await asyncio.to_thread(make_chime, workdir / "clips")
         snapshot_dirs = {d.id: workdir / d.id / "snapshots" for d in chosen if d.role == "camera"}
-        install_page(app, clips_dir=clip.path.parent, snapshot_dirs=snapshot_dirs)
+        install_page(app, snapshot_dirs=snapshot_dirs)
         server = _QuietServer(uvicorn.Config(app, host=settings.http_host, port=port, log_level="warning"))
         serving = asyncio.create_task(server.serve(), name="demo-http")
         try:
@@ -275,10 +279,10 @@ async def _serve(settings: Settings, options: DemoOptions, workdir: Path, runnin
                 running.task(running.minders, running.watch(), "demo-watch")
                 started.set()
                 _ready(base, runtime, workdir, present)
-                for device in present:
-                    if device.role == "speaker":
-                        running.task(running.minders, announce(http, device.id, clip, _clip_url(base, clip),
-                                                                options.announce_every_s), f"demo-announce-{device.id}")
+                speakers = [device.id for device in present if device.role == "speaker"]
+                if speakers:
+                    running.task(running.minders, announce(http, speakers, clip, options.announce_every_s),
+                                 "demo-announce")
                 await stop.wait()
                 print("ioc-demo: stopping devices, then the fleet", flush=True)
         finally:
@@ -286,10 +290,6 @@ async def _serve(settings: Settings, options: DemoOptions, workdir: Path, runnin
             server.should_exit = True
             with contextlib.suppress(SystemExit):  # uvicorn exits 3 when it could not listen
                 await serving
-
-
-def _clip_url(base: str, clip: Clip) -> str:
-    return f"{base}{CLIPS_PATH}/{clip.path.name}"
 
 
 async def _start_city(http: httpx.AsyncClient, runtime: Runtime, chosen: list[CityDevice], workdir: Path,

@@ -1,8 +1,9 @@
 """The demo's announcement clip, made at start-up (no audio file in the repository).
 
 A two-tone chime ("ding-dong", as before a ward announcement) synthesised as 8 kHz, 16-bit mono
-PCM WAV: the format the ESP32 loudspeaker node plays (firmware/app_a/roles/speaker.py) and any
-player on a Pi accepts. About 2 s, 32 KB: within the node's 512 KB clip budget.
+PCM WAV, 2 s, 32 KB: what the operator uploads to the fleet's audio library (demo/operator.py),
+which makes the speakers' variants of it (ESP32: WAV 16 kHz mono, 64 KB, within the node's
+512 KB clip budget; Pi: WAV 48 kHz mono).
 """
 
 import array
@@ -19,14 +20,9 @@ LENGTH_S = 2.0
 
 @dataclass(frozen=True)
 class Clip:
-    name: str  # the clip's name on the devices: a-z 0-9 _ -
     path: Path
     sha256: str
     bytes: int
-
-    def fetch_args(self, url: str) -> dict[str, object]:
-        """The arguments of `speaker.clip_fetch` (Pi and ESP32 alike) for this clip at `url`."""
-        return {"name": self.name, "url": url, "sha256": self.sha256, "bytes": self.bytes}
 
 
 def _samples() -> "array.array[int]":
@@ -52,4 +48,4 @@ def make_chime(folder: Path, name: str = "chime") -> Clip:
         out.setframerate(RATE)
         out.writeframes(_samples().tobytes())
     data = path.read_bytes()
-    return Clip(name, path, hashlib.sha256(data).hexdigest(), len(data))
+    return Clip(path, hashlib.sha256(data).hexdigest(), len(data))

@@ -1,12 +1,10 @@
 """The demo's own page, `/city`: each device with the evidence of its job, from what the fleet
 stored (its latest telemetry, events and health figures), on the fleet's own HTTP server.
 
-Two things the fleet does not do yet, done here for the demo only and said so on the page:
-- the announcement clip is served from the demo's folder at `/demo/clips/` (the fleet's audio
-  library is issue 12);
-- a camera event's snapshot is shown from the camera Pi's snapshot folder, which the demo can
-  read because everything runs on one machine (uploading snapshots to the fleet is a later issue:
-  docs/edge-camera.md).
+One thing the fleet does not do yet, done here for the demo only and said so on the page: a
+camera event's snapshot is shown from the camera Pi's snapshot folder, which the demo can read
+because everything runs on one machine (uploading snapshots to the fleet is a later issue:
+docs/edge-camera.md).
 """
 
 import re
@@ -17,7 +15,6 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
@@ -26,16 +23,18 @@ from fleet.models import Device, EventRecord, TelemetryRecord
 from fleet.runtime import Runtime
 from fleet.web import pages
 
-CLIPS_PATH = "/demo/clips"
 SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}\.jpg$")
 RECENT = 20  # telemetry rows looked at for a role's latest reading of one kind
 
 
 def _templates() -> Jinja2Templates:
-    """The demo's templates, extending the fleet's `base.html` (its header, its stylesheet)."""
+    """The demo's templates, extending the fleet's `base.html` (its header, its stylesheet), with the
+    functions the fleet's templates call (its nav's `t`, `lang`, `may_broadcast`, ...)."""
     loader = ChoiceLoader([FileSystemLoader(Path(__file__).parent / "templates"),
                            FileSystemLoader(Path(pages.__file__).parent / "templates")])
-    return Jinja2Templates(env=Environment(loader=loader, autoescape=select_autoescape()))
+    env = Environment(loader=loader, autoescape=select_autoescape())
+    env.globals.update({k: v for k, v in pages.templates.env.globals.items() if k not in env.globals})
+    return Jinja2Templates(env=env)
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
@@ -88,7 +87,7 @@ async def _light(device: Device, figures: Mapping[str, Any], now: datetime) -> J
 async def _speaker(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
     event = await _event(device.id, type="playback")
     if event is None:
-        return Job(what="no broadcast yet", detail="the demo broadcasts once the speaker has the clip")
+        return Job(what="no broadcast yet", detail="the demo schedules one, 30 s ahead, once the speakers are online")
     d = event.data
     reason = f" ({d['reason']})" if d.get("reason") else ""
     counts = " · ".join(f"{k} {figures[k]}" for k in ("played", "failed", "clips") if k in figures)
@@ -160,8 +159,8 @@ async def _jobs(device: Device, now: datetime) -> list[Job]:
     return jobs
 
 
-def install(app: FastAPI, *, clips_dir: Path, snapshot_dirs: Mapping[str, Path]) -> None:
-    """Add `/city`, its snapshots and the demo's clips to the fleet's app."""
+def install(app: FastAPI, *, snapshot_dirs: Mapping[str, Path]) -> None:
+    """Add `/city` and its snapshots to the fleet's app."""
     templates = _templates()
     router = APIRouter(include_in_schema=False)
 
@@ -178,7 +177,7 @@ def install(app: FastAPI, *, clips_dir: Path, snapshot_dirs: Mapping[str, Path])
             rows.append({"device": device, "state": state.value.replace("_", "-"),
                          "words": state.value.replace("_", " "), "jobs": await _jobs(device, view.now)})
         return templates.TemplateResponse(request, "city.html", {
-            "rows": rows, "viewer": viewer, "now": view.now, "clips": CLIPS_PATH})
+            "rows": rows, "viewer": viewer, "now": view.now})
 
     @router.get("/city/snapshots/{device_id}/{name}")
     async def snapshot(request: Request, device_id: str, name: str) -> Response:
@@ -190,4 +189,3 @@ def install(app: FastAPI, *, clips_dir: Path, snapshot_dirs: Mapping[str, Path])
         return FileResponse(folder / name, media_type="image/jpeg")
 
     app.include_router(router)
-    app.mount(CLIPS_PATH, StaticFiles(directory=clips_dir), name="demo-clips")
