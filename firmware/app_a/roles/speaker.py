@@ -166,8 +166,7 @@ class Speaker:
             self._amp_off = None
             self.hal.out("amp", 0)
         if time.ticks_diff(now, self._next) >= 0:
-            self._next = time.ticks_add(now, 1000)
-            self._scheduled()
+            self._next = time.ticks_add(now, self._scheduled())
 
     def _occurrence(self, b, unix):
         # The broadcast's latest time at or before unix, or None
@@ -183,10 +182,16 @@ class Speaker:
         return (day * 1440 + m - self.tz) * 60000
 
     def _scheduled(self):
+        # Starts what is due; ms until the next look: 1 s, or sooner for a one-off entry due
+        # sooner (then it starts within a loop turn of its time, not anywhere in the second after)
         unix = self.hal.now_ms()
         if unix is None:
-            return  # no clock, no schedule: nothing plays at a wrong time
+            return 1000  # no clock, no schedule: nothing plays at a wrong time
+        soon = 1000
         for b in self.schedule:
+            at = b.get("at")
+            if at is not None and unix < at < unix + soon:
+                soon = at - unix
             occ = self._occurrence(b, unix)
             if occ is None or self.done.get(b["id"], -1) >= occ:
                 continue
@@ -198,6 +203,7 @@ class Speaker:
                 self._report(b, eid, "once", "failed", "missed")
             self.done[b["id"]] = occ
             store.write_json(STATE, {"done": self.done})
+        return soon
 
     def _report(self, b, eid, phase, status, reason=None):
         data = {"broadcast": b["id"], "clip": b["clip"], "status": status}
