@@ -354,7 +354,6 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 device.reported_status = msg.body["status"]
                 note_reported_state(device, msg.body)
         await apply_progress(conn, progress, now)
-        await observe_batch(conn, observed, now)
         result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
         # ignore_conflicts: the unique (device, epoch, ses, seq) key is the last line against a replay
         # that a second fleet instance stored at the same moment
@@ -371,6 +370,9 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
             await device.save(using_db=conn, update_fields=[
                 "last_seen_at", "last_health", "last_health_at", "reported_version", "reported_status",
                 "updated_at", *HEARD_FIELDS])
+    # after the commit, in a transaction of its own: receipts and clocks never cost the batch, and the
+    # ingest's device rows are never held while broadcast rows wait (delivery locks a device, then them)
+    await observe_batch(observed, now)
     return result
 
 

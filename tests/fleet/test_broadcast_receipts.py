@@ -229,3 +229,32 @@ async def test_an_emergency_in_force_is_swept_only_after_its_end(db: None) -> No
     assert await receipts.sweep(later(T0, minutes=34)) == (1, 1)
     assert (await BroadcastReceipt.get(id=sent.id)).state == S.MISSED
     assert (await BroadcastReceipt.get(id=unsent.id)).state == S.NOT_DELIVERED
+
+
+async def test_a_failing_receipt_update_costs_the_ingest_nothing(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook runs after the batch's commit: a failure there is logged and counted, the messages stay stored
+    and the next batch's receipts are applied again."""
+    from fleet.broadcast import ingest_hook
+    from fleet.models import EventRecord
+
+    b = await broadcast()
+    spk = Speaker()
+    e1 = entry_id(b.id, T0)
+    await ingest([spk.birth(later(T0, hours=-2))], later(T0, hours=-2))
+    await receipt(b, spk.device_id, T0, S.DELIVERED)
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("the receipts' table is gone")
+
+    failures = ingest_hook.FAILURES["batches"]
+    real = receipts.observe
+    monkeypatch.setattr(receipts, "observe", broken)
+    start = spk.playback(later(T0, seconds=0.2), f"{e1}@{ms(T0)}", "start", "started")
+    result = await ingest([start], later(T0, seconds=0.3))
+    assert result.stored == 1 and not result.refused
+    assert await EventRecord.filter(device_id=spk.device_id, type="playback").count() == 1
+    assert ingest_hook.FAILURES["batches"] == failures + 1
+    assert (await _state(spk.device_id, e1)).state == S.DELIVERED
+    monkeypatch.setattr(receipts, "observe", real)
+    await ingest([spk.playback(later(T0, seconds=5), f"{e1}@{ms(T0)}", "end", "completed")], later(T0, seconds=5))
+    assert (await _state(spk.device_id, e1)).state == S.COMPLETED
