@@ -16,7 +16,8 @@ In order:
    nodes' grace (2 min), then `at` = the speaker's reconnect (its last birth, when that came after
    the grace) while in force and not played; otherwise it is left out (never both command and
    entry; never twice on one node).
-5. Bounds: the nearest NORMAL_MAX (30) non-emergency entries, up to ENTRIES_MAX (32) in all.
+5. Bounds (CAPACITY, per kind): on a Pi the nearest NORMAL_MAX (30) non-emergency entries, up to
+   ENTRIES_MAX (32) in all; on an ESP32 the nearest 3, up to 4 in all (its heap).
 6. Volume: the ward's profile at each entry's local time; the document's `volume` is the next
    entry's (the ESP32 has one per document; the Pi also gets each entry's `volume`).
 """
@@ -44,6 +45,23 @@ REFRESH_SLIDE = timedelta(days=1)  # every document is recomputed at least this 
 DISPATCH_POLL = timedelta(seconds=10)  # an emergency's command in flight: look again this soon
 REFRESH_MIN = timedelta(seconds=10)  # a document goes out at most this often (delivery.py holds it)
 KINDS = ("esp32", "pi")
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """How many entries a kind of node is given: `normal` non-emergency ones (the nearest), `total` with
+    the emergencies, and a cut document is refreshed before fewer than `low` future ones remain."""
+
+    normal: int
+    total: int
+    low: int
+    ahead: timedelta | None  # … or before its last entry is less than this ahead (None: by `low` only)
+
+
+# The Pi takes the nodes' 32. The ESP32's heap holds far fewer parsed entries than its 32 (docs/
+# broadcasts.md, "Known gap in the firmware": 6 at the edge of its 64k/68k budget, 4 with room for a
+# clip download): it is given 3 and a place for one emergency, refreshed when fewer than 2 remain ahead.
+CAPACITY = {"pi": Capacity(NORMAL_MAX, ENTRIES_MAX, REFRESH_LOW, REFRESH_AHEAD), "esp32": Capacity(3, 4, 2, None)}
 
 
 def clip_name(sha256: str) -> str:
@@ -246,18 +264,19 @@ def build(speaker: SpeakerInfo, programs: Sequence[Program], now: datetime, *, t
 
     normal.sort(key=lambda e: (e.at, e.id))
     urgent.sort(key=lambda e: (e.at, e.id))
-    kept_normal = normal[:max(0, min(normal_max, NORMAL_MAX))]
-    kept_urgent = urgent[:ENTRIES_MAX - len(kept_normal)]
+    capacity = CAPACITY.get(speaker.kind, CAPACITY["esp32"])
+    kept_normal = normal[:max(0, min(normal_max, capacity.normal))]
+    kept_urgent = urgent[:max(0, capacity.total - len(kept_normal))]
     cut = normal[len(kept_normal):] + urgent[len(kept_urgent):]
     entries = sorted(kept_normal + kept_urgent, key=lambda e: (e.at, e.id))
     if normal[len(kept_normal):]:  # a cut document: refreshed before its entries run out
         future = [e for e in kept_normal if e.at > now]
-        if len(future) >= REFRESH_LOW:
-            refresh.append(future[len(future) - REFRESH_LOW].at + timedelta(milliseconds=1))
+        if len(future) >= capacity.low:
+            refresh.append(future[len(future) - capacity.low].at + timedelta(milliseconds=1))
         else:
             refresh.append(now + REFRESH_MIN)
-        if kept_normal:
-            refresh.append(kept_normal[-1].at - REFRESH_AHEAD)
+        if kept_normal and capacity.ahead is not None:
+            refresh.append(kept_normal[-1].at - capacity.ahead)
 
     upcoming = next((e for e in entries if e.at >= now), None)
     doc_volume = upcoming.volume if upcoming else volume_at(steps, now.astimezone(tz))

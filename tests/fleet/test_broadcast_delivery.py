@@ -144,9 +144,9 @@ async def test_a_saved_broadcast_reaches_the_speakers_and_an_edit_follows(
             assert doc["version"] == 2 and doc["doc"]["health_period_s"] == 60
             part = doc["doc"]["speaker"]
             check(part)
+            # the ESP32 gets the nearest 3 (its heap: docs/broadcasts.md, "Known gap in the firmware")
             starts = [local(day, 6, 30) for day in range(1, 8)]
-            assert [e["at"] for e in part["schedule"]] == [ms(s) for s in starts if ms(s) < (
-                datetime.now(UTC) + timedelta(days=7)).timestamp() * 1000]
+            assert [e["at"] for e in part["schedule"]] == [ms(s) for s in starts][:3]
             first_entry = part["schedule"][0]
             assert first_entry["id"] == f"b{news['id']}.{first_entry['at'] // 1000}"
             assert first_entry["clip"] == "c" + files["esp32"]["sha256"][:24]
@@ -244,9 +244,9 @@ async def test_an_offline_speaker_gets_its_document_when_it_is_back_without_what
         tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
     async with delivery_fleet(tmp_path, mosquitto, database_url) as http:
         delivery = delivery_of(http, take_out=True)
-        await register(http, "spk-off")
+        await register(http, "spk-off", "pi")
         made = await clip(http)
-        with speaker(mosquitto, "spk-off"):
+        with speaker(mosquitto, "spk-off", "pi"):
             await born("spk-off")
         # offline now (closed): the broadcast is saved, its document waits retained at the broker
         soon = datetime.now(HCM).replace(tzinfo=None, second=0, microsecond=0) + timedelta(minutes=10)
@@ -264,7 +264,7 @@ async def test_an_offline_speaker_gets_its_document_when_it_is_back_without_what
         # back 90 minutes later (the clock moved): its birth makes it due; the retained document
         # arrives at once, and the new one has none of the occurrences that passed meanwhile
         later = now + timedelta(minutes=90)
-        with speaker(mosquitto, "spk-off", ses=2) as device:
+        with speaker(mosquitto, "spk-off", "pi", ses=2) as device:
             waiting = await received(device, 0, "the retained document")
             assert waiting["version"] == 1 and waiting["doc"]["speaker"]["schedule"][0]["at"] == ms(soon)
 
@@ -332,9 +332,9 @@ async def test_the_document_is_refreshed_before_its_entries_run_out(
         tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
     async with delivery_fleet(tmp_path, mosquitto, database_url) as http:
         delivery = delivery_of(http, take_out=True)
-        await register(http, "spk-ref")
+        await register(http, "spk-ref", "pi")
         made = await clip(http)
-        with speaker(mosquitto, "spk-ref") as device:
+        with speaker(mosquitto, "spk-ref", "pi") as device:
             await born("spk-ref")
             start = datetime.now(HCM).replace(tzinfo=None, minute=0, second=0, microsecond=0) + timedelta(hours=1)
             saved = await http.post("/api/broadcasts", json={

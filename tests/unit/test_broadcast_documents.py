@@ -2,6 +2,7 @@
 (volumes.py): pure rules, no database. Every document built here is also checked by the Pi role's
 own schedule check (edge/roles/speaker_schedule.py), which has the ESP32 node's bounds."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -56,23 +57,29 @@ def test_an_esp32_document_has_one_off_entries_with_the_fixed_names() -> None:
     start = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
     assert first == {"id": f"b7.{int(start.timestamp())}", "clip": "c" + "ab" * 12, "at": int(start.timestamp()) * 1000}
     assert len(first["id"]) <= 32 and clip_name(CLIP.sha256) == first["clip"]
-    # 7 daily occurrences within the 7 days (the 8th starts at the horizon) and the one-off
-    assert [e["id"].split(".")[0] for e in doc["schedule"]] == ["b7", "b7", "b8"] + ["b7"] * 5
+    # of the 7 daily occurrences within the 7 days (the 8th starts at the horizon) and the one-off,
+    # the ESP32 gets the nearest 3 (its heap), refreshed once the second has started
+    assert [e["id"].split(".")[0] for e in doc["schedule"]] == ["b7", "b7", "b8"]
     assert [e["at"] for e in doc["schedule"]] == sorted(e["at"] for e in doc["schedule"])
-    assert built.skipped == [] and built.cut == []
-    assert built.refresh_at == NOW + timedelta(days=1)  # nothing cut: recomputed daily as the horizon slides
+    assert built.skipped == [] and len(built.cut) == 5
+    assert built.refresh_at == min(NOW + timedelta(days=1), built.entries[1].at + timedelta(milliseconds=1))
+    # a Pi gets them all; nothing cut: recomputed daily as the horizon slides
+    pi = doc_of(PI, program(7, "2026-12-01T08:00", rrule="FREQ=DAILY"), program(8, "2026-12-02T09:15:30",
+                                                                                 clip=OTHER_CLIP))
+    assert [e["id"].split(".")[0] for e in pi.doc["schedule"]] == ["b7", "b7", "b8"] + ["b7"] * 5
+    assert pi.cut == [] and pi.refresh_at == NOW + timedelta(days=1)
 
 
 def test_the_window_keeps_an_entry_within_the_grace_and_drops_older_and_beyond_the_horizon() -> None:
     hourly = program(1, "2026-11-30T07:00", rrule="FREQ=HOURLY;INTERVAL=12")
-    ats = [e.at for e in doc_of(ESP, hourly).entries]
+    ats = [e.at for e in doc_of(PI, hourly).entries]
     assert ats[0] == NOW  # exactly now: in
-    later = doc_of(ESP, hourly, now=NOW + GRACE - timedelta(seconds=1))
+    later = doc_of(PI, hourly, now=NOW + GRACE - timedelta(seconds=1))
     assert later.entries[0].at == NOW  # still within the nodes' 2 min grace
-    gone = doc_of(ESP, hourly, now=NOW + GRACE)
+    gone = doc_of(PI, hourly, now=NOW + GRACE)
     assert gone.entries[0].at == NOW + timedelta(hours=12)
     assert max(ats) < NOW + timedelta(days=7) and len(ats) == 14
-    assert len(doc_of(ESP, hourly, horizon=timedelta(days=1)).entries) == 2
+    assert len(doc_of(PI, hourly, horizon=timedelta(days=1)).entries) == 2
 
 
 def test_conflicts_resolved_as_at_scheduling_time_level_order_older() -> None:
@@ -112,9 +119,9 @@ def test_quiet_hours_skip_normal_occurrences_only() -> None:
     assert [e.broadcast_id for e in doc_of(ESP, night, quiet={"other": quiet["tan-phu"]}).entries] == [1]
 
 
-def test_at_most_30_normal_entries_and_32_in_all_and_the_refresh_before_they_run_out() -> None:
+def test_a_pi_gets_at_most_30_normal_entries_and_32_in_all_and_the_refresh_before_they_run_out() -> None:
     hourly = program(1, "2026-12-01T07:30", rrule="FREQ=HOURLY")
-    built = doc_of(ESP, hourly)
+    built = doc_of(PI, hourly)
     assert len(built.entries) == NORMAL_MAX and len(built.cut) == 7 * 24 - NORMAL_MAX
     ats = [e.at for e in built.entries]
     assert ats == [NOW + timedelta(minutes=30) + timedelta(hours=h) for h in range(NORMAL_MAX)]
@@ -124,20 +131,35 @@ def test_at_most_30_normal_entries_and_32_in_all_and_the_refresh_before_they_run
     burst = Timing(datetime(2026, 12, 1, 7, 30), HCM, check_rrule("FREQ=HOURLY"), count=25)
     dense = Program(3, 1, Level.NORMAL, 100, timedelta(seconds=30),
                     burst.occurrences(NOW, NOW + timedelta(days=8), 500), CLIP)
-    mixed = doc_of(ESP, dense, program(4, "2026-12-01T09:00", rrule="FREQ=DAILY"))
+    mixed = doc_of(PI, dense, program(4, "2026-12-01T09:00", rrule="FREQ=DAILY"))
     assert len(mixed.cut) == 2 and len(mixed.entries) == NORMAL_MAX
     assert mixed.refresh_at == mixed.entries[NORMAL_MAX - 8].at + timedelta(milliseconds=1) < NOW + timedelta(days=1)
     # nothing cut: the daily slide of the horizon only
-    assert doc_of(ESP, program(1, "2026-12-01T07:30", rrule="FREQ=DAILY")).refresh_at == NOW + timedelta(days=1)
+    assert doc_of(PI, program(1, "2026-12-01T07:30", rrule="FREQ=DAILY")).refresh_at == NOW + timedelta(days=1)
     siren = program(2, "2026-12-01T07:40", level=Level.EMERGENCY, seconds=5, created_at=NOW - timedelta(days=1),
                     rrule="FREQ=HOURLY")
-    both = doc_of(ESP, hourly, siren)
+    both = doc_of(PI, hourly, siren)
     assert len(both.doc["schedule"]) == ENTRIES_MAX
     assert sum(1 for e in both.doc["schedule"] if e.get("emergency")) == 2  # the two kept for emergencies
     assert sum(1 for e in both.entries if not e.emergency) == NORMAL_MAX
     # a refresh a day later gives the next 30
-    moved = doc_of(ESP, hourly, now=built.refresh_at)
+    moved = doc_of(PI, hourly, now=built.refresh_at)
     assert moved.entries[0].at >= built.refresh_at - GRACE and len(moved.entries) == NORMAL_MAX
+
+
+def test_an_esp32_gets_the_3_nearest_and_one_emergency_refreshed_before_fewer_than_2_remain() -> None:
+    hourly = program(1, "2026-12-01T07:30", rrule="FREQ=HOURLY")
+    built = doc_of(ESP, hourly)
+    ats = [e.at for e in built.entries]
+    assert ats == [NOW + timedelta(minutes=30) + timedelta(hours=h) for h in range(3)]
+    assert len(built.doc["schedule"]) == 3 and len(built.cut) == 7 * 24 - 3
+    # refreshed just after the second of the three has started: one still ahead
+    assert built.refresh_at == ats[1] + timedelta(milliseconds=1)
+    siren = program(2, "2026-12-01T07:40", level=Level.EMERGENCY, seconds=5, created_at=NOW - timedelta(days=1))
+    both = doc_of(ESP, hourly, siren)
+    assert [e.emergency for e in both.entries].count(True) == 1 and len(both.doc["schedule"]) == 4
+    # the document the node gets is within what its heap holds (docs/broadcasts.md)
+    assert len(json.dumps(both.doc)) < 600
 
 
 def test_emergency_entries_follow_the_dispatch_and_the_grace() -> None:
