@@ -286,7 +286,12 @@ class Device:
                 self.judge_ms = 0
                 self.boot.mark_good()
                 log("boot marked good")
-        wait = min(_TICK_MS, max(0, time.ticks_diff(self._next_health, time.ticks_ms())))
+        t = time.ticks_ms()
+        wait = min(_TICK_MS, max(0, time.ticks_diff(self._next_health, t)))
+        for role in self.roles:  # a role due sooner (a broadcast's start) ends the wait at its time
+            w = getattr(role, "wake", None)
+            if w is not None:
+                wait = min(wait, max(0, time.ticks_diff(w, t)))
         if link.up:
             try:
                 link.client.check_msg(wait)

@@ -82,7 +82,7 @@ class Speaker:
         self.fetched = {}  # clip name: the device's uptime (ms) at its download (clip_room.py)
         self.played = 0
         self.failed = 0
-        self._next = time.ticks_ms()
+        self._next = self.wake = time.ticks_ms()
         self._amp_off = None
         try:
             os.mkdir("clips")
@@ -120,7 +120,7 @@ class Speaker:
             store.write_json(STATE, {"done": self.done})
         self.volume = v.get("volume", 70)
         self.tz = v.get("tz_min", self.tz)
-        self._next = time.ticks_ms()
+        self._next = self.wake = time.ticks_ms()
 
     def broadcast(self, args):
         if not isinstance(args.get("id"), str) or not isinstance(args.get("clip"), str) or not _volume(args):
@@ -167,6 +167,7 @@ class Speaker:
             self.hal.out("amp", 0)
         if time.ticks_diff(now, self._next) >= 0:
             self._next = time.ticks_add(now, self._scheduled())
+            self.wake = self._next  # the device's loop waits no longer than this (device.py)
 
     def _occurrence(self, b, unix):
         # The broadcast's latest time at or before unix, or None
