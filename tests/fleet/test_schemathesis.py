@@ -144,6 +144,9 @@ def live_fleet(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[LiveFleet]:
         thread.join(60)
 
 
+# ~80 operations, the audio library's among them (each valid upload or text-to-speech runs ffmpeg):
+# longer than the suite's 300 s per test on 2 cores
+@pytest.mark.timeout(1500)
 def test_no_request_makes_the_api_fail(live_fleet: LiveFleet, artifacts_dir: Path) -> None:
     token = live_fleet.admin_token()
     schema = schemathesis.openapi.from_url(f"{live_fleet.base_url}/openapi.json",
