@@ -180,14 +180,23 @@ async def form_submit(request: Request, viewer: Principal, broadcast: Broadcast 
     return await form_page(request, viewer, form, broadcast=broadcast, outcome=outcome, notes=notes)
 
 
-@router.get("/broadcasts/{broadcast_id:int}/edit", response_class=HTMLResponse)
-async def edit_page(request: Request, broadcast_id: RowId) -> Response:
+async def _to_edit(request: Request, broadcast_id: int) -> Response | tuple[Any, Broadcast]:
+    """The viewer (who may change) and the broadcast, or the answer that says why not."""
     viewer = await guarded(request, change=True)
     if isinstance(viewer, Response):
         return viewer
     broadcast = await Broadcast.get_or_none(id=broadcast_id)
     if broadcast is None:
         return notice(request, viewer, "error.no_broadcast", 404, id=broadcast_id)
+    return viewer, broadcast
+
+
+@router.get("/broadcasts/{broadcast_id:int}/edit", response_class=HTMLResponse)
+async def edit_page(request: Request, broadcast_id: RowId) -> Response:
+    found = await _to_edit(request, broadcast_id)
+    if isinstance(found, Response):
+        return found
+    viewer, broadcast = found
     if broadcast.status != BroadcastStatus.ACTIVE:
         return notice(request, viewer, "error.cancelled", 409, id=broadcast_id)
     return await form_page(request, viewer, BroadcastForm.of(broadcast), broadcast=broadcast)
@@ -195,13 +204,10 @@ async def edit_page(request: Request, broadcast_id: RowId) -> Response:
 
 @router.post("/broadcasts/{broadcast_id:int}/edit", response_class=HTMLResponse)
 async def edit_submit(request: Request, broadcast_id: RowId) -> Response:
-    viewer = await guarded(request, change=True)
-    if isinstance(viewer, Response):
-        return viewer
-    broadcast = await Broadcast.get_or_none(id=broadcast_id)
-    if broadcast is None:
-        return notice(request, viewer, "error.no_broadcast", 404, id=broadcast_id)
-    return await form_submit(request, viewer, broadcast)
+    found = await _to_edit(request, broadcast_id)
+    if isinstance(found, Response):
+        return found
+    return await form_submit(request, found[0], found[1])
 
 
 # -- one broadcast -----------------------------------------------------------------------------
