@@ -26,7 +26,8 @@ A row's life: `wanted` → `sent` (a command in flight, `command_id`) → `ready
   with a reason saying so (and an error logged); they are put back to `wanted` by the first tick
   of a fleet whose public URL is plain HTTP.
 On `ready`, the device's receipts of entries with that clip move to `clip_ready`; receipts made
-later for a clip a speaker already holds are moved by the tick (`_catch_up`).
+later for a clip a speaker already holds are moved by the tick (`_catch_up`, a cursor over the
+receipts before clip_ready that starts again from the first when it reaches the last).
 """
 
 import asyncio
@@ -58,7 +59,7 @@ RETRY_MAX_S = 1800
 MAX_ATTEMPTS = 8  # 30 s, 1, 2, 4, 8, 16, 30, 30 min apart: about 1.5 h of trying while online
 SENDS_PER_TICK = 100
 PUBLISH_CONCURRENCY = 100  # as the OTA engine: the link allows 100 publishes in flight
-CATCH_UP_PER_TICK = 500  # new receipts looked at per tick for a clip already ready
+CATCH_UP_PER_TICK = 500  # receipts before clip_ready looked at per tick for a clip already ready
 REASON_MAX = 200
 # what a node answers when retrying cannot help (firmware/app_a/roles/speaker.py, clip_fetch.py;
 # edge/roles/speaker.py, speaker_cache.py)
@@ -159,7 +160,7 @@ class ClipSender:
         self.settings = settings
         self.base_url = settings.public_base_url()
         self._library: Library | None = None
-        self._receipts_seen = 0  # receipts above this id have been checked by _catch_up
+        self._receipts_seen = 0  # _catch_up's cursor: it goes on above this receipt id
         self._https_cleared = False
         self.sent = 0  # commands that went out (for tests and a page)
 
@@ -280,13 +281,16 @@ class ClipSender:
         await finalise(row.device_id, row.id, row.sha256, reason, conn=conn)
 
     async def _catch_up(self, now: datetime) -> None:
-        """Receipts made since the last look for a clip their speaker already holds: clip_ready."""
+        """Receipts still before clip_ready for a clip their speaker already holds: clip_ready.
+        Looked at CATCH_UP_PER_TICK at a time in id order from a cursor that starts again at the
+        first when it reaches the last, so a receipt whose transaction committed after a later id
+        had been seen (another instance, a slow delivery) is still reached on the next pass."""
         rows = await (BroadcastReceipt.filter(id__gt=self._receipts_seen,
                                               state__in=[ReceiptState.PENDING, ReceiptState.DELIVERED])
                       .order_by("id").limit(CATCH_UP_PER_TICK).values_list("id", "device_id", "broadcast__clip_id"))
+        self._receipts_seen = max(int(r[0]) for r in rows) if len(rows) == CATCH_UP_PER_TICK else 0
         if not rows:
             return
-        self._receipts_seen = max(int(r[0]) for r in rows)
         ready = await SpeakerClip.filter(device_id__in=list({str(r[1]) for r in rows}), state=READY).values_list(
             "device_id", "sha256")
         if not ready:
