@@ -50,6 +50,7 @@ from fleet.ingest.service import Ingest
 from fleet.ingest.silence import SilenceSweep, hearing_of, timing_of
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
+from fleet.ops import service as ops_service
 from fleet.ota.rollouts import RolloutEngine
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
@@ -102,14 +103,16 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         worker.parts.append(("receipts", ReceiptSweep().tick))
         worker.parts.append(("clocks", ClockKeeper(link, settings).tick))
         broadcasting = asyncio.create_task(worker.run(), name="fleet-broadcasts")
+        ops = ops_service.build(link, settings, stats)
+        watching = asyncio.create_task(ops.run(), name="fleet-ops")
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
                           broker_host=target.host, broker_port=target.port, accounts=accounts,
                           device_broker=device_broker, supervisor=supervisor, rollouts=engine,
-                          broadcasts=worker)
+                          broadcasts=worker, ops=ops)
         finally:
-            for task in (broadcasting, rolling, sweeping):
+            for task in (watching, broadcasting, rolling, sweeping):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -13,7 +13,7 @@ from tortoise.context import TortoiseContext
 from fleet.settings import Settings
 
 MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models", "fleet.broadcast.models",
-          "fleet.broadcast.cap_models"]
+          "fleet.broadcast.cap_models", "fleet.ops.models"]
 
 
 def _url(settings: Settings) -> str:

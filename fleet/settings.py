@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # the fleet's address as devices reach it over HTTP, for download URLs in offers
     # (unset: http://FLEET_HTTP_HOST:FLEET_HTTP_PORT)
     public_url: str | None = None
+    # ops monitoring (docs/ops.md): how often the alert rules, notifications and retention run
+    ops_tick_s: float = Field(default=5.0, gt=0, le=300)
     # the audio library and the broadcasts calendar (docs/broadcasts.md): clips by SHA-256 under
     # audio_dir within audio_budget_mb; upload and duration bounds; the loudness target (EBU R128);
     # ffmpeg's time per run; the speakers' download tokens; the city's time zone for schedules

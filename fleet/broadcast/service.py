@@ -1,52 +1,16 @@
-"""The broadcasts' background work in one task (`fleet-broadcasts`): each part's `tick` runs in
-turn every `tick_s`; one part's failure is logged and does not stop the others or the next turn.
-`nudge()` runs a turn at once (a broadcast saved, a speaker born) instead of waiting out the tick.
-"""
-
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+"""The broadcasts' background work in one task (`fleet-broadcasts`): delivery, clip fetches,
+emergencies, the receipts sweep and clocks, as parts of a `fleet.worker.PartsWorker` that turns
+every second. `nudge()` runs a turn at once (a broadcast saved, a speaker born)."""
 
 from fleet.ingest.link import MqttLink
 from fleet.settings import Settings
+from fleet.worker import PartsWorker, Tick
 
-log = logging.getLogger(__name__)
-
-Tick = Callable[[datetime], Awaitable[None]]
+__all__ = ["BroadcastWorker", "Tick"]
 
 
-class BroadcastWorker:
+class BroadcastWorker(PartsWorker):
     def __init__(self, link: MqttLink, settings: Settings, *, tick_s: float = 1.0) -> None:
+        super().__init__("broadcasts", tick_s=tick_s)
         self.link = link
         self.settings = settings
-        self.tick_s = tick_s
-        self._wake = asyncio.Event()
-        self.parts: list[tuple[str, Tick]] = []  # (name, tick), run in this order
-        self._failed: set[str] = set()  # parts whose failure was logged with a traceback
-
-    def nudge(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self.turn()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-
-    async def turn(self, now: datetime | None = None) -> None:
-        now = now or datetime.now(UTC)
-        for name, tick in self.parts:
-            try:
-                await tick(now)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                if name in self._failed:
-                    log.error("broadcasts: %s failed (%s: %.200s); carrying on", name, type(err).__name__, err)
-                else:
-                    self._failed.add(name)
-                    log.error("broadcasts: %s failed; carrying on", name, exc_info=err)

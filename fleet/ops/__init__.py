@@ -1,0 +1,1 @@
+"""Ops: alert rules, alerts, notifications, metrics, history and retention (docs/ops.md)."""
