@@ -25,13 +25,14 @@ class Permission(StrEnum):
     RELEASE_DELETE = "release_delete"  # delete a published release (admin only)
     ROLLOUTS = "rollouts"  # start, pause, resume, abort and roll back OTA rollouts
     BROADCAST = "broadcast"  # the audio library and the loudspeaker broadcasts (docs/broadcasts.md)
+    ALERTS = "alerts"  # acknowledge, silence and resolve alerts; edit alert rules and channels (docs/ops.md)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.OPS: frozenset({Permission.READ, Permission.DEVICE_WRITE, Permission.DEVICE_DECOMMISSION,
                          Permission.COMMAND, Permission.DESIRED_STATE, Permission.CREDENTIALS,
-                         Permission.ENROLLMENT, Permission.RELEASES, Permission.ROLLOUTS}),
+                         Permission.ENROLLMENT, Permission.RELEASES, Permission.ROLLOUTS, Permission.ALERTS}),
     Role.IOC_OPERATOR: frozenset({Permission.READ, Permission.DESIRED_STATE, Permission.BROADCAST}),
     Role.TECHNICIAN: frozenset({Permission.READ, Permission.DEVICE_WRITE, Permission.CREDENTIALS}),
     Role.READ_ONLY: frozenset({Permission.READ}),
