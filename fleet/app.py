@@ -24,15 +24,19 @@ from fleet.api.routes import (
     cap,
     control,
     data,
+    device_history,
     devices,
     emergency,
     enrollment,
+    gis,
     ingest,
     releases,
     rollouts,
     users,
     ward_volumes,
 )
+from fleet.api.routes import metrics as metrics_route
+from fleet.api.routes import ops_channels
 from fleet.api.routes import receipts as receipt_routes
 from fleet.broadcast.clocks import ClockKeeper
 from fleet.broadcast.delivery import Delivery
@@ -50,11 +54,13 @@ from fleet.ingest.service import Ingest
 from fleet.ingest.silence import SilenceSweep, hearing_of, timing_of
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
+from fleet.ops import metrics as ops_metrics
 from fleet.ops import service as ops_service
 from fleet.ota.rollouts import RolloutEngine
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
-from fleet.web import audio_pages, broadcast_pages, docs, emergency_pages, pages, rollout_pages
+from fleet.web import audio_pages, broadcast_pages, docs, emergency_pages, ops_pages, pages, rollout_pages
+from fleet.web import map_pages
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +111,14 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         broadcasting = asyncio.create_task(worker.run(), name="fleet-broadcasts")
         ops = ops_service.build(link, settings, stats)
         watching = asyncio.create_task(ops.run(), name="fleet-ops")
+        metrics = ops_metrics.build(link, settings, stats)  # one registry: add figures here (docs/ops.md)
+        metrics.sources.append(("rollouts", ops_metrics.rollout_source(engine)))
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
                           broker_host=target.host, broker_port=target.port, accounts=accounts,
                           device_broker=device_broker, supervisor=supervisor, rollouts=engine,
-                          broadcasts=worker, ops=ops)
+                          broadcasts=worker, ops=ops, metrics=metrics)
         finally:
             for task in (watching, broadcasting, rolling, sweeping):
                 task.cancel()
@@ -160,16 +168,22 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(broadcasts.quiet_router)
     app.include_router(ward_volumes.router)
     app.include_router(cap.router)
+    app.include_router(ops_channels.router)
+    app.include_router(device_history.router)
+    app.include_router(gis.router)
     app.include_router(receipt_routes.router)
     app.include_router(receipt_routes.speakers)
     app.include_router(enrollment.protected)
     app.include_router(releases.files)
     app.include_router(pages.router)
+    app.include_router(ops_pages.router)
     app.include_router(rollout_pages.router)
     app.include_router(broadcast_pages.router)
     app.include_router(emergency_pages.router)
     app.include_router(audio_pages.router)
+    app.include_router(map_pages.router)
     app.include_router(docs.router)
+    app.include_router(metrics_route.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
 

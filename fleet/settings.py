@@ -89,6 +89,20 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # ops monitoring (docs/ops.md): how often the alert rules, notifications and retention run
     ops_tick_s: float = Field(default=5.0, gt=0, le=300)
+    # GET /metrics (docs/ops.md, "Metrics"): set, Prometheus must send it as a bearer token; unset,
+    # only clients on the fleet's own machine (127.0.0.0/8, ::1) are answered
+    metrics_token: SecretStr | None = None
+    # e-mail notifications (docs/ops.md, "Notifications"): the SMTP server alerts are sent through
+    # (unset: e-mail channels fail with that reason); the password is never logged nor stored
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_from: str = Field(default="ioc-fleet@localhost", max_length=200, pattern=r"^[^@\s<>,;\"]{1,64}@[^@\s<>,;\"]+$")
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    # the map's ward outlines (docs/ops.md, "The map"): a GeoJSON file of Polygon/MultiPolygon
+    # features with properties.ward; checked at start (a bad file stops the start), read again when it changes
+    ward_outlines: Path | None = None
     # the audio library and the broadcasts calendar (docs/broadcasts.md): clips by SHA-256 under
     # audio_dir within audio_budget_mb; upload and duration bounds; the loudness target (EBU R128);
     # ffmpeg's time per run; the speakers' download tokens; the city's time zone for schedules
@@ -138,6 +152,15 @@ class Settings(BaseSettings):
             raise ValueError("FLEET_STALE_AFTER_PERIODS must be below FLEET_SILENT_AFTER_PERIODS")
         return self
 
+    @model_validator(mode="after")
+    def _check_smtp(self) -> "Settings":
+        if self.smtp_password is not None and not self.smtp_user:
+            raise ValueError("FLEET_SMTP_PASSWORD is set without FLEET_SMTP_USER")
+        if self.smtp_password is not None and not self.smtp_starttls and self.smtp_host not in (
+                "localhost", "127.0.0.1", "::1"):
+            raise ValueError("FLEET_SMTP_PASSWORD would cross the network in clear: set FLEET_SMTP_STARTTLS=true")
+        return self
+
     @field_validator("ota_keys")
     @classmethod
     def _check_ota_keys(cls, value: Path | None) -> Path | None:
@@ -148,6 +171,25 @@ class Settings(BaseSettings):
                 TrustList.load(value)
             except (OSError, TrustListError) as err:
                 raise ValueError(f"FLEET_OTA_KEYS {value}: {getattr(err, 'strerror', None) or err}") from None
+        return value
+
+    @field_validator("ward_outlines")
+    @classmethod
+    def _check_ward_outlines(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from fleet.gis import OutlineError, load_outlines  # the map's module: loaded only when set
+
+            try:
+                load_outlines(value)
+            except OutlineError as err:
+                raise ValueError(f"FLEET_WARD_OUTLINES {value}: {err}") from None
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("FLEET_METRICS_TOKEN must be at least 16 characters (e.g. openssl rand -hex 24)")
         return value
 
     @field_validator("public_url")

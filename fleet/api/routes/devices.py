@@ -1,12 +1,14 @@
 """The device registry: create, list, get, update, decommission; each with the fleet's verdict on
 its connection (fleet/liveness.py)."""
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BeforeValidator
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 
 from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting
 from fleet.api.errors import answer
@@ -72,6 +74,50 @@ async def create_device(body: DeviceCreate, runtime: RuntimeDep,
     return await to_public(device, view_of(runtime))
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceFilters:
+    """The device list's filters (`GET /api/devices`); the GIS layer and the map take the same."""
+
+    kind: str | None = None
+    ward: str | None = None
+    status: DeviceStatus | None = None
+    state: State | None = None
+    tag: str | None = None
+    online: bool | None = None
+
+    def select(self, view: LivenessView) -> QuerySet[Device]:
+        """The devices that match every filter given, as one query (not yet run, not ordered)."""
+        query = Q()
+        if self.kind:
+            query &= Q(kind=self.kind)
+        if self.ward:
+            query &= Q(ward=self.ward)
+        if self.status:
+            query &= Q(status=self.status)
+        if self.online is not None:
+            query &= Q(online=self.online)
+        selected = Device.filter(query)
+        if self.state is not None:
+            selected = view.filter(selected, self.state)
+        if self.tag:
+            selected = with_tag(selected, self.tag)
+        return selected
+
+
+def device_filters(
+    kind: Kind | None = None,
+    ward: Annotated[str | None, Query(max_length=80)] = None,
+    status_: Annotated[DeviceStatus | None, BeforeValidator(_registry_status),
+                       Query(alias="status", description="the registry status")] = None,
+    state: Annotated[State | None, Query(description="the fleet's verdict on the connection, as in each "
+                                                     "device's `state` (docs/fleet.md, \"Liveness\")")] = None,
+    tag: Annotated[str | None, Query(description="devices carrying this tag", pattern=TAG_PATTERN)] = None,
+    online: Annotated[bool | None, Query(description="the raw presence flag (`state` is what to show)")] = None,
+) -> DeviceFilters:
+    return DeviceFilters(kind, ward, status_, state, tag, online)
+
+
+Filters = Annotated[DeviceFilters, Depends(device_filters)]
 TOTAL_HEADER = "X-Total-Count"
 
 
@@ -81,14 +127,7 @@ async def list_devices(
     _: Reader,
     runtime: RuntimeDep,
     response: Response,
-    kind: Kind | None = None,
-    ward: Annotated[str | None, Query(max_length=80)] = None,
-    status_: Annotated[DeviceStatus | None, BeforeValidator(_registry_status),
-                       Query(alias="status", description="the registry status")] = None,
-    state: Annotated[State | None, Query(description="the fleet's verdict on the connection, as in each "
-                                                     "device's `state` (docs/fleet.md, \"Liveness\")")] = None,
-    tag: Annotated[str | None, Query(description="devices carrying this tag", pattern=TAG_PATTERN)] = None,
-    online: Annotated[bool | None, Query(description="the raw presence flag (`state` is what to show)")] = None,
+    filters: Filters,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[DevicePublic]:
@@ -96,20 +135,7 @@ async def list_devices(
     says how many match in all. At most three statements whatever the page or the fleet's size:
     the page, the count and the open gaps of the page's devices."""
     view = view_of(runtime)
-    query = Q()
-    if kind:
-        query &= Q(kind=kind)
-    if ward:
-        query &= Q(ward=ward)
-    if status_:
-        query &= Q(status=status_)
-    if online is not None:
-        query &= Q(online=online)
-    selected = Device.filter(query)
-    if state is not None:
-        selected = view.filter(selected, state)
-    if tag:
-        selected = with_tag(selected, tag)
+    selected = filters.select(view)
     devices = await selected.order_by("id").offset(offset).limit(limit)
     # the count only when the page does not tell it: a short page that has rows ends the list
     total = offset + len(devices) if 0 < len(devices) < limit else await selected.count()
