@@ -5,8 +5,6 @@ the others go on (fleet/worker.py)."""
 from fleet.ingest.link import MqttLink
 from fleet.ingest.stats import IngestStats
 from fleet.ops.engine import AlertEngine
-from fleet.ops.notify import Notifier
-from fleet.ops.retention import Retention
 from fleet.settings import Settings
 from fleet.worker import PartsWorker
 
@@ -24,6 +22,4 @@ def build(link: MqttLink, settings: Settings, stats: IngestStats) -> OpsWorker:
     # parts are added here, one line each, in the order they run:
     # (alert rules) (notifications) (retention)
     worker.parts.append(("alerts", AlertEngine(worker).tick))
-    worker.parts.append(("notify", Notifier(settings).tick))
-    worker.parts.append(("retention", Retention(settings).tick))
     return worker
