@@ -79,9 +79,8 @@ def draw(frame: Frame, outlines: list[WardOutline], dots: list[tuple[Placed, Sta
         x, y = frame.xy(device.longitude, device.latitude)
         css = f"s-{state.value}" + (" alert" if alerts else "")
         title = f"{device.id} · {state.value.replace('_', ' ')}" + (f" · {alerts} alert(s)" if alerts else "")
-        parts.append(f'<a href="/devices/{escape(device.id)}" data-device="{escape(device.id)}">'
-                     f'<circle cx="{x:g}" cy="{y:g}" r="{r:g}" class="{css}"><title>{escape(title)}</title>'
-                     "</circle></a>")
+        parts.append(f'<a href="/devices/{escape(device.id)}"><title>{escape(title)}</title>'
+                     f'<circle cx="{x:g}" cy="{y:g}" r="{r:g}" class="{css}"/></a>')
     parts.append("</g></svg>")
     return Markup("".join(parts))
 
