@@ -5,6 +5,7 @@ the others go on (fleet/worker.py)."""
 from fleet.ingest.link import MqttLink
 from fleet.ingest.stats import IngestStats
 from fleet.ops.engine import AlertEngine
+from fleet.ops.notify import Notifier
 from fleet.settings import Settings
 from fleet.worker import PartsWorker
 
@@ -22,4 +23,5 @@ def build(link: MqttLink, settings: Settings, stats: IngestStats) -> OpsWorker:
     # parts are added here, one line each, in the order they run:
     # (alert rules) (notifications) (retention)
     worker.parts.append(("alerts", AlertEngine(worker).tick))
+    worker.parts.append(("notify", Notifier(settings).tick))
     return worker
