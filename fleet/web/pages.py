@@ -1,5 +1,5 @@
-"""The status page at `/`: who is online, who is not, what the ingest is doing; one device at
-`/devices/{id}`. The state of each device is fleet.liveness's verdict, the same as the API's."""
+"""The login pages, and what the ops pages (fleet/web/ops_pages.py: the overview at `/`, a device at
+`/devices/{id}`) share: the templates, the viewer, the broker banner, a device's verdict in words."""
 
 from datetime import datetime
 from pathlib import Path
@@ -12,8 +12,6 @@ from fastapi.templating import Jinja2Templates
 
 from fleet.api.deps import (
     SESSION_COOKIE,
-    DeviceId,
-    RuntimeDep,
     guards_of,
     open_session,
     record_locks,
@@ -27,7 +25,6 @@ from fleet.auth.throttle import Throttled
 from fleet.ingest.health import ingest_health
 from fleet.ingest.silence import LivenessView
 from fleet.liveness import Reason, State, Verdict
-from fleet.models import Device, HealthRecord, SeqGap
 from fleet.runtime import Runtime
 from fleet.web import i18n
 
@@ -37,7 +34,6 @@ i18n.install(templates.env)  # the nav and the broadcast pages: t(key) from the 
 templates.env.globals["may_broadcast"] = (  # the nav's emergency link
     lambda viewer: isinstance(viewer, Principal) and viewer.may(Permission.BROADCAST))
 router = APIRouter(include_in_schema=False)
-RECENT_HEALTH = 20  # health reports on a device's page
 
 REASONS = {
     Reason.LOST: "connection lost (the broker sent its will)",
@@ -161,81 +157,3 @@ async def login_submit(request: Request) -> Response:
     except AuthError as err:
         return _login_form(request, str(err), 401)
     return _session_response(token, request)
-
-
-@router.get("/", response_class=HTMLResponse)
-async def status_page(request: Request, runtime: RuntimeDep) -> Response:
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return RedirectResponse("/login", status_code=303)
-    view = LivenessView.of(runtime.link, runtime.settings)
-    now = view.now
-    devices = await Device.all().order_by("ward", "id")
-    open_gaps: dict[str, int] = {}
-    for gap in await SeqGap.filter(open=True).only("device_id"):
-        open_gaps[gap.device_id] = open_gaps.get(gap.device_id, 0) + 1
-    rows = []
-    counts = {state: 0 for state in State}
-    for device in devices:
-        verdict = view.judge(device)
-        counts[verdict.state] += 1
-        rows.append({
-            "device": device,
-            "state": verdict.state.value.replace("_", "-"),
-            "words": _words(verdict.state),
-            "why": _reason_text(verdict, view),
-            "health": _health_summary(device.last_health),
-            "seen": _ago(device.last_seen_at, now),
-            "gaps": open_gaps.get(device.id, 0),
-        })
-    stats = runtime.stats.as_dict(runtime.link.depth())
-    return templates.TemplateResponse(request, "status.html", {
-        "rows": rows, "counts": {s.value: n for s, n in counts.items()}, "total": len(devices), "stats": stats,
-        "now": now, "viewer": viewer, "banner": _banner(runtime, view), "broker": runtime.broker_url,
-    })
-
-
-@router.get("/devices/{device_id}", response_class=HTMLResponse)
-async def device_page(request: Request, runtime: RuntimeDep, device_id: DeviceId) -> Response:
-    """One device for a person: the same verdict as the API's, the facts behind it, its recent health."""
-    viewer = await viewer_of(request)
-    if viewer is None:
-        return RedirectResponse("/login", status_code=303)
-    device = await Device.get_or_none(id=device_id)
-    if device is None:
-        return templates.TemplateResponse(request, "device.html", {"device": None, "device_id": device_id,
-                                                                   "viewer": viewer}, status_code=404)
-    view = LivenessView.of(runtime.link, runtime.settings)
-    verdict = view.judge(device)
-    health = await HealthRecord.filter(device_id=device.id).order_by("-received_at", "-id").limit(RECENT_HEALTH)
-    gaps = await SeqGap.filter(device_id=device.id, open=True).count()
-    return templates.TemplateResponse(request, "device.html", {
-        "device": device, "viewer": viewer, "now": view.now, "banner": _banner(runtime, view),
-        "broker": runtime.broker_url, "state": verdict.state.value.replace("_", "-"), "words": _words(verdict.state),
-        "why": _reason_text(verdict, view), "gaps": gaps,
-        "silent_after": device.health_period_s * view.timing.silent_after_periods,
-        "facts": _facts(device, view.now),
-        "health": [{"at": _ago(h.received_at, view.now), "stamp": f"{h.ses}/{h.seq}",
-                    "summary": _health_summary(h.data) or "—", "up": h.data.get("up_s")} for h in health],
-    })
-
-
-def _facts(device: Device, now: datetime) -> list[tuple[str, str]]:
-    def when(moment: datetime | None) -> str:
-        return "—" if moment is None else f"{moment.strftime('%Y-%m-%d %H:%M:%S')} UTC ({_ago(moment, now)})"
-
-    return [
-        ("Kind", device.kind or "?"),
-        ("Roles", ", ".join(device.roles or []) or "—"),
-        ("Ward / site", " / ".join(x for x in (device.ward, device.site) if x) or "—"),
-        ("Firmware", device.fw or "—"),
-        ("Registry status", device.status.value),
-        ("Last heard", when(device.last_seen_at)),
-        ("Health period", f"{device.health_period_s} s"),
-        ("Last birth", when(device.last_birth_at)),
-        ("Last death", when(device.last_death_at) + (f" · {device.last_death_reason}"
-                                                     if device.last_death_reason else "")),
-        ("Judged silent", when(device.silenced_at)),
-        ("Session", "—" if device.session is None else str(device.session)),
-    ]
-
