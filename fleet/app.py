@@ -30,13 +30,14 @@ from fleet.api.routes import (
     enrollment,
     gis,
     ingest,
+    ops_alerts,
+    ops_channels,
     releases,
     rollouts,
     users,
     ward_volumes,
 )
 from fleet.api.routes import metrics as metrics_route
-from fleet.api.routes import ops_channels
 from fleet.api.routes import receipts as receipt_routes
 from fleet.broadcast.clocks import ClockKeeper
 from fleet.broadcast.delivery import Delivery
@@ -56,11 +57,21 @@ from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
 from fleet.ops import metrics as ops_metrics
 from fleet.ops import service as ops_service
+from fleet.ops.alerts import ensure_builtin_rules
 from fleet.ota.rollouts import RolloutEngine
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
-from fleet.web import audio_pages, broadcast_pages, docs, emergency_pages, ops_pages, pages, rollout_pages
-from fleet.web import map_pages
+from fleet.web import (
+    alert_pages,
+    audio_pages,
+    broadcast_pages,
+    docs,
+    emergency_pages,
+    map_pages,
+    ops_pages,
+    pages,
+    rollout_pages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +120,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         worker.parts.append(("receipts", ReceiptSweep().tick))
         worker.parts.append(("clocks", ClockKeeper(link, settings).tick))
         broadcasting = asyncio.create_task(worker.run(), name="fleet-broadcasts")
+        await ensure_builtin_rules()  # the default alert rules, by name, before the API answers
         ops = ops_service.build(link, settings, stats)
         watching = asyncio.create_task(ops.run(), name="fleet-ops")
         metrics = ops_metrics.build(link, settings, stats)  # one registry: add figures here (docs/ops.md)
@@ -168,6 +180,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(broadcasts.quiet_router)
     app.include_router(ward_volumes.router)
     app.include_router(cap.router)
+    app.include_router(ops_alerts.router)
     app.include_router(ops_channels.router)
     app.include_router(device_history.router)
     app.include_router(gis.router)
@@ -182,6 +195,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(emergency_pages.router)
     app.include_router(audio_pages.router)
     app.include_router(map_pages.router)
+    app.include_router(alert_pages.router)
     app.include_router(docs.router)
     app.include_router(metrics_route.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")
