@@ -62,7 +62,6 @@ from fleet.ota.rollouts import RolloutEngine
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
 from fleet.web import (
-    alert_pages,
     audio_pages,
     broadcast_pages,
     docs,
@@ -195,7 +194,6 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(emergency_pages.router)
     app.include_router(audio_pages.router)
     app.include_router(map_pages.router)
-    app.include_router(alert_pages.router)
     app.include_router(docs.router)
     app.include_router(metrics_route.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")
