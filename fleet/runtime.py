@@ -11,6 +11,7 @@ from fleet.settings import MqttTarget, Settings
 
 if TYPE_CHECKING:
     from fleet.broadcast.service import BroadcastWorker
+    from fleet.ops.metrics import FleetMetrics
     from fleet.ops.service import OpsWorker
     from fleet.ota.rollouts import RolloutEngine
 
@@ -29,6 +30,7 @@ class Runtime:
     rollouts: "RolloutEngine | None" = None  # the OTA rollout engine (fleet/ota/rollouts.py); None in a bare set-up
     broadcasts: "BroadcastWorker | None" = None  # delivery, receipts, clocks (fleet/broadcast/service.py)
     ops: "OpsWorker | None" = None  # alert rules, notifications, retention (fleet/ops/service.py)
+    metrics: "FleetMetrics | None" = None  # the one Prometheus registry and its scrape (fleet/ops/metrics.py)
 
     def reserves(self, device_id: str) -> bool:
         """The fleet's own broker account and client ids: no device may be registered or enrolled as one."""

@@ -49,11 +49,13 @@ class Ingest:
             raw = await self.link.take(self.batch_max, self.batch_wait_s)
             if not raw:
                 continue
+            started = time.perf_counter()
             try:
                 await self.process(raw)
             except Exception as err:
                 self.stats.batch_errors += 1
                 self.log_failure(f"a batch of {len(raw)} messages", err)
+            self.stats.batch_seconds.observe(time.perf_counter() - started)
 
     def log_failure(self, what: str, err: BaseException) -> None:
         """One line per failure; the traceback only the first time of each kind (no log floods)."""

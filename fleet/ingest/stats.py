@@ -1,4 +1,4 @@
-"""Counters of what the ingest did, for the API, the status page and (later) Prometheus.
+"""Counters of what the ingest did, for the API, the status page and Prometheus (fleet/ops/metrics.py).
 
 Every message taken from the broker lands in exactly one of: `stored`, `duplicates`,
 `presence`, `ota`, `reserved`, `skipped` (by why), `rejected` (by reason). `received` is their sum
@@ -10,7 +10,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Histogram
+
 RECENT_REJECTS = 50  # bounded: older rejects are only in the database's bounded table
+# seconds for one batch, from the take to its last write (check, store, replies, rejects recorded)
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def batch_histogram() -> Histogram:
+    """Fixed buckets, so its memory is bounded; registered in no registry here (fleet/ops/metrics.py
+    registers it in the fleet's): every IngestStats has its own, so fleets in one process never clash."""
+    return Histogram("fleet_ingest_batch_seconds", "Time the ingest took for one batch of messages, "
+                     "from taking it off the queue to its last write", buckets=BATCH_SECONDS_BUCKETS, registry=None)
 
 
 @dataclass
@@ -31,6 +42,7 @@ class IngestStats:
     last_message_at: datetime | None = None
     rejected: Counter[str] = field(default_factory=Counter)
     recent_rejects: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_REJECTS))
+    batch_seconds: Histogram = field(default_factory=batch_histogram)  # every batch, failed ones too
 
     def reject(self, topic: str, reason: str, detail: str, size: int) -> dict[str, Any]:
         self.rejected[reason] += 1
