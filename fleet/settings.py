@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # ops monitoring (docs/ops.md): how often the alert rules, notifications and retention run
     ops_tick_s: float = Field(default=5.0, gt=0, le=300)
+    # retention (docs/ops.md, "Retention"): raw health and telemetry kept retention_raw_days, then
+    # as hourly aggregates until retention_hourly_days; device events, presence changes and resolved
+    # alerts (with their history) their own days; the work runs every retention_every_s (sooner
+    # while a backlog lasts)
+    retention_raw_days: int = Field(default=14, ge=1, le=3650)
+    retention_hourly_days: int = Field(default=400, ge=1, le=36500)
+    retention_events_days: int = Field(default=90, ge=1, le=36500)
+    retention_presence_days: int = Field(default=90, ge=1, le=36500)
+    retention_alerts_days: int = Field(default=365, ge=1, le=36500)
+    retention_every_s: float = Field(default=600.0, ge=10, le=86400)
     # GET /metrics (docs/ops.md, "Metrics"): set, Prometheus must send it as a bearer token; unset,
     # only clients on the fleet's own machine (127.0.0.0/8, ::1) are answered
     metrics_token: SecretStr | None = None
@@ -148,6 +158,12 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite://", "postgres://", "postgresql://", "asyncpg://")):
             raise ValueError("FLEET_DATABASE_URL must be sqlite://PATH or postgres://…")
         return value
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> "Settings":
+        if self.retention_hourly_days < self.retention_raw_days:
+            raise ValueError("FLEET_RETENTION_HOURLY_DAYS must not be below FLEET_RETENTION_RAW_DAYS")
+        return self
 
     @model_validator(mode="after")
     def _check_liveness(self) -> "Settings":

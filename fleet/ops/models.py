@@ -159,6 +159,7 @@ class HealthHourly(Model):
     class Meta:
         table = "ops_health_hourly"
         unique_together = (("device_id", "hour"),)
+        indexes = (("hour",),)  # retention deletes by hour over all devices
 
 
 class TelemetryHourly(Model):
@@ -174,3 +175,4 @@ class TelemetryHourly(Model):
     class Meta:
         table = "ops_telemetry_hourly"
         unique_together = (("device_id", "role", "hour"),)
+        indexes = (("hour",),)  # retention deletes by hour over all devices

@@ -6,6 +6,7 @@ from fleet.ingest.link import MqttLink
 from fleet.ingest.stats import IngestStats
 from fleet.ops.engine import AlertEngine
 from fleet.ops.notify import Notifier
+from fleet.ops.retention import Retention
 from fleet.settings import Settings
 from fleet.worker import PartsWorker
 
@@ -24,4 +25,5 @@ def build(link: MqttLink, settings: Settings, stats: IngestStats) -> OpsWorker:
     # (alert rules) (notifications) (retention)
     worker.parts.append(("alerts", AlertEngine(worker).tick))
     worker.parts.append(("notify", Notifier(settings).tick))
+    worker.parts.append(("retention", Retention(settings).tick))
     return worker
