@@ -32,7 +32,7 @@ ROUTE_BATCH = 1000  # pending events routed per tick, oldest first; the rest wai
 DIGEST_AFTER = 5  # more events than this to one channel in one tick: one digest
 DIGEST_EVENTS_MAX = 1000  # events in one message; a held digest this full starts another
 SEND_BATCH = 32  # messages sent per tick, the oldest due first; the rest wait for the next tick
-SEND_AT_ONCE = 4
+SEND_AT_ONCE = 4  # channels sent to at once (one channel's messages go in order)
 ATTEMPTS_MAX = 8  # then the message is `failed` (kept with its last_error)
 BACKOFF_FIRST = timedelta(seconds=30)  # after the first failure; doubling, at most BACKOFF_MAX
 BACKOFF_MAX = timedelta(hours=1)
@@ -195,25 +195,38 @@ class Notifier:
             return 0
         channels = {c.id: c for c in await NotificationChannel.filter(
             id__in={n.channel_id for n in due})}  # type: ignore[attr-defined]
+        queues: dict[int, list[Notification]] = {}
+        for row in due:
+            queues.setdefault(row.channel_id, []).append(row)  # type: ignore[attr-defined]
         gate = asyncio.Semaphore(SEND_AT_ONCE)
 
-        async def one(row: Notification) -> None:
+        async def channel_queue(channel_id: int, rows: list[Notification]) -> None:
+            """A channel's messages in order; after a failure the rest wait for the next tick (a dead
+            receiver costs one timeout a tick, not one a message)."""
             async with gate:
-                await self._send_one(row, channels.get(row.channel_id), now)  # type: ignore[attr-defined]
+                for number, row in enumerate(rows):
+                    if not await self._send_one(row, channels.get(channel_id), now):
+                        rest = [r.id for r in rows[number + 1:]]
+                        if rest:
+                            await Notification.filter(id__in=rest).update(next_try_at=now)
+                        return
 
-        await asyncio.gather(*(one(row) for row in due))
+        await asyncio.gather(*(channel_queue(channel_id, rows) for channel_id, rows in queues.items()))
         return len(due)
 
-    async def _send_one(self, row: Notification, channel: NotificationChannel | None, now: datetime) -> None:
+    async def _send_one(self, row: Notification, channel: NotificationChannel | None, now: datetime) -> bool:
+        """One attempt; False when the receiver failed it (the channel's next messages then wait)."""
         update: dict[str, Any] = {"attempts": row.attempts + 1}
+        reached = False
         try:
             if channel is None:
-                return  # deleted meanwhile: its rows went with it
+                return True  # deleted meanwhile: its rows went with it
             if not channel.enabled:
                 raise transports.SendError("the channel was disabled before this message was sent")
             events = await views(list(row.event_ids))
             if not events:
                 raise transports.SendError("its alert events were deleted before it was sent")
+            reached = True
             await deliver(channel, self.smtp, f"ntf_{row.id}", events, digest=row.digest, now=now)
             update |= {"state": SENT, "sent_at": now, "last_error": None}
         except Exception as err:
@@ -229,6 +242,7 @@ class Notifier:
                         channel.name if channel else "?", update["attempts"], ", giving up" if final else "", error)
         if channel is not None:
             await Notification.filter(id=row.id).update(**update)
+        return update.get("state") == SENT or not reached
 
 
 def _severe_enough(severity: Severity | str, channel: NotificationChannel) -> bool:

@@ -226,3 +226,35 @@ async def test_routing_by_rule_severity_and_enabled(tmp_path: Path, mailbox: Mai
         assert mailbox.received == []  # the e-mail channel is disabled
         assert await AlertEvent.filter(notify="done").count() == 3
         assert await Notification.all().count() == 1
+
+
+async def test_a_failing_receiver_costs_one_attempt_a_tick(tmp_path: Path, mailbox: Mailbox, hook: Hook) -> None:
+    settings = settings_for(f"sqlite://{tmp_path / 'f.sqlite3'}", mailbox)
+    async with opened(settings):
+        secret = webhook_sign.new_secret()
+        await channels.create(name="ioc-hook", kind="webhook", target={"url": hook.url}, secret=secret, by="t")
+        rule = await a_rule("fps low", ["ioc-hook"], kind="camera_fps_low")
+        notifier = Notifier(settings)
+        hook.statuses[:] = [502]
+        t0 = datetime.now(UTC)
+        await raise_alerts(rule, ["cam-1", "cam-2", "cam-3"], WARD, t0)
+        await notifier.tick(t0)
+        assert len(hook.calls) == 1  # the first failed: the channel's other two wait for the next tick
+        rows = await Notification.all().order_by("id")
+        assert [(n.state, n.attempts, n.next_try_at) for n in rows] == [
+            ("pending", 1, t0 + timedelta(seconds=30)), ("pending", 0, t0), ("pending", 0, t0)]
+        await notifier.tick(t0 + timedelta(seconds=5))
+        await notifier.tick(t0 + timedelta(seconds=30))
+        assert len(hook.calls) == 4
+        assert [n.state for n in await Notification.all()] == ["sent"] * 3
+        told = sorted(verified(hook, secret, i)["data"]["events"][0]["alert"]["device_id"] for i in (1, 2, 3))
+        assert told == ["cam-1", "cam-2", "cam-3"]
+
+
+def test_an_smtp_password_needs_starttls_off_loopback() -> None:
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match="STARTTLS"):
+        Settings(smtp_host="mail.example.org", smtp_user="fleet", smtp_password=PASSWORD, smtp_starttls=False)
+    with pytest.raises(ValidationError, match="without FLEET_SMTP_USER"):
+        Settings(smtp_host="mail.example.org", smtp_password=PASSWORD)
+    assert Settings(smtp_host="127.0.0.1", smtp_user="fleet", smtp_password=PASSWORD, smtp_starttls=False).smtp_user

@@ -90,7 +90,8 @@ async def test_channels_api(setup: tuple[httpx.AsyncClient, Mailbox, Hook]) -> N
     tested = await http.post(f"/api/ops/channels/{mail['id']}/test")
     assert tested.json()["ok"] is True and "1 recipient" in tested.json()["detail"]
     assert "ops-mail" in str(box.received[-1]["Subject"])
-    moved = await http.patch(f"/api/ops/channels/{web['id']}", json={"target": {"url": f"http://127.0.0.1:{free_port()}/x"}})
+    nobody = f"http://127.0.0.1:{free_port()}/x"
+    moved = await http.patch(f"/api/ops/channels/{web['id']}", json={"target": {"url": nobody}})
     assert moved.status_code == 200
     failed = (await http.post(f"/api/ops/channels/{web['id']}/test")).json()
     assert failed["ok"] is False and "127.0.0.1" in failed["detail"] and secret not in failed["detail"]
