@@ -28,7 +28,7 @@ from fleet.models import Device, DeviceStatus
 from fleet.ops import facts as batch_facts
 from fleet.ops.alerts import ensure_builtin_rules, live_key_of, record
 from fleet.ops.models import Alert, AlertRule, AlertState
-from fleet.ops.rules import KINDS, UNKNOWN, Facts, Firing, applies, evaluate
+from fleet.ops.rules import UNKNOWN, Facts, Firing, Kind, Params, RuleError, applies, kind_of
 
 if TYPE_CHECKING:
     from fleet.ops.service import OpsWorker
@@ -66,7 +66,7 @@ class AlertEngine:
             self._seeded = True
         await self.unsilence(now)
         await self.retire(now)
-        rules = await AlertRule.filter(enabled=True).order_by("id")
+        rules = self.usable(await AlertRule.filter(enabled=True).order_by("id"))
         if not rules:
             return
         view = LivenessView(now, self.hearing(), self.timing)
@@ -82,20 +82,32 @@ class AlertEngine:
             if len(devices) < BATCH:
                 break
 
-    async def judge_batch(self, devices: Sequence[Device], rules: Sequence[AlertRule], view: LivenessView,
-                          now: datetime) -> None:
-        known = {d.id: batch_facts.base_facts(d, view) for d in devices}
-        scoped: list[tuple[AlertRule, list[Facts]]] = []
-        needs: set[tuple[str, int | None]] = set()
+    def usable(self, rules: Sequence[AlertRule]) -> list[tuple[AlertRule, Kind, Params]]:
+        """Each rule with its kind and parsed params, once per turn; a rule stored with an unknown
+        kind or params that do not fit it (written around the API) is skipped, logged once."""
+        found: list[tuple[AlertRule, Kind, Params]] = []
         for rule in rules:
-            if rule.kind not in KINDS:
-                continue
+            try:
+                kind = kind_of(rule.kind)
+                found.append((rule, kind, kind.params.model_validate(rule.params)))
+            except (RuleError, ValidationError) as err:
+                if rule.id not in self._bad_rules:
+                    self._bad_rules.add(rule.id)
+                    log.error("alert rule %d (%.40s): not usable, skipped: %.200s", rule.id, rule.kind, err)
+        return found
+
+    async def judge_batch(self, devices: Sequence[Device], rules: Sequence[tuple[AlertRule, Kind, Params]],
+                          view: LivenessView, now: datetime) -> None:
+        known = {d.id: batch_facts.base_facts(d, view) for d in devices}
+        scoped: list[tuple[AlertRule, Kind, Params, list[Facts]]] = []
+        needs: set[tuple[str, int | None]] = set()
+        for rule, kind, params in rules:
             covered = [f for f in known.values() if applies(rule.device_kind, rule.role, rule.ward, f.kind, f.roles,
                                                             f.ward)]
-            scoped.append((rule, covered))
-            if covered and KINDS[rule.kind].need:
-                window = rule.params.get("window_s") if isinstance(rule.params, dict) else None
-                needs.add((rule.kind, window if isinstance(window, int) else None))
+            scoped.append((rule, kind, params, covered))
+            if covered and kind.need:
+                window = getattr(params, "window_s", None)
+                needs.add((kind.name, window if isinstance(window, int) else None))
         await batch_facts.load(known, devices, needs, now)
         ids = list(known)
         live = {(a.rule_id, a.device_id): a  # type: ignore[attr-defined]
@@ -104,23 +116,16 @@ class AlertEngine:
         for old in await Alert.filter(device_id__in=ids, live_key__isnull=True, resolved_by__isnull=True,
                                       resolved_at__gte=now - timedelta(seconds=REOPEN_S)).order_by("resolved_at"):
             recent[(old.rule_id, old.device_id)] = old  # type: ignore[attr-defined]  # the latest wins
-        for rule, covered in scoped:
+        for rule, kind, params, covered in scoped:
             in_scope = {f.device_id for f in covered}
             for (rule_id, device_id), stray in live.items():
                 if rule_id == rule.id and device_id not in in_scope:
                     await self.resolve(stray, now, "the rule no longer covers the device")
             for facts in covered:
-                try:
-                    outcome = evaluate(rule.kind, rule.params, facts, now)
-                except ValidationError as err:
-                    if rule.id not in self._bad_rules:
-                        self._bad_rules.add(rule.id)
-                        log.error("alert rule %d (%s): stored params do not fit its kind; skipped: %.200s",
-                                  rule.id, rule.kind, err)
-                    break
-                alert = live.get((rule.id, facts.device_id))
+                outcome = kind.evaluate(facts, params, now)
                 if outcome is UNKNOWN:
                     continue
+                alert = live.get((rule.id, facts.device_id))
                 if isinstance(outcome, Firing):
                     if alert is not None:
                         await self.keep(alert, outcome, now)

@@ -398,12 +398,6 @@ def evaluate(kind: str, params: Mapping[str, Any], facts: Facts, now: datetime) 
     return spec.evaluate(facts, spec.params.model_validate(dict(params)), now)
 
 
-def windows(kind: str, params: Mapping[str, Any]) -> int | None:
-    """The window a kind's batch fact is loaded over (None: not windowed)."""
-    value = params.get("window_s")
-    return int(value) if isinstance(value, int) else None
-
-
 def applies(rule_device_kind: str | None, rule_role: str | None, rule_ward: str | None,
             device_kind: str | None, roles: Sequence[str], ward: str) -> bool:
     """Whether a rule's scope (null: any) covers a device."""
