@@ -258,3 +258,41 @@ def test_an_smtp_password_needs_starttls_off_loopback() -> None:
     with pytest.raises(ValidationError, match="without FLEET_SMTP_USER"):
         Settings(smtp_host="mail.example.org", smtp_password=PASSWORD)
     assert Settings(smtp_host="127.0.0.1", smtp_user="fleet", smtp_password=PASSWORD, smtp_starttls=False).smtp_user
+
+
+async def test_a_ward_losing_power_through_the_alert_engine(tmp_path: Path, mailbox: Mailbox, hook: Hook) -> None:
+    """The alert engine (fleet/ops/engine.py) raises the builtin `offline` rule on 200 street lights of
+    one ward that died together; the notifier's next tick sends one e-mail and one webhook call."""
+    from fleet.ingest.silence import unix_ms
+    from fleet.liveness import Hearing, Timing
+    from fleet.models import Device, DeviceStatus
+    from fleet.ops.engine import AlertEngine
+    from fleet.ops.models import AlertRule
+
+    settings = settings_for(f"sqlite://{tmp_path / 'f.sqlite3'}", mailbox)
+    async with opened(settings):
+        _, _, secret = await both_channels(hook)
+        engine = AlertEngine(hearing=lambda: Hearing(timedelta(days=30)), timing=Timing())
+        notifier = Notifier(settings)
+        t0 = datetime.now(UTC) - timedelta(minutes=10)
+        lights = [f"light-{n:03d}" for n in range(200)]
+        for light in lights:
+            await Device.create(id=light, kind="esp32", ward=WARD, status=DeviceStatus.ACTIVE, online=True, session=1,
+                                last_seen_at=t0, last_seen_ms=unix_ms(t0), health_period_s=60, roles=["light"],
+                                last_health={}, last_health_at=t0, birth={"kind": "esp32"})
+        await engine.tick(t0)  # makes the builtin rules; all online
+        await AlertRule.filter(name="offline").update(channels=["ioc-hook", "ops-mail"])
+        await notifier.tick(t0)
+        assert hook.calls == [] and mailbox.received == []
+
+        died = t0 + timedelta(seconds=5)
+        await Device.filter(id__in=lights).update(online=False, last_death_at=died, last_death_reason="lost")
+        later = died + timedelta(seconds=301)  # past the rule's for_s
+        await engine.tick(later)
+        await notifier.tick(later)
+        assert len(hook.calls) == 1 and len(mailbox.received) == 1
+        document = verified(hook, secret)
+        assert document["type"] == "alert.digest" and document["data"]["wards"] == [{"ward": WARD, "count": 200}]
+        assert sorted(e["alert"]["device_id"] for e in document["data"]["events"]) == lights
+        assert {e["alert"]["kind"] for e in document["data"]["events"]} == {"offline"}
+        assert f"{WARD} (200)" in mailbox.received[0].get_content()
