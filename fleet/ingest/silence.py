@@ -7,7 +7,8 @@ true and finds devices by state in SQL:
 - the sweep (`SilenceSweep`) writes the verdict `silent` (online false, `silenced_at`) for
   devices overdue by period x silent_after_periods, at start and every `presence_sweep_s`, at
   most SWEEP_BATCH devices per statement and SWEEP_STATEMENTS statements per sweep (the rest in
-  the next sweep), and only while the fleet hears the broker;
+  the next sweep), and only while the fleet hears the broker; each device it marks gets a
+  PresenceChange row (`silent`) in the same transaction as its update (docs/ops.md);
 - `state_filter` is the state table as SQL conditions, for `GET /api/devices?state=`.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Q, Subquery
 from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
 
 from contract import Upstream
 from fleet.ingest.link import MqttLink
@@ -39,6 +41,7 @@ from fleet.liveness import (
     revives,
 )
 from fleet.models import Command, Device, DeviceStatus
+from fleet.ops.models import PresenceChange
 from fleet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -161,13 +164,16 @@ async def sweep_once(now: datetime, hearing: Hearing, timing: Timing) -> list[st
         ids = [str(i) for i in await overdue.limit(SWEEP_BATCH).values_list("id", flat=True)]
         if not ids:
             break
-        # the conditions again: a message stored since the select keeps its device online
-        count = await overdue.filter(id__in=ids).update(online=False, silenced_at=now)
-        if count == len(ids):
-            marked.extend(ids)
-        else:
-            marked.extend(str(i) for i in await Device.filter(id__in=ids, online=False, silenced_at=now)
-                          .values_list("id", flat=True))
+        async with in_transaction() as conn:
+            # the conditions again: a message stored since the select keeps its device online
+            count = await overdue.filter(id__in=ids).using_db(conn).update(online=False, silenced_at=now)
+            done = ids if count == len(ids) else [
+                str(i) for i in await Device.filter(id__in=ids, online=False, silenced_at=now)
+                .using_db(conn).values_list("id", flat=True)]
+            # the verdict's record, in the verdict's transaction (docs/ops.md, "Presence and its timings")
+            await PresenceChange.bulk_create(
+                [PresenceChange(device_id=i, at=now, online=False, reason="silent") for i in done], using_db=conn)
+        marked.extend(done)
         if len(ids) < SWEEP_BATCH:
             break
     return marked

@@ -39,6 +39,7 @@ from fleet.models import (
     SeqStream,
     TelemetryRecord,
 )
+from fleet.ops.models import PresenceChange
 from fleet.ota.progress import apply_progress
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
         telemetry: list[TelemetryRecord] = []
         events: list[EventRecord] = []
         seen: dict[str, Device] = {}
+        changes: list[PresenceChange] = []  # written with the batch (docs/ops.md, "Presence and its timings")
         progress: list[Upstream] = []
         observed: list[Upstream] = []  # births and stored messages, for the broadcasts (receipts, clocks)
         for msg in batch:
@@ -314,6 +316,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
                 result.presence += 1
                 observed.append(msg)
                 counted = await _apply_birth(conn, device, msg, now)
+                if counted:
+                    changes.append(PresenceChange(device_id=device.id, at=now, online=True, reason="birth"))
                 if counted or msg.ses == device.session:  # this epoch's birth, even one seen after its death
                     key = (msg.device_id, device.epoch, msg.ses)  # a birth can start a new epoch
                     if await streams.has_messages(key):  # its stream's messages came first
@@ -324,7 +328,10 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
             key = (msg.device_id, device.epoch, msg.ses)
             if msg.kind == "death":
                 result.presence += 1
-                await _apply_death(conn, device, msg, now)
+                was_online = device.online
+                if await _apply_death(conn, device, msg, now) and was_online:
+                    changes.append(PresenceChange(device_id=device.id, at=now, online=False,
+                                                  reason=msg.body["reason"]))
                 continue
             assert msg.seq is not None
             verdict = await streams.accept(key, msg.seq)
@@ -366,10 +373,15 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
         newest = newest_sessions(batch)
         for device in seen.values():
             device.last_seen_at = now
+            was_online = device.online
             note_heard(device, newest[device.id], now)
+            if device.online and not was_online:
+                changes.append(PresenceChange(device_id=device.id, at=now, online=True, reason="resumed"))
             await device.save(using_db=conn, update_fields=[
                 "last_seen_at", "last_health", "last_health_at", "reported_version", "reported_status",
                 "updated_at", *HEARD_FIELDS])
+        if changes:
+            await PresenceChange.bulk_create(changes, using_db=conn)
     # after the commit, in a transaction of its own: receipts and clocks never cost the batch, and the
     # ingest's device rows are never held while broadcast rows wait (delivery locks a device, then them)
     await observe_batch(observed, now)

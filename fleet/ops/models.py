@@ -19,7 +19,7 @@ class PresenceChange(Model):
 
     class Meta:
         table = "ops_presence_change"
-        indexes = (("device_id", "at"),)
+        indexes = (("device_id", "at"), ("at",))  # ("at",): the whole fleet's counts since a time
 
 
 class Severity(StrEnum):
