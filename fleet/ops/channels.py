@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from fleet.ops import notify, transports, webhook_sign
@@ -104,40 +105,46 @@ async def create(*, name: str, kind: str, target: dict[str, Any], secret: str | 
     values = {"name": check_name(name), "kind": kind, "target": check_target(kind, target),
               "secret": check_secret(kind, secret), "min_severity": check_severity(min_severity),
               "rate_per_hour": check_rate(rate_per_hour), "enabled": enabled, "updated_by": by}
-    async with in_transaction() as conn:
-        if await NotificationChannel.filter(name=name).using_db(conn).exists():
-            raise ChannelConflict(f"a channel named {name!r} exists")
-        return await NotificationChannel.create(**values, using_db=conn)
+    try:
+        async with in_transaction() as conn:
+            if await NotificationChannel.filter(name=name).using_db(conn).exists():
+                raise ChannelConflict(f"a channel named {name!r} exists")
+            return await NotificationChannel.create(**values, using_db=conn)
+    except IntegrityError:  # made by someone else in the meantime
+        raise ChannelConflict(f"a channel named {name!r} exists") from None
 
 
 async def update(channel_id: int, changes: dict[str, Any], *, by: str) -> NotificationChannel:
     """Change the fields given (name, target, secret, min_severity, rate_per_hour, enabled). A new
     name is written into the rules that named the old one, in the same transaction."""
-    async with in_transaction() as conn:
-        channel = await NotificationChannel.filter(id=channel_id).select_for_update().using_db(conn).first()
-        if channel is None:
-            raise LookupError(f"no channel {channel_id}")
-        old_name = channel.name
-        if "name" in changes and changes["name"] != old_name:
-            channel.name = check_name(changes["name"])
-            if await NotificationChannel.filter(name=channel.name).using_db(conn).exists():
-                raise ChannelConflict(f"a channel named {channel.name!r} exists")
-            for rule in await AlertRule.all().using_db(conn):
-                if old_name in (rule.channels or []):
-                    rule.channels = [channel.name if n == old_name else n for n in rule.channels]
-                    await rule.save(using_db=conn, update_fields=["channels"])
-        if "target" in changes:
-            channel.target = check_target(channel.kind, changes["target"])
-        if "secret" in changes:
-            channel.secret = check_secret(channel.kind, changes["secret"])
-        if "min_severity" in changes:
-            channel.min_severity = check_severity(changes["min_severity"])
-        if "rate_per_hour" in changes:
-            channel.rate_per_hour = check_rate(changes["rate_per_hour"])
-        if "enabled" in changes:
-            channel.enabled = bool(changes["enabled"])
-        channel.updated_by = by
-        await channel.save(using_db=conn)
+    try:
+        async with in_transaction() as conn:
+            channel = await NotificationChannel.filter(id=channel_id).select_for_update().using_db(conn).first()
+            if channel is None:
+                raise LookupError(f"no channel {channel_id}")
+            old_name = channel.name
+            if "name" in changes and changes["name"] != old_name:
+                channel.name = check_name(changes["name"])
+                if await NotificationChannel.filter(name=channel.name).using_db(conn).exists():
+                    raise ChannelConflict(f"a channel named {channel.name!r} exists")
+                for rule in await AlertRule.all().using_db(conn):
+                    if old_name in (rule.channels or []):
+                        rule.channels = [channel.name if n == old_name else n for n in rule.channels]
+                        await rule.save(using_db=conn, update_fields=["channels"])
+            if "target" in changes:
+                channel.target = check_target(channel.kind, changes["target"])
+            if "secret" in changes:
+                channel.secret = check_secret(channel.kind, changes["secret"])
+            if "min_severity" in changes:
+                channel.min_severity = check_severity(changes["min_severity"])
+            if "rate_per_hour" in changes:
+                channel.rate_per_hour = check_rate(changes["rate_per_hour"])
+            if "enabled" in changes:
+                channel.enabled = bool(changes["enabled"])
+            channel.updated_by = by
+            await channel.save(using_db=conn)
+    except IntegrityError:  # the name taken by someone else in the meantime
+        raise ChannelConflict(f"a channel named {changes.get('name')!r} exists") from None
     return channel
 
 

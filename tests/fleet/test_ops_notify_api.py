@@ -104,6 +104,9 @@ async def test_channels_api(setup: tuple[httpx.AsyncClient, Mailbox, Hook]) -> N
     assert (await AlertRule.get(id=rule.id)).channels == ["city-hook", "ops-mail"]
     assert (await http.patch(f"/api/ops/channels/{web['id']}", json={"name": "ops-mail"})).status_code == 409
     assert (await http.patch(f"/api/ops/channels/{web['id']}", json={"kind": "email"})).status_code == 422
+    unchanged = await http.patch(f"/api/ops/channels/{web['id']}", json={"name": None, "enabled": None})
+    assert unchanged.status_code == 200 and unchanged.json()["enabled"] is True  # null: no change
+    assert (await http.patch(f"/api/ops/channels/{web['id']}", json={"secret": None})).status_code == 422
     refused = await http.delete(f"/api/ops/channels/{mail['id']}")
     assert refused.status_code == 409 and "api-rule" in refused.json()["detail"]
     audits = [str(a.detail) for a in await AuditEntry.filter(action__startswith="ops.channel.")]

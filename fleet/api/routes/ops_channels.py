@@ -156,7 +156,9 @@ async def get_channel(channel_id: RowId, _: Reader) -> ChannelDetail:
 @router.patch("/{channel_id}", responses={**BAD_INPUT, 409: answer("another channel has that name")})
 async def update_channel(channel_id: RowId, body: ChannelUpdate,
                          audit: Annotated[Auditor, acting(Permission.ALERTS)]) -> ChannelPublic:
-    changes = body.model_dump(exclude_unset=True, mode="json")
+    # null is "no change" for every field but the secret (null there: no secret, refused for a webhook)
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True, mode="json").items()
+               if v is not None or k == "secret"}
     try:
         row = await channels.update(channel_id, changes, by=audit.actor)
     except (ChannelError, ChannelConflict, LookupError) as err:
