@@ -62,6 +62,7 @@ from fleet.ota.rollouts import RolloutEngine
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
 from fleet.web import (
+    alert_pages,
     audio_pages,
     broadcast_pages,
     docs,
@@ -70,6 +71,7 @@ from fleet.web import (
     ops_pages,
     pages,
     rollout_pages,
+    rule_pages,
 )
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,8 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(emergency_pages.router)
     app.include_router(audio_pages.router)
     app.include_router(map_pages.router)
+    app.include_router(alert_pages.router)
+    app.include_router(rule_pages.router)
     app.include_router(docs.router)
     app.include_router(metrics_route.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")

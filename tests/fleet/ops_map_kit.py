@@ -101,7 +101,8 @@ async def browser(http: httpx.AsyncClient, role: Role) -> AsyncIterator[httpx.As
     username = f"{role.value.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
     await create_user(username, ADMIN_PASSWORD, role)
     base = str(http.base_url).rstrip("/")
-    async with httpx.AsyncClient(base_url=base, headers={"Origin": base}, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=base, headers={"Origin": base}, timeout=60,
+                                 follow_redirects=True) as client:
         login = await client.post("/api/auth/login", json={"username": username, "password": ADMIN_PASSWORD})
         assert login.status_code == 200 and client.cookies.get("ioc_session")
         client.headers["X-Test-User"] = username
