@@ -169,7 +169,11 @@ class DeviceFigures:
         self.settings = settings
 
     async def families(self) -> list[Metric]:
-        view = LivenessView.of(self.link, self.settings)  # every state judged at one `now`
+        return await self.families_at(LivenessView.of(self.link, self.settings))
+
+    @staticmethod
+    async def families_at(view: LivenessView) -> list[Metric]:
+        """The families with every state judged by one `view` (one `now`, one link state)."""
         # (kind, ward, state) -> devices; (role, ward, state) -> devices carrying the role
         by_kind: Counter[tuple[str, str, str]] = Counter()
         by_role: Counter[tuple[str, str, str]] = Counter()
