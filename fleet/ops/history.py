@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from tortoise import Tortoise
@@ -37,6 +38,7 @@ RAW_ROWS_MAX = 250_000  # raw rows one series scans (14 days of health every 5 s
 HOURLY_ROWS_MAX = 24 * 800  # hourly rows one series reads (800 days)
 FIELDS_ROWS = 50  # recent rows `fields` looks at
 FIELD_DEPTH_MAX = 6  # levels of a dotted path
+INT_MAX = 2**63  # larger integers are not charted
 _SEGMENT = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
@@ -53,20 +55,25 @@ class Point:
     n: int
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+@lru_cache(maxsize=4096)
+def _key_ok(key: str) -> bool:
+    return _SEGMENT.fullmatch(key) is not None
 
 
 def numeric_paths(doc: Mapping[str, Any], prefix: str = "", depth: int = 1) -> Iterator[tuple[str, float]]:
-    """Every (dotted path, number) in a JSON object, to FIELD_DEPTH_MAX levels."""
+    """Every (dotted path, number) in a parsed JSON object, to FIELD_DEPTH_MAX levels. Retention
+    runs this on every raw row it rolls up: exact type checks (a bool is no int here), keys checked
+    once each."""
     for key, value in doc.items():
-        if not isinstance(key, str) or not _SEGMENT.fullmatch(key):
-            continue
-        path = f"{prefix}{key}"
-        if is_number(value):
-            yield path, float(value)
-        elif isinstance(value, Mapping) and depth < FIELD_DEPTH_MAX:
-            yield from numeric_paths(value, f"{path}.", depth + 1)
+        kind = type(value)
+        if kind is float:
+            if math.isfinite(value) and _key_ok(key):
+                yield prefix + key, value
+        elif kind is int:
+            if -INT_MAX < value < INT_MAX and _key_ok(key):
+                yield prefix + key, float(value)
+        elif kind is dict and depth < FIELD_DEPTH_MAX and _key_ok(key):
+            yield from numeric_paths(value, f"{prefix}{key}.", depth + 1)
 
 
 def field_segments(field: str) -> list[str]:
