@@ -3,7 +3,7 @@
 Two kinds of figures, one registry:
 - what the process holds in memory (the ingest's counters, its queue, its batch-latency
   histogram): sync collectors in `FleetMetrics.registry`, read when a scrape renders;
-- what the database knows (devices by state, open alerts, rollouts): async `sources`, each a
+- what the database knows (devices by state, open alerts, rollouts, broadcasts): async `sources`, each a
   coroutine function returning metric families, awaited by the scrape before it renders (the
   client library's collectors are sync, so they cannot query an async database themselves).
 
@@ -22,6 +22,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -29,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from tortoise.functions import Count
 
+from fleet.broadcast.models import Broadcast, BroadcastReceipt, BroadcastStatus, ReceiptState
 from fleet.ingest.link import MqttLink
 from fleet.ingest.silence import LivenessView
 from fleet.ingest.stats import IngestStats
@@ -62,6 +64,7 @@ class FleetMetrics:
         self.registry.register(IngestCollector(stats, link))
         self.sources.append(("devices", DeviceFigures(link, settings).families))
         self.sources.append(("alerts", alert_families))
+        self.sources.append(("broadcasts", broadcast_families))
         self._gathering: asyncio.Future[bytes] | None = None
         self._failing: dict[str, str] = {}  # source -> the kind of its last failure (logged once)
 
@@ -258,6 +261,27 @@ def rollout_source(engine: "RolloutEngine") -> Source:
         return [rollouts, devices, offers]
 
     return families
+
+
+RECEIPTS_WINDOW = timedelta(hours=24)
+
+
+async def broadcast_families() -> list[Metric]:
+    """Broadcasts by status, and the receipts of the occurrences scheduled in the last 24 hours by
+    state (which speakers played, failed or missed): two grouped queries, the second over the
+    `occurrence_at` index, so its cost follows the day's occurrences, not the table's age."""
+    broadcasts = GaugeMetricFamily("fleet_broadcasts", "Broadcasts by status", labels=["status"])
+    counts = dict(await Broadcast.annotate(n=Count("id")).group_by("status").values_list("status", "n"))
+    for status in BroadcastStatus:
+        broadcasts.add_metric([status.value], int(counts.get(status, 0)))
+    receipts = GaugeMetricFamily("fleet_broadcast_receipts_24h", "Speaker receipts of the occurrences scheduled "
+                                 "in the last 24 hours, by state", labels=["state"])
+    now = datetime.now(UTC)
+    counts = dict(await BroadcastReceipt.filter(occurrence_at__gte=now - RECEIPTS_WINDOW, occurrence_at__lte=now)
+                  .annotate(n=Count("id")).group_by("state").values_list("state", "n"))
+    for state in ReceiptState:
+        receipts.add_metric([state.value], int(counts.get(state, 0)))
+    return [broadcasts, receipts]
 
 
 def build(link: MqttLink, settings: Settings, stats: IngestStats) -> FleetMetrics:
