@@ -132,8 +132,10 @@ class Retention:
     async def tick(self, now: datetime) -> None:
         if self.next_run is not None and now < self.next_run:
             return
+        self.next_run = now + self.every  # a run that fails is tried again after the interval, not every turn
         report = await self.run(now)
-        self.next_run = now if report.more else now + self.every
+        if report.more:
+            self.next_run = now
         if any(report.rolled.values()) or any(report.deleted.values()):
             log.info("retention: rolled up %s, deleted %s%s", report.rolled, report.deleted,
                      " (more next turn)" if report.more else "")

@@ -6,16 +6,18 @@ and a backlog caught up over runs, two instances at once counting every row once
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from fleet.db import database
+from fleet.ingest.stats import IngestStats
 from fleet.models import EventRecord, HealthRecord, TelemetryRecord
 from fleet.ops import retention
 from fleet.ops.history import series
 from fleet.ops.models import Alert, AlertEvent, AlertRule, AlertState, HealthHourly, PresenceChange, TelemetryHourly
 from fleet.ops.retention import Retention
+from fleet.ops.service import build
 from fleet.settings import Settings
 
 H0 = datetime(2026, 3, 1, 10, tzinfo=UTC)  # an hour rolled up
@@ -170,3 +172,8 @@ async def test_bounds_backlog_and_two_instances(settings: Settings, monkeypatch:
     for device in devices:
         row = await HealthHourly.get(device_id=device, hour=H0)
         assert (row.figures["v"], row.messages) == (fig(0, 9, 4.5, 10), 10)
+
+
+def test_runs_last_in_the_ops_worker() -> None:
+    worker = build(cast(Any, None), Settings(), IngestStats())
+    assert [name for name, _ in worker.parts][-1] == "retention"
