@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from pydantic import ValidationError
 
 from fleet.db import database
 from fleet.ingest.stats import IngestStats
@@ -172,6 +173,11 @@ async def test_bounds_backlog_and_two_instances(settings: Settings, monkeypatch:
     for device in devices:
         row = await HealthHourly.get(device_id=device, hour=H0)
         assert (row.figures["v"], row.messages) == (fig(0, 9, 4.5, 10), 10)
+
+
+def test_hourly_window_not_below_raw() -> None:
+    with pytest.raises(ValidationError, match="FLEET_RETENTION_HOURLY_DAYS"):
+        Settings(retention_raw_days=30, retention_hourly_days=10)
 
 
 def test_runs_last_in_the_ops_worker() -> None:
