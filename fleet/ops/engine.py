@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 BATCH = 500  # devices judged per batch
 REOPEN_S = 600  # a condition back this soon after the engine resolved its alert re-raises that alert
 KEEP_WRITE_S = 60  # a firing alert's last_true_at is written at most this often (and when its value changes)
+# what the rules read of a device (the verdict's inputs, scope, health, birth); the rest is not loaded
+DEVICE_FIELDS = ("id", "kind", "ward", "roles", "status", "online", "session", "epoch", "last_seen_at",
+                 "last_death_at", "last_death_reason", "silenced_at", "health_period_s", "last_health", "birth")
 SWEEP_MAX = 1000  # alerts unsilenced, and alerts retired (rule disabled, device decommissioned), per turn
 
 
@@ -74,7 +77,7 @@ class AlertEngine:
         after = ""
         while True:
             devices = await (Device.filter(seen, id__gt=after).exclude(status=DeviceStatus.DECOMMISSIONED)
-                             .order_by("id").limit(BATCH))
+                             .order_by("id").limit(BATCH).only(*DEVICE_FIELDS))
             if not devices:
                 break
             await self.judge_batch(devices, rules, view, now)
@@ -109,11 +112,11 @@ class AlertEngine:
                 window = getattr(params, "window_s", None)
                 needs.add((kind.name, window if isinstance(window, int) else None))
         await batch_facts.load(known, devices, needs, now)
-        ids = list(known)
+        span = Q(device_id__gte=devices[0].id, device_id__lte=devices[-1].id)  # the batch, in id order
         live = {(a.rule_id, a.device_id): a  # type: ignore[attr-defined]
-                for a in await Alert.filter(device_id__in=ids, live_key__isnull=False)}
+                for a in await Alert.filter(span, live_key__isnull=False) if a.device_id in known}
         recent: dict[tuple[int, str], Alert] = {}
-        for old in await Alert.filter(device_id__in=ids, live_key__isnull=True, resolved_by__isnull=True,
+        for old in await Alert.filter(span, live_key__isnull=True, resolved_by__isnull=True,
                                       resolved_at__gte=now - timedelta(seconds=REOPEN_S)).order_by("resolved_at"):
             recent[(old.rule_id, old.device_id)] = old  # type: ignore[attr-defined]  # the latest wins
         for rule, kind, params, covered in scoped:

@@ -1,27 +1,35 @@
 """What the alert rules judge by, loaded for one batch of devices at a time (fleet/ops/rules.py).
 
-Every query here takes the batch's device ids (at most BATCH, fleet/ops/engine.py) and reads an
-indexed column range: (device_id, at) of events, (device_id, received_at) of health, seq_gap's
+Every query here takes the batch's span of device ids (the batch is BATCH devices in id order,
+fleet/ops/engine.py, so "first <= device_id <= last" is the batch, cheaper to send than 500 ids)
+and reads an indexed column range: (device_id, at) of events, (device_id, received_at) of health, seq_gap's
 device_id, ops_presence_change's (device_id, at). The database groups and counts; what comes back
 is at most one row per device (per event for open events), so a batch costs a fixed number of
 statements whatever the fleet's size.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count, Max, Min, Sum
 
 from fleet.ingest.silence import LivenessView
 from fleet.liveness import Reason, State
 from fleet.models import Device, EventRecord, HealthRecord, SeqGap
 from fleet.ops import presence
-from fleet.ops.rules import KINDS, Facts, OpenEvent
+from fleet.ops.rules import KINDS, Facts, Kind, OpenEvent
 
 OPEN_EVENT_LOOKBACK = timedelta(days=30)  # a start older than this without its end is no longer looked at
 PLAYBACK_ROWS_MAX = 20_000  # failed-playback rows read per batch and window (beyond: not counted)
+
+
+Span = tuple[str, str]  # the first and last device id of a batch
+
+
+def _within(span: Span) -> Q:
+    return Q(device_id__gte=span[0], device_id__lte=span[1])
 
 
 def offline_since(device: Device, state: State, reason: Reason | None) -> datetime | None:
@@ -48,36 +56,46 @@ async def load(facts: dict[str, Facts], devices: Sequence[Device], needs: Iterab
     ids = list(facts)
     if not ids:
         return
-    for kind_name, window in sorted(set(needs), key=lambda n: (n[0], n[1] or 0)):
+    span = (devices[0].id, devices[-1].id)
+    loads: dict[tuple[str | None, str | None, int | None], Kind] = {}  # one load per fact and window
+    for kind_name, window in needs:
         kind = KINDS[kind_name]
+        loads.setdefault((kind.need, kind.event_type, window), kind)
+    for (_, _, window), kind in sorted(loads.items(), key=lambda item: (item[1].name, item[0][2] or 0)):
         since = now - timedelta(seconds=window or 0)
-        if kind.need == "presence_changes" and window:
-            for device_id, n in (await presence.changes_since(ids, since)).items():
-                facts[device_id].presence_changes[window] = n
-        elif kind.need == "births" and window:
-            for device_id, n in (await presence.births_since(ids, since)).items():
-                facts[device_id].births[window] = n
-        elif kind.need == "open_events" and kind.event_type:
-            for device_id, events in (await open_events(ids, kind.event_type, now)).items():
-                facts[device_id].open_events[kind.event_type] = events
-        elif kind.need == "playback_failures" and window:
-            for device_id, n in (await playback_failures(ids, since)).items():
-                facts[device_id].playback_failures[window] = n
-        elif kind.need == "missing" and window:
-            for device_id, n in (await missing(ids, since)).items():
-                facts[device_id].missing[window] = n
-        elif kind.need == "health_before" and window:
-            for device_id, data in (await first_health(ids, since)).items():
-                facts[device_id].health_before[window] = data
-        elif kind.need == "clock":
+        found: Mapping[str, Any]
+        if kind.need == "clock":
             sessions = {d.id: (d.epoch, d.session) for d in devices}
-            for device_id, offset in (await clock_offsets(ids, sessions, now)).items():
+            for device_id, offset in (await clock_offsets(span, sessions, now)).items():
                 facts[device_id].clock_offset_ms = offset
+            continue
+        if kind.need == "open_events" and kind.event_type:
+            for device_id, events in (await open_events(span, kind.event_type, now)).items():
+                if device_id in facts:
+                    facts[device_id].open_events[kind.event_type] = events
+            continue
+        if not window:
+            continue
+        if kind.need == "presence_changes":
+            found = await presence.changes_since(ids, since)
+        elif kind.need == "births":
+            found = await presence.births_since(ids, since)
+        elif kind.need == "playback_failures":
+            found = await playback_failures(span, since)
+        elif kind.need == "missing":
+            found = await missing(span, since)
+        elif kind.need == "health_before":
+            found = await first_health(span, since)
+        else:
+            continue
+        for device_id, value in found.items():
+            if device_id in facts:
+                getattr(facts[device_id], kind.need)[window] = value
 
 
-async def open_events(ids: list[str], event_type: str, now: datetime) -> dict[str, list[OpenEvent]]:
+async def open_events(span: Span, event_type: str, now: datetime) -> dict[str, list[OpenEvent]]:
     """Events of `event_type` started within the lookback whose `end` has not arrived (any order)."""
-    rows = await (EventRecord.filter(device_id__in=ids, type=event_type, at__gte=now - OPEN_EVENT_LOOKBACK)
+    rows = await (EventRecord.filter(_within(span), type=event_type, at__gte=now - OPEN_EVENT_LOOKBACK)
                   .annotate(starts=Count("id", _filter=Q(phase="start")), ends=Count("id", _filter=Q(phase="end")),
                             since=Min("at"))
                   .group_by("device_id", "event_id").values_list("device_id", "event_id", "starts", "ends", "since"))
@@ -95,9 +113,9 @@ def _aware(moment: Any) -> datetime:
     return datetime.fromisoformat(str(moment))
 
 
-async def playback_failures(ids: list[str], since: datetime) -> dict[str, int]:
+async def playback_failures(span: Span, since: datetime) -> dict[str, int]:
     """`playback` events that ended failed (`end` or `once` with data.status failed) since `since`."""
-    rows = await (EventRecord.filter(device_id__in=ids, type="playback", phase__in=["end", "once"], at__gte=since)
+    rows = await (EventRecord.filter(_within(span), type="playback", phase__in=["end", "once"], at__gte=since)
                   .limit(PLAYBACK_ROWS_MAX).values_list("device_id", "data"))
     counts: dict[str, int] = {}
     for device_id, data in rows:
@@ -106,34 +124,30 @@ async def playback_failures(ids: list[str], since: datetime) -> dict[str, int]:
     return counts
 
 
-async def missing(ids: list[str], since: datetime) -> dict[str, int]:
+async def missing(span: Span, since: datetime) -> dict[str, int]:
     """seq numbers missing in the open gaps detected since `since`, per device."""
-    rows = await (SeqGap.filter(device_id__in=ids, open=True, detected_at__gte=since)
+    rows = await (SeqGap.filter(_within(span), open=True, detected_at__gte=since)
                   .annotate(last=Sum("last_seq"), first=Sum("first_seq"), n=Count("id"))
                   .group_by("device_id").values_list("device_id", "last", "first", "n"))
     return {str(d): int(last) - int(first) + int(n) for d, last, first, n in rows}
 
 
-async def first_health(ids: list[str], since: datetime) -> dict[str, dict[str, Any]]:
+async def first_health(span: Span, since: datetime) -> dict[str, dict[str, Any]]:
     """Each device's first health body received since `since`."""
-    firsts = await (HealthRecord.filter(device_id__in=ids, received_at__gte=since).annotate(first=Min("id"))
-                    .group_by("device_id").values_list("first", flat=True))
-    if not firsts:
-        return {}
-    rows = await HealthRecord.filter(id__in=list(firsts)).values_list("device_id", "data")
+    firsts = (HealthRecord.filter(_within(span), received_at__gte=since).annotate(first=Min("id"))
+              .group_by("device_id").values("first"))
+    rows = await HealthRecord.filter(id__in=Subquery(firsts)).values_list("device_id", "data")
     return {str(d): data for d, data in rows if isinstance(data, dict)}
 
 
-async def clock_offsets(ids: list[str], sessions: dict[str, tuple[int, int | None]],
+async def clock_offsets(span: Span, sessions: dict[str, tuple[int, int | None]],
                         now: datetime) -> dict[str, int]:
     """Arrival minus device time (ms) of each device's last health within the last hour, only when
     it came in the device's current stream: a replay of an older stream arrives late by design."""
-    lasts = await (HealthRecord.filter(device_id__in=ids, received_at__gte=now - timedelta(hours=1))
-                   .annotate(last=Max("id")).group_by("device_id").values_list("last", flat=True))
-    if not lasts:
-        return {}
-    rows = await HealthRecord.filter(id__in=list(lasts)).values_list("device_id", "epoch", "ses", "device_ts",
-                                                                     "received_at")
+    lasts = (HealthRecord.filter(_within(span), received_at__gte=now - timedelta(hours=1))
+             .annotate(last=Max("id")).group_by("device_id").values("last"))
+    rows = await HealthRecord.filter(id__in=Subquery(lasts)).values_list("device_id", "epoch", "ses", "device_ts",
+                                                                         "received_at")
     offsets: dict[str, int] = {}
     for device_id, epoch, ses, device_ts, received_at in rows:
         if device_ts is None or sessions.get(str(device_id)) != (epoch, ses):
