@@ -97,6 +97,13 @@ def _time_ticks(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[list[date
     return ticks, label
 
 
+def _tick_label(local: datetime, label: str) -> str:
+    """A time of day, or the date where a short range crosses midnight (so the day is never lost)."""
+    if label == "%H:%M" and local.hour == 0 and local.minute == 0:
+        return local.strftime("%d/%m")
+    return local.strftime(label)
+
+
 def render(points: Sequence[PointLike], start: datetime, end: datetime, tz: ZoneInfo, *,
            title: str, unit: str = "", bucket: timedelta | None = None) -> Chart:
     """The chart of `points` over [start, end): axes, a band from min to max, the mean as a line."""
@@ -134,7 +141,7 @@ def render(points: Sequence[PointLike], start: datetime, end: datetime, tz: Zone
         at = x(tick)
         parts.append(f'<line class="grid" x1="{at:.1f}" x2="{at:.1f}" y1="{TOP}" y2="{TOP + plot_h}"/>'
                      f'<text class="tick" x="{at:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
-                     f"{tick.astimezone(tz).strftime(label)}</text>")
+                     f"{_tick_label(tick.astimezone(tz), label)}</text>")
     for run in runs:
         if len(run) == 1:
             p = run[0]

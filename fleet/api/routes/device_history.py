@@ -77,7 +77,11 @@ async def device_history(
     in it and their count; an empty bucket is left out (a gap). Health times are arrival times,
     telemetry times the readings' own."""
     end = end or datetime.now(UTC)
-    start = start or end - DEFAULT_RANGE
+    try:
+        start = start or end - DEFAULT_RANGE
+    except OverflowError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'to' is too early for the default range; "
+                                                                   "give 'from'") from None
     try:
         check_range(start, end)
         await check_field(device.id, source, field, role)
