@@ -1,6 +1,7 @@
 """GET /metrics on a real fleet (real Mosquitto, SQLite and PostgreSQL): devices by kind, ward, role
 and state as the device list judges them, the ingest's figures, open alerts (docs/ops.md, "Metrics")."""
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet.liveness import State
+from fleet.ops import metrics
 from fleet.ops.models import Alert, AlertRule, AlertState, Severity
 from tests.support.device import ScriptedDevice
 from tests.support.fleet import fleet_settings, running_fleet
@@ -145,3 +147,16 @@ async def test_open_alerts_by_severity_kind_and_state(fleet: httpx.AsyncClient) 
                                                     ("major", "temp_high", "open"): 1}
     assert series(samples, "fleet_alerts_open_by_severity", "severity") == {
         ("critical",): 3, ("major",): 1, ("minor",): 0, ("warning",): 0}
+
+
+def test_wards_beyond_the_bound_are_counted_under_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry with a ward per device must not make a series per device: the most populated
+    WARDS_MAX wards keep their label, the rest are summed under `_other`; every state zero-filled."""
+    monkeypatch.setattr(metrics, "WARDS_MAX", 2)
+    counts = Counter({("pi", "A", "online"): 5, ("pi", "B", "online"): 3, ("pi", "C", "offline"): 1,
+                      ("esp32", "D", "stale"): 1})
+    filled = metrics._zero_filled(counts, metrics._kept_wards(counts))
+    assert {(kind, ward) for kind, ward, _ in filled} == {("pi", "A"), ("pi", "B"), ("pi", "_other"),
+                                                          ("esp32", "_other")}
+    assert filled[("pi", "_other", "offline")] == 1 and filled[("esp32", "_other", "stale")] == 1
+    assert filled[("pi", "A", "stale")] == 0 and len(filled) == 4 * len(State)

@@ -4,6 +4,7 @@ The database does not matter here: SQLite only. A client from another machine is
 called through httpx's ASGI transport with a non-loopback client address.
 """
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -119,3 +120,18 @@ async def test_the_grafana_dashboard_uses_only_metrics_the_fleet_serves(sqlite_f
         assert name in used, name
     assert any("histogram_quantile(0.99" in e for e in expressions)
     assert any("histogram_quantile(0.5" in e for e in expressions)
+
+
+async def test_a_failing_source_costs_only_its_own_figures(sqlite_fleet: httpx.AsyncClient) -> None:
+    async def broken() -> list[Any]:
+        raise RuntimeError("the database went away")
+
+    runtime = sqlite_fleet.app.state.runtime  # type: ignore[attr-defined]
+    runtime.metrics.sources.append(("broken", broken))
+    first, second = await asyncio.gather(sqlite_fleet.get("/metrics"), sqlite_fleet.get("/metrics"))
+    assert first.status_code == second.status_code == 200
+    served = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for family in text_string_to_metric_families(first.text) for s in family.samples}
+    assert served[("fleet_metrics_source_up", (("source", "broken"),))] == 0
+    assert served[("fleet_metrics_source_up", (("source", "devices"),))] == 1
+    assert ("fleet_ingest_received_total", ()) in served
