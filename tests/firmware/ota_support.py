@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,11 +106,17 @@ def offer(release: Release, url: str, offer_id: str | None = None, action: str =
 
 class Keeper:
     """Starts the board again whenever it resets itself (exit 3) or its app crashed (exit 70), as an
-    ESP32 restarts; counts the restarts. stop() stops watching (the board keeps running)."""
+    ESP32 restarts; counts the restarts. stop() stops watching (the board keeps running).
+    `restart_on`: the exit codes that restart it (add -9 for the host HAL's watchdog, which kills
+    the interpreter); `before_restart(code)` runs between the exit and the next start."""
 
-    def __init__(self, board: HostBoard, heapsize: str = "64k") -> None:
+    def __init__(self, board: HostBoard, heapsize: str = "64k", *,
+                 restart_on: Collection[int] = (EXIT_REBOOT, EXIT_CRASH),
+                 before_restart: Callable[[int], None] | None = None) -> None:
         self.board = board
         self.heapsize = heapsize
+        self.restart_on = frozenset(restart_on)
+        self.before_restart = before_restart
         self.exits: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="board-keeper", daemon=True)
@@ -127,8 +134,10 @@ class Keeper:
                     continue
                 if self._stop.is_set():
                     return
-                if code in (EXIT_REBOOT, EXIT_CRASH):
+                if code in self.restart_on:
                     self.exits.append(code)
+                    if self.before_restart is not None:
+                        self.before_restart(code)
                     self.board.start(self.heapsize)
                     continue
             self._stop.wait(0.05)

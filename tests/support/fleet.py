@@ -38,6 +38,16 @@ async def token_for(http: httpx.AsyncClient, role: Role, username: str | None = 
     return str(response.json()["token"])
 
 
+async def enroll(http: httpx.AsyncClient, device_id: str, kind: str, ward: str) -> dict[str, str]:
+    """Register a device through the API and issue its MQTT account (`http` as an admin): the
+    answer's `mqtt` part (`username`, `password`, ...)."""
+    made = await http.post("/api/devices", json={"id": device_id, "kind": kind, "ward": ward})
+    assert made.status_code == 201, made.text
+    issued = await http.post(f"/api/devices/{device_id}/credentials")
+    assert issued.status_code == 200, issued.text
+    return dict(issued.json()["mqtt"])
+
+
 @asynccontextmanager
 async def running_fleet(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The whole service as `fleet serve` runs it; yields an HTTP client for its base URL."""

@@ -38,7 +38,7 @@ from edge.config import write_config
 from edge.launch import agent_argv, speaker_config
 from fleet.auth.roles import Role
 from tests.firmware.support import HostBoard
-from tests.support.fleet import fleet_settings, running_fleet, token_for
+from tests.support.fleet import enroll, fleet_settings, running_fleet, token_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import async_wait_for
 
@@ -82,11 +82,7 @@ class Site:
     tmp: Path
 
     async def enroll(self, device_id: str, kind: str) -> str:
-        made = await self.http.post("/api/devices", json={"id": device_id, "kind": kind, "ward": WARD})
-        assert made.status_code == 201, made.text
-        issued = await self.http.post(f"/api/devices/{device_id}/credentials")
-        assert issued.status_code == 200, issued.text
-        return str(issued.json()["mqtt"]["password"])
+        return (await enroll(self.http, device_id, kind, WARD))["password"]
 
     async def upload(self, name: str, seconds: float, hz: int) -> dict[str, Any]:
         path = tone(self.tmp / f"{name}.wav", seconds, hz)

@@ -34,7 +34,7 @@ from tests.firmware.ota_support import Keeper, firmware_tree
 from tests.firmware.support import HostBoard
 from tests.fleet.rollout_kit import TICK_S, device_rows, engine, rollout
 from tests.provisioning.conftest import run_provision
-from tests.support.fleet import fleet_settings, running_fleet, token_for
+from tests.support.fleet import enroll, fleet_settings, running_fleet, token_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import async_wait_for
 
@@ -107,11 +107,7 @@ class Site:
     tmp: Path
 
     async def enroll(self, device_id: str, kind: str) -> dict[str, str]:
-        made = await self.http.post("/api/devices", json={"id": device_id, "kind": kind, "ward": "tan-phu"})
-        assert made.status_code == 201, made.text
-        issued = await self.http.post(f"/api/devices/{device_id}/credentials")
-        assert issued.status_code == 200, issued.text
-        return dict(issued.json()["mqtt"])
+        return await enroll(self.http, device_id, kind, "tan-phu")
 
     async def publish(self, folder: Path) -> dict[str, Any]:
         response = await self.http.post("/api/releases", content=release_tar(folder), headers={**TAR, **self.ops})
