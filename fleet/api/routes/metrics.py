@@ -4,6 +4,7 @@ Not a person's route, so no login and no Permission: Prometheus sends a bearer t
 (FLEET_METRICS_TOKEN) or, with no token configured, scrapes from the fleet's own machine.
 """
 
+import hashlib
 import hmac
 import ipaddress
 
@@ -35,9 +36,11 @@ def check_access(request: Request, token: SecretStr | None) -> None:
     without one, only a client on the fleet's own machine is answered."""
     if token is not None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        expected = token.get_secret_value().encode()
-        # compare_digest: the time taken does not tell how much of a guess was right
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        # digests of equal length, compared in constant time: the time taken tells neither how much
+        # of a guess was right nor the token's length
+        expected = hashlib.sha256(token.get_secret_value().encode()).digest()
+        offered = hashlib.sha256(given.strip().encode()).digest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                                 "send 'Authorization: Bearer <FLEET_METRICS_TOKEN>'",
                                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
