@@ -17,6 +17,7 @@ from fleet.ops.models import SEVERITY_RANK, Alert, AlertEvent, AlertRule, AlertS
 from fleet.ops.rules import BUILTINS, RuleError, check_params, default_params, kind_of
 
 MAX_SILENCE = timedelta(days=30)
+LIVE = [AlertState.OPEN, AlertState.ACKNOWLEDGED]  # not resolved: live_key is set (state is indexed)
 PAGE_MAX = 500
 
 
@@ -121,7 +122,7 @@ async def list_alerts(where: AlertFilter, limit: int = 100, offset: int = 0) -> 
     """A page of alerts, newest raised first, and how many match in all."""
     query = Alert.all()
     if where.state == "live":
-        query = query.filter(live_key__isnull=False)
+        query = query.filter(state__in=LIVE)
     elif where.state is not None:
         query = query.filter(state=where.state)
     if where.severity is not None:
@@ -157,7 +158,7 @@ class Group:
 async def groups(by: Literal["ward", "device"], limit: int = 100, offset: int = 0) -> tuple[list[Group], int]:
     """Live alerts grouped per ward or per device, the groups with most alerts first."""
     field = "ward" if by == "ward" else "device_id"
-    live = Alert.filter(live_key__isnull=False)
+    live = Alert.filter(state__in=LIVE)
     page = await (live.annotate(n=Count("id")).group_by(field).order_by("-n", field)
                   .offset(offset).limit(min(limit, PAGE_MAX)).values_list(field, "n"))
     counted: list[Any] = await live.annotate(groups=Count(field, distinct=True)).values_list("groups", flat=True)

@@ -26,7 +26,7 @@ from fleet.ingest.silence import LivenessView, hearing_of, timing_of
 from fleet.liveness import Hearing, Timing
 from fleet.models import Device, DeviceStatus
 from fleet.ops import facts as batch_facts
-from fleet.ops.alerts import ensure_builtin_rules, live_key_of, record
+from fleet.ops.alerts import LIVE, ensure_builtin_rules, live_key_of, record
 from fleet.ops.models import Alert, AlertRule, AlertState
 from fleet.ops.rules import UNKNOWN, Facts, Firing, Kind, Params, RuleError, applies, kind_of
 
@@ -186,8 +186,8 @@ class AlertEngine:
         """Live alerts of disabled rules and of decommissioned devices resolve."""
         retired = Device.filter(status=DeviceStatus.DECOMMISSIONED).values("id")
         reasons: list[tuple[Any, str]] = [
-            (Alert.filter(live_key__isnull=False, rule__enabled=False), "the rule was disabled"),
-            (Alert.filter(live_key__isnull=False, device_id__in=Subquery(retired)), "the device was decommissioned"),
+            (Alert.filter(state__in=LIVE, rule__enabled=False), "the rule was disabled"),
+            (Alert.filter(state__in=LIVE, device_id__in=Subquery(retired)), "the device was decommissioned"),
         ]
         for query, why in reasons:
             for alert in await query.limit(SWEEP_MAX):

@@ -81,7 +81,7 @@ class Alert(Model):
     last_true_at = fields.DatetimeField()  # the last evaluation that found the condition true
     acknowledged_at = fields.DatetimeField(null=True)
     acknowledged_by = fields.CharField(max_length=80, null=True)
-    silenced_until = fields.DatetimeField(null=True)
+    silenced_until = fields.DatetimeField(null=True, db_index=True)  # the engine ends silences that ran out
     silenced_by = fields.CharField(max_length=80, null=True)
     resolved_at = fields.DatetimeField(null=True)
     resolved_by = fields.CharField(max_length=80, null=True)  # null: the rule found it cleared
