@@ -102,9 +102,6 @@ class Settings(BaseSettings):
     # GET /metrics (docs/ops.md, "Metrics"): set, Prometheus must send it as a bearer token; unset,
     # only clients on the fleet's own machine (127.0.0.0/8, ::1) are answered
     metrics_token: SecretStr | None = None
-    # GET /metrics (docs/ops.md, "Metrics"): set, Prometheus must send it as a bearer token; unset,
-    # only clients on the fleet's own machine (127.0.0.0/8, ::1) are answered
-    metrics_token: SecretStr | None = None
     # e-mail notifications (docs/ops.md, "Notifications"): the SMTP server alerts are sent through
     # (unset: e-mail channels fail with that reason); the password is never logged nor stored
     smtp_host: str | None = None
@@ -202,13 +199,6 @@ class Settings(BaseSettings):
                 load_outlines(value)
             except OutlineError as err:
                 raise ValueError(f"FLEET_WARD_OUTLINES {value}: {err}") from None
-        return value
-
-    @field_validator("metrics_token")
-    @classmethod
-    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("FLEET_METRICS_TOKEN must be at least 16 characters (e.g. openssl rand -hex 24)")
         return value
 
     @field_validator("metrics_token")
