@@ -163,6 +163,8 @@ class AlertEngine:
         await record(alert, "raised", "", now, {"summary": alert.summary, "value": firing.value}, engine=True)
 
     async def keep(self, alert: Alert, firing: Firing, now: datetime) -> None:
+        """The figures as they are now; last_true_at written at most every KEEP_WRITE_S while they
+        stay the same (values hold starts, not durations, so a steady condition writes rarely)."""
         if alert.value == firing.value and now - alert.last_true_at < timedelta(seconds=KEEP_WRITE_S):
             return
         await Alert.filter(id=alert.id, live_key=alert.live_key).update(

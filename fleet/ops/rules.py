@@ -147,18 +147,22 @@ def _health_figure(facts: Facts, name: str) -> float | None:
     return _number(facts.health.get(name)) if facts.health else None
 
 
+def _since(moment: datetime | None, now: datetime) -> str:
+    return f"for {int((now - moment).total_seconds())} s" if moment is not None else "for an unknown time"
+
+
 def offline(facts: Facts, p: OfflineParams, now: datetime) -> Outcome:
     if facts.verdict.state in (State.UNKNOWN, State.NEVER_SEEN, State.DECOMMISSIONED):
         return UNKNOWN if facts.verdict.state is State.UNKNOWN else None
     if facts.verdict.state is not State.OFFLINE:
         return None
     since = facts.offline_since
-    seconds = int((now - since).total_seconds()) if since is not None else None
-    if seconds is not None and seconds < p.for_s:
+    if since is not None and (now - since).total_seconds() < p.for_s:
         return None
     reason = facts.verdict.reason.value if facts.verdict.reason else "unknown"
-    span = f" for {seconds} s" if seconds is not None else ""
-    return Firing(f"offline{span} ({reason})", {"offline_s": seconds, "reason": reason})
+    # the value holds the start, not the duration: it stays the same while the alert is kept
+    return Firing(f"offline {_since(since, now)} ({reason})",
+                  {"since": since.isoformat() if since else None, "reason": reason})
 
 
 def stale(facts: Facts, p: NoParams, now: datetime) -> Outcome:
@@ -167,8 +171,8 @@ def stale(facts: Facts, p: NoParams, now: datetime) -> Outcome:
     if facts.verdict.state is not State.STALE:
         return None
     quiet = facts.verdict.quiet_since
-    seconds = int((now - quiet).total_seconds()) if quiet is not None else None
-    return Firing(f"connected but silent for {seconds} s (health overdue)", {"quiet_s": seconds})
+    return Firing(f"connected but silent {_since(quiet, now)} (health overdue)",
+                  {"quiet_since": quiet.isoformat() if quiet else None})
 
 
 def flapping(facts: Facts, p: FlappingParams, now: datetime) -> Outcome:

@@ -105,7 +105,7 @@ async def test_offline_for_and_unknown_health(db: None) -> None:
     assert await live("pi-gone", "temp_high") is not None  # its health is old: left as it is, not resolved
     await work.tick(died + timedelta(seconds=301))
     down = await live("pi-gone", "offline")
-    assert down is not None and down.value == {"offline_s": 301, "reason": "lost"}
+    assert down is not None and down.value == {"since": died.isoformat(), "reason": "lost"}
     back = died + timedelta(seconds=400)
     await heard("pi-gone", back, {"temp_c": 40})
     await work.tick(back)

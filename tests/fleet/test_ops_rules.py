@@ -50,7 +50,9 @@ OFFLINE = Verdict(State.OFFLINE, Reason.LOST)
 
 def test_offline_for_s() -> None:
     gone = replace(facts(verdict=OFFLINE), offline_since=NOW - timedelta(seconds=301))
-    assert fires("offline", gone).value == {"offline_s": 301, "reason": "lost"}
+    fired = fires("offline", gone)
+    assert fired.value == {"since": (NOW - timedelta(seconds=301)).isoformat(), "reason": "lost"}
+    assert fired.summary == "offline for 301 s (lost)"
     assert clear("offline", replace(gone, offline_since=NOW - timedelta(seconds=299)))
     assert clear("offline", facts())
     assert unknown("offline", facts(verdict=Verdict(State.UNKNOWN, Reason.FLEET_DISCONNECTED)))
@@ -59,7 +61,7 @@ def test_offline_for_s() -> None:
 
 def test_stale() -> None:
     late = facts(verdict=Verdict(State.STALE, Reason.OVERDUE, NOW - timedelta(seconds=150)))
-    assert fires("stale", late).value == {"quiet_s": 150}
+    assert fires("stale", late).value == {"quiet_since": (NOW - timedelta(seconds=150)).isoformat()}
     assert clear("stale", facts())
     assert clear("stale", facts(verdict=OFFLINE))  # offline is the offline rule's
 
