@@ -241,3 +241,24 @@ async def test_facts_from_the_tables(db: None) -> None:
     await work.tick(later)
     left = {(a.device_id, a.kind) for a in await Alert.filter(live_key__isnull=False)}
     assert left == {("esp-light", "day_burning")}
+
+
+async def test_listing_and_groups_in_sql(db: None) -> None:
+    work = engine()
+    await device("g-1", "pi", T0, {"temp_c": 90, "disk_pct": 99}, ward="a")
+    await device("g-2", "pi", T0, {"temp_c": 90}, ward="a")
+    await device("g-3", "esp32", T0, {"heap_free": 10}, ward="b")
+    await work.tick(T0)
+    first = await live("g-1", "temp_high")
+    assert first is not None
+    await alerts.acknowledge(first.id, "ops1", T0)
+    wards, total = await alerts.groups("ward")
+    assert total == 2 and [(g.key, g.live, g.open, g.acknowledged) for g in wards] == [("a", 3, 2, 1), ("b", 1, 1, 0)]
+    assert wards[0].worst == "major" and wards[0].by_severity == {"major": 3}
+    assert wards[1].worst == "minor"
+    devices, total = await alerts.groups("device", limit=2, offset=1)
+    assert total == 3 and [g.key for g in devices] == ["g-2", "g-3"]
+    items, total = await alerts.list_alerts(alerts.AlertFilter(state="live", ward="a"), limit=2)
+    assert total == 3 and len(items) == 2
+    items, total = await alerts.list_alerts(alerts.AlertFilter(state="acknowledged", kind="temp_high"))
+    assert total == 1 and items[0].id == first.id
