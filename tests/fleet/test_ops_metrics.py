@@ -42,8 +42,10 @@ def series(samples: Samples, name: str, *label_names: str) -> dict[tuple[str, ..
 @pytest.fixture
 async def quick_fleet(database_url: str, mosquitto: Mosquitto) -> AsyncIterator[httpx.AsyncClient]:
     """A fleet where one quiet health period makes a device stale and a hundred offline, so a device
-    with a 1 s period is stale from 1 s to 100 s after its last message: no race with the clock."""
-    settings = fleet_settings(database_url, mosquitto.url, stale_after_periods=1, silent_after_periods=100)
+    with a 1 s period is stale from 1 s to 100 s after its last message: no race with the clock.
+    The alert engine turns at start and then every 300 s: it does not judge the tests' alert rows."""
+    settings = fleet_settings(database_url, mosquitto.url, stale_after_periods=1, silent_after_periods=100,
+                              ops_tick_s=300)
     async with running_fleet(settings) as http:
         yield http
 
@@ -126,7 +128,7 @@ async def test_devices_by_kind_ward_role_and_state_match_the_device_list(
     assert series(samples, "fleet_broadcast_receipts_24h", "state")[("missed",)] == 0
 
 
-async def test_open_alerts_by_severity_kind_and_state(fleet: httpx.AsyncClient) -> None:
+async def test_open_alerts_by_severity_kind_and_state(quick_fleet: httpx.AsyncClient) -> None:
     now = datetime.now(UTC)
     rules = {kind: await AlertRule.create(name=f"metrics-test-{kind}", kind=kind, severity=severity)
              for kind, severity in (("offline", Severity.CRITICAL), ("temp_high", Severity.MAJOR))}
@@ -141,7 +143,7 @@ async def test_open_alerts_by_severity_kind_and_state(fleet: httpx.AsyncClient) 
     await alert("offline", "c", AlertState.ACKNOWLEDGED, Severity.CRITICAL)
     await alert("offline", "d", AlertState.RESOLVED, Severity.CRITICAL)  # not counted
     await alert("temp_high", "a", AlertState.OPEN, Severity.MAJOR)
-    samples = await scrape(fleet)
+    samples = await scrape(quick_fleet)
     assert series(samples, "fleet_alerts_open", "severity", "kind", "state") == {("critical", "offline", "open"): 2,
                                                     ("critical", "offline", "acknowledged"): 1,
                                                     ("major", "temp_high", "open"): 1}
