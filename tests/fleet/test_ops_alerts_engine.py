@@ -66,20 +66,20 @@ async def test_raise_keep_reraise_resolve_and_builtins(db: None) -> None:
 
     await heard("pi-hot", T0 + timedelta(seconds=30), {"temp_c": 93})
     await work.tick(T0 + timedelta(seconds=30))  # keeps the same alert, with the new figure
-    await alert.refresh_from_db()
+    alert = await Alert.get(id=alert.id)
     assert alert.value["temp_c"] == 93 and alert.last_true_at == T0 + timedelta(seconds=30)
     assert await Alert.filter(device_id="pi-hot").count() == 1
 
     await heard("pi-hot", T0 + timedelta(seconds=60), {"temp_c": 60})
     await work.tick(T0 + timedelta(seconds=60))
-    await alert.refresh_from_db()
+    alert = await Alert.get(id=alert.id)
     assert alert.state == AlertState.RESOLVED and alert.resolved_by is None and alert.live_key is None
     assert await actions(alert) == [("raised", "pending"), ("resolved", "pending")]
 
     # back within REOPEN_S: the same alert again, counted
     await heard("pi-hot", T0 + timedelta(seconds=90), {"temp_c": 85})
     await work.tick(T0 + timedelta(seconds=90))
-    await alert.refresh_from_db()
+    alert = await Alert.get(id=alert.id)
     assert alert.state == AlertState.OPEN and alert.count == 2 and alert.live_key is not None
     assert (await actions(alert))[-1] == ("reraised", "pending")
 
@@ -139,7 +139,7 @@ async def test_silence_then_unsilence_and_lifecycle_refusals(db: None) -> None:
         await alerts.acknowledge(alert.id, "ops1", T0 + timedelta(seconds=6))
     await heard("pi-full", T0 + timedelta(minutes=1), {"disk_pct": 50})
     await work.tick(T0 + timedelta(minutes=1))  # resolved while silenced: not notified
-    await alert.refresh_from_db()
+    alert = await Alert.get(id=alert.id)
     assert alert.state == AlertState.RESOLVED
     assert (await actions(alert))[-1] == ("resolved", "none")
     with pytest.raises(alerts.AlertError, match="resolved"):
@@ -157,7 +157,7 @@ async def test_silence_then_unsilence_and_lifecycle_refusals(db: None) -> None:
     assert (await actions(again))[-1] == ("reraised", "none")
     await alerts.silence(again.id, T0 + timedelta(minutes=5), "ops1", T0 + timedelta(minutes=3))
     await work.tick(T0 + timedelta(minutes=6))
-    await again.refresh_from_db()
+    again = await Alert.get(id=again.id)
     assert again.silenced_until is None
     assert [a for a, _ in await actions(again)][-2:] == ["silenced", "unsilenced"]
     with pytest.raises(alerts.AlertError, match="not silenced"):
