@@ -38,7 +38,11 @@ Ring = list[tuple[float, float]]  # (lon, lat), closed or not
 class WardOutline:
     ward: str
     label: str
-    rings: list[Ring]  # outer rings and holes alike: drawn with the even-odd rule
+    polygons: list[list[Ring]]  # each: its outer ring, then its holes (drawn with the even-odd rule)
+
+    @property
+    def rings(self) -> list[Ring]:
+        return [ring for polygon in self.polygons for ring in polygon]
 
 
 def _position(value: Any, where: str) -> tuple[float, float]:
@@ -88,16 +92,16 @@ def parse_outlines(doc: Any) -> list[WardOutline]:
         kind = geometry.get("type") if isinstance(geometry, dict) else None
         coordinates = geometry.get("coordinates") if isinstance(geometry, dict) else None
         if kind == "Polygon":
-            rings = _rings(coordinates, where)
+            polygons = [_rings(coordinates, where)]
         elif kind == "MultiPolygon" and isinstance(coordinates, list) and coordinates:
-            rings = [ring for polygon in coordinates for ring in _rings(polygon, where)]
+            polygons = [_rings(polygon, where) for polygon in coordinates]
         else:
             raise OutlineError(f"{where}: the geometry must be a Polygon or a MultiPolygon")
-        points += sum(len(r) for r in rings)
+        points += sum(len(r) for polygon in polygons for r in polygon)
         if points > OUTLINES_MAX_POINTS:
             raise OutlineError(f"more than {OUTLINES_MAX_POINTS} positions in all")
         shown = label if isinstance(label, str) and label.strip() else ward
-        outlines.append(WardOutline(ward, shown[:80], rings))
+        outlines.append(WardOutline(ward, shown[:80], polygons))
     if not outlines:
         raise OutlineError("no ward in the file")
     return outlines

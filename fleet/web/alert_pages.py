@@ -148,7 +148,7 @@ async def alert_page(request: Request, viewer: Principal, alert_id: int, *, done
     facts = [("Device", alert.device_id), ("Ward", alert.ward or "—"), ("Rule", f"#{alert.rule_id} · {alert.kind}"),  # type: ignore[attr-defined]
              ("Severity", alert.severity.value), ("State", alert.state.value),
              ("Raised", when(alert.raised_at)), ("Condition last true", when(alert.last_true_at)),
-             ("Times it came back", str(alert.count)),
+             ("Times it came back", str(alert.count - 1)),
              ("Acknowledged", when(alert.acknowledged_at, alert.acknowledged_by)),
              ("Silenced until", when(alert.silenced_until, alert.silenced_by) if row["silenced"] else "—"),
              ("Resolved", when(alert.resolved_at, alert.resolved_by or ("the rule (cleared)" if alert.resolved_at

@@ -48,7 +48,7 @@ def outlines_of(path: Path | None) -> tuple[list[WardOutline], str | None]:
 
 
 def _radius(count: int) -> float:
-    return 5.0 if count <= 500 else 3.5 if count <= 3000 else 2.2
+    return 6.0 if count <= 200 else 4.5 if count <= 1000 else 3.0 if count <= 5000 else 2.2
 
 
 def draw(frame: Frame, outlines: list[WardOutline], dots: list[tuple[Placed, State, int]]) -> Markup:
@@ -69,9 +69,10 @@ def draw(frame: Frame, outlines: list[WardOutline], dots: list[tuple[Placed, Sta
             parts.append(f'<path data-ward="{escape(outline.ward)}" d="{frame.path(outline.rings)}"/>')
         parts.append('</g><g class="ward-names">')
         for outline in outlines:
-            ring = max(outline.rings, key=len)[:-1]  # its vertices' mean: inside for the simple shapes wards are
-            x, y = frame.xy(sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring))
-            parts.append(f'<text x="{x:g}" y="{y:g}">{escape(outline.label)}</text>')
+            for polygon in outline.polygons:  # each part of a ward named; at its outer ring's vertices' mean
+                ring = polygon[0][:-1] if polygon[0][0] == polygon[0][-1] else polygon[0]
+                x, y = frame.xy(sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring))
+                parts.append(f'<text x="{x:g}" y="{y:g}">{escape(outline.label)}</text>')
         parts.append("</g>")
     r = _radius(len(dots))
     parts.append(f'<g class="dots" data-r="{r:g}">')
@@ -79,7 +80,8 @@ def draw(frame: Frame, outlines: list[WardOutline], dots: list[tuple[Placed, Sta
         x, y = frame.xy(device.longitude, device.latitude)
         css = f"s-{state.value}" + (" alert" if alerts else "")
         title = f"{device.id} · {state.value.replace('_', ' ')}" + (f" · {alerts} alert(s)" if alerts else "")
-        parts.append(f'<a href="/devices/{escape(device.id)}"><title>{escape(title)}</title>'
+        marker = f'<circle cx="{x:g}" cy="{y:g}" r="{r * 1.8:g}" class="ring"/>' if alerts else ""
+        parts.append(f'<a href="/devices/{escape(device.id)}"><title>{escape(title)}</title>{marker}'
                      f'<circle cx="{x:g}" cy="{y:g}" r="{r:g}" class="{css}"/></a>')
     parts.append("</g></svg>")
     return Markup("".join(parts))

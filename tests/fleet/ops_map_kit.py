@@ -15,13 +15,26 @@ from fleet.auth.people import create_user
 from fleet.auth.roles import Role
 from fleet.models import Device, DeviceStatus
 from fleet.ops.models import Alert, AlertEvent, AlertRule, AlertState, Severity
-from tests.support.fleet import ADMIN_PASSWORD
+from fleet.settings import Settings
+from tests.support.fleet import ADMIN_PASSWORD, fleet_settings, running_fleet
 from tests.support.wait import async_wait_for
 
 WARDS_FILE = Path(__file__).resolve().parents[2] / "demo" / "data" / "wards.geojson"
 # (ward, a point inside its outline in the sample file)
 PLACES = {"tan-phu": (106.883, 11.555), "tan-binh": (106.883, 11.535), "tan-xuan": (106.863, 11.535),
           "tan-dong": (106.903, 11.535), "tien-thanh": (106.903, 11.555)}
+
+
+def ops_settings(database_url: str, mqtt_url: str, **extra: object) -> Settings:
+    """A fleet whose ops worker turns once at its start, then not for 300 s: the alerts a test makes
+    stay as made (the rule engine would resolve them, their devices' health does not hold them true)."""
+    return fleet_settings(database_url, mqtt_url, ops_tick_s=300, **extra)
+
+
+@asynccontextmanager
+async def quiet_fleet(database_url: str, mqtt_url: str, **extra: object) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_fleet(ops_settings(database_url, mqtt_url, **extra)) as http:
+        yield http
 
 
 @dataclass(frozen=True)

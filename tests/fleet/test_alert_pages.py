@@ -5,16 +5,25 @@ cross-site form are refused (403). On SQLite and PostgreSQL (the ordering is SQL
 
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from fleet.auth.roles import Role
 from fleet.models import AuditEntry, Device
 from fleet.ops.models import Alert, AlertEvent, AlertRule, AlertState, Severity
-from tests.fleet.ops_map_kit import browser, raise_alert
+from tests.fleet.ops_map_kit import browser, quiet_fleet, raise_alert
+from tests.support.mosquitto import Mosquitto
 
 ROW = re.compile(r'<tr class="alert-(\w+)" data-alert="(\d+)">')
+
+
+@pytest.fixture
+async def fleet(database_url: str, mosquitto: Mosquitto) -> AsyncIterator[httpx.AsyncClient]:
+    async with quiet_fleet(database_url, mosquitto.url) as http:
+        yield http
 
 
 async def _alerts() -> dict[str, Alert]:
@@ -95,7 +104,8 @@ async def test_the_list_and_the_actions(fleet: httpx.AsyncClient) -> None:
         shown = (await ops.get(f"/alerts/{alert.id}")).text
         assert shown.count(f'<td class="actor">{ops_name}</td>') == 4 and 'id="actions"' not in shown
         audited = await AuditEntry.filter(actor=ops_name, target=str(alert.id)).values_list("action", flat=True)
-        assert sorted(str(a) for a in audited) == ["alert.acknowledge", "alert.resolve", "alert.silence", "alert.unsilence"]
+        assert sorted(str(a) for a in audited) == ["alert.acknowledge", "alert.resolve", "alert.silence",
+                                                   "alert.unsilence"]
         assert (await ops.get("/alerts/999999")).status_code == 404
 
         # a form posted from another origin: refused before it reaches the page

@@ -13,14 +13,13 @@ import pytest
 
 from fleet.auth.roles import Role
 from fleet.ops.models import AlertRule, NotificationChannel
-from tests.fleet.ops_map_kit import browser
-from tests.support.fleet import fleet_settings, running_fleet
+from tests.fleet.ops_map_kit import browser, quiet_fleet
 from tests.support.mosquitto import Mosquitto
 
 
 @pytest.fixture
 async def fleet(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_fleet(fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url)) as http:
+    async with quiet_fleet(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url) as http:
         yield http
 
 

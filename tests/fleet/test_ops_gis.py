@@ -2,15 +2,24 @@
 library reads it (geojson-pydantic), the devices with coordinates only (the others counted),
 each filter of `GET /api/devices` giving the same devices, pages that link the next, the bound."""
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from geojson_pydantic import Feature, FeatureCollection, Point
 
 from fleet.auth.roles import Role
-from tests.fleet.ops_map_kit import browser, hearing, make_city
+from tests.fleet.ops_map_kit import browser, hearing, make_city, quiet_fleet
+from tests.support.mosquitto import Mosquitto
 
 Layer = FeatureCollection[Feature[Point, dict[str, Any]]]
+
+
+@pytest.fixture
+async def fleet(database_url: str, mosquitto: Mosquitto) -> AsyncIterator[httpx.AsyncClient]:
+    async with quiet_fleet(database_url, mosquitto.url) as http:
+        yield http
 
 
 async def _layer(http: httpx.AsyncClient, **params: Any) -> tuple[Layer, httpx.Response]:

@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from fleet.auth.roles import Role
 from fleet.models import Device
-from tests.fleet.ops_map_kit import WARDS_FILE, browser, hearing, make_city
+from tests.fleet.ops_map_kit import WARDS_FILE, browser, hearing, make_city, ops_settings
 from tests.support.fleet import fleet_settings, running_fleet
 from tests.support.mosquitto import Mosquitto
 
-DOT = re.compile(r'<a href="/devices/([^"]+)"><title>[^<]+</title><circle cx="([\d.]+)" cy="([\d.]+)" r="[\d.]+" '
-                 r'class="([^"]+)"/></a>')
+DOT = re.compile(r'<a href="/devices/([^"]+)"><title>[^<]+</title>(?:<circle [^>]+ class="ring"/>)?'
+                 r'<circle cx="([\d.]+)" cy="([\d.]+)" r="[\d.]+" class="([^"]+)"/></a>')
 WARD = re.compile(r'<path data-ward="([^"]+)" d="([^"]+)"/>')
 
 
@@ -37,7 +37,7 @@ def boxes(page: str) -> dict[str, tuple[float, float, float, float]]:
 async def test_the_map_over_ward_outlines(tmp_path: Path, mosquitto: Mosquitto) -> None:
     outlines = tmp_path / "wards.geojson"
     shutil.copy(WARDS_FILE, outlines)
-    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url, ward_outlines=outlines)
+    settings = ops_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url, ward_outlines=outlines)
     async with running_fleet(settings) as http:
         await hearing(http)
         made = await make_city("map")
@@ -93,7 +93,7 @@ def test_a_bad_outline_file_stops_the_start(tmp_path: Path) -> None:
 
 
 async def test_ten_thousand_devices_on_plain_coordinates(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url)
+    settings = ops_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url)
     async with running_fleet(settings) as http:
         await Device.bulk_create([Device(id=f"big-{n:05d}", kind="esp32", ward=f"w{n % 9}",
                                          latitude=11.50 + (n // 100) * 0.0007, longitude=106.85 + (n % 100) * 0.0007)
