@@ -40,7 +40,8 @@ REOPEN_S = 600  # a condition back this soon after the engine resolved its alert
 KEEP_WRITE_S = 60  # a firing alert's last_true_at is written at most this often (and when its value changes)
 # what the rules read of a device (the verdict's inputs, scope, health, birth); the rest is not loaded
 DEVICE_FIELDS = ("id", "kind", "ward", "roles", "status", "online", "session", "epoch", "last_seen_at",
-                 "last_death_at", "last_death_reason", "silenced_at", "health_period_s", "last_health", "birth")
+                 "last_death_at", "last_death_reason", "silenced_at", "health_period_s", "last_health",
+                 "last_health_at", "birth")
 SWEEP_MAX = 1000  # alerts unsilenced, and alerts retired (rule disabled, device decommissioned), per turn
 
 

@@ -85,7 +85,8 @@ async def load(facts: dict[str, Facts], devices: Sequence[Device], needs: Iterab
         elif kind.need == "missing":
             found = await missing(span, since)
         elif kind.need == "health_before":
-            found = await first_health(span, since)
+            latest = {d.id: d.last_health_at for d in devices}
+            found = await first_health(span, since, latest)
         else:
             continue
         for device_id, value in found.items():
@@ -132,12 +133,19 @@ async def missing(span: Span, since: datetime) -> dict[str, int]:
     return {str(d): int(last) - int(first) + int(n) for d, last, first, n in rows}
 
 
-async def first_health(span: Span, since: datetime) -> dict[str, dict[str, Any]]:
-    """Each device's first health body received since `since`."""
+async def first_health(span: Span, since: datetime,
+                       latest: Mapping[str, datetime | None]) -> dict[str, dict[str, Any]]:
+    """Each device's first health body received since `since`, unless that is its latest health
+    (`latest`: each device's last_health_at): one row in the window is nothing to compare with."""
     firsts = (HealthRecord.filter(_within(span), received_at__gte=since).annotate(first=Min("id"))
               .group_by("device_id").values("first"))
-    rows = await HealthRecord.filter(id__in=Subquery(firsts)).values_list("device_id", "data")
-    return {str(d): data for d, data in rows if isinstance(data, dict)}
+    rows = await HealthRecord.filter(id__in=Subquery(firsts)).values_list("device_id", "received_at", "data")
+    found: dict[str, dict[str, Any]] = {}
+    for device_id, received_at, data in rows:
+        last = latest.get(str(device_id))
+        if isinstance(data, dict) and (last is None or received_at < last):
+            found[str(device_id)] = data
+    return found
 
 
 async def clock_offsets(span: Span, sessions: dict[str, tuple[int, int | None]],

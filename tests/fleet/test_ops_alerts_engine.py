@@ -223,6 +223,7 @@ async def test_facts_from_the_tables(db: None) -> None:
                      ("pi-speaker", "speaker_playback_failed"), ("pi-speaker", "ingest_gaps"),
                      ("pi-speaker", "queue_growing"), ("pi-speaker", "dropped_rising"),
                      ("pi-speaker", "clock_drift")}
+    assert (await live("pi-speaker", "queue_growing") or Alert()).value["earlier"] == 150
     gaps = await live("pi-speaker", "ingest_gaps")
     assert gaps is not None and gaps.value["missing"] == 20
     clock = await live("pi-speaker", "clock_drift")
