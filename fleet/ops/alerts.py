@@ -13,7 +13,15 @@ from tortoise.exceptions import IntegrityError
 from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
-from fleet.ops.models import SEVERITY_RANK, Alert, AlertEvent, AlertRule, AlertState, Severity
+from fleet.ops.models import (
+    SEVERITY_RANK,
+    Alert,
+    AlertEvent,
+    AlertRule,
+    AlertState,
+    NotificationChannel,
+    Severity,
+)
 from fleet.ops.rules import BUILTINS, RuleError, check_params, default_params, kind_of
 
 MAX_SILENCE = timedelta(days=30)
@@ -205,11 +213,24 @@ async def ensure_builtin_rules() -> int:
 RULE_FIELDS = ("name", "kind", "device_kind", "role", "ward", "severity", "params", "enabled", "channels")
 
 
+async def _check_channels(names: Any) -> None:
+    """Every channel a rule names exists (RuleError naming the first few that do not)."""
+    if not names:
+        return
+    wanted = {str(n) for n in names}
+    known: list[Any] = await NotificationChannel.filter(name__in=sorted(wanted)).values_list("name", flat=True)
+    missing = sorted(wanted - {str(n) for n in known})
+    if missing:
+        raise RuleError(f"no notification channel named {', '.join(repr(m[:64]) for m in missing[:3])}")
+
+
 async def create_rule(values: Mapping[str, Any], by: str) -> AlertRule:
-    """A new rule; its params are checked against its kind (RuleError) and completed with defaults."""
+    """A new rule; its params are checked against its kind (RuleError) and completed with defaults,
+    its channels must exist (RuleError)."""
     fields = {k: v for k, v in values.items() if k in RULE_FIELDS}
     kind_of(str(fields.get("kind", "")))
     fields["params"] = check_params(fields["kind"], fields.get("params") or {})
+    await _check_channels(fields.get("channels"))
     if await AlertRule.filter(name=fields.get("name")).exists():
         raise AlertError(f"a rule named {str(fields.get('name'))[:80]!r} exists")
     try:
@@ -240,6 +261,8 @@ async def update_rule(rule_id: int, changes: Mapping[str, Any], by: str) -> Aler
         changes["params"] = check_params(kind, changes["params"] or {})
     elif kind != rule.kind:
         changes["params"] = default_params(kind)
+    if "channels" in changes:
+        await _check_channels(changes["channels"])
     if "name" in changes and changes["name"] != rule.name and await AlertRule.filter(name=changes["name"]).exists():
         raise AlertError(f"a rule named {str(changes['name'])[:80]!r} exists")
     rule.update_from_dict({**changes, "updated_by": by})

@@ -15,6 +15,7 @@ import pytest
 from fleet.auth.roles import Role
 from fleet.ingest.silence import unix_ms
 from fleet.models import Device, DeviceStatus, EventRecord
+from fleet.ops.models import NotificationChannel
 from fleet.ops.rules import BUILTINS
 from fleet.runtime import Runtime
 from fleet.worker import Tick
@@ -124,6 +125,8 @@ async def test_rules_edited_and_refused(fleet: httpx.AsyncClient) -> None:
     await refused({"name": "x", "kind": "flapping", "params": {"changes": True}}, 422, "changes")
     await refused({"name": "x", "kind": "offline", "device_kind": "vax"}, 422, "device_kind")
     await refused({"name": "offline", "kind": "offline"}, 409, "exists")
+    await refused({"name": "x", "kind": "stale", "channels": ["nowhere"]}, 422, "no notification channel named")
+    await NotificationChannel.create(name="ops-mail", kind="email", target={"to": ["ops@example.org"]})
 
     made = await http.post("/api/ops/rules", json={"name": "hot cabinets", "kind": "temp_high", "role": "camera",
                                                     "ward": "tan-xuan", "severity": "critical",

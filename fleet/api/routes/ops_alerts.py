@@ -278,6 +278,8 @@ async def list_rules(_: Reader, kind: Annotated[str | None, Query(max_length=32)
 async def create_rule(body: RuleCreate, audit: Changer) -> RulePublic:
     try:
         rule = await alerts.create_rule(body.model_dump(), audit.actor)
+    except RuleError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
     except alerts.AlertError as err:
         raise _refused(err) from err
     await audit("alert_rule.create", str(rule.id), {"name": rule.name, "kind": rule.kind})
