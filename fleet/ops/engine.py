@@ -42,6 +42,7 @@ KEEP_WRITE_S = 60  # a firing alert's last_true_at is written at most this often
 DEVICE_FIELDS = ("id", "kind", "ward", "roles", "status", "online", "session", "epoch", "last_seen_at",
                  "last_death_at", "last_death_reason", "silenced_at", "health_period_s", "last_health",
                  "last_health_at", "birth")
+BAD_KEEP = 1000  # failed (rule, device) evaluations remembered so each is logged once; beyond, not logged
 SWEEP_MAX = 1000  # alerts unsilenced, and alerts retired (rule disabled, device decommissioned), per turn
 
 
@@ -63,6 +64,7 @@ class AlertEngine:
         self.timing: Timing = timing
         self._seeded = False
         self._bad_rules: set[int] = set()  # rules whose stored params failed, logged once
+        self._bad_devices: set[tuple[int, str]] = set()  # (rule, device) whose evaluation failed, logged once
 
     async def tick(self, now: datetime) -> None:
         if not self._seeded:
@@ -126,7 +128,14 @@ class AlertEngine:
                 if rule_id == rule.id and device_id not in in_scope:
                     await self.resolve(stray, now, "the rule no longer covers the device")
             for facts in covered:
-                outcome = kind.evaluate(facts, params, now)
+                try:
+                    outcome = kind.evaluate(facts, params, now)
+                except Exception as err:  # one device's odd figures never stop the others' judgement
+                    if (rule.id, facts.device_id) not in self._bad_devices and len(self._bad_devices) < BAD_KEEP:
+                        self._bad_devices.add((rule.id, facts.device_id))
+                        log.error("alert rule %d (%s) failed on device %s: %s: %.200s", rule.id, rule.kind,
+                                  facts.device_id, type(err).__name__, err)
+                    continue
                 if outcome is UNKNOWN:
                     continue
                 alert = live.get((rule.id, facts.device_id))
