@@ -186,8 +186,8 @@ def _window(key: str, start_text: str | None, end_text: str | None, now: datetim
         try:
             start = datetime.fromisoformat(start_text or "").replace(tzinfo=tz).astimezone(UTC)
             end = datetime.fromisoformat(end_text or "").replace(tzinfo=tz).astimezone(UTC)
-        except ValueError:
-            raise HistoryRefused("a custom range needs 'from' and 'to' as dates and times") from None
+        except (ValueError, OverflowError):  # unreadable, or before year 1 once in UTC
+            raise HistoryRefused("a custom range needs 'from' and 'to' as dates and times (years 1 to 9999)") from None
         check_range(start, end)
         return Window("custom", start, end, local(start), local(end))
     span = RANGES.get(key)

@@ -213,3 +213,6 @@ async def test_the_device_page_charts_its_history_and_shows_alerts_commands_and_
         assert backwards.status_code == 422 and 'id="range-refused"' in backwards.text
         assert "must be before" in backwards.text
         assert (await http.get("/devices/env-tp-02?range=1y")).status_code == 422
+        too_early = await http.get("/devices/env-tp-02", params={"range": "custom", "from": "0001-01-01T00:00",
+                                                                 "to": "0001-01-01T01:00"})
+        assert too_early.status_code == 422 and "as dates and times" in too_early.text
