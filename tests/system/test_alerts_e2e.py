@@ -36,9 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
-from provisioning.hostboard import EXIT_CRASH, EXIT_REBOOT
+from edge.config import write_config
+from edge.launch import agent_argv, agent_config
+from provisioning.hostboard import EXIT_CRASH, EXIT_REBOOT, stop_board
+from tests.edge.roles.camera_fixtures import write_clip
+from tests.edge.roles.rtsp_server import RtspServer
+from tests.edge.small_disk import small_disk
 from tests.firmware.ota_support import Keeper
 from tests.firmware.support import HostBoard
 from tests.support.fleet import enroll, fleet_settings, running_fleet
@@ -99,6 +105,8 @@ class Site:
             found = {k: await self.alert(k, device_id) for k in kinds}
             raise AssertionError(f"{err}; the alerts: {found}; the device: {await self.device(device_id)}") from None
         assert alerts is not None
+        for kind, alert in alerts.items():
+            print(f"raised {kind} on {device_id}: {alert['summary']}")
         return alerts
 
     async def resolved(self, kinds: list[str], device_id: str, within: float = WAIT_S,
@@ -319,3 +327,225 @@ async def test_board_rules_fire_and_clear_on_a_real_esp32(site: Site) -> None:
                 keeper.stop()
             board.kill()
             print("esp32 console, last lines:\n" + "\n".join(board.console().splitlines()[-25:]))
+
+
+# -- the Pi agent ------------------------------------------------------------------------------
+
+PI_RULES: dict[str, dict[str, Any]] = {
+    "temp_high": {"max_c": 80.0}, "mem_high": {"max_pct": 90.0}, "disk_high": {"max_pct": 80.0},
+    "camera_fps_low": {"min_fps": 5.0}, "camera_stalled": {},
+    "speaker_playback_failed": {"failures": 2, "window_s": WINDOW_S},
+    "queue_growing": {"max_queue": 10, "window_s": WINDOW_S}, "dropped_rising": {"window_s": WINDOW_S},
+    "ingest_gaps": {"missing": 1, "window_s": WINDOW_S},
+    "stale": {}, "flapping": {"changes": 4, "window_s": WINDOW_S},
+}
+QUEUE_MAX = 40  # the Pi's store-and-forward queue (messages); beyond, the oldest are dropped
+UPLINK_BYTES_S = 800  # the congested uplink: less than the agent sends (~2.5 KB/s with sim at 10 Hz)
+MEM_TOTAL_KB = 4_000_000
+# The agent in a mount namespace of its own where the thermal zones and /proc/meminfo are the test's
+# files (bind mounts); `exec` keeps the agent's pid the one the test holds (signals reach it).
+KERNEL_FILES = 'mount --bind "$1" /sys/class/thermal && mount --bind "$2" /proc/meminfo && shift 2 && exec "$@"'
+
+
+@dataclass
+class KernelFiles:
+    """What a Pi's health is read from, as the agent's namespace shows it: written in place (a bind
+    mount follows the file, not its name)."""
+
+    thermal: Path  # bound over /sys/class/thermal
+    meminfo: Path  # bound over /proc/meminfo
+
+    def set(self, temp_c: float, mem_used_pct: float) -> None:
+        (self.thermal / "thermal_zone0").mkdir(parents=True, exist_ok=True)
+        (self.thermal / "thermal_zone0" / "temp").write_text(f"{round(temp_c * 1000)}\n")
+        available = round(MEM_TOTAL_KB * (100 - mem_used_pct) / 100)
+        self.meminfo.write_text(f"MemTotal:       {MEM_TOTAL_KB} kB\nMemFree:        {available} kB\n"
+                                f"MemAvailable:   {available} kB\n")
+
+
+def fill_to(folder: Path, pct: float) -> None:
+    """Write a file in `folder` until its file system is `pct` used (as `df` counts)."""
+    usage = os.statvfs(folder)
+    used = (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+    total = used + usage.f_bavail * usage.f_frsize
+    with (folder / "filler").open("ab") as filler:
+        filler.write(bytes(max(0, int(total * pct / 100) - used)))
+
+
+class SlowUplink:
+    """The Pi's way to its broker: a TCP relay whose device-to-broker direction can be held to
+    `rate` bytes a second (a congested cellular uplink); None: as fast as loopback. The
+    broker-to-device direction is never slowed."""
+
+    def __init__(self, broker_port: int) -> None:
+        self.broker_port = broker_port
+        self.rate: float | None = None
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, device: asyncio.StreamReader, to_device: asyncio.StreamWriter) -> None:
+        broker, to_broker = await asyncio.open_connection("127.0.0.1", self.broker_port)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, slowed: bool) -> None:
+            try:
+                while data := await source.read(64 if slowed and self.rate else 65536):
+                    sink.write(data)
+                    await sink.drain()
+                    if slowed and self.rate:
+                        await asyncio.sleep(len(data) / self.rate)
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(device, to_broker, True), pump(broker, to_device, False))
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def solid_clip(path: Path, fps: float) -> Path:
+    """Two seconds of a plain grey picture at `fps` (H.264): frames without motion, only a rate."""
+    frames = (np.full((120, 160, 3), 110, np.uint8) for _ in range(int(2 * fps)))
+    return write_clip(frames, path, fps=fps, gop=max(1, int(fps)))
+
+
+@dataclass
+class Pi:
+    """An agent process, started again as often as the test needs, on the same config and state."""
+
+    device_id: str
+    folder: Path
+    config: Path
+    password: str
+    kernel: KernelFiles
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", KERNEL_FILES, "pi-kernel",
+                str(self.kernel.thermal), str(self.kernel.meminfo), *agent_argv(self.config, log_level="info")]
+        env = {**os.environ, "EDGE_BROKER__PASSWORD": self.password}
+        with (self.folder / "agent.log").open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_board(self.proc, 15)  # SIGINT: the agent stops cleanly (its death: shutdown)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def log(self) -> str:
+        path = self.folder / "agent.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def camera_fps(device: dict[str, Any]) -> float:
+    return float(((device["last_health"] or {}).get("roles") or {}).get("camera", {}).get("fps", -1))
+
+
+async def test_pi_rules_fire_and_clear_on_a_real_pi_agent(site: Site) -> None:
+    """temp_high, mem_high, disk_high, camera_fps_low, camera_stalled, speaker_playback_failed,
+    queue_growing, dropped_rising, ingest_gaps, stale, flapping."""
+    device_id = f"pi-al-{uuid.uuid4().hex[:6]}"
+    creds = await enroll(site.http, device_id, "pi", WARD)
+    for kind, params in PI_RULES.items():
+        await site.rule(kind, **params)
+    folder = site.tmp / device_id
+    folder.mkdir()
+    kernel = KernelFiles(folder / "thermal", folder / "meminfo")
+    kernel.set(temp_c=52.0, mem_used_pct=40.0)
+    smooth, slow = solid_clip(folder / "smooth.mp4", 10), solid_clip(folder / "slow.mp4", 2)
+    camera = RtspServer(smooth, folder)
+    camera.start()
+    uplink = SlowUplink(site.broker.port)
+    await uplink.start()
+    with small_disk(folder / "state") as state:
+        config = agent_config(
+            device_id, f"mqtt://127.0.0.1:{uplink.port}", state, {
+                "camera": {"cameras": [{"id": "cam1", "url": camera.url, "reconnect_min_s": 0.1,
+                                        "reconnect_max_s": 0.5, "open_timeout_s": 5}],
+                           "snapshot_dir": str(folder / "snapshots")},
+                "speaker": {},
+                "sim": {"period_s": 0.1},
+            }, health_period_s=1,
+            broker={"url": f"mqtt://127.0.0.1:{uplink.port}", "username": device_id, "keepalive_s": 10,
+                    "backoff_min_s": 0.2, "backoff_max_s": 1},
+            queue={"max_messages": QUEUE_MAX})
+        pi = Pi(device_id, folder, write_config(config, folder / "agent.toml"), creds["password"], kernel)
+        try:
+            pi.start()
+            await site.until_device(device_id, lambda d: d["state"] == "online" and camera_fps(d) >= 5,
+                                    "online, its camera at full rate", within=60)
+
+            # -- hot, short of memory, disk nearly full: all at once, then all taken away ----------
+            await site.quiet(["temp_high", "mem_high", "disk_high"], device_id)
+            kernel.set(temp_c=85.0, mem_used_pct=95.0)
+            fill_to(state, 90)
+            alerts = await site.raised(["temp_high", "mem_high", "disk_high"], device_id)
+            assert alerts["temp_high"]["value"]["temp_c"] == 85.0, alerts
+            kernel.set(temp_c=52.0, mem_used_pct=40.0)
+            (state / "filler").unlink()
+            await site.resolved(["temp_high", "mem_high", "disk_high"], device_id)
+
+            # -- the camera: a slow stream (2 fps), then none, then its full rate again ------------
+            await asyncio.to_thread(camera.stop)
+            camera.clip = slow
+            await asyncio.to_thread(camera.start)
+            await site.raised(["camera_fps_low"], device_id)
+            await asyncio.to_thread(camera.stop)
+            await site.raised(["camera_stalled"], device_id)
+            await site.resolved(["camera_fps_low"], device_id)  # no frames at all: stalled, not slow
+            camera.clip = smooth
+            await asyncio.to_thread(camera.start)
+            await site.resolved(["camera_stalled"], device_id)
+
+            # -- the speaker fails two broadcasts (the clip is not in its cache) -------------------
+            for n in range(2):
+                answer = await site.command(device_id, "speaker.broadcast", {"id": f"b{n}", "clip": "c-missing"})
+                assert answer["status"] == "ok", answer
+            await site.raised(["speaker_playback_failed"], device_id)
+            failed = await site.events(device_id, "playback")
+            assert [(e["phase"], e["data"]["status"]) for e in failed] == [("once", "failed")] * 2, failed
+
+            # -- a congested uplink: the queue grows, its oldest messages are dropped (gaps) -------
+            await site.quiet(["queue_growing", "dropped_rising", "ingest_gaps"], device_id)
+            uplink.rate = UPLINK_BYTES_S
+            await site.raised(["queue_growing", "dropped_rising", "ingest_gaps"], device_id, within=90)
+            uplink.rate = None  # the link clears: the queue drains
+            await site.resolved(["queue_growing"], device_id)
+            assert (await site.device(device_id))["open_gaps"] > 0
+
+            # -- stale: the agent stops (SIGSTOP) with its connection up, then goes on -------------
+            pi.signal(signal.SIGSTOP)
+            try:
+                await site.raised(["stale"], device_id)
+            finally:
+                pi.signal(signal.SIGCONT)
+            await site.resolved(["stale"], device_id)
+
+            # -- flapping: the agent restarts twice (offline, online, offline, online) ------------
+            await site.quiet(["flapping"], device_id)
+            for _ in range(2):
+                before = await site.device(device_id)
+                await asyncio.to_thread(pi.stop)
+                pi.start()
+                await site.until_device(device_id, functools.partial(rebooted, before["session"]), "back",
+                                        within=60)
+            await site.raised(["flapping"], device_id)
+
+            # -- the windows pass with nothing new: the counted kinds clear -----------------------
+            await site.resolved(["speaker_playback_failed", "dropped_rising", "ingest_gaps", "flapping"], device_id,
+                                at=now() + timedelta(seconds=WINDOW_S + 1))
+        finally:
+            await asyncio.to_thread(pi.stop)
+            await asyncio.to_thread(camera.stop)
+            await uplink.close()
+            print("pi agent log, last lines:\n" + "\n".join(pi.log().splitlines()[-25:]))
