@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 
 from fleet.liveness import Verdict
-from fleet.models import Device, DeviceStatus
+from fleet.models import Device
 from fleet.ops.models import Alert, AlertState
 
 OUTLINES_MAX_BYTES = 5 * 1024 * 1024  # a ward-outline file larger than this is refused
@@ -231,17 +231,37 @@ def without_place(query: QuerySet[Device]) -> QuerySet[Device]:
     return query.filter(Q(latitude__isnull=True) | Q(longitude__isnull=True))
 
 
+def _when(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    moment = datetime.fromisoformat(str(value))  # SQLite's text, as Tortoise wrote it (UTC, with offset)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _roles(value: Any) -> list[str]:
+    roles = json.loads(value) if isinstance(value, str | bytes) else value
+    return [str(r) for r in roles] if isinstance(roles, list) else []
+
+
 async def placed(query: QuerySet[Device], offset: int, limit: int) -> list[Placed]:
-    """The devices of `query` that have coordinates, by id: one statement, only the columns shown."""
-    rows = await with_place(query).order_by("id").offset(offset).limit(limit).values_list(*PLACED_FIELDS)
+    """The devices of `query` that have coordinates, by id: one statement, only the columns shown.
+
+    The statement is Tortoise's, its rows the driver's: Tortoise's own conversion of every value
+    of every row took 300 ms for 10,000 devices here, the driver's rows 30 ms; only the JSON, the
+    times and the flag need converting (SQLite returns text and integers for them)."""
+    selected = with_place(query).order_by("id").offset(offset).limit(limit).values_list(*PLACED_FIELDS)
+    selected._choose_db_if_not_chosen()
+    selected._make_query()
+    sql, params = selected.query.get_parameterized_sql()
+    assert selected._db is not None  # chosen above
+    _, rows = await selected._db.execute_query(sql, params)
     out = []
     for row in rows:
-        values = dict(zip(PLACED_FIELDS, row, strict=True))
-        status = values["status"]
-        values["status"] = status.value if isinstance(status, DeviceStatus) else str(status)
-        values["roles"] = [str(r) for r in values["roles"]] if isinstance(values["roles"], list) else []
-        values["name"] = values["name"] or ""
-        out.append(Placed(**values))
+        (device_id, name, kind, roles, ward, latitude, longitude, fw, status, online, session, last_seen_at,
+         last_death_at, last_death_reason, silenced_at, period) = tuple(row)
+        out.append(Placed(str(device_id), name or "", kind, _roles(roles), ward or "", float(latitude),
+                          float(longitude), fw, str(status), bool(online), session, _when(last_seen_at),
+                          _when(last_death_at), last_death_reason, _when(silenced_at), int(period)))
     return out
 
 

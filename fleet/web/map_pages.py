@@ -6,6 +6,7 @@ Filters (ward, kind, state) are a GET form and mean what they mean for `GET /api
 
 import os
 from functools import lru_cache
+from html import escape as quote  # per dot: markupsafe's escape costs 3x more
 from pathlib import Path
 from typing import Annotated, get_args
 from urllib.parse import urlencode
@@ -81,7 +82,7 @@ def draw(frame: Frame, outlines: list[WardOutline], dots: list[tuple[Placed, Sta
         css = f"s-{state.value}" + (" alert" if alerts else "")
         title = f"{device.id} · {state.value.replace('_', ' ')}" + (f" · {alerts} alert(s)" if alerts else "")
         marker = f'<circle cx="{x:g}" cy="{y:g}" r="{r * 1.8:g}" class="ring"/>' if alerts else ""
-        parts.append(f'<a href="/devices/{escape(device.id)}"><title>{escape(title)}</title>{marker}'
+        parts.append(f'<a href="/devices/{quote(device.id)}"><title>{quote(title)}</title>{marker}'
                      f'<circle cx="{x:g}" cy="{y:g}" r="{r:g}" class="{css}"/></a>')
     parts.append("</g></svg>")
     return Markup("".join(parts))
