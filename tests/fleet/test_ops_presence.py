@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from fleet.db import database
-from fleet.ingest.silence import sweep_once
+from fleet.ingest import silence
+from fleet.ingest.silence import sweep_once, unix_ms
 from fleet.liveness import Hearing, Timing
+from fleet.models import Device, DeviceStatus
 from fleet.ops import presence
 from fleet.ops.models import PresenceChange
 from fleet.settings import Settings
@@ -104,3 +106,18 @@ async def test_counts_are_grouped_per_device_since_a_time(db: None, monkeypatch:
     assert await presence.births_since(ids, T0) == {"flappy": 30, "steady": 1, "booting": 12}
     assert await presence.changes_since(["nobody"], T0) == {}
     assert await presence.changes_since([], T0) == {}
+
+
+async def test_the_sweep_writes_one_row_per_device_it_marks(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(silence, "SWEEP_BATCH", 7)  # several statements, each with its own rows
+    heard = T0 - timedelta(seconds=100)
+    await Device.bulk_create([Device(id=f"quiet-{n:02d}", status=DeviceStatus.ACTIVE, online=True, session=1,
+                                     last_seen_at=heard, last_seen_ms=unix_ms(heard), health_period_s=10 + n)
+                              for n in range(20)])  # quiet for 100 s, 3 periods of at most 29 s: all silent
+    marked = await sweep_once(T0, Hearing(timedelta(hours=1)), Timing())
+    assert sorted(marked) == [f"quiet-{n:02d}" for n in range(20)]
+    rows = await PresenceChange.all()
+    assert sorted(r.device_id for r in rows) == sorted(marked)
+    assert {(r.online, r.reason, r.at) for r in rows} == {(False, "silent", T0)}
+    assert await sweep_once(T0, Hearing(timedelta(hours=1)), Timing()) == []  # done: no second row
+    assert await PresenceChange.all().count() == 20
