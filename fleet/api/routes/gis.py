@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from fleet.api.deps import LOGGED_IN, Reader, RuntimeDep
 from fleet.api.routes.devices import TOTAL_HEADER, Filters, view_of
@@ -21,7 +21,9 @@ class GeoJSONResponse(JSONResponse):
     media_type = MEDIA_TYPE
 
 
-@router.get("/devices.geojson", response_class=GeoJSONResponse, responses={200: {
+# response_class Response (no media type of its own): 200 is documented as application/geo+json only,
+# the errors as the API's JSON
+@router.get("/devices.geojson", response_class=Response, responses={200: {
     "content": {MEDIA_TYPE: {}},
     "description": "a FeatureCollection; foreign members `total` (devices with coordinates that match), "
                    "`without_coordinates` (devices that match but have none, left out) and `next` (the "
