@@ -41,6 +41,7 @@ import pytest
 
 from edge.config import write_config
 from edge.launch import agent_argv, agent_config
+from fleet.ops.rules import KINDS
 from provisioning.hostboard import EXIT_CRASH, EXIT_REBOOT, stop_board
 from tests.edge.roles.camera_fixtures import write_clip
 from tests.edge.roles.rtsp_server import RtspServer
@@ -549,3 +550,8 @@ async def test_pi_rules_fire_and_clear_on_a_real_pi_agent(site: Site) -> None:
             await asyncio.to_thread(camera.stop)
             await uplink.close()
             print("pi agent log, last lines:\n" + "\n".join(pi.log().splitlines()[-25:]))
+
+
+def test_every_rule_kind_is_driven_on_a_device_here() -> None:
+    """A new rule kind needs its condition brought about on a device in this file."""
+    assert set(BOARD_RULES) | {"heap_low"} | set(PI_RULES) == set(KINDS)
