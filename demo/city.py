@@ -193,7 +193,7 @@ async def _register(http: httpx.AsyncClient, device: CityDevice) -> str:
     """Register the device (if new) and issue its MQTT password."""
     response = await http.post("/api/devices", json={
         "id": device.id, "kind": device.kind, "name": device.name, "ward": device.ward,
-        "site": "Đồng Xoài", "tags": ["demo", device.role]})
+        "site": "Đồng Xoài", "tags": ["demo", device.role], **town.place_of(device)})
     if response.status_code not in (201, 409):  # 409: registered by an earlier demo run
         raise RuntimeError(f"could not register {device.id}: {response.text}")
     issued = await http.post(f"/api/devices/{device.id}/credentials")
@@ -237,7 +237,7 @@ async def _run(options: DemoOptions, port: int | None, workdir: Path) -> None:
         loop.add_signal_handler(sig, on_signal)
     workdir = await asyncio.to_thread(_prepare_workdir, workdir)
     settings = Settings(database_url=f"sqlite://{workdir / 'fleet.sqlite3'}", mqtt_url=None,
-                        mqtt_client_id="fleet-demo")
+                        mqtt_client_id="fleet-demo", ward_outlines=town.WARD_OUTLINES)
     if port is not None:  # else FLEET_HTTP_PORT, or 8000
         settings.http_port = port
     # the audio library in the demo's folder; the speakers download their clips from this fleet

@@ -8,6 +8,7 @@ it in one line and run without that device.
 
 import importlib.util
 import shutil
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,16 @@ from edge.launch import camera_config, hotspot_config, sensor_config, sim_config
 from provisioning.firmware_build import MPY_CROSS
 from provisioning.hostboard import MICROPYTHON
 
-__all__ = ["CITY", "KINDS", "CityDevice", "PiSetup", "board_config", "city", "desired_doc", "missing", "pi_config"]
+__all__ = ["CITY", "KINDS", "WARD_OUTLINES", "CityDevice", "PiSetup", "board_config", "city", "desired_doc", "missing",
+           "pi_config", "place_of"]
 
 PLACE = {"lat": 11.535, "lon": 106.883, "tz_min": 420}  # Đồng Xoài, UTC+7 (no daylight saving)
+# the map's sample ward outlines (made up, docs/ops.md "Map") and each ward's middle in them: the
+# demo's devices stand near their ward's middle, spread by their id (the same place every run)
+WARD_OUTLINES = Path(__file__).parent / "data" / "wards.geojson"
+WARD_MIDDLES = {"tan-thien": (106.863, 11.555), "tan-phu": (106.883, 11.555), "tien-thanh": (106.903, 11.555),
+                "tan-xuan": (106.863, 11.535), "tan-binh": (106.883, 11.535), "tan-dong": (106.903, 11.535),
+                "tan-thanh": (106.863, 11.515), "tien-hung": (106.883, 11.515)}
 HEALTH_PERIOD_S = 5  # short, so the pages move while someone watches
 LIGHT_TELEMETRY_S = 10
 # Street lights: on at dusk, dimmed late at night, off at dawn (sun times computed on the board).
@@ -56,6 +64,16 @@ CITY = (
     CityDevice("cam-01", "pi", "camera", "Intersection camera", "tien-thanh"),
     CityDevice("wifi-01", "pi", "hotspot", "Market wifi hotspot", "tan-thanh"),
 )
+
+
+def place_of(device: CityDevice) -> dict[str, float]:
+    """The device's latitude and longitude for the registry; none for a ward the outlines lack."""
+    middle = WARD_MIDDLES.get(device.ward)
+    if middle is None:
+        return {}
+    spread = zlib.crc32(device.id.encode())  # within 0.005 degrees: inside the ward's square
+    return {"longitude": round(middle[0] + (spread % 101 - 50) * 0.0001, 6),
+            "latitude": round(middle[1] + (spread // 101 % 101 - 50) * 0.0001, 6)}
 
 
 def city(kinds: set[str], pis: int, boards: int, wards: list[str]) -> list[CityDevice]:
