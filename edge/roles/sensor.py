@@ -155,7 +155,8 @@ class SensorRole(Role):
             return
         self._send(self.pipeline.flush(), _wall_ms())  # nothing held back is lost in the switch
         self._desired = dict(part)
-        self.pipeline = self._make_pipeline()
+        before, self.pipeline = self.pipeline, self._make_pipeline()
+        self._send(self.pipeline.take_over(before), _wall_ms())  # open alarms carried over, or ended
 
     # -- the work ---------------------------------------------------------------------------
 

@@ -120,6 +120,24 @@ class Pipeline:
             channel.flush(out)
         return out
 
+    def take_over(self, old: "Pipeline") -> Output:
+        """Carry the alarms open in `old` (the settings before a desired-state change) into this
+        pipeline: a reading whose alarm the new settings keep stays open under its event (ended
+        later by the new threshold and hysteresis); one whose alarm they drop ends now."""
+        out = Output()
+        for name, before in old.channels.items():
+            if before.alarm is None or not before.alarm.active:
+                continue
+            channel = self.channels.get(name)
+            if channel is None:
+                channel = self.channels[name] = Channel(name, self._configs.get(name, self._default))
+            if channel.alarm is not None:
+                channel.alarm.active = True
+            else:
+                value = before.last if before.last is not None else before.alarm.high
+                out.alarms.append(AlarmChange(name, "end", value, before.alarm.high, before.alarm.hysteresis))
+        return out
+
     @property
     def active_alarms(self) -> int:
         return sum(1 for c in self.channels.values() if c.alarm is not None and c.alarm.active)

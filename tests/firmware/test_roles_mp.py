@@ -9,7 +9,7 @@ import pytest
 from tests.firmware.support import SLOT, run_mp
 
 
-@pytest.mark.parametrize("case", ["sds011_frames", "alarm_hysteresis", "light_program"])
+@pytest.mark.parametrize("case", ["sds011_frames", "alarm_hysteresis", "light_program", "sensor_reconfigured"])
 def test_case(case: str) -> None:
     result = run_mp("mp_roles.py", str(SLOT), case)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -56,11 +56,20 @@ class Sensor:
         band = dict(DEADBAND)
         band.update(v.get("deadband", {}))
         alarms = v.get("alarms", {})
+        old = getattr(self, "ch", {})
         self.ch = {}
         for name in NAMES:
             a = alarms.get(name)
-            self.ch[name] = (Median(n), ByException(band[name], silent),
-                             Alarm(a["hi"], a.get("hyst", 0)) if a else None)
+            alarm = Alarm(a["hi"], a.get("hyst", 0)) if a else None
+            was = old[name][2] if name in old else None
+            if was and was.on:  # an alarm open across the change: kept under its id, or ended
+                if alarm:
+                    alarm.on, alarm.eid = True, was.eid
+                else:
+                    w = old[name][0].window
+                    self.device.event(was.eid, "alarm", "end", {
+                        "reading": name, "value": w[-1] if w else was.hi, "hi": was.hi, "hyst": was.hyst})
+            self.ch[name] = (Median(n), ByException(band[name], silent), alarm)
 
     def tick(self, now):
         report = {}

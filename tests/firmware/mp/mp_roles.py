@@ -95,7 +95,50 @@ def light_program():
     expect(next_change(p, [], local(19, 30, 2)), local(0, 0, 3))  # the date rule's last step
 
 
-CASES = {f.__name__: f for f in (sds011_frames, filters_series, alarm_hysteresis, light_program)}
+class _Device:
+    # what roles.sensor uses of the device: its events, the HAL's UART and DHT22, counters, meter
+    class hal:
+        @staticmethod
+        def uart(port, baud):
+            return None
+
+    class counters:
+        boots = 1
+
+    class meter:
+        up_ms = 0
+
+    def __init__(self):
+        self.events = []
+
+    def event(self, eid, kind, phase, data):
+        self.events.append((eid, kind, phase, data["reading"]))
+
+
+def sensor_reconfigured():
+    # an alarm open across a new "sensor" document: kept under its id, or ended if dropped
+    from roles.sensor import Sensor
+
+    class cfg:
+        th_sensor = False
+
+    dev = _Device()
+    s = Sensor(dev, cfg)
+    s.apply({"alarms": {"pm25": {"hi": 50, "hyst": 5}, "pm10": {"hi": 80}}})
+    report = {}
+    s._sample("pm25", 60, report)
+    s._sample("pm10", 90, report)
+    expect([e[2] for e in dev.events], ["start", "start"])
+    pm25_id, pm10_id = dev.events[0][0], dev.events[1][0]
+    s.apply({"alarms": {"pm25": {"hi": 70, "hyst": 5}}})  # pm25 kept (a new hi), pm10 dropped
+    expect(dev.events[2], (pm10_id, "alarm", "end", "pm10"))
+    s._sample("pm25", 60, report)  # the median of 60, 60: at or below the new hi - hyst: ends
+    expect(dev.events[3], (pm25_id, "alarm", "end", "pm25"))
+    expect(len(dev.events), 4)
+
+
+CASES = {f.__name__: f for f in (sds011_frames, filters_series, alarm_hysteresis, light_program,
+                                 sensor_reconfigured)}
 CASES[sys.argv[2]]()
 if sys.argv[2] != "filters_series":
     print("ok", sys.argv[2])
