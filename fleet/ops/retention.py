@@ -31,7 +31,7 @@ from tortoise.transactions import in_transaction
 
 from fleet.models import EventRecord, HealthRecord, TelemetryRecord
 from fleet.ops.history import numeric_paths
-from fleet.ops.models import Alert, AlertState, HealthHourly, PresenceChange, TelemetryHourly
+from fleet.ops.models import Alert, AlertState, HealthHourly, Notification, PresenceChange, TelemetryHourly
 from fleet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,9 @@ class Retention:
             report.more |= more
         oldest: tuple[tuple[str, type[Model], str, timedelta], ...] = (
             ("event", EventRecord, "received_at", self.events),
-            ("presence_change", PresenceChange, "at", self.presence))
+            ("presence_change", PresenceChange, "at", self.presence),
+            # the notification outbox: the record of what was sent, kept as long as alert history
+            ("notification", Notification, "created_at", self.alerts))
         for name, table, time, window in oldest:
             deleted, more = await _prune_oldest(table, time, now - window)
             report.deleted[name] = deleted

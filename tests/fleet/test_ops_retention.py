@@ -16,7 +16,17 @@ from fleet.ingest.stats import IngestStats
 from fleet.models import EventRecord, HealthRecord, TelemetryRecord
 from fleet.ops import retention
 from fleet.ops.history import series
-from fleet.ops.models import Alert, AlertEvent, AlertRule, AlertState, HealthHourly, PresenceChange, TelemetryHourly
+from fleet.ops.models import (
+    Alert,
+    AlertEvent,
+    AlertRule,
+    AlertState,
+    HealthHourly,
+    Notification,
+    NotificationChannel,
+    PresenceChange,
+    TelemetryHourly,
+)
 from fleet.ops.retention import Retention
 from fleet.ops.service import build
 from fleet.settings import Settings
@@ -137,9 +147,13 @@ async def test_events_presence_and_alerts_after_their_windows(settings: Settings
     old = await alert(AlertState.RESOLVED, 21)
     recent = await alert(AlertState.RESOLVED, 19)
     open_one = await alert(AlertState.OPEN, None)
+    channel = await NotificationChannel.create(name="ops-mail", kind="email", target={"to": ["ops@example.org"]})
+    await Notification.bulk_create([Notification(channel=channel, state="sent", created_at=NOW - timedelta(days=days))
+                                    for days in (25, 21, 3)])
     report = await Retention(settings).run(NOW)
     assert report.deleted == {"health_hourly": 0, "telemetry_hourly": 0, "alert": 1, "event": 2,
-                              "presence_change": 1}
+                              "presence_change": 1, "notification": 2}
+    assert await Notification.all().count() == 1
     assert sorted(await EventRecord.all().values_list("event_id", flat=True)) == ["e2", "e3"]  # type: ignore[comparison-overlap]
     assert await PresenceChange.all().count() == 1
     assert sorted(await Alert.all().values_list("id", flat=True)) == sorted([recent.id, open_one.id])
