@@ -3,6 +3,7 @@
 fleet/ops/alerts.py and fleet/ops/rules.py; this module translates their refusals: AlertNotFound
 404, AlertError 409, RuleError (unknown kind, bad params) 422."""
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -216,14 +217,21 @@ async def get_alert(alert_id: RowId, _: Reader) -> AlertDetail:
 CONFLICT: dict[int | str, dict[str, Any]] = {409: answer("not possible in the alert's state (e.g. it is resolved)")}
 
 
-@router.post("/alerts/{alert_id}/ack", responses=CONFLICT)
-async def acknowledge(alert_id: RowId, audit: Changer) -> AlertDetail:
+async def _change(alert_id: int, action: str, audit: Changer,
+                  change: Callable[[int, str, datetime], Awaitable[object]],
+                  detail: dict[str, Any] | None = None) -> AlertDetail:
+    """One lifecycle step by a person: applied (a 404/409 saying why if it cannot be), audited, shown."""
     try:
-        await alerts.acknowledge(alert_id, audit.actor, datetime.now(UTC))
+        await change(alert_id, audit.actor, datetime.now(UTC))
     except alerts.AlertError as err:
         raise _refused(err) from err
-    await audit("alert.acknowledge", str(alert_id))
+    await audit(action, str(alert_id), detail)
     return await _detail(alert_id)
+
+
+@router.post("/alerts/{alert_id}/ack", responses=CONFLICT)
+async def acknowledge(alert_id: RowId, audit: Changer) -> AlertDetail:
+    return await _change(alert_id, "alert.acknowledge", audit, alerts.acknowledge)
 
 
 @router.post("/alerts/{alert_id}/silence", responses=CONFLICT)
@@ -234,33 +242,22 @@ async def silence(alert_id: RowId, body: SilenceBody, audit: Changer) -> AlertDe
     if body.until - now > alerts.MAX_SILENCE:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             f"a silence lasts at most {alerts.MAX_SILENCE.days} days")
-    try:
-        await alerts.silence(alert_id, body.until, audit.actor, now)
-    except alerts.AlertError as err:
-        raise _refused(err) from err
-    await audit("alert.silence", str(alert_id), {"until": body.until.isoformat()})
-    return await _detail(alert_id)
+
+    async def until(alert_id: int, by: str, now: datetime) -> object:
+        return await alerts.silence(alert_id, body.until, by, now)
+
+    return await _change(alert_id, "alert.silence", audit, until, {"until": body.until.isoformat()})
 
 
 @router.post("/alerts/{alert_id}/unsilence", responses=CONFLICT)
 async def unsilence(alert_id: RowId, audit: Changer) -> AlertDetail:
-    try:
-        await alerts.unsilence(alert_id, audit.actor, datetime.now(UTC))
-    except alerts.AlertError as err:
-        raise _refused(err) from err
-    await audit("alert.unsilence", str(alert_id))
-    return await _detail(alert_id)
+    return await _change(alert_id, "alert.unsilence", audit, alerts.unsilence)
 
 
 @router.post("/alerts/{alert_id}/resolve", responses=CONFLICT)
 async def resolve(alert_id: RowId, audit: Changer) -> AlertDetail:
     """Close the alert by hand; if its condition still holds, the engine raises a new one."""
-    try:
-        await alerts.resolve(alert_id, audit.actor, datetime.now(UTC))
-    except alerts.AlertError as err:
-        raise _refused(err) from err
-    await audit("alert.resolve", str(alert_id))
-    return await _detail(alert_id)
+    return await _change(alert_id, "alert.resolve", audit, alerts.resolve)
 
 
 # -- rules ------------------------------------------------------------------------------------
