@@ -23,6 +23,9 @@ ADMIN_PASSWORD = "correct horse battery staple"
 def fleet_settings(database_url: str, mqtt_url: str | None, **extra: object) -> Settings:
     """Settings for a fleet under test; an external broker is an open one unless `broker_accounts` says."""
     extra.setdefault("broker_accounts", "none")
+    # the ops worker (alert rules, notifications, retention) turns at start and then once a minute,
+    # not every 5 s: most tests are about something else, and the ops tests drive its turns themselves
+    extra.setdefault("ops_tick_s", 60.0)
     return Settings(database_url=database_url, mqtt_url=mqtt_url,
                     mqtt_client_id=f"fleet-test-{uuid.uuid4().hex[:8]}", http_port=free_port(),
                     embedded_broker_port=free_port(), **extra)
