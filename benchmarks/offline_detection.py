@@ -19,14 +19,28 @@ Per device, from its process's SIGSTOP:
 Target (issue 13): p99 of "fleet" <= 1.5 x K. A device's last packet before the stop lies up to K
 earlier (paho pings every K when idle), so the broker's will comes 0.5 K to 1.5 K after the stop.
 
+With --live-devices N --live-rate R, N other devices (ids `live-...`, in their own child processes,
+never stopped) stay connected throughout and publish as live devices do: R telemetry messages a
+second in total (round robin), and each its health every 30 s on top (N / 30 msg/s). The broker is
+then never idle, as in a city. The subscriber also counts their messages: the rate it saw while the
+stopped devices' wills were awaited is printed with the figures. The wills' arrival bursts (gaps >
+0.5 s) are printed too: the broker's keepalive scan shows there. The devices connect together, so
+their keepalive cycles are in phase and one run sees one or two of the broker's scans:
+--connect-spread-s S starts the device processes one after the other over S seconds (S = K: their
+cycles spread over all of K, as in a city) and stops them in a shuffled order; --runs N repeats the
+whole measurement (fresh broker, fresh database) and pools the devices of all runs in the figures.
+
     .venv/bin/python benchmarks/offline_detection.py [--devices 200] [--keepalive 10] [--postgres]
+        [--live-devices 200 --live-rate 40] [--connect-spread-s 10] [--runs 5]
 """
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
+import random
 import signal
 import statistics
 import sys
@@ -45,11 +59,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PER_PROCESS = 10
+LIVE_PER_PROCESS = 50
 PERIOD_S = 30  # the devices' health period: the fleet's own silent verdict would come at 3 x 30 s
 
 
-def run_devices(port: int, ids: Sequence[str], keepalive: int, ses: int, ready: "Queue[int]") -> None:
-    """A child process: `ids` as devices of our contract, until stopped."""
+def connect_devices(port: int, ids: Sequence[str], keepalive: int, ses: int) -> list[tuple[str, mqtt.Client]]:
+    """`ids` as devices of our contract: each connected with its will, its retained birth sent."""
     clients: list[tuple[str, mqtt.Client]] = []
     for device_id in ids:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id)
@@ -61,6 +76,12 @@ def run_devices(port: int, ids: Sequence[str], keepalive: int, ses: int, ready: 
                  "boot": {"n": 1, "reason": "start"}, "period_s": PERIOD_S, "next_seq": 0}
         client.publish(f"ioc/v1/d/{device_id}/birth", json.dumps(birth), qos=1, retain=True).wait_for_publish(60)
         clients.append((device_id, client))
+    return clients
+
+
+def run_devices(port: int, ids: Sequence[str], keepalive: int, ses: int, ready: "Queue[int]") -> None:
+    """A child process: `ids` as devices of our contract, until stopped."""
+    clients = connect_devices(port, ids, keepalive, ses)
     ready.put(len(clients))
     seq = 0
     while True:
@@ -71,11 +92,45 @@ def run_devices(port: int, ids: Sequence[str], keepalive: int, ses: int, ready: 
         seq += 1
 
 
+def run_live_devices(port: int, ids: Sequence[str], keepalive: int, ses: int, rate: float,
+                     ready: "Queue[int]") -> None:
+    """A child process: `ids` as devices that stay alive, `rate` messages a second between them.
+
+    Telemetry round robin, one message every 1 / rate s; each device's health every PERIOD_S on
+    top; one sequence per device over both, as the contract numbers a device's messages.
+    """
+    clients = connect_devices(port, ids, keepalive, ses)
+    ready.put(len(clients))
+    seq = [0] * len(clients)
+    start = time.monotonic()
+    next_health = [start + PERIOD_S * (n + 1) / len(clients) for n in range(len(clients))]
+    sent = 0
+    while True:
+        sent += 1
+        delay = start + sent / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        n = sent % len(clients)
+        device_id, client = clients[n]
+        reading = {"v": 1, "ses": ses, "seq": seq[n], "ts": None, "role": "sim", "r": {"level": float(sent % 97)}}
+        client.publish(f"ioc/v1/d/{device_id}/telemetry", json.dumps(reading), qos=1)
+        seq[n] += 1
+        now = time.monotonic()
+        for m, due in enumerate(next_health):
+            if now >= due:
+                device_id, client = clients[m]
+                health = {"v": 1, "ses": ses, "seq": seq[m], "ts": None, "up_s": round(now - start), "fw": "1.0.0"}
+                client.publish(f"ioc/v1/d/{device_id}/health", json.dumps(health), qos=1)
+                seq[m] += 1
+                next_health[m] = due + PERIOD_S
+
+
 class WillWatcher:
     """The baseline: a plain subscriber noting when each device's (live, not retained) will arrives."""
 
     def __init__(self, port: int) -> None:
         self.seen: dict[str, float] = {}
+        self.live: list[float] = []  # arrival times of the live devices' messages
         self._lock = threading.Lock()
         subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-will-watcher")
@@ -83,7 +138,7 @@ class WillWatcher:
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.connect("127.0.0.1", port, keepalive=60)
         self.client.loop_start()
-        self.client.subscribe("ioc/v1/d/+/death", qos=1)
+        self.client.subscribe([("ioc/v1/d/+/death", 1), ("ioc/v1/d/+/telemetry", 0), ("ioc/v1/d/+/health", 0)])
         if not subscribed.wait(10):
             raise RuntimeError("the will watcher could not subscribe")
 
@@ -92,6 +147,11 @@ class WillWatcher:
             return
         at = time.time()
         device_id = msg.topic.split("/")[3]
+        if not msg.topic.endswith("/death"):
+            if device_id.startswith("live-"):
+                with self._lock:
+                    self.live.append(at)
+            return
         with self._lock:
             self.seen.setdefault(device_id, at)
 
@@ -107,8 +167,22 @@ def figures(values: list[float]) -> str:
             f"   min {ordered[0]:6.2f} s   (n={len(ordered)})")
 
 
+def bursts(arrivals: list[float]) -> list[tuple[float, int]]:
+    """Arrival times grouped where they lie > 0.5 s apart: (first arrival, how many) per group."""
+    groups: list[tuple[float, int]] = []
+    last = None
+    for at in sorted(arrivals):
+        if last is None or at - last > 0.5:
+            groups.append((at, 1))
+        else:
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        last = at
+    return groups
+
+
 async def measure(backend: str, database_url: str, devices: int, keepalive: int, poll_s: float,
-                  spread_s: float, workdir: Path) -> dict[str, list[float]]:
+                  spread_s: float, workdir: Path, connect_spread_s: float = 0.0, live_devices: int = 0,
+                  live_rate: float = 0.0) -> tuple[dict[str, list[float]], list[str]]:
     from tests.support.fleet import fleet_settings, running_fleet
     from tests.support.mosquitto import Mosquitto
 
@@ -116,6 +190,7 @@ async def measure(backend: str, database_url: str, devices: int, keepalive: int,
     broker.start()
     context = multiprocessing.get_context("spawn")  # no fork of a process running threads and a loop
     procs: list[BaseProcess] = []
+    procs_live: list[BaseProcess] = []  # never stopped: the live load
     watcher = WillWatcher(broker.port)
     try:
         async with running_fleet(fleet_settings(database_url, broker.url)) as http:
@@ -126,7 +201,19 @@ async def measure(backend: str, database_url: str, devices: int, keepalive: int,
                                         args=(broker.port, ids[start:start + PER_PROCESS], keepalive, 1, ready))
                 child.start()
                 procs.append(child)
-            for _ in procs:
+                if connect_spread_s:
+                    await asyncio.sleep(connect_spread_s / -(-devices // PER_PROCESS))
+            live_procs: list[BaseProcess] = []
+            live_ids = [f"live-{backend}-{n:04d}" for n in range(live_devices)]
+            for start in range(0, live_devices, LIVE_PER_PROCESS):
+                part = live_ids[start:start + LIVE_PER_PROCESS]
+                child = context.Process(target=run_live_devices, daemon=True,
+                                        args=(broker.port, part, keepalive, 1,
+                                              live_rate * len(part) / live_devices, ready))
+                child.start()
+                live_procs.append(child)
+            procs_live.extend(live_procs)
+            for _ in procs + live_procs:
                 await asyncio.to_thread(ready.get, True, 120)
 
             async def online_count() -> int:
@@ -135,17 +222,23 @@ async def measure(backend: str, database_url: str, devices: int, keepalive: int,
                 return int(response.headers["X-Total-Count"])
 
             deadline = time.monotonic() + 60
-            while (count := await online_count()) < devices:
+            while (count := await online_count()) < devices + live_devices:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"only {count}/{devices} devices online in the fleet")
+                    raise RuntimeError(f"only {count}/{devices + live_devices} devices online in the fleet")
                 await asyncio.sleep(0.2)
-            print(f"[{backend}] {devices} devices online in {len(procs)} processes; stopping them (SIGSTOP) "
-                  f"over {spread_s:g} s", flush=True)
+            live_note = (f" (+ {live_devices} live devices in {len(live_procs)} processes, {live_rate:g} msg/s)"
+                         if live_devices else "")
+            print(f"[{backend}] {devices} devices online in {len(procs)} processes{live_note}; stopping them "
+                  f"(SIGSTOP) over {spread_s:g} s", flush=True)
             stopped_at: dict[str, float] = {}
 
             async def stop_all() -> None:
                 # spread over the stop window: a device vanishes at any moment of its keepalive cycle
-                for index, proc in enumerate(procs):
+                order = list(range(len(procs)))
+                if connect_spread_s:  # else a process's stop would follow its connect by the same time
+                    random.Random(13).shuffle(order)
+                for index in order:
+                    proc = procs[index]
                     assert proc.pid is not None
                     at = time.time()
                     os.kill(proc.pid, signal.SIGSTOP)
@@ -173,14 +266,33 @@ async def measure(backend: str, database_url: str, devices: int, keepalive: int,
             if missing_wills:
                 raise RuntimeError(f"{len(missing_wills)} wills never reached the subscriber")
             print(f"[{backend}] all offline; reasons {sorted(str(r) for r in reasons)}", flush=True)
+            lost_live = [d["id"] for d in
+                         (await http.get("/api/devices", params={"state": "offline", "limit": 1000})).json()
+                         if d["id"].startswith("live-")]
+            if lost_live:
+                raise RuntimeError(f"{len(lost_live)} live devices went offline: the load was not carried")
+            notes: list[str] = []
+            wills = [watcher.seen[i] for i in ids]
+            first_stop, last_will = min(stopped_at.values()), max(wills)
+            if live_devices:
+                with watcher._lock:
+                    seen_live = sum(1 for at in watcher.live if first_stop <= at <= last_will)
+                notes.append(f"live load: {live_devices} devices, {live_rate:g} msg/s of telemetry asked "
+                             f"+ {live_devices / PERIOD_S:.1f} msg/s of health, "
+                             f"{seen_live / (last_will - first_stop):.1f} msg/s received by the subscriber "
+                             f"from the first stop to the last will")
+            groups = bursts(wills)
+            gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(groups)]
+            notes.append(f"wills in {len(groups)} bursts of {', '.join(str(n) for _, n in groups)}; "
+                         f"first arrivals apart: {', '.join(f'{g:.2f}' for g in gaps)} s")
             return {
                 "will": [watcher.seen[i] - stopped_at[i] for i in ids],
                 "fleet": [offline_at[i] - stopped_at[i] for i in ids],
                 "own": [offline_at[i] - watcher.seen[i] for i in ids],
-            }
+            }, notes
     finally:
         watcher.close()
-        for proc in procs:
+        for proc in procs + procs_live:
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signal.SIGKILL)  # works on a stopped process
                 proc.join(10)
@@ -195,30 +307,63 @@ async def main() -> None:
     parser.add_argument("--spread-s", type=float, default=None,
                         help="stop the processes one after the other over this many seconds (default K)")
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
+    parser.add_argument("--connect-spread-s", type=float, default=0.0,
+                        help="start the device processes one after the other over this many seconds (their "
+                             "keepalive cycles then differ; the stops then go in a shuffled order)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="repeat the measurement this many times; the figures pool every run's devices")
+    parser.add_argument("--live-devices", type=int, default=0,
+                        help="other devices that stay connected and publish throughout (never stopped)")
+    parser.add_argument("--live-rate", type=float, default=20.0,
+                        help="telemetry messages a second the live devices publish in total (their health, "
+                             "every 30 s each, comes on top)")
     args = parser.parse_args()
     from tests.support.postgres import fresh_database
 
     print("command: .venv/bin/python " + " ".join(sys.argv), flush=True)
     target = 1.5 * args.keepalive
     spread_s = args.keepalive if args.spread_s is None else args.spread_s
-    results: dict[str, dict[str, list[float]]] = {}
+    if args.live_devices < 0 or (args.live_devices and args.live_rate <= 0):
+        parser.error("--live-devices must be >= 0, and --live-rate > 0 with live devices")
+    live: dict[str, Any] = {"live_devices": args.live_devices, "live_rate": args.live_rate,
+                            "connect_spread_s": args.connect_spread_s}
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    results: dict[str, tuple[dict[str, list[float]], list[str]]] = {}
+
+    def pool(backend: str, run: int, got: tuple[dict[str, list[float]], list[str]]) -> None:
+        figs, notes = results.setdefault(backend, ({}, []))
+        for key, values in got[0].items():
+            figs.setdefault(key, []).extend(values)
+        notes.extend(f"{'run ' + str(run + 1) + ': ' if args.runs > 1 else ''}{note}" for note in got[1])
+
     with tempfile.TemporaryDirectory(prefix="bench-offline-") as tmp:
-        results["sqlite"] = await measure("sqlite", f"sqlite://{tmp}/fleet.sqlite3", args.devices, args.keepalive,
-                                          args.poll_s, spread_s, Path(tmp))
-        if args.postgres:
-            async with fresh_database() as url:
-                results["postgres"] = await measure("postgres", url, args.devices, args.keepalive, args.poll_s,
-                                                    spread_s, Path(tmp))
-    print(f"\n{args.devices} devices stopped without DISCONNECT (SIGSTOP), keepalive K = {args.keepalive} s, "
-          f"target p99 <= 1.5 x K = {target:.1f} s; stops spread over {spread_s:g} s; device list polled every "
-          f"{args.poll_s} s")
-    for backend, figs in results.items():
+        for run in range(args.runs):  # each run on a fresh broker and a fresh database
+            workdir = Path(tmp) / f"run{run}"
+            workdir.mkdir()
+            pool("sqlite", run, await measure("sqlite", f"sqlite://{workdir}/fleet.sqlite3", args.devices,
+                                              args.keepalive, args.poll_s, spread_s, workdir, **live))
+            if args.postgres:
+                async with fresh_database() as url:
+                    pool("postgres", run, await measure("postgres", url, args.devices, args.keepalive,
+                                                        args.poll_s, spread_s, workdir, **live))
+    runs = f" x {args.runs} runs" if args.runs > 1 else ""
+    connects = f"connects spread over {args.connect_spread_s:g} s; " if args.connect_spread_s else ""
+    print(f"\n{args.devices}{runs} devices stopped without DISCONNECT (SIGSTOP), keepalive K = {args.keepalive} s, "
+          f"target p99 <= 1.5 x K = {target:.1f} s; {connects}stops spread over {spread_s:g} s; device list polled "
+          f"every {args.poll_s} s")
+    if args.live_devices:
+        print(f"live load: {args.live_devices} other devices connected throughout, {args.live_rate:g} msg/s of "
+              f"telemetry in total + their health every {PERIOD_S} s")
+    for backend, (figs, notes) in results.items():
         p99 = sorted(figs["fleet"])[min(len(figs["fleet"]) - 1, round(0.99 * len(figs["fleet"])) - 1)]
         print(f"{backend}:")
         print(f"  baseline, broker's will at a subscriber : {figures(figs['will'])}")
         print(f"  fleet shows offline (stop -> API)       : {figures(figs['fleet'])}"
               f"   {'MEETS' if p99 <= target else 'MISSES'} target")
         print(f"  fleet's own part (API - will)           : {figures(figs['own'])}")
+        for note in notes:
+            print(f"  {note}")
 
 
 if __name__ == "__main__":
