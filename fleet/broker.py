@@ -10,12 +10,15 @@ a session, so a refused client cannot disturb anyone else's. See docs/identity.m
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
-from amqtt.adapters import StreamWriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from contract.topics import is_valid_device_id
@@ -142,6 +145,18 @@ class _CheckedBroker(Broker):
             pass
         writer.close()
 
+    async def _initialize_client_session(self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str,
+                                         remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
+        """amqtt 0.12 reads with a timeout of the client's keepalive and then does nothing
+        (`BrokerProtocolHandler.handle_read_timeout` is a no-op): a client that goes silent with its
+        socket open is never dropped and its will never sent. Here, as MQTT 3.1.1 §3.1.2.10 says,
+        a client silent for 1.5 × its keepalive is disconnected: its will goes out."""
+        handler, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        if session.keep_alive > 0:
+            session.keep_alive = math.ceil(session.keep_alive * 1.5)
+            handler.handle_read_timeout = partial(_drop_silent, handler, writer)
+        return handler, session
+
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
                                                           session: Session) -> None:
         topic_filter, qos = subscription
@@ -168,6 +183,17 @@ class _CheckedBroker(Broker):
                 await handler.writer.close()
                 closed += 1
         return closed
+
+
+def _drop_silent(handler: BrokerProtocolHandler, writer: WriterAdapter) -> None:
+    """The read timed out (1.5 × keepalive of silence): close the socket, so the reader sees the
+    end of the stream and amqtt handles the disconnect as abnormal (the will is published)."""
+    session = handler.session
+    log.info("embedded broker: %s silent for %s s (1.5 x its keepalive): disconnected, its will sent",
+             session.client_id if session else "a client", session.keep_alive if session else "?")
+    transport = getattr(getattr(writer, "_writer", None), "transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 class EmbeddedAccounts:
