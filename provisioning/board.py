@@ -128,16 +128,24 @@ class SerialBoard:
 
     def identify(self) -> BoardInfo:
         """Interrupt whatever runs, soft-reset into the raw REPL, and ask what it is."""
-        with self._quiet() as heard:
-            try:
-                self._transport.enter_raw_repl(soft_reset=True, timeout_overall=self._answer_timeout)
-            except (TransportError, serial.SerialException, OSError) as err:
-                said = heard.getvalue().strip()
-                what = "answers, but not like a MicroPython board" if said not in ("", "b''") \
-                    else "does not answer"
-                raise NotMicroPython(
-                    f"{self.port}: the device {what} (no MicroPython REPL; "
-                    "is MicroPython installed, is it the right port?)") from err
+        for attempt in (1, 2):
+            with self._quiet() as heard:
+                try:
+                    self._transport.enter_raw_repl(soft_reset=True, timeout_overall=self._answer_timeout)
+                    break
+                except (TransportError, serial.SerialException, OSError) as err:
+                    said = heard.getvalue().strip()
+                    if said not in ("", "b''") and attempt == 1:
+                        # it answers: perhaps firmware still stopping (its last messages out, its
+                        # goodbye to the broker) when the first wait ended; interrupt it once more
+                        continue
+                    what = "answers, but not like a MicroPython board" if said not in ("", "b''") \
+                        else "does not answer"
+                    last = said.replace("\r", "").splitlines()[-1][-120:] if said not in ("", "b''") else ""
+                    raise NotMicroPython(
+                        f"{self.port}: the device {what} (no MicroPython REPL; "
+                        "is MicroPython installed, is it the right port?)"
+                        + (f"; it said last: {last!r}" if last else "")) from err
         self._in_raw = True
         try:
             with self._quiet():
