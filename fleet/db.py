@@ -13,7 +13,8 @@ from tortoise.context import TortoiseContext
 from fleet.settings import Settings
 
 MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models", "fleet.broadcast.models",
-          "fleet.broadcast.cap_models", "fleet.ops.models"]
+          "fleet.broadcast.cap_models", "fleet.ops.models",
+          "fleet.relay.models"]
 
 
 def _url(settings: Settings) -> str:

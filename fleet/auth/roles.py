@@ -26,6 +26,8 @@ class Permission(StrEnum):
     ROLLOUTS = "rollouts"  # start, pause, resume, abort and roll back OTA rollouts
     BROADCAST = "broadcast"  # the audio library and the loudspeaker broadcasts (docs/broadcasts.md)
     ALERTS = "alerts"  # acknowledge, silence and resolve alerts; edit alert rules and channels (docs/ops.md)
+    SNAPSHOTS = "snapshots"  # see events' snapshots (they show citizens; each view audited; docs/relay.md)
+    RELAY = "relay"  # relay endpoints, routes, their secrets, dead letters and replays (docs/relay.md)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -33,7 +35,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPS: frozenset({Permission.READ, Permission.DEVICE_WRITE, Permission.DEVICE_DECOMMISSION,
                          Permission.COMMAND, Permission.DESIRED_STATE, Permission.CREDENTIALS,
                          Permission.ENROLLMENT, Permission.RELEASES, Permission.ROLLOUTS, Permission.ALERTS}),
-    Role.IOC_OPERATOR: frozenset({Permission.READ, Permission.DESIRED_STATE, Permission.BROADCAST}),
+    Role.IOC_OPERATOR: frozenset({Permission.READ, Permission.DESIRED_STATE, Permission.BROADCAST,
+                                 Permission.SNAPSHOTS}),
     Role.TECHNICIAN: frozenset({Permission.READ, Permission.DEVICE_WRITE, Permission.CREDENTIALS}),
     Role.READ_ONLY: frozenset({Permission.READ}),
 }
