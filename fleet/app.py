@@ -34,6 +34,7 @@ from fleet.api.routes import (
     ops_channels,
     releases,
     rollouts,
+    snapshots,
     users,
     ward_volumes,
 )
@@ -171,7 +172,8 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
                        large_bodies={releases.RELEASES_PATH: settings.ota_release_max,
                                      cap.CAP_PATH: cap.CAP_MAX,
                                      audio.AUDIO_PATH: settings.audio_upload_max,
-                                     audio_pages.UPLOAD_PATH: settings.audio_upload_max})
+                                     audio_pages.UPLOAD_PATH: settings.audio_upload_max},
+                       large_patterns=[(snapshots.UPLOAD_PATH, settings.snapshot_max_bytes)])
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(SecurityHeaders)
     for module in (auth, users, devices, data, control, enrollment, ingest, releases, rollouts, audio, broadcasts,
@@ -187,6 +189,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(gis.router)
     app.include_router(receipt_routes.router)
     app.include_router(receipt_routes.speakers)
+    app.include_router(snapshots.router)
     app.include_router(enrollment.protected)
     app.include_router(releases.files)
     app.include_router(pages.router)

@@ -131,6 +131,17 @@ class Settings(BaseSettings):
     clock_offset_max_ms: int = Field(default=500, ge=10, le=3_600_000)
     # how far ahead a speaker's desired-state schedule reaches (docs/broadcasts.md, "Delivery")
     broadcast_horizon_days: int = Field(default=7, ge=1, le=31)
+    # relay snapshots (docs/relay.md, "Snapshots"): images by SHA-256 under snapshot_dir; the
+    # largest upload; each device's share of the store (507 at it) and the whole store's bound
+    # (the oldest images deleted first); the days an image is kept; how long a signed snapshot URL
+    # lives; the secret the URLs are signed with (unset: a random one in snapshot_dir/token.key, 0600)
+    snapshot_dir: Path = Path("var/snapshots")
+    snapshot_max_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    snapshot_device_max_mb: int = Field(default=512, ge=1)
+    snapshot_store_max_mb: int = Field(default=10_240, ge=1)
+    retention_snapshots_days: int = Field(default=30, ge=1, le=36500)
+    snapshot_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    snapshot_token_secret: SecretStr | None = None
 
     @field_validator("timezone")
     @classmethod

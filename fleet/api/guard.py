@@ -7,12 +7,14 @@
   surrogate or NUL in any string, at most 16 levels deep), else 422 in the validation shape;
 - a NUL character in the path or the query string is refused with 422 (PostgreSQL cannot store it).
 
-A few paths take large uploads (`large_bodies`: path -> its own limit, e.g. a release's tar):
+A few paths take large uploads (`large_bodies`: path -> its own limit, e.g. a release's tar;
+`large_patterns`: a path pattern -> its limit, e.g. a device's snapshot upload):
 their bodies are not buffered here but passed on as they arrive; a declared Content-Length over
 the path's limit gets 413 at once, and the route counts a chunked body itself.
 """
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from email.message import Message
 
 from starlette.datastructures import Headers
@@ -44,10 +46,12 @@ def is_json(headers: Headers) -> bool:
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, body_max: int, large_bodies: Mapping[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, body_max: int, large_bodies: Mapping[str, int] | None = None,
+                 large_patterns: Sequence[tuple[re.Pattern[str], int]] = ()) -> None:
         self.app = app
         self.body_max = body_max
         self.large_bodies = dict(large_bodies or {})
+        self.large_patterns = tuple(large_patterns)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,6 +64,8 @@ class RequestGuard:
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         large = self.large_bodies.get(scope["path"])
+        if large is None:
+            large = next((limit for pattern, limit in self.large_patterns if pattern.match(scope["path"])), None)
         if large is not None:
             if declared is not None and declared.isdigit() and int(declared) > large:
                 await too_large(large)(scope, receive, send)
