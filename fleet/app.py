@@ -40,6 +40,7 @@ from fleet.api.routes import (
 )
 from fleet.api.routes import metrics as metrics_route
 from fleet.api.routes import receipts as receipt_routes
+from fleet.api.routes import reports as report_routes
 from fleet.broadcast.clocks import ClockKeeper
 from fleet.broadcast.delivery import Delivery
 from fleet.broadcast.emergency import register as register_emergencies
@@ -71,6 +72,7 @@ from fleet.web import (
     map_pages,
     ops_pages,
     pages,
+    report_pages,
     rollout_pages,
     rule_pages,
 )
@@ -189,6 +191,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(gis.router)
     app.include_router(receipt_routes.router)
     app.include_router(receipt_routes.speakers)
+    app.include_router(report_routes.router)
     app.include_router(snapshots.router)
     app.include_router(enrollment.protected)
     app.include_router(releases.files)
@@ -201,6 +204,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(map_pages.router)
     app.include_router(alert_pages.router)
     app.include_router(rule_pages.router)
+    app.include_router(report_pages.router)
     app.include_router(docs.router)
     app.include_router(metrics_route.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")

@@ -158,3 +158,49 @@ def render(points: Sequence[PointLike], start: datetime, end: datetime, tz: Zone
                      "no data in this range</text>")
     parts.append("</svg>")
     return Chart("".join(parts), len(runs), len(inside))
+
+
+def bars(groups: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], *, title: str,
+         unit: str = "") -> str:
+    """Grouped bars (the city reports: one group per ward, one bar per series in it), with the same
+    axes, classes and number labels as `render`; series are told apart by classes `s0`, `s1`, …"""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM - 18  # room for the legend
+    high = max((v for _, values in series for v in values), default=0.0)
+    step = _nice_step(high if high > 0 else 1.0)
+    high = max(step, math.ceil(high / step) * step)
+
+    def y(value: float) -> float:
+        return TOP + (high - value) / high * plot_h
+
+    parts = [f'<svg class="chart bars" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+             f'role="img" aria-label="{escape(title)}" data-groups="{len(groups)}" '
+             'xmlns="http://www.w3.org/2000/svg">', f"<title>{escape(title)}</title>",
+             f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>']
+    value = 0.0
+    while value <= high + step / 2:
+        at = y(value)
+        parts.append(f'<line class="grid" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{at:.1f}" y2="{at:.1f}"/>'
+                     f'<text class="tick" x="{LEFT - 6}" y="{at + 4:.1f}" text-anchor="end">'
+                     f"{escape(_number(value, step))}{escape(unit)}</text>")
+        value += step
+    slot = plot_w / max(len(groups), 1)
+    width = slot * 0.8 / max(len(series), 1)
+    for g, group in enumerate(groups):
+        left = LEFT + g * slot + slot * 0.1
+        for s, (name, values) in enumerate(series):
+            top = y(values[g])
+            parts.append(f'<rect class="bar s{s}" x="{left + s * width:.1f}" y="{top:.1f}" width="{width:.1f}" '
+                         f'height="{TOP + plot_h - top:.1f}"><title>{escape(group)} · {escape(name)}: '
+                         f"{escape(_number(values[g], step))}{escape(unit)}</title></rect>")
+        parts.append(f'<text class="tick" x="{LEFT + g * slot + slot / 2:.1f}" y="{TOP + plot_h + 14}" '
+                     f'text-anchor="middle">{escape(group[:18])}</text>')
+    x = LEFT
+    for s, (name, _) in enumerate(series):
+        parts.append(f'<rect class="bar s{s}" x="{x}" y="{HEIGHT - 12}" width="10" height="10"/>'
+                     f'<text class="tick" x="{x + 14}" y="{HEIGHT - 3}">{escape(name)}</text>')
+        x += 24 + 7 * len(name)
+    if not groups:
+        parts.append(f'<text class="nodata" x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" text-anchor="middle">'
+                     "no data in this range</text>")
+    parts.append("</svg>")
+    return "".join(parts)
