@@ -32,6 +32,7 @@ from tortoise.transactions import in_transaction
 from fleet.models import EventRecord, HealthRecord, TelemetryRecord
 from fleet.ops.history import numeric_paths
 from fleet.ops.models import Alert, AlertState, HealthHourly, Notification, PresenceChange, TelemetryHourly
+from fleet.relay.snapshots import SnapshotStore
 from fleet.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class Retention:
         self.presence = timedelta(days=settings.retention_presence_days)
         self.alerts = timedelta(days=settings.retention_alerts_days)
         self.every = timedelta(seconds=settings.retention_every_s)
+        self.snapshots = SnapshotStore(settings)  # images after FLEET_RETENTION_SNAPSHOTS_DAYS, rows and files
         self.next_run: datetime | None = None  # this instance's own schedule (in memory)
         self._cursor: dict[Source, str] = {"health": "", "telemetry": ""}
 
@@ -167,6 +169,9 @@ class Retention:
             deleted, more = await _prune_oldest(table, time, now - window)
             report.deleted[name] = deleted
             report.more |= more
+        deleted, more = await self.snapshots.prune(now)
+        report.deleted["snapshot"] = deleted
+        report.more |= more
         return report
 
     # -- raw -> hourly ------------------------------------------------------------------------

@@ -7,15 +7,19 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from fleet.auth.roles import Role
 from fleet.models import AuditEntry
+from fleet.ops.retention import Retention
 from fleet.relay.models import Snapshot
+from fleet.relay.snapshots import held, snapshot_url
 from fleet.settings import Settings
-from tests.support.fleet import enroll, fleet_settings, running_fleet
+from tests.support.fleet import enroll, fleet_settings, running_fleet, token_for
 from tests.support.mosquitto import Mosquitto
 
 KB = 1024
@@ -157,3 +161,78 @@ async def test_the_device_share_and_the_store_bound(fleet: Fleet, device_id: str
 async def _held() -> AsyncIterator[str]:
     for sha256 in await Snapshot.all().values_list("sha256", flat=True):
         yield str(sha256)
+
+
+async def test_who_sees_a_snapshot(fleet: Fleet, device_id: str) -> None:
+    admin = fleet.http
+    password = (await enroll(admin, device_id, "pi", "ben-nghe"))["password"]
+    image = jpeg(50 * KB)
+    digest = sha(image)
+    path = f"/api/snapshots/{digest}"
+    async with httpx.AsyncClient(base_url=str(admin.base_url), timeout=15) as anyone:
+        assert not await held(digest)
+        assert (await put(anyone, device_id, password, image)).status_code == 201
+        assert await held(digest)
+        # people: the snapshots permission (admin, ioc_operator); nobody else
+        assert (await anyone.get(path)).status_code == 401
+        for role in (Role.READ_ONLY, Role.TECHNICIAN, Role.OPS):
+            token = await token_for(admin, role)
+            refused = await anyone.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert refused.status_code == 403, role
+        operator = await token_for(admin, Role.IOC_OPERATOR, "operator-1")
+        seen = await anyone.get(path, headers={"Authorization": f"Bearer {operator}"})
+        assert seen.status_code == 200 and seen.content == image
+        assert seen.headers["content-type"] == "image/jpeg"
+        assert seen.headers["etag"] == f'"{digest}"' and seen.headers["cache-control"] == "no-store"
+        assert (await admin.get(path)).status_code == 200
+        assert (await admin.get(f"/api/snapshots/{sha(jpeg(KB))}")).status_code == 404
+        assert (await admin.get("/api/snapshots/not-a-hash")).status_code == 400
+        views = await AuditEntry.filter(action="snapshot.view").order_by("id").values_list("actor", "target")
+        assert views == [("operator-1", digest), ("admin-test", digest)]  # a refusal or a 404 is no view
+
+        # a signed URL: absolute, for that image, until it expires; audited as the endpoint
+        now = datetime.now(UTC)
+        url = snapshot_url(fleet.settings, "city-wall", digest, now)
+        assert url.startswith(f"{fleet.settings.public_base_url()}/api/snapshots/{digest}?token=")
+        fetched = await anyone.get(url.removeprefix(fleet.settings.public_base_url()))
+        assert fetched.status_code == 200 and fetched.content == image
+        assert fetched.headers["cache-control"] == "no-store"
+        fetches = await AuditEntry.filter(action="snapshot.fetch").values_list("actor", "target")
+        assert fetches == [("endpoint:city-wall", digest)]
+        token = url.partition("?token=")[2]
+        # expired: made longer ago than FLEET_SNAPSHOT_URL_TTL_S
+        old = snapshot_url(fleet.settings, "city-wall", digest,
+                           now - timedelta(seconds=fleet.settings.snapshot_url_ttl_s + 1))
+        expired = await anyone.get(old.removeprefix(fleet.settings.public_base_url()))
+        assert expired.status_code == 403 and "expired" in expired.json()["detail"]
+        # tampered: another endpoint's name, another image, a changed expiry, a changed mac
+        name, subject, expires, mac = token.split("~")
+        for forged in (f"endpoint:other~{subject}~{expires}~{mac}", f"{name}~{subject}~{int(expires) + 60}~{mac}",
+                       f"{name}~{subject}~{expires}~{mac[:-2]}AA", "garbage"):
+            assert (await anyone.get(path, params={"token": forged})).status_code == 403, forged
+        other = snapshot_url(fleet.settings, "city-wall", sha(jpeg(KB)), now).partition("?token=")[2]
+        assert (await anyone.get(path, params={"token": other})).status_code == 403
+        # a person's bearer does not rescue a bad token
+        assert (await admin.get(path, params={"token": "garbage"})).status_code == 403
+        assert await AuditEntry.filter(action="snapshot.fetch").count() == 1
+
+
+async def test_retention_deletes_old_snapshots(fleet: Fleet, device_id: str) -> None:
+    admin = fleet.http
+    password = (await enroll(admin, device_id, "pi", "ben-nghe"))["password"]
+    old, young = jpeg(10 * KB), jpeg(10 * KB)
+    async with httpx.AsyncClient(base_url=str(admin.base_url), timeout=15) as device:
+        for body in (old, young):
+            assert (await put(device, device_id, password, body)).status_code == 201
+    now = datetime.now(UTC)
+    days = fleet.settings.retention_snapshots_days
+    await Snapshot.filter(sha256=sha(old)).update(received_at=now - timedelta(days=days, seconds=1))
+    await Snapshot.filter(sha256=sha(young)).update(received_at=now - timedelta(days=days) + timedelta(minutes=1))
+    report = await Retention(fleet.settings).run(now)
+    assert report.deleted["snapshot"] == 1
+    assert not await held(sha(old)) and await held(sha(young))
+    folder = fleet.settings.snapshot_dir
+    assert not (folder / sha(old)[:2] / f"{sha(old)}.jpg").exists()
+    assert (folder / sha(young)[:2] / f"{sha(young)}.jpg").exists()
+    assert (await admin.get(f"/api/snapshots/{sha(old)}")).status_code == 404
+    assert (await Retention(fleet.settings).run(now)).deleted["snapshot"] == 0

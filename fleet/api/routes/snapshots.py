@@ -89,7 +89,8 @@ async def upload_snapshot(device_id: str, sha256: str, request: Request, device:
 
 
 @router.get("/api/snapshots/{sha256}", response_class=FileResponse, responses={
-    200: {"content": {"image/jpeg": {}}, "description": "the image; ETag its SHA-256, Cache-Control private"},
+    200: {"content": {"image/jpeg": {}}, "description": "the image; ETag its SHA-256, Cache-Control no-store "
+                                                       "(a cached copy would be seen without an audited view)"},
     400: answer("the path's SHA-256 is not 64 lower-case hex digits"),
     401: answer("neither a token nor a person's credentials"),
     403: answer("the person lacks the snapshots permission, or the token is malformed, forged, expired or "
@@ -120,4 +121,5 @@ async def get_snapshot(sha256: str, request: Request, runtime: RuntimeDep, store
     if row is None or not await asyncio.to_thread(path.is_file):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the fleet does not hold this snapshot")
     await audit.record(actor, action, sha256, None, source_of(request))
-    return FileResponse(path, media_type=row.type, headers={"ETag": f'"{sha256}"', "Cache-Control": "private"})
+    # Cache-Control: no-store, as every answer but /static/ (fleet/api/headers.py): each view is audited
+    return FileResponse(path, media_type=row.type, headers={"ETag": f'"{sha256}"'})
