@@ -61,6 +61,7 @@ from fleet.ops import metrics as ops_metrics
 from fleet.ops import service as ops_service
 from fleet.ops.alerts import ensure_builtin_rules
 from fleet.ota.rollouts import RolloutEngine
+from fleet.relay.service import RelayWorker
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
 from fleet.web import (
@@ -107,9 +108,11 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
                         ca_file=ca_file, probe_s=settings.mqtt_probe_s)
         await stack.enter_async_context(link)
         stats = IngestStats()
+        relay = RelayWorker(settings)  # the ingest queues deliveries by its route table (docs/relay.md)
+        await relay.routes.reload()
         ingest_loop = Ingest(link, stats, batch_max=settings.ingest_batch_max,
                              batch_wait_ms=settings.ingest_batch_wait_ms,
-                             rejected_keep=settings.rejected_keep)
+                             rejected_keep=settings.rejected_keep, relay=relay)
         stop = asyncio.Event()
         supervisor = Supervisor(ingest_loop, stop)
         supervising = asyncio.create_task(supervisor.run(), name="fleet-ingest-supervisor")
@@ -127,6 +130,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         await ensure_builtin_rules()  # the default alert rules, by name, before the API answers
         ops = ops_service.build(link, settings, stats)
         watching = asyncio.create_task(ops.run(), name="fleet-ops")
+        relaying = asyncio.create_task(relay.run(), name="fleet-relay")
         metrics = ops_metrics.build(link, settings, stats)  # one registry: add figures here (docs/ops.md)
         metrics.sources.append(("rollouts", ops_metrics.rollout_source(engine)))
         try:
@@ -134,12 +138,13 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
                           broker_host=target.host, broker_port=target.port, accounts=accounts,
                           device_broker=device_broker, supervisor=supervisor, rollouts=engine,
-                          broadcasts=worker, ops=ops, metrics=metrics)
+                          broadcasts=worker, ops=ops, metrics=metrics, relay=relay)
         finally:
-            for task in (watching, broadcasting, rolling, sweeping):
+            for task in (relaying, watching, broadcasting, rolling, sweeping):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await relay.close()
             # the link closes first (the stack unwinds after this), so stop feeding, then drain
             await link.close()
             stop.set()

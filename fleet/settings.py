@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # ops monitoring (docs/ops.md): how often the alert rules, notifications and retention run
     ops_tick_s: float = Field(default=5.0, gt=0, le=300)
+    # the relay worker (docs/relay.md, "Retries, order, and the bounds"): sends in flight per
+    # instance in all; pending deliveries per endpoint (beyond: the oldest dead-lettered, "outbox
+    # full"); the longest wait between turns; how often the route table is read again (changes made
+    # by another instance)
+    relay_concurrency: int = Field(default=32, ge=1, le=1000)
+    relay_outbox_max: int = Field(default=100_000, ge=1, le=10_000_000)
+    relay_tick_s: float = Field(default=1.0, gt=0, le=60)
+    relay_routes_reload_s: float = Field(default=5.0, gt=0, le=600)
     # retention (docs/ops.md, "Retention"): raw health and telemetry kept retention_raw_days, then
     # as hourly aggregates until retention_hourly_days; device events, presence changes and resolved
     # alerts (with their history) their own days; the work runs every retention_every_s (sooner

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from contract import ContractError, Upstream, is_fleet_publish, parse_upstream
 from fleet import db
@@ -21,6 +22,10 @@ from fleet.ingest.link import MqttLink, RawMessage
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.store import BatchResult, apply_batch
 from fleet.models import RejectedMessage
+
+if TYPE_CHECKING:
+    from fleet.relay.routing import RouteTable
+    from fleet.relay.service import RelayWorker
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,9 @@ REFUSED_DETAIL = {"decommissioned": "device is decommissioned",
 
 class Ingest:
     def __init__(self, link: MqttLink, stats: IngestStats, *, batch_max: int, batch_wait_ms: int,
-                 rejected_keep: int) -> None:
+                 rejected_keep: int, relay: "RelayWorker | None" = None) -> None:
         self.link = link
+        self.relay = relay  # events matching a route get their deliveries in the batch's transaction
         self.stats = stats
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_ms / 1000
@@ -92,6 +98,8 @@ class Ingest:
         rejects: list[dict[str, object]] = []
         checked = [msg for msg in (self._check(m, rejects) for m in raw) if msg is not None]
         result = await self._store(checked)
+        if result.relayed and self.relay is not None:
+            self.relay.nudge()  # after the commit: the worker sends what the batch queued
         for msg, reason in result.refused:
             rejects.append(self.stats.reject(msg.topic, reason, REFUSED_DETAIL.get(reason, reason), 0))
         self.stats.batches += 1
@@ -109,6 +117,9 @@ class Ingest:
         if rejects:
             await self._record_rejects(rejects)
 
+    def _routes(self) -> "RouteTable | None":
+        return self.relay.routes if self.relay is not None else None
+
     async def _store(self, checked: list[Upstream]) -> BatchResult:
         """Store a batch; while the database is down, wait and retry the same batch.
 
@@ -118,7 +129,7 @@ class Ingest:
         delay = 0.2
         while True:
             try:
-                return await apply_batch(checked)
+                return await apply_batch(checked, routes=self._routes())
             except Exception as err:
                 if await db.ping():
                     self.log_failure(f"storing a batch of {len(checked)} (retrying one by one)", err)
@@ -132,7 +143,7 @@ class Ingest:
         total = BatchResult()
         for msg in checked:
             try:
-                one = await apply_batch([msg])
+                one = await apply_batch([msg], routes=self._routes())
             except Exception as err:
                 self.log_failure(f"storing one message from {msg.device_id}", err)
                 total.refused.append((msg, "store_error"))
@@ -144,6 +155,7 @@ class Ingest:
             total.ota += one.ota
             total.late += one.late
             total.gaps_opened += one.gaps_opened
+            total.relayed += one.relayed
             total.refused.extend(one.refused)
         return total
 

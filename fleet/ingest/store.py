@@ -41,6 +41,8 @@ from fleet.models import (
 )
 from fleet.ops.models import PresenceChange
 from fleet.ota.progress import apply_progress
+from fleet.relay.outbox import enqueue
+from fleet.relay.routing import RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class BatchResult:
     presence: int = 0  # births and deaths, whether they counted or not
     reserved: int = 0  # child messages: numbered, not stored yet
     ota: int = 0  # ota/progress reports: numbered, applied to rollouts (fleet/ota/progress.py)
+    relayed: int = 0  # relay deliveries made with the events (docs/relay.md, "Data flow")
     refused: list[tuple[Upstream, str]] = field(default_factory=list)  # (message, reason)
 
 
@@ -288,8 +291,10 @@ async def _apply_death(conn: BaseDBAsyncClient, device: Device, msg: Upstream, n
     return True
 
 
-async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) -> BatchResult:
-    """Store a batch of checked messages; refuse those from decommissioned devices."""
+async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
+                      routes: RouteTable | None = None) -> BatchResult:
+    """Store a batch of checked messages; refuse those from decommissioned devices. With `routes`,
+    the events' relay deliveries are made in the same transaction (fleet/relay/outbox.py)."""
     now = now or datetime.now(UTC)
     result = BatchResult()
     if not batch:
@@ -370,6 +375,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None) ->
             await TelemetryRecord.bulk_create(telemetry, using_db=conn, ignore_conflicts=True)
         if events:
             await EventRecord.bulk_create(events, using_db=conn, ignore_conflicts=True)
+            if routes is not None:
+                result.relayed = await enqueue(conn, events, devices, now, routes)
         newest = newest_sessions(batch)
         for device in seen.values():
             device.last_seen_at = now

@@ -32,6 +32,7 @@ from tortoise.transactions import in_transaction
 from fleet.models import EventRecord, HealthRecord, TelemetryRecord
 from fleet.ops.history import numeric_paths
 from fleet.ops.models import Alert, AlertState, HealthHourly, Notification, PresenceChange, TelemetryHourly
+from fleet.relay.models import DeliveryStatus, RelayDelivery
 from fleet.relay.snapshots import SnapshotStore
 from fleet.settings import Settings
 
@@ -156,6 +157,10 @@ class Retention:
             ("telemetry_hourly", TelemetryHourly, TelemetryHourly.filter(hour__lt=hourly_cutoff)),
             # an alert's history (ops_alert_event) goes with it (ON DELETE CASCADE)
             ("alert", Alert, Alert.filter(state=AlertState.RESOLVED, resolved_at__lt=now - self.alerts)),
+            # the relay's delivered and dead-lettered messages go with the events (docs/relay.md)
+            ("relay_delivery", RelayDelivery,
+             RelayDelivery.filter(status__in=[DeliveryStatus.DELIVERED, DeliveryStatus.DEAD],
+                                  done_at__lt=now - self.events)),
         ):
             deleted, more = await _prune(model, query)
             report.deleted[name] = deleted

@@ -2,11 +2,53 @@
 delivery"): replay dead letters, enable an endpoint, rotate its secret. Small and pure over the
 tables; whoever calls them nudges the relay worker (`Runtime.relay.nudge()`) afterwards."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from fleet.models import Device, EventRecord
 from fleet.ops import webhook_sign
+from fleet.relay.message import message_id, payload, severity
 from fleet.relay.models import DeliveryStatus, RelayDelivery, RelayEndpoint
+from fleet.relay.routing import RouteTable, Subject, tags_of
+
+
+async def enqueue(conn: BaseDBAsyncClient, events: Sequence[EventRecord], devices: Mapping[str, Device],
+                  now: datetime, routes: RouteTable) -> int:
+    """In the ingest's transaction (`conn`): one pending delivery per (event, endpoint) its enabled
+    routes match, made now and due now. A message already queued for an endpoint (the same event
+    enqueued again) is left as it is. Returns how many rows were offered; no route: no query."""
+    if not routes.rules or not events:
+        return 0
+    rows: list[RelayDelivery] = []
+    for event in events:
+        device = devices[event.device_id]
+        kind = device.kind or ""
+        tags = tags_of(device.tags)
+        level = severity(event.type, event.phase, event.data)
+        targets = routes.endpoints_for(Subject(type=event.type, phase=event.phase, category=event.category,
+                                               severity=level, device=device.id, ward=device.ward, kind=kind,
+                                               tags=tags))
+        if not targets:
+            continue
+        stored = payload(device={"id": device.id, "kind": device.kind, "name": device.name, "ward": device.ward,
+                                 "site": device.site, "tags": sorted(tags), "lat": device.latitude,
+                                 "lon": device.longitude},
+                         event={"id": event.event_id, "type": event.type, "phase": event.phase,
+                                "category": event.category, "at": event.at, "received_at": event.received_at,
+                                "data": event.data},
+                         stream=(event.epoch, event.ses, event.seq), snapshot=event.snapshot, made_at=now)
+        snapshot = stored["data"]["snapshot"]
+        mid = message_id(device.id, event.epoch, event.ses, event.seq)
+        for endpoint_id in sorted(targets):
+            rows.append(RelayDelivery(endpoint_id=endpoint_id, device_id=device.id, message_id=mid, payload=stored,
+                                      snapshot_sha256=snapshot["sha256"] if snapshot else None,
+                                      next_at=now, created_at=now))
+    if rows:
+        await RelayDelivery.bulk_create(rows, using_db=conn, ignore_conflicts=True)
+    return len(rows)
+
 
 REPLAYED = {"status": DeliveryStatus.PENDING, "attempts": 0, "last_status": None, "last_error": None,
             "done_at": None}

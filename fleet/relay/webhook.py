@@ -1,0 +1,71 @@
+"""The webhook transport (docs/relay.md, "Webhooks: Standard Webhooks"): one POST per attempt with
+httpx, redirects not followed (a 3xx is a failure), the endpoint's `timeout_s` for the whole
+attempt, at most RESPONSE_MAX bytes of the answer read (kept, shortened, as the last error)."""
+
+import asyncio
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import httpx
+
+from fleet import __version__
+from fleet.ops.transports import scrub
+from fleet.relay.models import RelayEndpoint
+from fleet.relay.transport import Message, Outcome
+
+RESPONSE_MAX = 4096  # bytes of an answer read
+ERROR_MAX = 300  # the delivery's last_error column
+
+
+def retry_after_s(value: str | None, now: datetime) -> float | None:
+    """`Retry-After` as seconds from now: a number of seconds or an HTTP date (None: neither)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - now).total_seconds())
+
+
+class WebhookTransport:
+    def __init__(self) -> None:
+        self.client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+
+    async def send(self, endpoint: RelayEndpoint, message: Message) -> Outcome:
+        host = urlsplit(endpoint.url).hostname or "?"
+        headers = {**message.headers, "content-type": "application/json",
+                   "user-agent": f"ioc-fleet-relay/{__version__}"}
+        try:
+            async with asyncio.timeout(endpoint.timeout_s):
+                async with self.client.stream("POST", endpoint.url, content=message.body, headers=headers,
+                                              timeout=endpoint.timeout_s) as answer:
+                    read = b""
+                    async for chunk in answer.aiter_raw():
+                        read += chunk
+                        if len(read) >= RESPONSE_MAX:
+                            break
+        except TimeoutError:
+            return Outcome(ok=False, error=f"no answer from {host} within {endpoint.timeout_s:g} s")
+        except httpx.TimeoutException:
+            return Outcome(ok=False, error=f"no answer from {host} within {endpoint.timeout_s:g} s")
+        except httpx.HTTPError as err:
+            detail = str(err) or type(err).__name__
+            return Outcome(ok=False, error=scrub(f"{host}: {type(err).__name__}: {detail}", endpoint.url))
+        status = answer.status_code
+        if 200 <= status < 300:
+            return Outcome(ok=True, status=status)
+        text = read[:RESPONSE_MAX].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ").strip()
+        error = f"HTTP {status} from {host}" + (f": {text}" if text else "")
+        return Outcome(ok=False, status=status, error=error[:ERROR_MAX],
+                       retry_after_s=retry_after_s(answer.headers.get("retry-after"), datetime.now(UTC)))
+
+    async def close(self) -> None:
+        await self.client.aclose()
