@@ -216,13 +216,16 @@ async def test_broker_killed_fails_within_the_timeout_then_the_next_send_reconne
         ioc.broker.kill()
         lost = await asyncio.wait_for(transport.send(ep, message(seq=2)), ep.timeout_s + 2)
         assert not lost.ok and lost.status is None, lost
-        assert transport.connect_attempts == 2  # one attempt for that send, refused
+        # either the loss was seen first and that send made one attempt (refused), or the send
+        # went out on the dying connection and failed with it
+        attempts = transport.connect_attempts
+        assert attempts in (1, 2)
         ioc.broker.start()
         ioc.reader = Reader(ioc.broker.port)
         await asyncio.sleep(CONNECT_HOLDOFF_S)  # the hold-off after the refused attempt
         back = await transport.send(ep, message(seq=3))
         assert back.ok, back
-        assert transport.connect_attempts == 3
+        assert transport.connect_attempts == attempts + 1
     finally:
         await transport.close()
     wait_for(lambda: ioc.reader.on("ioc/events/ben-nghe/pi-q1-0007/motion"), what="the message after the restart")
