@@ -32,6 +32,7 @@ from fleet.api.routes import (
     ingest,
     ops_alerts,
     ops_channels,
+    relay,
     releases,
     rollouts,
     snapshots,
@@ -73,6 +74,7 @@ from fleet.web import (
     map_pages,
     ops_pages,
     pages,
+    relay_pages,
     report_pages,
     rollout_pages,
     rule_pages,
@@ -192,6 +194,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(cap.router)
     app.include_router(ops_alerts.router)
     app.include_router(ops_channels.router)
+    app.include_router(relay.router)
     app.include_router(device_history.router)
     app.include_router(gis.router)
     app.include_router(receipt_routes.router)
@@ -209,6 +212,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(map_pages.router)
     app.include_router(alert_pages.router)
     app.include_router(rule_pages.router)
+    app.include_router(relay_pages.router)
     app.include_router(report_pages.router)
     app.include_router(docs.router)
     app.include_router(metrics_route.router)

@@ -11,7 +11,7 @@ import pytest
 from fleet.broadcast.conflicts import Conflict
 from fleet.broadcast.emergency import ACKED, CANCELLED, FALLBACK, SENT, WAITING_CLIP
 from fleet.broadcast.models import BroadcastStatus, Level, ReceiptState
-from fleet.web import audio_pages, broadcast_pages
+from fleet.web import audio_pages, broadcast_pages, relay_pages
 from fleet.web.broadcast_form import RECURRENCES, WEEKDAYS, BroadcastForm, recurrence_of
 from fleet.web.i18n import LANGUAGES, catalogue, choose, translate
 
@@ -33,6 +33,15 @@ FAMILIES = {
     "reason.": ["level", "order", "older"],
     "review.wins.": ["this", "other"],
     "receipt.": [state.value for state in ReceiptState],
+    # the relay pages (fleet/web/relay_pages.py)
+    "relay.status.": ["pending", "delivered", "dead"],
+    "relay.done.": list(relay_pages.DONE),
+    "relay.keep.": [str(s) for s in relay_pages.ROTATE_CHOICES],
+    "relay.new_": ["webhook", "mqtt"],
+    "relay.url_help_": ["webhook", "mqtt"],
+    "relay.f.": [*relay_pages.NUMBERS, *relay_pages.LISTS, *relay_pages.CHOICES, "name", "kind", "url", "topic",
+                 "username", "password", "ca_pem", "min_severity"],
+    "relay.error.": ["no_endpoint", "no_route"],
     "field.": ["title", "clip_id", "level", "targets", "start", "rrule", "until", "count", "exceptions", "order",
                "version", "text", "voice", "confirm", "dry_run"],
 }
@@ -62,7 +71,7 @@ def test_every_key_the_pages_use_exists() -> None:
     used: set[str] = set()
     for template in (WEB / "templates").glob("*.html"):
         used.update(TEMPLATE_KEY.findall(template.read_text(encoding="utf-8")))
-    for module in ("broadcast_pages.py", "broadcast_kit.py", "audio_pages.py", "emergency_pages.py"):
+    for module in ("broadcast_pages.py", "broadcast_kit.py", "audio_pages.py", "emergency_pages.py", "relay_pages.py"):
         used.update(PYTHON_KEY.findall((WEB / module).read_text(encoding="utf-8")))
     for family, values in FAMILIES.items():
         used.update(family + value for value in values)
