@@ -22,6 +22,7 @@ from edge.commands import CommandDesk, CommandHandler, Reply
 from edge.config import AgentConfig
 from edge.desired import DesiredState
 from edge.errors import CommandError, ConfigError, DesiredStateError, EdgeError
+from edge.fleet_http import FleetHttp
 from edge.health import SystemHealth, hardware_description
 from edge.link import Link
 from edge.ota import Updater
@@ -59,6 +60,7 @@ class Agent:
         self._role_specs = roles
         for name, section in config.roles.items():  # refuse a bad config before touching state
             self._spec(name).check(name, section)
+        self.fleet = self._fleet_http(config)
         self.exit_code = 0
         self.health_period_s = config.health_period_s
         self._period_changed = asyncio.Event()
@@ -71,6 +73,14 @@ class Agent:
         self.role_errors: dict[str, int] = {}
         self.roles_started: set[str] = set()
         self._first_health_id: int | None = None  # the queue id of this run's first health message
+
+    @staticmethod
+    def _fleet_http(config: AgentConfig) -> FleetHttp | None:
+        if config.fleet is None:
+            return None
+        if config.broker.password is None:
+            raise ConfigError("fleet: the device logs in to the fleet with broker.password, which is not set")
+        return FleetHttp(config.fleet, config.device_id, config.broker.password.get_secret_value())
 
     def _spec(self, name: str) -> RoleSpec[Any]:
         try:
@@ -103,7 +113,7 @@ class Agent:
             self.stamper = Stamper(self.boot.ses, clock=wall_clock_ms)
             self.uplink = Uplink(self.config.device_id, self.stamper, self.outbox)
             self.roles: dict[str, Role] = {
-                name: self._spec(name).create(name, section, RoleContext(name, self.uplink, state))
+                name: self._spec(name).create(name, section, RoleContext(name, self.uplink, state, fleet=self.fleet))
                 for name, section in self.config.roles.items()
             }
             self.system = SystemHealth(disk_path=state)

@@ -87,6 +87,55 @@ class BrokerSettings(BaseModel):
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
 
+class FleetSettings(BaseModel):
+    """The fleet's HTTP(S) address as the device reaches it (snapshot uploads, docs/relay.md). The
+    device logs in as itself: user = device_id, password = broker.password."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str  # http(s)://host[:port][/path]
+    ca_file: Path | None = None  # the CA of the fleet's certificate (default: the system's CAs)
+    # How long one request may take (connect, send, answer).
+    timeout_s: float = Field(default=20.0, gt=0, le=300)
+    # Retry delays after a failed upload: exponential from backoff_min_s, capped at backoff_max_s, jittered.
+    backoff_min_s: float = Field(default=1.0, gt=0, le=60)
+    backoff_max_s: float = Field(default=300.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must look like https://host[:port][/path] or http://host[:port][/path]")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials; the device logs in with its id and broker.password")
+        if not parts.hostname:
+            raise ValueError("has no host; it must look like https://host[:port][/path]")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+        except ValueError as err:
+            raise ValueError(f"has a bad port: {err}") from err
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment; it must look like https://host[:port][/path]")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> "FleetSettings":
+        if self.backoff_min_s > self.backoff_max_s:
+            raise ValueError("backoff_min_s must not be larger than backoff_max_s")
+        return self
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> "FleetSettings":
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file is set but the url is http:// (plaintext: nothing is verified); use https://")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "https"
+
+
 class QueueSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -130,6 +179,8 @@ class AgentConfig(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     ota: OtaSettings = Field(default_factory=OtaSettings)
+    # The fleet's HTTP(S) side; without it the camera role keeps its snapshots on the Pi.
+    fleet: FleetSettings | None = None
     # Role name -> its own settings table, checked by the role (see edge.roles).
     roles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -173,6 +224,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Ag
     ca_file = config.broker.ca_file
     if base_dir is not None and ca_file is not None and not ca_file.is_absolute():
         config = config.model_copy(update={"broker": config.broker.model_copy(update={"ca_file": base_dir / ca_file})})
+    fleet = config.fleet
+    if base_dir is not None and fleet is not None and fleet.ca_file is not None and not fleet.ca_file.is_absolute():
+        config = config.model_copy(update={"fleet": fleet.model_copy(update={"ca_file": base_dir / fleet.ca_file})})
     if base_dir is not None:
         ota = config.ota
         config = config.model_copy(update={"ota": ota.model_copy(update={

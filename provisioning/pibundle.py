@@ -253,13 +253,20 @@ def _write(path: Path, text: str, mode: int) -> Path:
 
 
 def agent_toml(device_id: str, broker: BrokerAddress, username: str, roles: tuple[str, ...], *,
-               ca_file: str | None) -> str:
-    """The agent's config, checked by the agent's own loader before it is written."""
+               ca_file: str | None, fleet_url: str | None = None) -> str:
+    """The agent's config, checked by the agent's own loader before it is written. `fleet_url` (the
+    address the bundle registered or enrolls with) becomes `[fleet] url`, where the camera role
+    uploads its snapshots; over https:// it is checked against the same CA file as the broker."""
     broker_table: dict[str, str] = {"url": broker.url, "username": username}
     if ca_file is not None:
         broker_table["ca_file"] = ca_file  # relative: next to agent.toml
-    data = {"device_id": device_id, "state_dir": STATE, "broker": broker_table,
-            "roles": {role: {} for role in roles}}
+    data: dict[str, object] = {"device_id": device_id, "state_dir": STATE, "broker": broker_table,
+                               "roles": {role: {} for role in roles}}
+    if fleet_url:
+        fleet_table = {"url": fleet_url}
+        if ca_file is not None and urlsplit(fleet_url).scheme == "https":
+            fleet_table["ca_file"] = ca_file
+        data["fleet"] = fleet_table
     try:
         config = parse_config(data)
     except ConfigError as err:
@@ -315,7 +322,8 @@ def write_files(folder: Path, request: PiBundleRequest, device_id: str, credenti
                   f"IOC_FLEET_URL={request.fleet_url}\nIOC_DEVICE_ID={device_id}\n")
     ca_file = CA_NAME if broker.tls and transport.ca_pem else None
     try:
-        _write(folder / "agent.toml", agent_toml(device_id, broker, username, request.roles, ca_file=ca_file), 0o644)
+        _write(folder / "agent.toml", agent_toml(device_id, broker, username, request.roles, ca_file=ca_file,
+                                                 fleet_url=request.fleet_url), 0o644)
         if ca_file is not None and transport.ca_pem is not None:
             _write(folder / CA_NAME, transport.ca_pem, 0o644)
         _write(folder / "credentials.env", secret, 0o600)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from edge.commands import CommandHandler
 from edge.config import describe_validation_error
 from edge.errors import ConfigError
+from edge.fleet_http import FleetHttp
 from edge.uplink import Uplink
 
 Number = int | float
@@ -38,10 +39,11 @@ class RoleSettings(BaseModel):
 class RoleContext:
     """The agent's services for one role; everything sent is stamped and queued."""
 
-    def __init__(self, name: str, uplink: Uplink, state_dir: Path) -> None:
+    def __init__(self, name: str, uplink: Uplink, state_dir: Path, *, fleet: FleetHttp | None = None) -> None:
         self.name = name
         self._uplink = uplink
         self.state_dir = state_dir  # the agent's state folder; a role keeps its files in a subfolder
+        self.fleet = fleet  # HTTP(S) requests to the fleet as the device; None without `[fleet] url`
         self.log = logging.getLogger(f"edge.roles.{name}")
 
     @property

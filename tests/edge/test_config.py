@@ -52,6 +52,23 @@ def test_relative_state_dir_is_relative_to_the_config_file(tmp_path: Path) -> No
     assert load_config(path).state_dir == tmp_path / "state"
 
 
+def test_the_fleet_table_path_and_ca_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'device_id = "pi-1"\nstate_dir = "s"\n[fleet]\nurl = "https://fleet.example:8443/ioc/"\n'
+                           'ca_file = "ca.pem"\n')
+    fleet = load_config(path).fleet
+    assert fleet is not None
+    assert fleet.url == "https://fleet.example:8443/ioc" and fleet.ca_file == tmp_path / "ca.pem"
+    assert (fleet.timeout_s, fleet.backoff_min_s, fleet.backoff_max_s) == (20.0, 1.0, 300.0)
+    assert load_config(write(tmp_path, 'device_id = "pi-1"\nstate_dir = "s"\n')).fleet is None
+
+
+def test_cli_a_fleet_without_the_broker_password_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, 'device_id = "pi-1"\nstate_dir = "s"\n[fleet]\nurl = "http://127.0.0.1:9"\n')
+    done = run_cli(*agent_command(path))
+    assert done.returncode == 2
+    assert done.stderr == "edge-agent: fleet: the device logs in to the fleet with broker.password, which is not set\n"
+
+
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGE_BROKER__PASSWORD", "from-env")
     path = write(tmp_path, 'device_id = "pi-1"\nstate_dir = "s"\n[broker]\npassword = "from-file"\n')
@@ -71,6 +88,12 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
         ('device_id = "pi-1"\nstate_dir = "s"\ncolour = "red"\n', "colour: Extra inputs"),
         ('device_id = "pi-1"\nstate_dir = "s"\n[queue]\nmax_messages = 1\n', "queue.max_messages"),
         ('device_id = "pi-1"\nstate_dir = [\n', "not valid TOML"),
+        ('device_id = "pi-1"\nstate_dir = "s"\n[fleet]\nurl = "mqtt://x"\n', "fleet.url: must look like"),
+        ('device_id = "pi-1"\nstate_dir = "s"\n[fleet]\nurl = "https://pi:pw@x"\n', "fleet.url: must not carry"),
+        ('device_id = "pi-1"\nstate_dir = "s"\n[fleet]\nurl = "https://x/?a=1"\n', "fleet.url: must not have a query"),
+        ('device_id = "pi-1"\nstate_dir = "s"\n[fleet]\nurl = "https://x:port"\n', "fleet.url: has a bad port"),
+        ('device_id = "pi-1"\nstate_dir = "s"\n[fleet]\nurl = "http://x"\nca_file = "ca.pem"\n', "ca_file is set but"),
+        ('device_id = "pi-1"\nstate_dir = "s"\n[fleet]\nca_file = "ca.pem"\n', "fleet.url: Field required"),
     ],
 )
 def test_bad_files_are_one_clear_error(tmp_path: Path, text: str, expected: str) -> None:

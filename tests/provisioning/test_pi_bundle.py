@@ -51,6 +51,8 @@ def test_offline_bundle_files_and_modes(tmp_path: Path, monkeypatch: pytest.Monk
     assert config.broker.url == "mqtts://10.0.0.5:8883" and config.broker.ca_file == out / "ca.pem"
     assert config.broker.password is None and str(config.state_dir) == "/var/lib/ioc-edge"
     assert "sim" in config.roles
+    assert config.fleet is not None  # the camera role's snapshot uploads go here, checked with the same CA
+    assert config.fleet.url == "https://10.0.0.5:8443" and config.fleet.ca_file == out / "ca.pem"
 
     unit = (out / "ioc-edge.service").read_text()
     assert "ExecStart=/opt/ioc-edge/launch --config /etc/ioc-edge/agent.toml\n" in unit  # edge/launcher.py
@@ -84,6 +86,7 @@ async def test_registered_bundle_installs_into_a_versioned_folder(fleet: FleetUn
     config = load_config(out / "agent.toml")
     assert config.broker.password is not None and config.broker.password.get_secret_value() == password
     assert config.broker.url == f"mqtt://127.0.0.1:{fleet.mosquitto.port}" and config.broker.ca_file is None
+    assert config.fleet is not None and config.fleet.url == fleet.url.rstrip("/") and config.fleet.ca_file is None
     assert not (out / "ca.pem").exists()
 
     root = tmp_path / "root"

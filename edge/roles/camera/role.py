@@ -5,6 +5,7 @@ Per camera, three parts that never block the agent's event loop:
 - a one-thread executor runs the pipeline (gate, events, snapshot) on batches of frames;
 - the role's coroutine sends what the pipeline returns through the store-and-forward queue,
   so events made while the link is down wait in the queue like everything else.
+With `[fleet] url` set, one more coroutine uploads the snapshot store to the fleet (upload.py).
 """
 
 import asyncio
@@ -22,6 +23,7 @@ from edge.roles.camera.pipeline import CameraPipeline, MotionMessage
 from edge.roles.camera.settings import CameraRoleSettings, CameraSettings
 from edge.roles.camera.snapshots import SnapshotStore
 from edge.roles.camera.source import FrameSource
+from edge.roles.camera.upload import SnapshotUploader
 from edge.vision.detector import DetectorLoadError, load_detector
 
 WAIT_S = 0.2  # the worker's longest wait for a frame: how soon it notices a stop
@@ -113,11 +115,15 @@ class CameraRole(Role):
         )
         self.cameras = {c.id: Camera(c, self.store) for c in settings.cameras}
         self.events_sent = 0
+        self.uploader = (SnapshotUploader(self.store, context.fleet, log=context.log)
+                         if context.fleet is not None else None)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             for camera in self.cameras.values():
                 tasks.create_task(self._run_camera(camera), name=f"camera-{camera.settings.id}")
+            if self.uploader is not None:  # runs on after a file ends: its snapshots still go up
+                tasks.create_task(self.uploader.run(), name="camera-upload")
 
     async def _run_camera(self, camera: Camera) -> None:
         if camera.source.ended or camera.source.opens:  # run() again after a failure: a fresh reader
@@ -162,6 +168,8 @@ class CameraRole(Role):
                     totals[key] = totals.get(key, 0) + value
         totals["messages"] = self.events_sent
         totals["snapshots_kept"] = len(self.store)
+        if self.uploader is not None:
+            totals.update(self.uploader.figures())
         if len(per_camera) > 1:
             for cid, figures in per_camera.items():
                 for key in ("fps", "dropped_frames", "read_errors"):

@@ -1,0 +1,86 @@
+"""The device's HTTP(S) requests to the fleet (`[fleet] url`): standard library only, so a Pi never
+installs an HTTP stack for them.
+
+The device logs in as itself with HTTP Basic: user = its device id, password = its broker password
+(the fleet checks the same credential as the broker does). Redirects are not followed (an answer
+is what the fleet said at that address), and no proxy from the environment is used.
+"""
+
+import base64
+import http.client
+import ssl
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from edge.config import FleetSettings
+from edge.errors import ConfigError, EdgeError
+
+ANSWER_READ_MAX = 4096  # bytes of an answer's body kept (for a log line)
+
+
+class FleetUnreachable(EdgeError):
+    """No answer from the fleet: no route, refused, TLS refused, timed out, cut mid-answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes  # at most ANSWER_READ_MAX bytes
+
+
+def fleet_tls_context(fleet: FleetSettings) -> ssl.SSLContext | None:
+    """For an https:// fleet: its certificate must chain to `ca_file` (only that file; the system's
+    CAs when it is not set) and name the URL's host, as for the broker (edge.link.tls_context)."""
+    if not fleet.tls:
+        return None
+    cafile = str(fleet.ca_file) if fleet.ca_file else None
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as err:
+        reason = getattr(err, "strerror", None) or "not a PEM file of CA certificates"
+        raise ConfigError(f"fleet.ca_file: cannot use {fleet.ca_file}: {reason}") from err
+    if cafile and not context.get_ca_certs():
+        raise ConfigError(f"fleet.ca_file: {fleet.ca_file} holds no CA certificate")
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class FleetHttp:
+    """Blocking requests to the fleet as the device; call from a worker thread, never the event loop."""
+
+    def __init__(self, settings: FleetSettings, device_id: str, password: str) -> None:
+        self.settings = settings
+        self.device_id = device_id
+        parts = urlsplit(settings.url)
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if settings.tls else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._tls = fleet_tls_context(settings)
+        token = base64.b64encode(f"{device_id}:{password}".encode()).decode()
+        self._authorization = f"Basic {token}"
+
+    def path(self, *segments: str) -> str:
+        """The URL path under the fleet's own path prefix, each segment escaped."""
+        return self._prefix + "".join("/" + quote(segment, safe="") for segment in segments)
+
+    def put(self, path: str, body: bytes, content_type: str) -> Answer:
+        """PUT `body` at `path` (from `path()`); FleetUnreachable when no HTTP answer came."""
+        timeout = self.settings.timeout_s
+        connection: http.client.HTTPConnection
+        if self._tls is not None:
+            connection = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        try:
+            connection.request("PUT", path, body=body, headers={
+                "Authorization": self._authorization,
+                "Content-Type": content_type,
+                "Content-Length": str(len(body)),
+            })
+            response = connection.getresponse()
+            return Answer(response.status, response.read(ANSWER_READ_MAX))
+        except (OSError, http.client.HTTPException) as err:  # ssl.SSLError and timeouts are OSErrors
+            raise FleetUnreachable(f"{type(err).__name__}: {err}"[:200]) from err
+        finally:
+            connection.close()
