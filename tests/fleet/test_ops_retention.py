@@ -151,7 +151,7 @@ async def test_events_presence_and_alerts_after_their_windows(settings: Settings
     await Notification.bulk_create([Notification(channel=channel, state="sent", created_at=NOW - timedelta(days=days))
                                     for days in (25, 21, 3)])
     report = await Retention(settings).run(NOW)
-    assert report.deleted == {"health_hourly": 0, "telemetry_hourly": 0, "alert": 1, "event": 2,
+    assert report.deleted == {"health_hourly": 0, "telemetry_hourly": 0, "alert": 1, "relay_delivery": 0, "event": 2,
                               "presence_change": 1, "notification": 2, "snapshot": 0}
     assert await Notification.all().count() == 1
     assert sorted(await EventRecord.all().values_list("event_id", flat=True)) == ["e2", "e3"]  # type: ignore[comparison-overlap]
