@@ -20,13 +20,18 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from standardwebhooks import Webhook
 
-from fleet.relay.message import signed_headers
-from fleet.relay.models import EndpointKind, RelayEndpoint
+from fleet.ops.webhook_sign import new_secret
+from fleet.relay.message import message_id, signed_headers
+from fleet.relay.models import DeliveryStatus, EndpointKind, RelayDelivery, RelayEndpoint, RelayRoute
 from fleet.relay.mqtt_out import CONNECT_HOLDOFF_S, MqttTransport, TopicError, render_topic
 from fleet.relay.transport import Message
+from tests.fleet.relay_kit import event as relay_event
+from tests.fleet.relay_kit import runtime_of
+from tests.support.device import ScriptedDevice
+from tests.support.fleet import enroll, fleet_settings, running_fleet
 from tests.support.mosquitto import Mosquitto
 from tests.support.tls import TlsFiles, make_tls
-from tests.support.wait import wait_for
+from tests.support.wait import async_wait_for, wait_for
 
 RELAY = ("ioc-relay", "relay-password-1")
 READER = ("ioc-reader", "reader-password-1")
@@ -265,3 +270,43 @@ async def test_tls_with_the_endpoints_ca_and_a_wrong_ca_refused(ioc: Ioc, tmp_pa
     finally:
         await transport.close()
     assert len(wait_for(lambda: ioc.reader.on("ioc/events/ben-nghe/pi-q1-0007/motion"), what="the TLS message")) == 1
+
+
+async def test_end_to_end_a_device_event_reaches_the_ioc_broker(ioc: Ioc, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The real fleet (its own Mosquitto, SQLite) with a kind=mqtt endpoint and a route: an event a
+    device publishes is relayed by the delivery worker onto the IOC broker, signed."""
+    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url,
+                              snapshot_dir=tmp_path / "snapshots")
+    async with running_fleet(settings) as http:
+        secret = new_secret()
+        ep = await RelayEndpoint.create(name="ioc-mqtt", kind=EndpointKind.MQTT, url=ioc.broker.url,
+                                        username=RELAY[0], password=RELAY[1], secret=secret)
+        await RelayRoute.create(name="security-to-ioc", endpoint=ep, categories=["security"])
+        relay = runtime_of(http).relay
+        assert relay is not None
+        await relay.routes_changed()
+        await enroll(http, "pi-e2e-1", "pi", "ben-nghe")
+        device = ScriptedDevice(mosquitto.port, "pi-e2e-1", ses=1764520000, will=False)
+        try:
+            seqs = [relay_event(device, data={"camera": "cam1", "i": i}) for i in range(3)]
+            relay_event(device, category="other")  # no route: stays home
+            topic = "ioc/events/ben-nghe/pi-e2e-1/motion"
+            async def arrived() -> list[Received] | None:  # async: the fleet runs in this loop
+                return ioc.reader.on(topic) if len(ioc.reader.on(topic)) >= 3 else None
+            got = await async_wait_for(arrived, timeout=30, what="the relayed events on the IOC broker")
+        finally:
+            device.close()
+        assert [json.loads(r.payload)["data"]["stream"]["seq"] for r in got] == seqs  # in order
+        for r in got:
+            Webhook(secret).verify(r.payload, r.user_properties)
+            stream = json.loads(r.payload)["data"]["stream"]
+            assert r.user_properties["webhook-id"] == message_id("pi-e2e-1", stream["epoch"], stream["ses"],
+                                                                 stream["seq"])
+            assert r.qos == 1 and not r.retain and r.content_type == "application/json"
+
+        async def delivered() -> list[Any] | None:
+            rows = await RelayDelivery.filter(endpoint_id=ep.id).values_list("status", "last_status")
+            return rows if rows and all(s == DeliveryStatus.DELIVERED for s, _ in rows) else None
+        rows = await async_wait_for(delivered, what="the deliveries recorded as delivered")
+        assert len(rows) == 3
+    assert len(ioc.reader.on(topic)) == 3 and not [r for r in ioc.reader.received if r.topic != topic]
