@@ -294,6 +294,7 @@ async def test_end_to_end_a_device_event_reaches_the_ioc_broker(ioc: Ioc, mosqui
             async def arrived() -> list[Received] | None:  # async: the fleet runs in this loop
                 return ioc.reader.on(topic) if len(ioc.reader.on(topic)) >= 3 else None
             got = await async_wait_for(arrived, timeout=30, what="the relayed events on the IOC broker")
+            assert got is not None
         finally:
             device.close()
         assert [json.loads(r.payload)["data"]["stream"]["seq"] for r in got] == seqs  # in order
@@ -308,5 +309,5 @@ async def test_end_to_end_a_device_event_reaches_the_ioc_broker(ioc: Ioc, mosqui
             rows = await RelayDelivery.filter(endpoint_id=ep.id).values_list("status", "last_status")
             return rows if rows and all(s == DeliveryStatus.DELIVERED for s, _ in rows) else None
         rows = await async_wait_for(delivered, what="the deliveries recorded as delivered")
-        assert len(rows) == 3
+        assert rows is not None and len(rows) == 3
     assert len(ioc.reader.on(topic)) == 3 and not [r for r in ioc.reader.received if r.topic != topic]
