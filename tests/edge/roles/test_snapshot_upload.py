@@ -1,6 +1,7 @@
 """Snapshots from the Pi to the fleet (docs/relay.md, "The Pi's side"): the real uploader and
 snapshot store against the real fleet (uvicorn, SQLite, a private Mosquitto), as an enrolled device
 with the password the fleet issued. Uploads arrive (the fleet checks their SHA-256) and leave the Pi;
+over https the fleet's certificate is checked against `ca_file`;
 a changed file or a non-JPEG is refused and deleted; a wrong password keeps the images and backs
 off; with the fleet stopped the store's bound holds and the images arrive when it is back; and the
 camera role in the agent gets an event and its snapshot to the fleet through a broker and a link
@@ -8,7 +9,9 @@ outage at once."""
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,8 @@ from tests.edge.helpers import ConfigFactory, until
 from tests.edge.roles.camera_fixtures import street_fixture  # noqa: F401
 from tests.edge.roles.test_camera_role import Street, camera_section, clip  # noqa: F401
 from tests.support.fleet import enroll, fleet_settings, running_fleet
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.tls import make_tls
 from tests.support.wait import async_wait_for
 
 LOG = logging.getLogger("tests.snapshot_upload")
@@ -114,6 +118,56 @@ async def test_snapshots_reach_the_fleet_oldest_first_and_leave_the_pi(
     assert list(store.folder.iterdir()) == []
     assert store.total_bytes == 0 and store.removed == 4 and store.deleted == 0
     assert uploader.figures() == {"uploaded": 4, "upload_errors": 0, "upload_refused": 0, "upload_pending": 0}
+
+
+@contextlib.asynccontextmanager
+async def tls_front(cert: Path, key: Path, backend_port: int) -> AsyncIterator[int]:
+    """A TLS terminator on loopback in front of the fleet (as a reverse proxy would be): its port."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        back_r, back_w = await asyncio.open_connection("127.0.0.1", backend_port)
+        await asyncio.gather(pipe(client_r, back_w), pipe(back_r, client_w))
+
+    port = free_port()
+    server = await asyncio.start_server(serve, "127.0.0.1", port, ssl=context)
+    try:
+        yield port
+    finally:
+        server.close()
+
+
+async def test_over_https_the_fleets_certificate_must_chain_to_ca_file(
+        settings: Settings, device_id: str, street: Street, tmp_path: Path) -> None:
+    right, wrong = make_tls(tmp_path / "tls"), make_tls(tmp_path / "other-tls")
+    image, = jpegs(street, 1)
+    async with running_fleet(settings) as http, tls_front(right.cert, right.key, settings.http_port) as port:
+        password = (await enroll(http, device_id, "pi", ""))["password"]
+        store = store_in(tmp_path / "pi-snapshots")
+        ref = store.put("over-tls.jpg", image)
+
+        def over_https(ca: Path) -> FleetHttp:
+            return FleetHttp(FleetSettings(url=f"https://127.0.0.1:{port}/", ca_file=ca, backoff_min_s=0.05,
+                                           backoff_max_s=0.4), device_id, password)
+
+        uploader = SnapshotUploader(store, over_https(wrong.ca), log=LOG)  # another CA: nothing is sent
+        async with uploading(uploader):
+            await until(lambda: uploader.errors >= 2, "refused handshakes")
+            assert len(store) == 1 and await held(http, ref["sha256"]) is None
+            uploader.fleet = over_https(right.ca)
+            await until(lambda: uploader.uploaded == 1 and len(store) == 0, "the upload over https")
+        assert await held(http, ref["sha256"]) == image
 
 
 async def test_a_changed_file_and_a_non_jpeg_are_refused_deleted_and_counted(
@@ -216,8 +270,8 @@ async def test_an_event_and_its_snapshot_reach_the_fleet_through_a_broker_and_li
                     "the clip's events and snapshots, offline")
         assert not agent.link.connected.is_set()
         assert agent.outbox.depth >= role.events_sent  # the events wait in the queue ...
-        kept = len(role.store)
-        assert kept == 2 and uploader.uploaded == 0  # ... and the snapshots in the store
+        kept = {hashlib.sha256(p.read_bytes()).hexdigest() for p in role.store.folder.glob("*.jpg")}
+        assert len(kept) == 2 and len(role.store) == 2 and uploader.uploaded == 0  # ... the snapshots in the store
         assert role.health()["upload_pending"] == 2
 
         await asyncio.to_thread(mosquitto.start)
@@ -228,10 +282,11 @@ async def test_an_event_and_its_snapshot_reach_the_fleet_through_a_broker_and_li
                 return rows if len({e["snapshot"]["sha256"] for e in rows}) == 2 else None
 
             rows = await async_wait_for(stored_events, timeout=30, what="the events with snapshots at the fleet")
+            assert rows is not None and {e["snapshot"]["sha256"] for e in rows} == kept
             await until(lambda: uploader.uploaded == 2 and len(role.store) == 0, "the snapshots uploaded")
-            for sha256 in {e["snapshot"]["sha256"] for e in rows}:
+            for sha256 in kept:
                 image = await held(http, sha256)
-                assert image is not None and image[:2] == b"\xff\xd8"
+                assert image is not None and hashlib.sha256(image).hexdigest() == sha256
         figures = role.health()
     assert figures["uploaded"] == 2 and figures["upload_pending"] == 0 and figures["upload_refused"] == 0
     assert list((tmp_path / "state" / "snapshots").glob("*.jpg")) == []
