@@ -4,6 +4,8 @@ figure checked against the same figure computed here from the generated data in 
 the same SQL): month edges in the city's zone, a counter reset, an empty month, the CSV read back,
 the 422s."""
 
+import asyncio
+import base64
 import csv
 import io
 import itertools
@@ -26,6 +28,7 @@ from fleet.models import Device, DeviceStatus, EventRecord, TelemetryRecord
 from fleet.ops.models import PresenceChange
 from fleet.relay.reports import Month, city_report, parse_month
 from fleet.settings import Settings
+from tests.fleet.cdp import Page, browser_page
 from tests.support.fleet import fleet_settings, running_fleet, token_for
 from tests.support.mosquitto import Mosquitto
 
@@ -67,15 +70,15 @@ def _moment(rng: random.Random) -> datetime:
     return START - timedelta(days=2) + timedelta(seconds=rng.uniform(0, (END - START).total_seconds() + 4 * 86400))
 
 
-def generate(seed: int = 14) -> Generated:
+def generate(seed: int = 14, wards: list[str] = WARDS, devices: int = 40) -> Generated:
     rng = random.Random(seed)
     g = Generated()
     seq = iter(range(1, 10**9))
-    for n in range(40):
+    for n in range(devices):
         kind = ["cam", "hot", "lamp", "spk"][n % 4]
-        status = DeviceStatus.DECOMMISSIONED if n == 39 else DeviceStatus.ACTIVE
+        status = DeviceStatus.DECOMMISSIONED if n == devices - 1 else DeviceStatus.ACTIVE
         g.devices.append(Device(id=f"{kind}-{n:02d}", kind="pi" if kind in ("cam", "hot") else "esp32",
-                                ward=WARDS[n % len(WARDS)], status=status))
+                                ward=wards[n // 4 % len(wards)], status=status))
         # most devices are older than the month; two are new in the middle of it, one after it
         g.created[f"{kind}-{n:02d}"] = (START + timedelta(days=10, hours=n) if n in (5, 6) else
                                         END + timedelta(days=1) if n == 7 else START - timedelta(days=60))
@@ -347,3 +350,42 @@ async def test_api_json_csv_and_refusals(fleet: httpx.AsyncClient) -> None:
         assert (await stranger.get("/api/reports/city", params={"month": "2026-10"})).status_code == 401
     page = await fleet.get("/reports", params={"month": "2026-10"})
     assert page.status_code == 200 and "<svg" in page.text and "/api/reports/city.csv?month=2026-10" in page.text
+
+
+CITY_WARDS = ["tan-phu", "tan-binh", "tan-xuan", "tan-thien", "tan-dong", "phu-thinh", "tien-thanh", "tan-thanh"]
+
+
+async def shot(page: Page, path: Path) -> None:
+    await page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+    height = int(await page.evaluate("document.documentElement.scrollHeight"))
+    await page.call("Emulation.setDeviceMetricsOverride", width=1280, height=min(max(height, 600), 3200),
+                    deviceScaleFactor=1, mobile=False)
+    data = base64.b64decode((await page.call("Page.captureScreenshot", format="png"))["data"])
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    await asyncio.to_thread(path.write_bytes, data)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_page_in_a_browser(fleet: httpx.AsyncClient, artifacts_dir: Path) -> None:
+    """The page as Chromium draws it, in both languages: the tables hold the API's figures, the charts
+    are painted by the stylesheet and nothing breaks the Content-Security-Policy."""
+    await store(generate(seed=8, wards=CITY_WARDS, devices=8 * 4 * 3 + 1))
+    report = (await fleet.get("/api/reports/city", params={"month": "2026-10"})).json()
+    base = str(fleet.base_url).rstrip("/")
+    async with browser_page() as page:
+        await page.goto(base + (await fleet.post("/api/auth/login-link")).json()["url"])
+        await page.wait_for("document.getElementById('count-alerts') !== null", "the overview, logged in")
+        assert await page.evaluate("document.querySelector('nav a[href=\"/reports\"]') !== null")
+        for lang, heading in (("en", "City report, 2026-10"), ("vi", "Báo cáo thành phố, tháng 2026-10")):
+            await page.goto(f"{base}/reports?month=2026-10&lang={lang}")
+            await page.wait_for("document.readyState === 'complete' && document.querySelector('svg.chart') !== null",
+                                "the charts")
+            assert await page.evaluate("document.querySelector('h1').textContent") == heading
+            assert await page.evaluate("document.querySelectorAll('svg.chart.bars').length") == 4
+            cells = await page.evaluate("Array.from(document.querySelectorAll('#camera-table tr.total th.n'))"
+                                        ".map(c => c.textContent)")
+            assert cells[3] == f"{report['totals']['camera_events']['total']:,}"
+            fill = await page.evaluate("getComputedStyle(document.querySelector('svg.chart rect.bar.s0')).fill")
+            assert fill == "rgb(31, 90, 153)"
+            assert await page.evaluate("window.__csp") == []
+            await shot(page, artifacts_dir / f"reports-page-{lang}.png")
