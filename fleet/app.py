@@ -33,6 +33,7 @@ from fleet.api.routes import (
     ops_alerts,
     ops_channels,
     relay,
+    relay_feed,
     releases,
     rollouts,
     snapshots,
@@ -62,6 +63,7 @@ from fleet.ops import metrics as ops_metrics
 from fleet.ops import service as ops_service
 from fleet.ops.alerts import ensure_builtin_rules
 from fleet.ota.rollouts import RolloutEngine
+from fleet.relay.feed import FeedHub
 from fleet.relay.service import RelayWorker
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
@@ -71,6 +73,7 @@ from fleet.web import (
     broadcast_pages,
     docs,
     emergency_pages,
+    live_pages,
     map_pages,
     ops_pages,
     pages,
@@ -135,13 +138,15 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         relaying = asyncio.create_task(relay.run(), name="fleet-relay")
         metrics = ops_metrics.build(link, settings, stats)  # one registry: add figures here (docs/ops.md)
         metrics.sources.append(("rollouts", ops_metrics.rollout_source(engine)))
+        feed = FeedHub(settings)  # its poller runs while a client of the live feed is connected
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
             yield Runtime(settings=settings, link=link, stats=stats, broker_url=repr(public),
                           broker_host=target.host, broker_port=target.port, accounts=accounts,
                           device_broker=device_broker, supervisor=supervisor, rollouts=engine,
-                          broadcasts=worker, ops=ops, metrics=metrics, relay=relay)
+                          broadcasts=worker, ops=ops, metrics=metrics, relay=relay, feed=feed)
         finally:
+            await feed.close()
             for task in (relaying, watching, broadcasting, rolling, sweeping):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -216,6 +221,8 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(report_pages.router)
     app.include_router(docs.router)
     app.include_router(metrics_route.router)
+    app.include_router(relay_feed.router)
+    app.include_router(live_pages.router)
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
 

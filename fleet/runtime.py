@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from fleet.ops.metrics import FleetMetrics
     from fleet.ops.service import OpsWorker
     from fleet.ota.rollouts import RolloutEngine
+    from fleet.relay.feed import FeedHub
     from fleet.relay.service import RelayWorker
 
 
@@ -32,6 +33,7 @@ class Runtime:
     broadcasts: "BroadcastWorker | None" = None  # delivery, receipts, clocks (fleet/broadcast/service.py)
     ops: "OpsWorker | None" = None  # alert rules, notifications, retention (fleet/ops/service.py)
     metrics: "FleetMetrics | None" = None  # the one Prometheus registry and its scrape (fleet/ops/metrics.py)
+    feed: "FeedHub | None" = None  # the live feed's poller and clients (fleet/relay/feed.py)
     relay: "RelayWorker | None" = None  # the relay's route table and delivery worker (fleet/relay/service.py)
 
     def reserves(self, device_id: str) -> bool:

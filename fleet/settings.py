@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     relay_outbox_max: int = Field(default=100_000, ge=1, le=10_000_000)
     relay_tick_s: float = Field(default=1.0, gt=0, le=60)
     relay_routes_reload_s: float = Field(default=5.0, gt=0, le=600)
+    # the live feed (docs/relay.md, "Live feed"): one poller per process reads new event rows
+    # every feed_poll_s; at most feed_max_clients streams (503 beyond), each with a queue of
+    # feed_queue_max events (full: `overflow` and closed); a resume replays at most feed_replay_max
+    feed_poll_s: float = Field(default=0.5, ge=0.05, le=30)
+    feed_max_clients: int = Field(default=100, ge=1, le=10_000)
+    feed_queue_max: int = Field(default=1000, ge=1, le=100_000)
+    feed_replay_max: int = Field(default=500, ge=1, le=10_000)
     # retention (docs/ops.md, "Retention"): raw health and telemetry kept retention_raw_days, then
     # as hourly aggregates until retention_hourly_days; device events, presence changes and resolved
     # alerts (with their history) their own days; the work runs every retention_every_s (sooner
