@@ -76,7 +76,16 @@ def start_board(board_dir: Path | str, heapsize: str = "64k", *,
     with (board / CONSOLE).open("ab") as console:
         return subprocess.Popen([str(MICROPYTHON), "-X", f"heapsize={heapsize}", "main.py"],
                                 cwd=board, stdout=console, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=new_session)
+                                stdin=subprocess.DEVNULL, start_new_session=new_session,
+                                preexec_fn=_answer_sigint)
+
+
+def _answer_sigint() -> None:  # in the child between fork and exec
+    """The signals a board obeys back to their defaults. An ignored signal stays ignored across
+    exec, and launchers ignore some (`nohup`: SIGHUP; a shell's background job: SIGINT): the board
+    would never stop cleanly (stop_board's SIGINT)."""
+    for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
 
 
 def stop_board(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:

@@ -56,6 +56,11 @@ REBOOT_CODES = (0, 3)
 
 def _make_controlling_tty() -> None:  # runs in the child between fork and exec
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    # A board answers Ctrl-C and dies with its cable. An ignored signal stays ignored across exec,
+    # and launchers ignore some (`nohup`: SIGHUP; a shell's background job: SIGINT, SIGQUIT): the
+    # interpreter would outlive its closed pty or not stop for `provision flash`'s Ctrl-C.
+    for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
 
 
 class VirtualBoard:
