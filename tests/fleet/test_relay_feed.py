@@ -75,9 +75,11 @@ async def opened(http: httpx.AsyncClient, token: str | None = None, params: Any 
 
 
 @asynccontextmanager
-async def feed_fleet(tmp_path: Path, mosquitto: Mosquitto, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def feed_fleet(tmp_path: Path, mosquitto: Mosquitto, database_url: str | None = None,
+                     **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A fleet on SQLite (or `database_url`) polling for the feed every 50 ms unless told otherwise."""
     settings.setdefault("feed_poll_s", 0.05)
-    async with running_fleet(fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url,
+    async with running_fleet(fleet_settings(database_url or f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url,
                                             snapshot_dir=tmp_path / "snapshots", **settings)) as http:
         yield http
 
@@ -115,8 +117,9 @@ async def stored(http: httpx.AsyncClient, device_id: str, count: int) -> None:
     await async_wait_for(enough, what=f"{count} events of {device_id} stored")
 
 
-async def test_events_reach_the_stream_in_order_with_the_relayed_fields(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    async with feed_fleet(tmp_path, mosquitto) as http:
+async def test_events_reach_the_stream_in_order_with_the_relayed_fields(
+        tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
+    async with feed_fleet(tmp_path, mosquitto, database_url) as http:
         await register(http, "cam-a", "pi", "ben-nghe", ["junction"])
         await register(http, "node-b", "esp32", "da-kao", [])
         a = ScriptedDevice(mosquitto.port, "cam-a", ses=11)
@@ -159,8 +162,8 @@ async def _stopped(hub: FeedHub) -> bool:
     return not hub.polling and not hub.clients
 
 
-async def test_filters_and_refusals(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    async with feed_fleet(tmp_path, mosquitto) as http:
+async def test_filters_and_refusals(tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
+    async with feed_fleet(tmp_path, mosquitto, database_url) as http:
         await register(http, "cam-a", "pi", "ben-nghe", ["junction"])
         await register(http, "node-b", "esp32", "da-kao", ["park"])
         a = ScriptedDevice(mosquitto.port, "cam-a", ses=1)
@@ -203,6 +206,13 @@ async def test_filters_and_refusals(tmp_path: Path, mosquitto: Mosquitto) -> Non
             assert "text/event-stream" not in response.headers["content-type"]
         response = await http.get(FEED, headers={"Last-Event-ID": "abc"})
         assert response.status_code == 422 and "Last-Event-ID" in response.text
+        # the page checks its URL's filters with the same model, and opens no feed with bad ones
+        page = await http.get("/live", params=[("phase", "middle"), ("ward", "ben-nghe")])
+        assert page.status_code == 422 and 'id="filter-errors"' in page.text and "data-feed" not in page.text
+        page = await http.get("/live", params=[("ward", "ben-nghe"), ("ward", "da-kao"), ("min_severity", "major")])
+        assert page.status_code == 200
+        assert 'data-feed="/api/relay/feed?ward=ben-nghe&amp;ward=da-kao&amp;min_severity=major&amp;backlog=60"' \
+            in page.text
         a.close()
         b.close()
 
@@ -211,8 +221,9 @@ async def _has_clients(hub: FeedHub) -> bool:
     return bool(hub.clients)
 
 
-async def test_last_event_id_resumes_with_exactly_the_missed_events(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    async with feed_fleet(tmp_path, mosquitto) as http:
+async def test_last_event_id_resumes_with_exactly_the_missed_events(
+        tmp_path: Path, mosquitto: Mosquitto, database_url: str) -> None:
+    async with feed_fleet(tmp_path, mosquitto, database_url) as http:
         await register(http, "cam-a", "pi", "ben-nghe", [])
         a = ScriptedDevice(mosquitto.port, "cam-a", ses=5)
         async with opened(http, params={"last_event_id": 0}) as stream:

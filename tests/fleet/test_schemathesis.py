@@ -24,6 +24,7 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis.engine import Status, events
 
+from fleet.api.routes.relay_feed import FEED_PATH
 from fleet.auth.people import AuthError, create_user, issue_token, principal_for
 from fleet.auth.roles import Role
 from fleet.models import User
@@ -152,6 +153,9 @@ def test_no_request_makes_the_api_fail(live_fleet: LiveFleet, artifacts_dir: Pat
     schema = schemathesis.openapi.from_url(f"{live_fleet.base_url}/openapi.json",
                                            config=schemathesis.Config.from_str(CONFIG),
                                            headers={"Authorization": f"Bearer {token}"})
+    # the live feed answers a valid request with a stream that never ends: its refusals (422, 401,
+    # 503) are checked by tests/fleet/test_relay_feed.py
+    schema = schema.exclude(path=FEED_PATH)
 
     @schema.auth(refresh_interval=None)
     class Admin:
