@@ -304,3 +304,20 @@ async def test_the_outbox_bound_dead_letters_the_oldest(
     assert rows[0].last_error == "outbox full" and rows[0].payload["data"]["stream"]["seq"] == seqs[0]
     assert await bound_outbox(3, now()) == 0 and not receiver.calls
     dev.close()
+
+
+async def test_delivered_and_dead_rows_go_with_the_events(sqlite_fleet: httpx.AsyncClient,
+                                                          receiver: Receiver) -> None:
+    from fleet.ops.retention import Retention
+    settings = runtime_of(sqlite_fleet).settings
+    endpoint = await endpoint_for(sqlite_fleet, receiver, enabled=False)
+    old = now() - timedelta(days=settings.retention_events_days + 1)
+    rows = [RelayDelivery(endpoint_id=endpoint.id, device_id="d", message_id=f"msg_{n}", payload={},
+                          status=status, next_at=old, created_at=old, done_at=done)
+            for n, (status, done) in enumerate([(DeliveryStatus.DELIVERED, old), (DeliveryStatus.DEAD, old),
+                                                (DeliveryStatus.DELIVERED, now()), (DeliveryStatus.PENDING, None)])]
+    await RelayDelivery.bulk_create(rows)
+    report = await Retention(settings).run(now())
+    assert report.deleted["relay_delivery"] == 2
+    left = await RelayDelivery.filter(endpoint_id=endpoint.id).order_by("id").values_list("message_id", flat=True)
+    assert left == ["msg_2", "msg_3"]
