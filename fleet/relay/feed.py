@@ -2,7 +2,7 @@
 wall and anyone else who reads with `GET /api/relay/feed`.
 
 One poller per fleet process (`FeedHub`) reads the event rows written since its last read, every
-FLEET_FEED_POLL_S, builds each one's message once (fleet/relay/message.py, the relay's own
+FLEET_FEED_POLL_S, builds each one's message once (fleet/relay/outbox.py `event_payload`, the relay's own
 builder) and offers it to every connected client whose filter it passes. The event table is
 written by the one ingest loop of the fleet, one transaction at a time, so row ids become
 visible in increasing order and "id > the last one read" loses nothing.
@@ -30,8 +30,8 @@ from tortoise.expressions import Subquery
 from tortoise.functions import Max
 
 from fleet.models import Device, EventRecord
-from fleet.relay import message
 from fleet.relay.models import Snapshot
+from fleet.relay.outbox import event_payload
 from fleet.relay.routing import Rule, Subject, matches, tags_of
 from fleet.settings import Settings
 
@@ -69,15 +69,6 @@ def table_conditions(rule: Rule) -> dict[str, Any]:
     return where
 
 
-def device_part(device: Device | None, device_id: str) -> dict[str, Any]:
-    """`data.device` of a relayed message (docs/relay.md, "Events, as relayed")."""
-    if device is None:  # not expected: the ingest stores a device before its events
-        return {"id": device_id, "kind": None, "name": "", "ward": "", "site": "", "tags": [],
-                "lat": None, "lon": None}
-    return {"id": device.id, "kind": device.kind, "name": device.name, "ward": device.ward, "site": device.site,
-            "tags": list(device.tags or []), "lat": device.latitude, "lon": device.longitude}
-
-
 @dataclass(frozen=True, slots=True)
 class FeedItem:
     """One stored event as the feed sends it: its row id, its `data` object and that object as
@@ -106,12 +97,10 @@ async def items_of(rows: list[EventRecord]) -> list[FeedItem]:
     held = set(await Snapshot.filter(sha256__in=hashes).values_list("sha256", flat=True)) if hashes else set()
     items = []
     for row in rows:
-        stored = message.payload(
-            device=device_part(devices.get(row.device_id), row.device_id),
-            event={"id": row.event_id, "type": row.type, "phase": row.phase, "category": row.category,
-                   "at": row.at, "received_at": row.received_at, "data": row.data},
-            stream=(row.epoch, row.ses, row.seq), snapshot=row.snapshot, made_at=row.received_at)
-        data = stored["data"]
+        # a device row always exists for its events (the ingest stores it first; devices are never
+        # deleted): the stand-in only keeps one odd row from stopping the feed
+        device = devices.get(row.device_id) or Device(id=row.device_id)
+        data = event_payload(row, device, row.received_at)["data"]
         snapshot = data["snapshot"]
         if snapshot is None:
             with_url = without_url = data

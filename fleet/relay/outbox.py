@@ -4,6 +4,7 @@ tables; whoever calls them nudges the relay worker (`Runtime.relay.nudge()`) aft
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -12,6 +13,18 @@ from fleet.ops import webhook_sign
 from fleet.relay.message import message_id, payload, severity
 from fleet.relay.models import DeliveryStatus, RelayDelivery, RelayEndpoint
 from fleet.relay.routing import RouteTable, Subject, tags_of
+
+
+def event_payload(event: EventRecord, device: Device, made_at: datetime) -> dict[str, Any]:
+    """The relayed message of a stored event and its device (docs/relay.md, "Events, as relayed"),
+    as the outbox stores it; the live feed sends its `data` (fleet/relay/feed.py): one builder."""
+    return payload(device={"id": device.id, "kind": device.kind, "name": device.name, "ward": device.ward,
+                           "site": device.site, "tags": sorted(tags_of(device.tags)), "lat": device.latitude,
+                           "lon": device.longitude},
+                   event={"id": event.event_id, "type": event.type, "phase": event.phase,
+                          "category": event.category, "at": event.at, "received_at": event.received_at,
+                          "data": event.data},
+                   stream=(event.epoch, event.ses, event.seq), snapshot=event.snapshot, made_at=made_at)
 
 
 async def enqueue(conn: BaseDBAsyncClient, events: Sequence[EventRecord], devices: Mapping[str, Device],
@@ -32,13 +45,7 @@ async def enqueue(conn: BaseDBAsyncClient, events: Sequence[EventRecord], device
                                                tags=tags))
         if not targets:
             continue
-        stored = payload(device={"id": device.id, "kind": device.kind, "name": device.name, "ward": device.ward,
-                                 "site": device.site, "tags": sorted(tags), "lat": device.latitude,
-                                 "lon": device.longitude},
-                         event={"id": event.event_id, "type": event.type, "phase": event.phase,
-                                "category": event.category, "at": event.at, "received_at": event.received_at,
-                                "data": event.data},
-                         stream=(event.epoch, event.ses, event.seq), snapshot=event.snapshot, made_at=now)
+        stored = event_payload(event, device, now)
         snapshot = stored["data"]["snapshot"]
         mid = message_id(device.id, event.epoch, event.ses, event.seq)
         for endpoint_id in sorted(targets):

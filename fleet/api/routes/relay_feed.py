@@ -3,7 +3,7 @@
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Header, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,7 @@ from fleet.api.deps import LOGGED_IN, Reader, RuntimeDep
 from fleet.api.schemas import TAG_PATTERN, Kind
 from fleet.auth.roles import Permission
 from fleet.relay.feed import FeedClient, FeedHub, FeedItem, recent, replay
+from fleet.relay.message import SEVERITIES
 from fleet.relay.routing import Rule
 
 router = APIRouter(prefix="/api/relay", tags=["relay"], dependencies=[LOGGED_IN])
@@ -33,6 +34,7 @@ Ward = Annotated[str, Field(min_length=1, max_length=80)]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
 DeviceName = Annotated[str, Field(pattern=f"^{DEVICE_ID_PATTERN}$")]
 Severity = Literal["critical", "major", "minor", "warning", "info"]
+assert get_args(Severity) == SEVERITIES  # the relay's own list, most severe first
 
 
 class FeedQuery(BaseModel):
