@@ -7,9 +7,11 @@ is what the fleet said at that address), and no proxy from the environment is us
 """
 
 import base64
+import email.utils
 import http.client
 import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 from edge.config import FleetSettings
@@ -26,6 +28,7 @@ class FleetUnreachable(EdgeError):
 class Answer:
     status: int
     body: bytes  # at most ANSWER_READ_MAX bytes
+    retry_after_s: float | None = None  # the answer's Retry-After (seconds or an HTTP date), if any
 
 
 def fleet_tls_context(fleet: FleetSettings) -> ssl.SSLContext | None:
@@ -79,8 +82,26 @@ class FleetHttp:
                 "Content-Length": str(len(body)),
             })
             response = connection.getresponse()
-            return Answer(response.status, response.read(ANSWER_READ_MAX))
+            return Answer(response.status, response.read(ANSWER_READ_MAX),
+                          retry_after(response.getheader("Retry-After")))
         except (OSError, http.client.HTTPException) as err:  # ssl.SSLError and timeouts are OSErrors
             raise FleetUnreachable(f"{type(err).__name__}: {err}"[:200]) from err
         finally:
             connection.close()
+
+
+def retry_after(value: str | None) -> float | None:
+    """A `Retry-After` header in seconds from now (delta-seconds or an HTTP date); None if absent
+    or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -13,7 +13,8 @@ What the fleet answers decides the image's fate:
   counted `upload_refused` (so is a file the Pi cannot read); the next one at once;
 - anything else (401, 403, 404, 507, 5xx, a redirect) or no answer: kept, counted `upload_errors`;
   wait `[fleet] backoff_min_s` (1 s) doubling to `backoff_max_s` (300 s), each delay drawn from
-  [d/2, d], then the same image again.
+  [d/2, d], then the same image again. When the answer carries a longer `Retry-After` (the fleet's
+  429 after failed device logins, a 503), that is waited instead, at most RETRY_AFTER_MAX_S (1 h).
 
 A new snapshot wakes a waiting uploader at once, but not one that is backing off: it waits its
 delay out (a new image does not make the fleet reachable). Bound: the store's own
@@ -33,6 +34,7 @@ from edge.roles.camera.snapshots import SnapshotStore
 
 STORED = (200, 201)
 REFUSED = (400, 413, 422)  # the image itself is the problem: sending it again cannot help
+RETRY_AFTER_MAX_S = 3600.0  # the longest Retry-After obeyed (a fleet's mistake must not park uploads for days)
 
 
 class Outcome(Enum):
@@ -51,6 +53,7 @@ class SnapshotUploader:
         self.uploaded = 0
         self.refused = 0
         self.errors = 0
+        self._retry_after_s: float | None = None  # the last failed answer's Retry-After
         self._problem: str | None = None  # the last failure logged, so an outage is one line, not one per retry
 
     def figures(self) -> dict[str, int]:
@@ -81,13 +84,17 @@ class SnapshotUploader:
                     await wake.wait()
                     continue
                 if await asyncio.to_thread(self.upload_one, *oldest) is Outcome.RETRY:
-                    await asyncio.sleep(self.backoff.next_delay())
+                    delay = self.backoff.next_delay()
+                    if self._retry_after_s is not None:
+                        delay = max(delay, min(self._retry_after_s, RETRY_AFTER_MAX_S))
+                    await asyncio.sleep(delay)
         finally:
             self.store.on_put = None
 
     def upload_one(self, path: Path, recorded_sha256: str | None) -> Outcome:
         """One image, blocking (a worker thread)."""
         name = path.name
+        self._retry_after_s = None
         try:
             body = path.read_bytes()
         except FileNotFoundError:  # the store's bound deleted it meanwhile
@@ -119,6 +126,7 @@ class SnapshotUploader:
             self.refused += 1
             self.log.warning("the fleet refused snapshot %s (HTTP %d%s); deleted", name, answer.status, detail)
             return Outcome.DONE
+        self._retry_after_s = answer.retry_after_s
         self._failed(f"the fleet answered HTTP {answer.status}{detail}")
         return Outcome.RETRY
 

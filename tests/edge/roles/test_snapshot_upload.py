@@ -291,3 +291,37 @@ async def test_an_event_and_its_snapshot_reach_the_fleet_through_a_broker_and_li
     assert figures["uploaded"] == 2 and figures["upload_pending"] == 0 and figures["upload_refused"] == 0
     assert list((tmp_path / "state" / "snapshots").glob("*.jpg")) == []
 
+
+
+async def test_a_throttled_device_waits_the_fleets_retry_after(
+        settings: Settings, device_id: str, street: Street, tmp_path: Path) -> None:
+    """After failed log-ins the fleet answers 429 with Retry-After: the uploader keeps the image and
+    takes that wait (bounded) instead of its shorter backoff."""
+    (image,) = jpegs(street, 1)
+    async with running_fleet(settings) as http:
+        await enroll(http, device_id, "pi", "")
+        store = store_in(tmp_path / "pi-snapshots")
+        uploader = SnapshotUploader(store, fleet_http(settings, device_id, "not-the-password"), log=LOG)
+        store.put("first.jpg", image)
+        path, sha256 = store.oldest() or (None, None)
+        assert path is not None
+        for _ in range(30):  # the fleet's device-login throttle (docs/identity.md) starts within these
+            await asyncio.to_thread(uploader.upload_one, path, sha256)
+            if uploader._retry_after_s is not None:
+                break
+        assert uploader._retry_after_s is not None and uploader._retry_after_s >= 1, "no Retry-After came"
+        assert len(store) == 1 and uploader.uploaded == 0 and uploader.refused == 0
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from edge.fleet_http import retry_after
+    assert retry_after("120") == 120.0
+    assert retry_after(None) is None and retry_after("soon") is None and retry_after("") is None
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    value = retry_after(later)
+    assert value is not None and 80 <= value <= 90
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=90), usegmt=True)
+    assert retry_after(past) == 0.0
