@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from contract import ContractError, device_topic, parse_upstream
+from contract import ContractError, child_topic, device_topic, parse_upstream
 from edge.errors import EmitError
 from edge.queue import Outbox
 from edge.stamps import CLOCK_VALID_AFTER_MS, Stamper
@@ -33,7 +33,18 @@ class Uplink:
         EmitError if the message would break the contract: the fleet would reject it anyway,
         and a stamped message that never arrives would look like a loss.
         """
-        topic = device_topic(self.device_id, suffix)
+        self._emit(device_topic(self.device_id, suffix), suffix, fields)
+
+    def child(self, child_id: str, suffix: str, fields: Mapping[str, Any]) -> None:
+        """A message for a child device this Pi speaks for: `child/{child_id}/{birth,death,health}`,
+        numbered in the Pi's own stream like everything else (docs/protocol.md)."""
+        try:
+            topic = child_topic(self.device_id, child_id, suffix)
+        except ContractError as err:
+            raise EmitError(f"child/{child_id[:32]}/{suffix[:16]}: {err}") from err
+        self._emit(topic, f"child/{child_id}/{suffix}", fields)
+
+    def _emit(self, topic: str, suffix: str, fields: Mapping[str, Any]) -> None:
         envelope = self.stamper.next_envelope()
         if envelope.keys() & fields.keys():
             raise EmitError(f"{suffix}: the envelope fields {sorted(envelope)} are the agent's to set")

@@ -21,6 +21,7 @@ _WHERE: Mapping[str, tuple[str, str, str]] = {
     "sensor": ("edge.roles.sensor", "SensorSettings", "SensorRole"),
     "hotspot": ("edge.roles.hotspot", "HotspotSettings", "HotspotRole"),
     "speaker": ("edge.roles.speaker", "SpeakerSettings", "SpeakerRole"),
+    "children": ("edge.roles.children", "ChildrenSettings", "ChildrenRole"),
 }
 
 

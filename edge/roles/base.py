@@ -75,6 +75,10 @@ class RoleContext:
             snapshot=snapshot,
         )
 
+    def child(self, child_id: str, suffix: str, fields: Mapping[str, Any]) -> None:
+        """Send a child device's `birth`, `death` or `health` (docs/protocol.md, child/…)."""
+        self._uplink.child(child_id, suffix, fields)
+
 
 class Role(abc.ABC):
     def __init__(self, context: RoleContext) -> None:
