@@ -2,7 +2,8 @@
 API's own body models and route functions (a bad URL or topic refused with the API's reason and
 nothing saved); the secret shown once; dead letters replayed from the page; admin only (others 403,
 nobody to the login page; the menu link for admins only); a form from another site refused; English
-and Vietnamese. A screenshot of /relay in headless Chromium: test-artifacts/relay-page.png."""
+and Vietnamese. Screenshots of /relay and of an endpoint's page in headless Chromium:
+test-artifacts/relay-page.png, relay-endpoint-page.png."""
 
 import shutil
 from collections.abc import AsyncIterator
@@ -177,7 +178,8 @@ async def test_relay_page_in_chromium(fleet: httpx.AsyncClient, artifacts_dir: P
     base = str(http.base_url).rstrip("/")
     async with browser_page() as page:
         await page.goto(base + (await http.post("/api/auth/login-link")).json()["url"])
-        await page.wait_for("document.readyState === 'complete' && document.querySelector('nav') !== null", "login")
+        # logged in once a page names the viewer (the login page itself has a menu too)
+        await page.wait_for("document.querySelector('nav .who') !== null", "the login link redeemed")
         await page.goto(base + "/relay?lang=en")
         await page.wait_for("document.getElementById('endpoints') !== null", "the relay page")
         rows = await page.evaluate("document.querySelectorAll('#endpoints tbody tr[data-endpoint]').length")
@@ -185,5 +187,9 @@ async def test_relay_page_in_chromium(fleet: httpx.AsyncClient, artifacts_dir: P
             f"document.querySelector('#endpoints tr[data-endpoint=\"{warehouse['id']}\"] td.dead').textContent")
         assert rows == 3 and dead.strip() == "4"
         path = await shot(page, artifacts_dir / "relay-page.png")
+        await page.goto(base + f"/relay/endpoints/{warehouse['id']}?lang=en")
+        await page.wait_for("document.getElementById('dead') !== null", "the endpoint's page")
+        assert await page.evaluate("document.querySelectorAll('#dead button.replay').length") == 4
+        await shot(page, artifacts_dir / "relay-endpoint-page.png")
     if COORD_SHOT.parent.is_dir():
         shutil.copyfile(path, COORD_SHOT)
