@@ -15,13 +15,16 @@ from fleet.auth.roles import Role
 from fleet.models import AuditEntry
 from fleet.ops.webhook_sign import secret_key
 from fleet.relay.models import DeliveryStatus, RelayDelivery, RelayEndpoint
+from fleet.runtime import Runtime
 from tests.support.fleet import fleet_settings, running_fleet, token_for
 from tests.support.mosquitto import Mosquitto
 
 
 @pytest.fixture
 async def fleet(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_fleet(fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url)) as http:
+    # the route table's own reload every 600 s: a change shows in it only because the API reloads it
+    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", mosquitto.url, relay_routes_reload_s=600)
+    async with running_fleet(settings) as http:
         yield http
 
 
@@ -159,6 +162,10 @@ async def test_routes_validation_and_changes(fleet: httpx.AsyncClient) -> None:
         "types": ["motion", "alarm"], "devices": ["pi-q1-0007"], "tags": ["junction"]})
     assert made.status_code == 201, made.text
     route = made.json()
+    runtime: Runtime = http.app.state.runtime  # type: ignore[attr-defined]
+    assert runtime.relay is not None
+    # the relay worker's route table reloaded by the change, not by its periodic reload
+    assert [r.endpoint_id for r in runtime.relay.routes.rules] == [hook["id"]]
     assert (route["categories"], route["endpoint_name"], route["min_severity"], route["enabled"]) == (
         ["security"], "wall", "warning", True)
     for body, message in (({"categories": ["fire"]}, "security"), ({"phases": ["begin"]}, "start"),
@@ -189,6 +196,7 @@ async def test_routes_validation_and_changes(fleet: httpx.AsyncClient) -> None:
     assert [r["name"] for r in listed.json()["items"]] == ["security-q1"]
     assert (await http.get("/api/relay/routes", params={"endpoint": hook["id"]})).json()["total"] == 0
     assert (await http.delete(path)).status_code == 204
+    assert runtime.relay.routes.rules == ()
     assert (await http.get(path)).status_code == 404
     actions = [a.action for a in await AuditEntry.filter(action__startswith="relay.route").order_by("id")]
     assert actions == ["relay.route.create", "relay.route.update", "relay.route.delete"]

@@ -294,16 +294,14 @@ async def endpoint_public(row: RelayEndpoint) -> EndpointPublic:
 
 async def _changed(runtime: Runtime) -> None:
     """Routes or endpoints changed: the relay worker reloads its route table at once."""
-    relay = getattr(runtime, "relay", None)  # None in a fleet without the relay worker
-    if relay is not None:
-        await relay.routes_changed()
+    if runtime.relay is not None:  # None in a fleet without the relay worker
+        await runtime.relay.routes_changed()
 
 
 def _nudge(runtime: Runtime) -> None:
     """Deliveries became due (replay, enable, test): the relay worker looks now."""
-    relay = getattr(runtime, "relay", None)
-    if relay is not None:
-        relay.nudge()
+    if runtime.relay is not None:
+        runtime.relay.nudge()
 
 
 def _unprocessable(message: str) -> HTTPException:
