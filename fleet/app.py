@@ -40,6 +40,7 @@ from fleet.api.routes import (
     users,
     ward_volumes,
 )
+from fleet.api.routes import children as children_routes
 from fleet.api.routes import metrics as metrics_route
 from fleet.api.routes import receipts as receipt_routes
 from fleet.api.routes import reports as report_routes
@@ -64,6 +65,7 @@ from fleet.ops import service as ops_service
 from fleet.ops.alerts import ensure_builtin_rules
 from fleet.ota.rollouts import RolloutEngine
 from fleet.relay.feed import FeedHub
+from fleet.relay.metrics import RelayCollector, relay_families
 from fleet.relay.service import RelayWorker
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
@@ -138,6 +140,9 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         relaying = asyncio.create_task(relay.run(), name="fleet-relay")
         metrics = ops_metrics.build(link, settings, stats)  # one registry: add figures here (docs/ops.md)
         metrics.sources.append(("rollouts", ops_metrics.rollout_source(engine)))
+        metrics.registry.register(relay.stats.latency)
+        metrics.registry.register(RelayCollector(relay.stats))
+        metrics.sources.append(("relay", relay_families))
         feed = FeedHub(settings)  # its poller runs while a client of the live feed is connected
         try:
             device_broker = MqttTarget(settings.device_broker_url) if settings.device_broker_url else public
@@ -201,6 +206,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(ops_channels.router)
     app.include_router(relay.router)
     app.include_router(device_history.router)
+    app.include_router(children_routes.router)
     app.include_router(gis.router)
     app.include_router(receipt_routes.router)
     app.include_router(receipt_routes.speakers)

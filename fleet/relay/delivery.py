@@ -1,18 +1,23 @@
 """The delivery policy (docs/relay.md, "Retries, order, and the bounds"): which deliveries are the
-heads of their (endpoint, device) queues, claiming one, what an attempt's outcome does to the
-delivery and to its endpoint, and the outbox's bound. The loop that runs them is
+heads of their (endpoint, device) queues, claiming a run of a queue, what an attempt's outcome does
+to the delivery and to its endpoint, and the outbox's bound. The loop that runs them is
 fleet/relay/service.py.
 
-Claims go through the database, so several fleet instances share one outbox: a head is claimed by
-moving its `next_at` a lease ahead (`timeout_s` + LEASE_MARGIN_S) conditionally on the attempts
-count it was read with; a process killed mid-send leaves it pending and it is sent again, with the
-same message id, once the lease is over.
+Claims go through the database, so several fleet instances share one outbox: a run is the due
+prefix of a queue's oldest pending deliveries (at most RUN_MAX), taken by writing a claim token and
+moving their `next_at` a lease ahead (`timeout_s` + LEASE_MARGIN_S) conditionally on their being
+pending and due. Only the queue's head decides whether the queue can be claimed, so while its lease
+runs (renewed as the run goes on) nobody else sends from the queue. A process killed mid-run leaves
+the run's deliveries pending and they are sent again, with the same message ids, once the lease is
+over. An attempt is counted when its outcome is recorded: one cut by a crash is not counted.
 """
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import takewhile
+from typing import cast
 
 from tortoise.expressions import F
 from tortoise.functions import Count, Min
@@ -20,7 +25,8 @@ from tortoise.functions import Count, Min
 from fleet.relay.models import DeliveryStatus, RelayDelivery, RelayEndpoint
 from fleet.relay.transport import Outcome
 
-LEASE_MARGIN_S = 5.0  # a claimed head is not sent by anyone else for timeout_s + this
+LEASE_MARGIN_S = 5.0  # a claimed run is not sent by anyone else for timeout_s + this (renewed as it goes)
+RUN_MAX = 50  # deliveries of one queue taken by one claim, sent one after another
 ERROR_MAX = 300
 OUTBOX_FULL = "outbox full"
 
@@ -69,33 +75,106 @@ async def heads(endpoint_ids: Iterable[int]) -> list[Head]:
     return [Head(*row) for row in rows]
 
 
-async def claim(head: Head, endpoint: RelayEndpoint, now: datetime) -> RelayDelivery | None:
-    """Take the head for one attempt (counted now); None if another instance took it first."""
-    taken = await RelayDelivery.filter(id=head.id, status=DeliveryStatus.PENDING, attempts=head.attempts,
-                                       next_at__lte=now).update(
-        attempts=head.attempts + 1, last_attempt_at=now,
-        next_at=now + timedelta(seconds=endpoint.timeout_s + LEASE_MARGIN_S))
-    if not taken:
-        return None
-    return await RelayDelivery.get_or_none(id=head.id)
+def lease_s(endpoint: RelayEndpoint) -> float:
+    """How long a claim keeps others off a queue: one attempt's bound and a margin."""
+    return endpoint.timeout_s + LEASE_MARGIN_S
 
 
-async def record(endpoint: RelayEndpoint, delivery: RelayDelivery, outcome: Outcome, now: datetime) -> str | None:
-    """Apply one attempt's outcome to the delivery and its endpoint. Returns the reason the endpoint
-    was disabled by it, if it was."""
+async def claim_run(head: Head, endpoint: RelayEndpoint, now: datetime, token: str,
+                    limit: int = RUN_MAX) -> list[RelayDelivery]:
+    """Take the head's queue for one run: its oldest pending deliveries (at most `limit`) as long as
+    they are due, in id order, starting with `head`; their `claim` set to `token` and their `next_at`
+    to the lease. [] when the queue changed or another instance holds it. Two statements; a third
+    and a release only when a concurrent claim took part of the rows."""
+    rows = await RelayDelivery.filter(endpoint_id=head.endpoint_id, device_id=head.device_id,
+                                      status=DeliveryStatus.PENDING).order_by("id").limit(limit)
+    due = list(takewhile(lambda row: row.next_at <= now, rows))
+    if not due or due[0].id != head.id:
+        return []
+    ids = [row.id for row in due]
+    lease = now + timedelta(seconds=lease_s(endpoint))
+    taken = await RelayDelivery.filter(id__in=ids, status=DeliveryStatus.PENDING, next_at__lte=now).update(
+        claim=token, next_at=lease)
+    if taken != len(ids):  # raced: keep the prefix we hold (the order), give back the rest
+        held = RelayDelivery.filter(id__in=ids, claim=token, status=DeliveryStatus.PENDING)
+        mine = cast(set[int], set(await held.values_list("id", flat=True)))
+        kept = list(takewhile(lambda row: row.id in mine, due))
+        rest = mine - {row.id for row in kept}
+        if rest:
+            await release(rest, token, now)
+        due = kept
+    for row in due:
+        row.claim, row.next_at = token, lease
+    return due
+
+
+async def renew(delivery_ids: Iterable[int], token: str, lease_until: datetime) -> int:
+    """Move the lease of a run's deliveries still held under `token`; how many were."""
+    ids = list(delivery_ids)
+    if not ids:
+        return 0
+    return await RelayDelivery.filter(id__in=ids, claim=token, status=DeliveryStatus.PENDING).update(
+        next_at=lease_until)
+
+
+async def release(delivery_ids: Iterable[int], token: str, now: datetime) -> int:
+    """Give back a run's unsent deliveries: due now, unclaimed (only those still held under `token`)."""
+    ids = list(delivery_ids)
+    if not ids:
+        return 0
+    return await RelayDelivery.filter(id__in=ids, claim=token, status=DeliveryStatus.PENDING).update(
+        claim=None, next_at=now)
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """One delivered attempt, waiting to be written with others (`record_successes`)."""
+
+    delivery_id: int
+    endpoint_id: int
+    status: int | None
+    answered_at: datetime
+
+
+async def record_successes(done: Sequence[Success]) -> None:
+    """Mark delivered attempts delivered (attempts + 1, done_at and last_attempt_at the batch's last
+    answer): one UPDATE per distinct status (HTTP 200/204, MQTT 0/16: mostly one), and each
+    endpoint's success bookkeeping once."""
+    if not done:
+        return
+    by_status: dict[int | None, list[int]] = {}
+    last: dict[int, datetime] = {}
+    for item in done:
+        by_status.setdefault(item.status, []).append(item.delivery_id)
+        last[item.endpoint_id] = max(last.get(item.endpoint_id, item.answered_at), item.answered_at)
+    at = max(last.values())
+    for status, ids in by_status.items():
+        await RelayDelivery.filter(id__in=ids).update(
+            status=DeliveryStatus.DELIVERED, attempts=F("attempts") + 1, done_at=at, last_attempt_at=at,
+            last_status=status, last_error=None, claim=None)
+    for endpoint_id, when in last.items():
+        await RelayEndpoint.filter(id=endpoint_id).update(consecutive_failures=0, consecutive_gone=0,
+                                                          failing_since=None, last_success_at=when)
+
+
+async def record(endpoint: RelayEndpoint, delivery: RelayDelivery, outcome: Outcome, now: datetime,
+                 attempted_at: datetime | None = None) -> str | None:
+    """Apply one attempt's outcome (counted now) to the delivery and its endpoint. Returns the reason
+    the endpoint was disabled by it, if it was."""
     if outcome.ok:
-        await RelayDelivery.filter(id=delivery.id).update(status=DeliveryStatus.DELIVERED, done_at=now,
-                                                          last_status=outcome.status, last_error=None)
-        await RelayEndpoint.filter(id=endpoint.id).update(consecutive_failures=0, consecutive_gone=0,
-                                                          failing_since=None, last_success_at=now)
+        await record_successes([Success(delivery.id, endpoint.id, outcome.status, now)])
         return None
+    attempts = delivery.attempts + 1
+    attempted_at = attempted_at or now
     error = (outcome.error or (f"status {outcome.status}" if outcome.status is not None else "failed"))[:ERROR_MAX]
     pending = RelayDelivery.filter(id=delivery.id, status=DeliveryStatus.PENDING)
-    if delivery.attempts >= endpoint.max_attempts:
-        await pending.update(status=DeliveryStatus.DEAD, done_at=now, last_status=outcome.status, last_error=error)
+    if attempts >= endpoint.max_attempts:
+        await pending.update(status=DeliveryStatus.DEAD, done_at=now, last_status=outcome.status, last_error=error,
+                             attempts=attempts, last_attempt_at=attempted_at, claim=None)
     else:
-        delay = retry_delay_s(endpoint, delivery.attempts, outcome)
-        await pending.update(next_at=now + timedelta(seconds=delay), last_status=outcome.status, last_error=error)
+        delay = retry_delay_s(endpoint, attempts, outcome)
+        await pending.update(next_at=now + timedelta(seconds=delay), last_status=outcome.status, last_error=error,
+                             attempts=attempts, last_attempt_at=attempted_at, claim=None)
     # counters with SQL arithmetic: the endpoint's other queues record their outcomes concurrently
     await RelayEndpoint.filter(id=endpoint.id).update(
         consecutive_failures=F("consecutive_failures") + 1,

@@ -111,7 +111,8 @@ class RelayDelivery(Model):
     snapshot_sha256 = fields.CharField(max_length=64, null=True)
     status = fields.CharEnumField(DeliveryStatus, default=DeliveryStatus.PENDING)
     attempts = fields.IntField(default=0)
-    next_at = fields.DatetimeField()
+    next_at = fields.DatetimeField()  # due; while claimed, the end of the claim's lease
+    claim = fields.CharField(max_length=32, null=True)  # the run that holds it (fleet/relay/delivery.py)
     created_at = fields.DatetimeField()
     last_attempt_at = fields.DatetimeField(null=True)
     last_status = fields.IntField(null=True)  # HTTP status or MQTT reason code of the last attempt

@@ -67,5 +67,8 @@ class WebhookTransport:
         return Outcome(ok=False, status=status, error=error[:ERROR_MAX],
                        retry_after_s=retry_after_s(answer.headers.get("retry-after"), datetime.now(UTC)))
 
+    async def forget(self, endpoint_id: int) -> None:
+        """Nothing held per endpoint (the pool's idle connections expire by themselves)."""
+
     async def close(self) -> None:
         await self.client.aclose()
