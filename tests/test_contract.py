@@ -161,3 +161,21 @@ def test_downstream_parser_refuses_deep_and_non_finite_payloads_with_contract_er
     for payload in (b"[" * 5000, b'{"v":1,"id":"c","name":"ping","args":{"x":NaN},"exp":1}'):
         with pytest.raises(ContractError):
             parse_downstream("cmd", payload)
+
+
+@pytest.mark.parametrize("case", rule_cases("series"), ids=lambda c: c["name"][:40])
+def test_compressed_series_rule(case: dict) -> None:
+    """docs/protocol.md, "Compressed series": linear interpolation between a reading's points."""
+    from contract.series import interpolate
+
+    if "values" in case:
+        assert interpolate([tuple(p) for p in case["points"]], case["times"]) == case["values"]
+        return
+    points = []
+    for message in case["messages"]:
+        parsed = parse_upstream(message["topic"], json.dumps(message["payload"]).encode())
+        assert parsed.kind == "telemetry" and parsed.body["at_ms"] <= parsed.body["ts"]
+        points.append((parsed.body["at_ms"], parsed.body["r"][case["reading"]]))
+    rebuilt = interpolate(points, [t for t, _ in case["samples"]])
+    samples = [v for _, v in case["samples"]]
+    assert all(r is not None and abs(r - v) <= case["max_error"] for v, r in zip(samples, rebuilt, strict=True))

@@ -2,9 +2,10 @@
 
 Per reading (e.g. `pm25`): median of the last n samples (spike rejection), then
 - an alarm with hysteresis on the despiked value (`AlarmChange`s for events);
-- report by exception: swinging door (`sdt`, linear interpolation between the points sent is
-  within `max_error` of every despiked sample) or a plain deadband (`deadband`, holding the last
-  value sent is within `max_error`), both with a maximum interval between points;
+- report by exception: swinging door (`sdt`) or mixed piecewise-linear (`pla`, fewer points at the
+  same error, sent in bursts when a chain of segments ends), for both linear interpolation between
+  the points sent is within `max_error` of every despiked sample; or a plain deadband (`deadband`,
+  holding the last value sent is within `max_error`); all with a maximum interval between points;
 - min/max/mean per window (a minute), when `aggregate_ms` is set.
 """
 
@@ -13,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edge.filters import Deadband, HysteresisAlarm, Median, SwingingDoor, WindowAggregator
+from edge.filters import Deadband, HysteresisAlarm, Median, MixedPla, SwingingDoor, WindowAggregator
 from edge.filters.aggregate import Aggregate
 
-Compression = Literal["sdt", "deadband"]
+Compression = Literal["sdt", "pla", "deadband"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +57,11 @@ class Channel:
         self.name = name
         self.config = config
         self.median = Median(config.median)
-        self.compressor: SwingingDoor | Deadband = (
+        self.compressor: SwingingDoor | MixedPla | Deadband = (
             SwingingDoor(config.max_error, config.max_interval_ms)
             if config.compression == "sdt"
+            else MixedPla(config.max_error, config.max_interval_ms)
+            if config.compression == "pla"
             else Deadband(config.max_error, config.max_interval_ms)
         )
         self.aggregator = WindowAggregator(config.aggregate_ms) if config.aggregate_ms else None
@@ -70,7 +73,7 @@ class Channel:
     def add(self, t_ms: int, raw: float, out: Output) -> None:
         value = self.median.add(raw)
         self.last = value
-        if isinstance(self.compressor, SwingingDoor):
+        if isinstance(self.compressor, SwingingDoor | MixedPla):
             for t, v in self.compressor.add(t_ms, value):
                 out.points[t][self.name] = v
         elif self.compressor.due(t_ms, value):
@@ -86,7 +89,7 @@ class Channel:
             out.aggregates[closed.start_ms][self.name] = closed
 
     def flush(self, out: Output) -> None:
-        if isinstance(self.compressor, SwingingDoor):
+        if isinstance(self.compressor, SwingingDoor | MixedPla):
             for t, v in self.compressor.flush():
                 out.points[t][self.name] = v
 

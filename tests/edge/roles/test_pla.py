@@ -77,3 +77,12 @@ def test_a_line_is_two_points_and_a_steady_value_one_per_interval() -> None:
     assert [t for t, _ in points] == [*range(0, 100_000, 10_000), 99_000]
     assert all(math.isclose(v, 7.0, abs_tol=0.5) for _, v in points)
     assert MixedPla(1).add(5, 1.0) == [] and MixedPla(1, 0).add(5, 1.0) == [(5, 1.0)]
+
+
+def test_the_contract_vector_is_what_the_compressor_sends() -> None:
+    """contract/vectors/rules/series.json: the Pi's side of the compressed-series example."""
+    from contract.examples import rule_cases
+
+    case = next(c for c in rule_cases("series") if "samples" in c)
+    points, _ = compress([(t, v) for t, v in case["samples"]], case["max_error"])
+    assert points == [(m["payload"]["at_ms"], m["payload"]["r"][case["reading"]]) for m in case["messages"]]
