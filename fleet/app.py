@@ -25,6 +25,7 @@ from fleet.api.routes import (
     control,
     data,
     device_history,
+    device_series,
     devices,
     emergency,
     enrollment,
@@ -206,6 +207,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(ops_channels.router)
     app.include_router(relay.router)
     app.include_router(device_history.router)
+    app.include_router(device_series.router)
     app.include_router(children_routes.router)
     app.include_router(gis.router)
     app.include_router(receipt_routes.router)

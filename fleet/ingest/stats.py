@@ -33,7 +33,7 @@ class IngestStats:
     late: int = 0  # of `stored`: filled a gap
     gaps_opened: int = 0
     presence: int = 0  # births and deaths (whether they changed the device's presence or not)
-    reserved: int = 0  # child messages: checked and numbered, not stored yet
+    reserved: int = 0  # child messages: checked, numbered, applied to child_device
     ota: int = 0  # ota/progress reports: checked, numbered, applied to rollouts (fleet/ota/progress.py)
     skipped: Counter[str] = field(default_factory=Counter)  # not device messages: `own_publish`, `retained_clear`
     batches: int = 0

@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 
 from contract import Upstream
 from fleet.broadcast.ingest_hook import observe_batch
+from fleet.children.store import apply_children
 from fleet.ingest.presence import Presence
 from fleet.ingest.sequence import Gap, StreamState, Verdict
 from fleet.ingest.silence import (
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 
 StreamKey = tuple[str, int, int]  # (device id, epoch, ses)
 STREAMS_PER_QUERY = 100  # streams loaded by one statement
-# numbered and deduplicated like the rest, but with no table yet (docs/protocol.md, "Messages")
+# child/… messages: numbered and deduplicated like the rest, counted as `reserved` (the contract's
+# reserved child topics) and applied to the child_device table (fleet/children/store.py)
 RESERVED_KINDS = frozenset({"child_birth", "child_death", "child_health"})
 
 
@@ -59,7 +61,7 @@ class BatchResult:
     late: int = 0
     gaps_opened: int = 0
     presence: int = 0  # births and deaths, whether they counted or not
-    reserved: int = 0  # child messages: numbered, not stored yet
+    reserved: int = 0  # child messages: numbered, applied to child_device (fleet/children/store.py)
     ota: int = 0  # ota/progress reports: numbered, applied to rollouts (fleet/ota/progress.py)
     relayed: int = 0  # relay deliveries made with the events (docs/relay.md, "Data flow")
     refused: list[tuple[Upstream, str]] = field(default_factory=list)  # (message, reason)
@@ -311,6 +313,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
         seen: dict[str, Device] = {}
         changes: list[PresenceChange] = []  # written with the batch (docs/ops.md, "Presence and its timings")
         progress: list[Upstream] = []
+        children: list[tuple[Upstream, int]] = []  # child/… messages with their parent's epoch
         observed: list[Upstream] = []  # births and stored messages, for the broadcasts (receipts, clocks)
         for msg in batch:
             device = devices[msg.device_id]
@@ -350,6 +353,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
             seen[device.id] = device
             if msg.kind in RESERVED_KINDS:
                 result.reserved += 1
+                children.append((msg, device.epoch))
                 continue
             if msg.kind == "ota_progress":
                 result.ota += 1
@@ -366,6 +370,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
                 device.reported_status = msg.body["status"]
                 note_reported_state(device, msg.body)
         await apply_progress(conn, progress, now)
+        await apply_children(conn, children, now)
         result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
         # ignore_conflicts: the unique (device, epoch, ses, seq) key is the last line against a replay
         # that a second fleet instance stored at the same moment

@@ -15,11 +15,12 @@ from typing import Any
 from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count, Max, Min, Sum
 
+from fleet.children.models import ChildDevice
 from fleet.ingest.silence import LivenessView
 from fleet.liveness import Reason, State
 from fleet.models import Device, EventRecord, HealthRecord, SeqGap
 from fleet.ops import presence
-from fleet.ops.rules import KINDS, Facts, Kind, OpenEvent
+from fleet.ops.rules import KINDS, ChildFact, Facts, Kind, OpenEvent
 
 OPEN_EVENT_LOOKBACK = timedelta(days=30)  # a start older than this without its end is no longer looked at
 PLAYBACK_ROWS_MAX = 20_000  # failed-playback rows read per batch and window (beyond: not counted)
@@ -69,6 +70,11 @@ async def load(facts: dict[str, Facts], devices: Sequence[Device], needs: Iterab
             for device_id, offset in (await clock_offsets(span, sessions, now)).items():
                 facts[device_id].clock_offset_ms = offset
             continue
+        if kind.need == "children":
+            for device_id, found_children in (await children(span)).items():
+                if device_id in facts:
+                    facts[device_id].children = found_children
+            continue
         if kind.need == "open_events" and kind.event_type:
             for device_id, events in (await open_events(span, kind.event_type, now)).items():
                 if device_id in facts:
@@ -92,6 +98,17 @@ async def load(facts: dict[str, Facts], devices: Sequence[Device], needs: Iterab
         for device_id, value in found.items():
             if device_id in facts:
                 getattr(facts[device_id], kind.need)[window] = value
+
+
+async def children(span: Span) -> dict[str, list[ChildFact]]:
+    """The child devices of the batch's Pis (child_device's (parent_id, child_id) key is the range)."""
+    rows = await (ChildDevice.filter(parent_id__gte=span[0], parent_id__lte=span[1])
+                  .values_list("parent_id", "child_id", "present", "state", "state_since", "last_death_at"))
+    found: dict[str, list[ChildFact]] = {}
+    for parent_id, child_id, present, state, state_since, death_at in rows:
+        since = death_at if present is False else state_since
+        found.setdefault(str(parent_id), []).append(ChildFact(str(child_id), present, state, since))
+    return found
 
 
 async def open_events(span: Span, event_type: str, now: datetime) -> dict[str, list[OpenEvent]]:

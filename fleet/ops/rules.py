@@ -42,6 +42,16 @@ class OpenEvent:
     since: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ChildFact:
+    """One child device of the judged Pi (fleet/children): what its parent last said."""
+
+    child_id: str
+    present: bool | None  # True after a birth, False after a death
+    state: str | None  # its last health's `state`: ok, frozen, no_frames
+    since: datetime | None  # its death for an absent child, else when `state` last changed
+
+
 @dataclass(slots=True)
 class Facts:
     """What the engine knows about one device at `now`. Windowed facts are keyed by the window in
@@ -62,6 +72,7 @@ class Facts:
     playback_failures: dict[int, int] = field(default_factory=dict)  # window -> failed playbacks
     missing: dict[int, int] = field(default_factory=dict)  # window -> seq numbers missing in open gaps
     health_before: dict[int, Mapping[str, Any]] = field(default_factory=dict)  # window -> first health in it
+    children: list[ChildFact] = field(default_factory=list)  # its child devices (need "children")
 
     @property
     def hears(self) -> bool:
@@ -329,10 +340,31 @@ def ingest_gaps(facts: Facts, p: GapParams, now: datetime) -> Outcome:
                   {"missing": missing, "window_s": p.window_s})
 
 
+def _children_where(what: str, test: Callable[[ChildFact], bool]) -> Callable[[Facts, OfflineParams, datetime],
+                                                                               Outcome]:
+    """Fires on the Pi while any of its children meets `test` for at least for_s. UNKNOWN while the
+    Pi is not heard: it cannot see its children then (fleet/children/presence.py), so a live
+    alert stays as it is. The value lists the children (sorted, at most CHILDREN_LISTED)."""
+
+    def evaluate(facts: Facts, p: OfflineParams, now: datetime) -> Outcome:
+        if not facts.hears:
+            return UNKNOWN
+        hit = sorted(c.child_id for c in facts.children
+                     if test(c) and (c.since is None or (now - c.since).total_seconds() >= p.for_s))
+        if not hit:
+            return None
+        shown = ", ".join(hit[:CHILDREN_LISTED]) + (", …" if len(hit) > CHILDREN_LISTED else "")
+        return Firing(f"{len(hit)} {what}: {shown}", {"children": hit[:CHILDREN_LISTED], "count": len(hit)})
+    return evaluate
+
+
+CHILDREN_LISTED = 20
+
+
 # -- the kinds -------------------------------------------------------------------------------
 
 Need = Literal["open_events", "presence_changes", "births", "playback_failures", "missing", "health_before",
-               "clock"]
+               "clock", "children"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +406,15 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          description="health dropped rose within window_s"),
     Kind("ingest_gaps", GapParams, ingest_gaps, "missing",
          description="at least `missing` seq numbers in open gaps detected in window_s"),
+    Kind("child_offline", OfflineParams,
+         _children_where("children offline", lambda c: c.present is False), "children",
+         description="a child device of the Pi offline (its death: unreachable) for at least for_s"),
+    Kind("child_frozen", OfflineParams,
+         _children_where("children with a frozen picture", lambda c: c.present is True and c.state == "frozen"),
+         "children", description="a child camera's picture frozen (health state frozen) for at least for_s"),
+    Kind("child_no_frames", OfflineParams,
+         _children_where("children reachable without frames", lambda c: c.present is True and c.state == "no_frames"),
+         "children", description="a child camera reachable but decoding no frames for at least for_s"),
 )}
 
 
@@ -441,6 +482,9 @@ BUILTINS: tuple[Builtin, ...] = (
     Builtin("day burning", "day_burning", "minor", role="light"),
     Builtin("sensor alarm", "sensor_alarm", "major", role="sensor"),
     Builtin("speaker playback failed", "speaker_playback_failed", "major", role="speaker"),
+    Builtin("child offline", "child_offline", "major", role="children"),
+    Builtin("child frozen", "child_frozen", "major", role="children"),
+    Builtin("child no frames", "child_no_frames", "major", role="children"),
 )
 
 

@@ -17,6 +17,7 @@ from tortoise.queryset import QuerySet
 
 from fleet.api.deps import DeviceId, RuntimeDep
 from fleet.api.routes.device_history import HistoryRefused, check_range
+from fleet.children.queries import children_of
 from fleet.device_queries import open_gaps
 from fleet.ingest.silence import LivenessView
 from fleet.liveness import State
@@ -292,6 +293,7 @@ async def device_page(request: Request, runtime: RuntimeDep, device_id: DeviceId
         "window": window, "ranges": [*RANGES, "custom"], "refused": refused, "tz": runtime.settings.timezone,
         "charts": chart_list, "left_out": left_out,
         "alerts": await _device_alerts(device.id), "ago": lambda moment: _ago(moment, now),
+        "children": await children_of(device.id, verdict.state),
         "events": await EventRecord.filter(device_id=device.id).order_by("-at", "-id").limit(RECENT_ROWS),
         "commands": await Command.filter(device_id=device.id).order_by("-created_at").limit(RECENT_ROWS),
         "brief": _brief, "desired": _pretty(device.desired_doc) if device.desired_doc is not None else None,

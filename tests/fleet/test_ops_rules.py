@@ -11,6 +11,7 @@ from fleet.ops.rules import (
     BUILTINS,
     KINDS,
     UNKNOWN,
+    ChildFact,
     Facts,
     Firing,
     OpenEvent,
@@ -152,10 +153,32 @@ def test_ingest_gaps() -> None:
     assert clear("ingest_gaps", facts(missing={3600: 9}))
 
 
+def test_children_kinds_judge_the_children_while_the_pi_is_heard() -> None:
+    since = NOW - timedelta(seconds=400)
+    kids = [ChildFact("cam-2", False, None, since), ChildFact("cam-1", False, "ok", NOW - timedelta(seconds=10)),
+            ChildFact("cam-3", True, "frozen", since), ChildFact("cam-4", True, "no_frames", since),
+            ChildFact("cam-5", True, "ok", since)]
+    pi = facts(children=kids)
+    assert fires("child_offline", pi).value == {"children": ["cam-2"], "count": 1}  # cam-1: not for 300 s yet
+    assert fires("child_offline", pi, {"for_s": 0}).value == {"children": ["cam-1", "cam-2"], "count": 2}
+    assert fires("child_frozen", pi).value == {"children": ["cam-3"], "count": 1}
+    assert fires("child_no_frames", pi).value == {"children": ["cam-4"], "count": 1}
+    assert "1 children with a frozen picture: cam-3" in fires("child_frozen", pi).summary
+    assert clear("child_offline", facts(children=kids[2:]))
+    assert clear("child_frozen", facts(children=[ChildFact("cam-3", False, "frozen", since)]))  # offline, not frozen
+    # the Pi not heard: it cannot see its children, nothing to judge by
+    assert unknown("child_offline", replace(pi, verdict=OFFLINE))
+    assert unknown("child_frozen", replace(pi, verdict=OFFLINE))
+    many = facts(children=[ChildFact(f"cam-{i:02d}", False, None, since) for i in range(30)])
+    listed = fires("child_offline", many)
+    assert listed.value["count"] == 30 and len(listed.value["children"]) == 20 and listed.summary.endswith("…")
+
+
 def test_every_kind_is_tested_here() -> None:
     tested = {"offline", "stale", "temp_high", "disk_high", "mem_high", "heap_low", "flapping", "crash_loop",
               "safe_mode", "clock_drift", "lamp_failure", "day_burning", "sensor_alarm", "camera_stalled",
-              "camera_fps_low", "speaker_playback_failed", "queue_growing", "dropped_rising", "ingest_gaps"}
+              "camera_fps_low", "speaker_playback_failed", "queue_growing", "dropped_rising", "ingest_gaps",
+              "child_offline", "child_frozen", "child_no_frames"}
     assert tested == set(KINDS)
 
 

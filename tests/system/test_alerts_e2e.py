@@ -48,6 +48,7 @@ from tests.edge.roles.rtsp_server import RtspServer
 from tests.edge.small_disk import small_disk
 from tests.firmware.ota_support import Keeper
 from tests.firmware.support import HostBoard
+from tests.fleet.test_children import CHILD_RULES
 from tests.support.fleet import enroll, fleet_settings, running_fleet
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import async_wait_for
@@ -553,5 +554,6 @@ async def test_pi_rules_fire_and_clear_on_a_real_pi_agent(site: Site) -> None:
 
 
 def test_every_rule_kind_is_driven_on_a_device_here() -> None:
-    """A new rule kind needs its condition brought about on a device in this file."""
-    assert set(BOARD_RULES) | {"heap_low"} | set(PI_RULES) == set(KINDS)
+    """A new rule kind needs its condition brought about on a device in this file (the child-device
+    kinds: on a Pi agent watching RTSP streams, in tests/fleet/test_children.py)."""
+    assert set(BOARD_RULES) | {"heap_low"} | set(PI_RULES) | CHILD_RULES == set(KINDS)
