@@ -13,6 +13,8 @@ from contract import Upstream
 from fleet.children.models import HISTORY_KEEP, ChildChange, ChildDevice
 
 ENVELOPE = ("v", "ses", "seq", "ts")
+SAVED = ["kind", "fw", "hw", "present", "state", "state_since", "last_health", "last_health_at", "last_birth_at",
+         "last_death_at", "last_death_reason", "last_seen_at", "epoch", "ses", "seq"]
 
 
 def child_of(msg: Upstream) -> str:
@@ -28,14 +30,15 @@ async def apply_children(conn: BaseDBAsyncClient, batch: Sequence[tuple[Upstream
     for parent_id, child_id in keys:
         query |= Q(parent_id=parent_id, child_id=child_id)
     rows = {(r.parent_id, r.child_id): r for r in await ChildDevice.filter(query).using_db(conn)}
+    if keys - rows.keys():  # new children: created first, a second fleet instance's same row ignored
+        await ChildDevice.bulk_create([ChildDevice(parent_id=p, child_id=c, first_seen_at=now, last_seen_at=now)
+                                       for p, c in keys - rows.keys()], using_db=conn, ignore_conflicts=True)
+        rows = {(r.parent_id, r.child_id): r for r in await ChildDevice.filter(query).using_db(conn)}
     changes: list[ChildChange] = []
     touched: dict[tuple[str, str], ChildDevice] = {}
     for msg, epoch in batch:
         key = (msg.device_id, child_of(msg))
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = ChildDevice(parent_id=key[0], child_id=key[1], first_seen_at=now, last_seen_at=now,
-                                          epoch=epoch, ses=msg.ses, seq=-1)
+        row = rows[key]
         assert msg.seq is not None
         if (epoch, msg.ses, msg.seq) <= (row.epoch, row.ses, row.seq):
             continue
@@ -69,7 +72,7 @@ async def apply_children(conn: BaseDBAsyncClient, batch: Sequence[tuple[Upstream
                 row.state = state
                 row.state_since = now
     for row in touched.values():
-        await row.save(using_db=conn)
+        await row.save(using_db=conn, update_fields=SAVED)
     if changes:
         await ChildChange.bulk_create(changes, using_db=conn)
         for parent_id, child_id in {(c.parent_id, c.child_id) for c in changes}:
