@@ -24,7 +24,9 @@ all the freedom a greedy pass can give it.
 The output is plain (t_ms, value) points: linear interpolation between consecutive points
 (`swinging_door.reconstruct`) is within E of every sample, as for the swinging door (held with a
 margin of 1e-9·E for float rounding; `tests/edge/roles/test_pla.py` checks it on random and real
-series).
+series). Values are rounded to `decimals` places, a step of at most E/20 (E = 0.5: 0.01; E = 20:
+1), for short JSON numbers; the lines are fitted within E minus half a step, so rounding both ends
+of a line moves it by at most half a step.
 
 Latency and memory: points are sent when a chain ends. `max_interval_ms` bounds the delay: when a
 sample comes that long after the last point sent, everything held is sent (ending at that sample)
@@ -33,6 +35,7 @@ and the next segment starts from that point, so the receiver's series is never m
 `MAX_HELD` (a segment ends there); chain: at most `MAX_CHAIN` segments (the next one is free).
 """
 
+import math
 from dataclasses import dataclass, field
 
 Point = tuple[int, float]  # (t_ms, value)
@@ -141,7 +144,11 @@ class MixedPla:
         self.max_error = max_error
         self.max_interval_ms = max_interval_ms
         self.slack = slack
-        self._e = max_error * (1 - _MARGIN)
+        # values sent rounded to a decimal step of at most E/20 (short JSON numbers); the lines
+        # keep within E minus half a step, so the rounded ones keep within E
+        self.decimals = math.ceil(-math.log10(max_error / 20)) if max_error > 0 else None
+        step = 10.0 ** -self.decimals if self.decimals is not None else 0.0
+        self._e = (max_error - step / 2) * (1 - _MARGIN)
         self._chain: list[_Segment] = []  # closed segments joined end to start, lines not chosen yet
         self._free: _Segment | None = None  # starts at the first sample the chain's last one missed
         self._joints: list[_Segment] = []  # start at one of the chain's last samples, joined to it
@@ -289,4 +296,6 @@ class MixedPla:
         if not chain[0].start_sent:
             points.append((chain[0].t0, a))
         points.reverse()
-        return points
+        if self.decimals is None:
+            return points
+        return [(t, round(v, self.decimals)) for t, v in points]
