@@ -123,7 +123,7 @@ async def test_devices_by_kind_ward_role_and_state_match_the_device_list(
     assert samples[("fleet_ingest_batch_seconds_bucket", (("le", "+Inf"),))] == batches
     assert samples[("fleet_ingest_batch_seconds_sum", ())] > 0
     assert series(samples, "fleet_metrics_source_up", "source") == {
-        ("devices",): 1, ("alerts",): 1, ("broadcasts",): 1, ("rollouts",): 1}
+        ("devices",): 1, ("alerts",): 1, ("broadcasts",): 1, ("rollouts",): 1, ("relay",): 1}
     assert series(samples, "fleet_ota_rollouts", "status")[("running",)] == 0  # zero-filled, every status
     assert series(samples, "fleet_broadcast_receipts_24h", "state")[("missed",)] == 0
 
