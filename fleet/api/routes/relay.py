@@ -150,6 +150,10 @@ CaPem = Annotated[str, Field(min_length=1, max_length=65536, description="mqtts 
 
 
 class EndpointCreate(_Settings):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "ioc-wall", "kind": "webhook", "url": "https://ioc.example/hook"},
+        {"name": "ioc-broker", "kind": "mqtt", "url": "mqtts://broker.ioc.example:8883", "username": "fleet",
+         "password": "a password", "topic": "ioc/events/{ward}/{device}/{type}"}]})
     name: Name
     kind: EndpointKind
     url: Url = Field(description="webhook: http(s)://…; mqtt: mqtt(s)://host:port; no credentials in it")
@@ -506,6 +510,8 @@ FILTERS = ("types", "phases", "categories", "wards", "device_kinds", "tags", "de
 
 
 class RouteCreate(_Filter):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "security to the wall", "endpoint_id": 1, "categories": ["security"], "min_severity": "warning"}]})
     name: Name
     endpoint_id: int = Field(ge=1, le=2**31 - 1)
     enabled: bool = True
