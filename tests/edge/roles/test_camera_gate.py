@@ -89,13 +89,15 @@ def test_an_ignored_region_gives_no_event(street: Street) -> None:
     assert ignored == []
 
 
-def test_sudden_global_changes_recalibrate_instead_of_making_events(street: Street) -> None:
+def test_sudden_global_changes_make_no_events(street: Street) -> None:
     scene = quiet_scene(street, 30.0, noise_sigma=4.0, flashes=[3.0, 12.0], ir_switches=[(18.0, 6.0)],
                         clouds=[(5.0, 8.0)])
     scene.ramp = (0.3, 20.0)  # and a strong lighting ramp
     pipeline, messages = run(scene, camera(), None)
     assert messages == []
-    assert pipeline.gate.recalibrations >= 4, "flash on/off and IR on/off each reset the background"
+    # these changes are uniform: the brightness and contrast matching explains them, so the gate
+    # goes on judging through them (a non-uniform one resets: test_camera_gate_night.py)
+    assert pipeline.gate.recalibrations == 0
 
 
 def test_zones_set_the_purpose_category(street: Street) -> None:
