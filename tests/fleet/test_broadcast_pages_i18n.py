@@ -11,6 +11,7 @@ import pytest
 from fleet.broadcast.conflicts import Conflict
 from fleet.broadcast.emergency import ACKED, CANCELLED, FALLBACK, SENT, WAITING_CLIP
 from fleet.broadcast.models import BroadcastStatus, Level, ReceiptState
+from fleet.relay.message import SEVERITIES
 from fleet.web import audio_pages, broadcast_pages, relay_pages
 from fleet.web.broadcast_form import RECURRENCES, WEEKDAYS, BroadcastForm, recurrence_of
 from fleet.web.i18n import LANGUAGES, catalogue, choose, translate
@@ -42,6 +43,10 @@ FAMILIES = {
     "relay.f.": [*relay_pages.NUMBERS, *relay_pages.LISTS, *relay_pages.CHOICES, "name", "kind", "url", "topic",
                  "username", "password", "ca_pem", "min_severity"],
     "relay.error.": ["no_endpoint", "no_route"],
+    # the live feed's page (fleet/web/live_pages.py)
+    "live.category.": ["security", "traffic_safety", "other"],
+    "live.phase.": ["start", "update", "end", "once"],
+    "live.severity.": list(SEVERITIES),
     "field.": ["title", "clip_id", "level", "targets", "start", "rrule", "until", "count", "exceptions", "order",
                "version", "text", "voice", "confirm", "dry_run"],
 }
