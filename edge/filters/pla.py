@@ -7,15 +7,17 @@ slope) space: each sample (t, v) cuts it with two half-planes, a + s·(t - t0) w
 feasible window of the optimal PLA family: O'Rourke 1981, Xie et al. 2014). A segment ends when a
 sample empties its polygon.
 
-Segments meet at knots at sample times, joint or disjoint (the "mixed" PLA of Luo et al. 2015):
+Segments meet at knots, joint or disjoint (the "mixed" PLA of Luo et al. 2015):
 - free: a segment that starts fresh at the sample the previous one missed. It costs a second
   point: the previous segment's end at its last sample, then the new start at the next sample
   (linear interpolation between these two adjacent samples covers no sample);
-- joined: a segment that starts where the previous one ends, at one of that segment's last
-  `JOINT_BACK` samples (cutting it there), with a start value the previous segment's lines can
-  reach there. One point. Up to `JOINT_BACK` joined candidates grow beside the free one, on the
-  same samples; when the free one ends, the joined one that reaches furthest is taken if it misses
-  at most `SLACK` of the samples the free one covers (they are taken again by the next segment).
+- joined: a segment that starts where the previous one ends, with a start value the previous
+  segment's lines can reach there: at one of that segment's last `JOINT_BACK` samples (cutting it
+  there), or at one of `BETWEEN` times between its last sample and the next one (its lines go on
+  past its last sample: the knot of two lines need not be at a sample, as in the slide filter of
+  Elmeleegy et al. 2009). One point. These joined candidates grow beside the free one, on the same
+  samples; when the free one ends, the joined one that reaches furthest is taken if it misses at
+  most `SLACK` of the samples the free one covers (they are taken again by the next segment).
 Joined segments form a chain whose lines are not chosen until the chain ends (a free segment, a
 flush, a heartbeat): then a line is chosen in the last polygon, and going back, each earlier
 segment takes a line of its polygon through the knot its successor starts from. So the chain keeps
@@ -45,6 +47,7 @@ _MARGIN = 1e-9  # of E: room for float rounding in the polygon's arithmetic
 SLACK = 10  # samples a joined segment may cover less than a disjoint one and still be chosen
 MAX_HELD = 4096  # samples held for a segment: at the bound it ends there (memory stays bounded)
 JOINT_BACK = 6  # a joined segment may start at any of the previous one's last samples
+BETWEEN = 7  # knots tried between the previous segment's last sample and the next one
 MAX_CHAIN = 256  # joined segments whose lines are not chosen yet: at the bound the next is disjoint
 
 
@@ -239,6 +242,15 @@ class MixedPla:
                 joint = _Segment(tm, min(ends), max(ends), tm, cut=tm)
                 if all(self._extend(joint, t, v) for t, v, _ in tail[k + 1:]) and self._extend(joint, t_ms, value):
                     self._joints.append(joint)
+            if last.poly:  # knots between the samples: the previous lines go on past its last one
+                gap = t_ms - last.last_t
+                for tau in sorted({last.last_t + gap * k // (BETWEEN + 1) for k in range(1, BETWEEN + 1)}):
+                    if not last.last_t < tau < t_ms:
+                        continue
+                    ends = [a + s * (tau - last.t0) for a, s in last.poly]
+                    joint = _Segment(tau, min(ends), max(ends), tau, cut=last.last_t)
+                    if self._extend(joint, t_ms, value):
+                        self._joints.append(joint)
         if self._sent_t is None:
             self._sent_t = t_ms
 

@@ -61,7 +61,7 @@ class SensorSettings(RoleSettings):
     # filtering
     median: int = Field(default=5, ge=1, le=15)
     # sdt by default: its points trail the samples by one segment, pla's by a chain of them (up
-    # to max_interval_s) for 1.0-1.3x fewer points at the same error (benchmarks/sensor_compression.py)
+    # to max_interval_s) for 1.17-1.65x fewer points at the same error (benchmarks/sensor_compression.py)
     compression: Compression = "sdt"
     max_error: dict[str, float] = Field(default_factory=dict)  # per reading
     default_max_error: float = Field(default=1.0, ge=0)
