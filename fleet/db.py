@@ -14,7 +14,7 @@ from fleet.settings import Settings
 
 MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models", "fleet.broadcast.models",
           "fleet.broadcast.cap_models", "fleet.ops.models",
-          "fleet.relay.models", "fleet.children.models"]
+          "fleet.relay.models", "fleet.children.models", "fleet.assets.models"]
 
 
 def _url(settings: Settings) -> str:

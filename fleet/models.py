@@ -13,6 +13,7 @@ class DeviceStatus(StrEnum):
     DISCOVERED = "discovered"  # heard from, but never registered
     ACTIVE = "active"  # registered and has sent a birth
     DECOMMISSIONED = "decommissioned"  # retired: its messages are refused
+    REPLACED = "replaced"  # swapped out of its asset (docs/assets.md): credentials revoked, messages refused
 
 
 class Device(Model):
