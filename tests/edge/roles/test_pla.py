@@ -65,7 +65,8 @@ def test_fewer_points_than_the_swinging_door_on_real_series_within_the_error() -
             assert within(samples, points, e)
             door = SwingingDoor(e)
             sdt = [p for t, v in samples for p in door.add(t, v)] + door.flush()
-            assert len(points) < len(sdt), (e, len(points), len(sdt))
+            # benchmarks/sensor_compression.py measured 1.18-1.32x on these rows
+            assert len(sdt) / len(points) > 1.15, (e, len(points), len(sdt))
 
 
 def test_a_line_is_two_points_and_a_steady_value_one_per_interval() -> None:
