@@ -85,3 +85,6 @@ async def test_the_fleet_serves_the_pla_series_within_the_error_of_every_sample(
     refused = await fleet.get(f"/api/devices/{device_id}/series", params={
         "field": "temp", "from": _iso(samples[-1][0]), "to": _iso(samples[0][0])})
     assert refused.status_code == 422 and "before" in refused.text
+    too_many = await fleet.get(f"/api/devices/{device_id}/series", params={
+        "field": "temp", "from": _iso(samples[0][0]), "to": _iso(samples[0][0] + 10_001), "step_ms": 1})
+    assert too_many.status_code == 422 and "10000 values" in too_many.text

@@ -82,7 +82,7 @@ async def device_series(
                                                                    "give 'from'") from None
     if start >= end:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'from' must be before 'to'")
-    if step_ms is not None and (_ms(end) - _ms(start)) // step_ms > VALUES_MAX:
+    if step_ms is not None and -(-(_ms(end) - _ms(start)) // step_ms) > VALUES_MAX:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             f"more than {VALUES_MAX} values: a larger step_ms or a shorter range")
     query = TelemetryRecord.filter(device_id=device.id)
