@@ -17,6 +17,7 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import parse_config
+from fleet.models import Device
 from tests.edge.roles.camera_fixtures import crossing, quiet_scene, street_fixture, write_clip  # noqa: F401
 from tests.edge.roles.camera_scenes import Image
 from tests.edge.roles.rtsp_server import RtspServer
@@ -143,6 +144,11 @@ async def test_children_stored_shown_adopted_forgotten_and_alerted(
             assert (await http.post(f"/api/devices/{device_id}/children", json=adopt)).status_code == 409
             bad = await http.post(f"/api/devices/{device_id}/children", json={**adopt, "id": "Room_1"})
             assert bad.status_code == 422 and "Room_1" not in bad.text
+            other = f"pi-sim-{uuid.uuid4().hex[:6]}"  # a Pi whose birth lists other roles
+            assert (await http.post("/api/devices", json={"id": other, "kind": "pi"})).status_code == 201
+            await Device.filter(id=other).update(roles=["sim"])
+            refused = await http.post(f"/api/devices/{other}/children", json=adopt)
+            assert refused.status_code == 409 and "does not run the role children" in refused.text
             found = await until_children(http, device_id, lambda f: f.get("room-1", {}).get("presence") == "online",
                                          "the adopted child online")
             assert found["room-1"]["adopted"] is True and found["room-1"]["kind"] == "conference_endpoint"

@@ -116,9 +116,9 @@ class ChildrenRole(Role):
         try:
             result = await asyncio.to_thread(probe, d.address(), wait_s=d.wait_s, max_found=d.max_found,
                                              types=d.types)
-        except OSError as err:
+        except Exception as err:  # a socket error, an answer the parser chokes on: counted, next probe
             self.probe_errors += 1
-            self.context.log.warning("children: WS-Discovery probe failed: %s", err)
+            self.context.log.warning("children: WS-Discovery probe failed: %s: %.200s", type(err).__name__, err)
             return []
         self.probe_errors += result.unreadable
         return result.found

@@ -56,6 +56,9 @@ class ChildWatch:
                 except EmitError as err:
                     self.errors += 1
                     log.warning("child %s: message not sent: %s", self.child.id, err)
+                except Exception as err:  # one odd check never ends the watch: counted, logged, next period
+                    self.errors += 1
+                    log.error("child %s: check failed: %s: %.200s", self.child.id, type(err).__name__, err)
                 deadline = time.monotonic() + self.child.period_s
                 while (left := deadline - time.monotonic()) > 0:
                     await asyncio.sleep(min(LOOK_S, left))

@@ -158,14 +158,16 @@ def _with_children(device: Device, children: list[dict[str, Any]]) -> dict[str, 
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses={
-    409: answer("the device is decommissioned, the child is adopted already, the Pi has MAX_CHILDREN, "
-                "or the desired state changed meanwhile (retry)"),
+    409: answer("the device is decommissioned or does not run the role children (its birth says), the child "
+                "is adopted already, the Pi has MAX_CHILDREN, or the desired state changed meanwhile (retry)"),
     503: answer("stored, but the broker link is down: not sent yet")})
 async def adopt_child(device: DeviceDep, body: ChildAdopt, runtime: RuntimeDep,
                       audit: Annotated[Auditor, acting(Permission.DEVICE_WRITE)]) -> ChildPublic:
     """Add the child to the Pi's desired state: the Pi starts watching it."""
     if device.status == DeviceStatus.DECOMMISSIONED:
         raise HTTPException(status.HTTP_409_CONFLICT, f"device {device.id!r} is decommissioned")
+    if device.roles and "children" not in device.roles:  # its birth lists its roles: none watches children
+        raise HTTPException(status.HTTP_409_CONFLICT, f"device {device.id!r} does not run the role children")
     children = _adopted(device)
     if any(c.get("id") == body.id for c in children):
         raise HTTPException(status.HTTP_409_CONFLICT, f"child {body.id!r} is adopted already")
