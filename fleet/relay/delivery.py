@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from itertools import takewhile
 from typing import cast
 
-from tortoise.expressions import F
+from tortoise.expressions import F, Q
 from tortoise.functions import Count, Min
 
 from fleet.relay.models import DeliveryStatus, RelayDelivery, RelayEndpoint
@@ -82,30 +82,52 @@ def lease_s(endpoint: RelayEndpoint) -> float:
 
 async def claim_run(head: Head, endpoint: RelayEndpoint, now: datetime, token: str,
                     limit: int = RUN_MAX) -> list[RelayDelivery]:
-    """Take the head's queue for one run: its oldest pending deliveries (at most `limit`) as long as
-    they are due, in id order, starting with `head`; their `claim` set to `token` and their `next_at`
-    to the lease. [] when the queue changed or another instance holds it. Two statements; a third
-    and a release only when a concurrent claim took part of the rows."""
-    rows = await RelayDelivery.filter(endpoint_id=head.endpoint_id, device_id=head.device_id,
-                                      status=DeliveryStatus.PENDING).order_by("id").limit(limit)
-    due = list(takewhile(lambda row: row.next_at <= now, rows))
-    if not due or due[0].id != head.id:
+    """Take the head's queue for one run (`claim_runs` for one queue)."""
+    return (await claim_runs([(head, endpoint)], now, token, limit))[0]
+
+
+async def claim_runs(wanted: Sequence[tuple[Head, RelayEndpoint]], now: datetime, token: str,
+                     limit: int = RUN_MAX) -> list[list[RelayDelivery]]:
+    """Take the heads' queues, one run each: a queue's oldest pending deliveries (at most `limit`)
+    as long as they are due, in id order, starting with its head; their `claim` set to `token` and
+    their `next_at` to their endpoint's lease. A run is [] when its queue changed, another instance
+    holds it, or it fell outside the one read (at most `limit` rows per queue asked, oldest first).
+    One SELECT and one UPDATE per endpoint for all of them; a third and a release only when a
+    concurrent claim took part of the rows."""
+    if not wanted:
         return []
-    ids = [row.id for row in due]
-    lease = now + timedelta(seconds=lease_s(endpoint))
-    taken = await RelayDelivery.filter(id__in=ids, status=DeliveryStatus.PENDING, next_at__lte=now).update(
-        claim=token, next_at=lease)
-    if taken != len(ids):  # raced: keep the prefix we hold (the order), give back the rest
+    devices: dict[int, set[str]] = {}
+    for head, _ in wanted:
+        devices.setdefault(head.endpoint_id, set()).add(head.device_id)
+    where = Q(*(Q(endpoint_id=endpoint_id, device_id__in=sorted(ids)) for endpoint_id, ids in devices.items()),
+              join_type="OR")
+    rows = await RelayDelivery.filter(where, status=DeliveryStatus.PENDING).order_by("id").limit(limit * len(wanted))
+    queues: dict[tuple[int, str], list[RelayDelivery]] = {}
+    for row in rows:
+        queues.setdefault((row.endpoint_id, row.device_id), []).append(row)
+    runs: list[list[RelayDelivery]] = []
+    for head, _ in wanted:
+        due = list(takewhile(lambda row: row.next_at <= now, queues.get((head.endpoint_id, head.device_id), [])))
+        runs.append(due[:limit] if due and due[0].id == head.id else [])
+    leases = {endpoint.id: now + timedelta(seconds=lease_s(endpoint)) for _, endpoint in wanted}
+    taken = 0
+    for endpoint_id, lease in leases.items():
+        ids = [row.id for run in runs for row in run if row.endpoint_id == endpoint_id]
+        if ids:
+            taken += await RelayDelivery.filter(id__in=ids, status=DeliveryStatus.PENDING, next_at__lte=now).update(
+                claim=token, next_at=lease)
+    if taken != sum(len(run) for run in runs):  # raced: keep each prefix we hold (the order), give back the rest
+        ids = [row.id for run in runs for row in run]
         held = RelayDelivery.filter(id__in=ids, claim=token, status=DeliveryStatus.PENDING)
         mine = cast(set[int], set(await held.values_list("id", flat=True)))
-        kept = list(takewhile(lambda row: row.id in mine, due))
-        rest = mine - {row.id for row in kept}
+        runs = [list(takewhile(lambda row: row.id in mine, run)) for run in runs]
+        rest = mine - {row.id for run in runs for row in run}
         if rest:
             await release(rest, token, now)
-        due = kept
-    for row in due:
-        row.claim, row.next_at = token, lease
-    return due
+    for run in runs:
+        for row in run:
+            row.claim, row.next_at = token, leases[row.endpoint_id]
+    return runs
 
 
 async def renew(delivery_ids: Iterable[int], token: str, lease_until: datetime) -> int:

@@ -105,6 +105,7 @@ class RelayDelivery(Model):
     id = fields.BigIntField(primary_key=True)
     endpoint: fields.ForeignKeyRelation[RelayEndpoint] = fields.ForeignKeyField(
         "models.RelayEndpoint", related_name="deliveries", on_delete=fields.CASCADE)
+    endpoint_id: int
     device_id = fields.CharField(max_length=63)
     message_id = fields.CharField(max_length=40)  # webhook-id: msg_ + 26 base32 (docs/relay.md)
     payload: dict[str, Any] = fields.JSONField()  # the body without snapshot.url/available

@@ -57,6 +57,10 @@ class _Run:
     lost: bool = False  # a write failed or the lease was lost: leave the rest to the lease
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
+    @property
+    def key(self) -> str:  # the turn's claim token is shared by its runs
+        return f"{self.token}-{self.rows[0].id}"
+
 
 class RelayWorker:
     def __init__(self, settings: Settings, transports: Mapping[EndpointKind, Transport] | None = None) -> None:
@@ -68,7 +72,7 @@ class RelayWorker:
         self.tick_s = settings.relay_tick_s
         self.stats = RelayStats()
         self._wake = asyncio.Event()
-        self._runs: dict[str, _Run] = {}  # claim token -> run
+        self._runs: dict[str, _Run] = {}  # run key -> run
         self._bounded_at = 0.0  # monotonic
         self._failed = False  # a turn's failure logged with its traceback once
         self._enabled: dict[int, EndpointKind] = {}  # the endpoints enabled at the last turn
@@ -128,9 +132,10 @@ class RelayWorker:
         for endpoint_id, _ in busy_queues:
             per_endpoint[endpoint_id] = per_endpoint.get(endpoint_id, 0) + 1
         heads = await policy.heads(endpoints)
+        wanted: list[tuple[policy.Head, RelayEndpoint]] = []
         await self._look_up_held(h.snapshot_sha256 for h in heads if h.snapshot_sha256 and h.next_at <= now)
         for head in heads:
-            if len(self._runs) >= self.concurrency:
+            if len(self._runs) + len(wanted) >= self.concurrency:
                 break
             endpoint = endpoints[head.endpoint_id]
             queue = (head.endpoint_id, head.device_id)
@@ -144,14 +149,15 @@ class RelayWorker:
                 if now < deadline:  # the image may still be on its way from the Pi
                     wait = min(wait, SNAPSHOT_POLL_S, (deadline - now).total_seconds())
                     continue
-            token = uuid.uuid4().hex
-            rows = await policy.claim_run(head, endpoint, now, token)
-            if not rows:
-                continue
+            wanted.append((head, endpoint))
             busy_queues.add(queue)
             per_endpoint[head.endpoint_id] = per_endpoint.get(head.endpoint_id, 0) + 1
-            run = _Run(endpoint, queue, token, rows, rows[0].next_at)
-            self._runs[token] = run
+        token = uuid.uuid4().hex  # one claim for the turn's runs; each run names its own rows
+        for (head, endpoint), rows in zip(wanted, await policy.claim_runs(wanted, now, token), strict=True):
+            if not rows:
+                continue
+            run = _Run(endpoint, (head.endpoint_id, head.device_id), token, rows, rows[0].next_at)
+            self._runs[run.key] = run
             run.task = asyncio.create_task(self._drive(run), name=f"fleet-relay-run-{rows[0].id}")
         return wait
 
@@ -202,7 +208,7 @@ class RelayWorker:
                       run.endpoint.name, type(err).__name__, err)
         finally:
             if not cancelled:
-                self._runs.pop(run.token, None)
+                self._runs.pop(run.key, None)
                 self.nudge()  # the queue's next run, or a free slot for another queue
 
     async def _send_run(self, run: _Run) -> None:
@@ -230,7 +236,7 @@ class RelayWorker:
             run.sent = index + 1
             self.stats.attempt(endpoint.name, outcome, _received_at(row), answered)
             if outcome.ok:
-                self._add_success(policy.Success(row.id, endpoint.id, outcome.status, answered), run.token)
+                self._add_success(policy.Success(row.id, endpoint.id, outcome.status, answered), run.key)
                 continue
             await self._flush()  # the successes before it first: the endpoint's counters in order
             reason = await policy.record(endpoint, row, outcome, answered, attempted_at=now)
@@ -247,8 +253,8 @@ class RelayWorker:
         if rest:
             await policy.release(rest, run.token, datetime.now(UTC))
 
-    def _add_success(self, success: policy.Success, token: str) -> None:
-        self._done.append((success, token))
+    def _add_success(self, success: policy.Success, run_key: str) -> None:
+        self._done.append((success, run_key))
         if len(self._done) >= FLUSH_MAX or self._flush_timer is None or self._flush_timer.done():
             self._flush_timer = asyncio.create_task(self._flush_soon(0.0 if len(self._done) >= FLUSH_MAX
                                                                      else FLUSH_S), name="fleet-relay-flush")
@@ -267,9 +273,9 @@ class RelayWorker:
             except Exception as err:  # they go out again after their leases: at least once
                 log.error("relay: %d deliveries sent could not be recorded (%s: %.200s); they are sent again "
                           "after their lease", len(batch), type(err).__name__, err)
-                for _, token in batch:
-                    if token in self._runs:
-                        self._runs[token].lost = True
+                for _, run_key in batch:
+                    if run_key in self._runs:
+                        self._runs[run_key].lost = True
 
     async def _send(self, endpoint: RelayEndpoint, delivery: RelayDelivery, available: bool,
                     now: datetime) -> Outcome:
