@@ -5,6 +5,8 @@
     provision pi-bundle --out DIR --site S (--ca-file F | --system-ca | --insecure-plaintext)
                         [--target pi-arm64 | pi-armv7]
     provision release keygen | build | sign | verify | trust   signed OTA releases (provisioning/release_cli.py)
+    provision label --device ID | labels --batch CSV | batch prepare ... | flash --batch DIR
+                                          labels and the offline batch day (provisioning/batch_cli.py)
 
 Every failure reaches the user as one line, `provision: message`, with the exit status of
 `provisioning.errors` (the table is in docs/provisioning.md).
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from provisioning import batch_cli
 from provisioning.board import SerialBoard
 from provisioning.broker_tls import TransportChoice
 from provisioning.errors import BatchFailed, ProvisionError
@@ -73,6 +76,11 @@ def do_ports(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
+    batch_cli.flash_label_check(args)
+    if args.batch is not None:
+        return batch_cli.do_flash_batch(args, reporter)
+    if args.kind is None:
+        raise ProvisionError("--kind is required (or --batch DIR, whose kind is the batch's)")
     try:
         image = FirmwareImage.from_dir(args.firmware) if args.firmware else FirmwareImage.build()
     except (OSError, ValueError) as err:
@@ -93,7 +101,11 @@ def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
                           open_board=functools.partial(SerialBoard, answer_timeout=args.answer_timeout))
         for port in args.port:
             try:
-                print(flasher.flash(port).line(), flush=True)
+                result = flasher.flash(port)
+                print(result.line(), flush=True)
+                label = batch_cli.write_flash_label(args, result.device_id, args.ward)
+                if label:
+                    print(label, flush=True)
             except ProvisionError as err:
                 if len(args.port) == 1:
                     raise
@@ -119,6 +131,7 @@ def _same_code(err: ProvisionError, message: str) -> ProvisionError:
 
 
 def do_pi_bundle(args: argparse.Namespace, reporter: Reporter) -> int:
+    batch_cli.flash_label_check(args)
     transport = TransportChoice.from_options(broker=args.broker, ca_file=args.ca_file, system_ca=args.system_ca,
                                              plaintext=args.insecure_plaintext)
     if args.target and (args.platform or args.python_version):
@@ -142,6 +155,9 @@ def do_pi_bundle(args: argparse.Namespace, reporter: Reporter) -> int:
             fleet.close()
     how = "enrolls when install.sh runs" if args.offline else "registered"
     print(f"ok {device_id} ({how}): bundle in {out}; on the Pi run: sudo sh install.sh", flush=True)
+    label = batch_cli.write_flash_label(args, device_id, args.ward)
+    if label:
+        print(label, flush=True)
     return 0
 
 
@@ -150,6 +166,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Reporter], int], str]] =
     "flash": (do_flash, "flash, register and verify ESP32 boards"),
     "pi-bundle": (do_pi_bundle, "write what a Raspberry Pi needs to a folder (SD card, USB stick)"),
     "release": (do_release, "build, sign and verify OTA releases; make release keys and trust lists"),
+    "label": (batch_cli.do_label, "a device's label (PNG): id, asset, ward, date, a QR code to its page"),
+    "labels": (batch_cli.do_labels, "an A4 PDF sheet of labels from a CSV (device,asset,ward[,date])"),
+    "batch": (batch_cli.do_batch, "batch prepare: tokens, firmware and labels for a day of offline flashing"),
 }
 
 
@@ -175,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     flash = parsers["flash"]
     flash.add_argument("--port", action="append", required=True,
                        help="serial port of a board; repeat for several boards")
-    flash.add_argument("--kind", required=True, choices=ALL_KINDS,
+    flash.add_argument("--kind", choices=ALL_KINDS,
                        help="what the node does (sim: a simulated sensor, for demos)")
     flash.add_argument("--site", help="where it is installed (part of a new id; needed when the board gets one)")
     identity = flash.add_mutually_exclusive_group()
@@ -247,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the release keys the Pi trusts for OTA updates: ota_keys.json or PEM public keys "
                              "(env PROVISION_OTA_KEYS); shipped as ota_keys.json for /etc/ioc-edge/ota_keys.json")
     add_release_arguments(parsers["release"])
+    batch_cli.add_arguments(parsers)
     return parser
 
 

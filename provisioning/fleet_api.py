@@ -123,6 +123,21 @@ class FleetClient:
             raise
         return MqttCredentials.from_body(self._json(response))
 
+    def create_enrollment_token(self, kind: str, site: str, *, ward: str = "", device_id: str | None = None,
+                                ttl_hours: int = 72) -> tuple[int, str]:
+        """A single-use enrollment token (needs the enrollment permission: ops); (its id, the token)."""
+        body: dict[str, Any] = {"kind": kind, "site": site, "ward": ward, "ttl_hours": ttl_hours}
+        if device_id is not None:
+            body["device_id"] = device_id
+        answer = self._json(self._request("POST", "/api/enrollment-tokens", json=body))
+        try:
+            return int(answer["id"]), str(answer["token"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise FleetRefused("the fleet's enrollment token answer is not what this tool expects") from err
+
+    def revoke_enrollment_token(self, token_id: int) -> None:
+        self._request("DELETE", f"/api/enrollment-tokens/{token_id}", ok=(200, 204))
+
     def get_device(self, device_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json(self._request("GET", f"/api/devices/{device_id}"))
         return result
