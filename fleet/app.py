@@ -24,6 +24,7 @@ from fleet.api.routes import (
     cap,
     control,
     data,
+    device_check,
     device_history,
     device_series,
     devices,
@@ -208,6 +209,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(relay.router)
     app.include_router(device_history.router)
     app.include_router(device_series.router)
+    app.include_router(device_check.router)
     app.include_router(children_routes.router)
     app.include_router(gis.router)
     app.include_router(receipt_routes.router)

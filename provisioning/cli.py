@@ -5,6 +5,7 @@
     provision pi-bundle --out DIR --site S (--ca-file F | --system-ca | --insecure-plaintext)
                         [--target pi-arm64 | pi-armv7]
     provision release keygen | build | sign | verify | trust   signed OTA releases (provisioning/release_cli.py)
+    provision check --device ID [--lamp-test [--lamp-seconds N]] [--tone-test] [--wait S]   checks at the pole
     provision label --device ID | labels --batch CSV | batch prepare ... | flash --batch DIR
                                           labels and the offline batch day (provisioning/batch_cli.py)
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from provisioning import batch_cli
 from provisioning.board import SerialBoard
 from provisioning.broker_tls import TransportChoice
+from provisioning.check import CheckRequest, lines, run_check, verdict
 from provisioning.errors import BatchFailed, ProvisionError
 from provisioning.flash import ALL_KINDS, Flasher, FlashRequest, board_transport
 from provisioning.fleet_api import FleetClient
@@ -161,10 +163,25 @@ def do_pi_bundle(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+def do_check(args: argparse.Namespace, reporter: Reporter) -> int:
+    fleet = _fleet(args)
+    if fleet is None:
+        raise ProvisionError("provision check asks the fleet: give --fleet URL (or PROVISION_FLEET_URL)")
+    request = CheckRequest(device_id=args.device, lamp_test=args.lamp_test, lamp_seconds=args.lamp_seconds,
+                           tone_test=args.tone_test, wait_s=args.wait)
+    with fleet:
+        check = run_check(fleet, request)
+    for line in lines(check):
+        print(line, flush=True)
+    verdict(check)
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Reporter], int], str]] = {
     "ports": (do_ports, "list serial ports; ESP32 USB bridges are marked"),
     "flash": (do_flash, "flash, register and verify ESP32 boards"),
     "pi-bundle": (do_pi_bundle, "write what a Raspberry Pi needs to a folder (SD card, USB stick)"),
+    "check": (do_check, "checks at the pole: online, RSSI, firmware, last health, lamp/tone/sensor"),
     "release": (do_release, "build, sign and verify OTA releases; make release keys and trust lists"),
     "label": (batch_cli.do_label, "a device's label (PNG): id, asset, ward, date, a QR code to its page"),
     "labels": (batch_cli.do_labels, "an A4 PDF sheet of labels from a CSV (device,asset,ward[,date])"),
@@ -265,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--ota-keys", type=Path, default=os.environ.get("PROVISION_OTA_KEYS"), metavar="FILE",
                         help="the release keys the Pi trusts for OTA updates: ota_keys.json or PEM public keys "
                              "(env PROVISION_OTA_KEYS); shipped as ota_keys.json for /etc/ioc-edge/ota_keys.json")
+    check = parsers["check"]
+    check.add_argument("--device", required=True, metavar="ID", help="the device fitted at the pole")
+    check.add_argument("--lamp-test", action="store_true", help="turn the lamp on (light role) and check its current")
+    check.add_argument("--lamp-seconds", type=int, default=30, metavar="N", help="how long the lamp stays on (1..60)")
+    check.add_argument("--tone-test", action="store_true", help="play the test tone (speaker role)")
+    check.add_argument("--wait", type=float, default=45.0, metavar="SECONDS",
+                       help="how long the tests' results may take (default 45)")
     add_release_arguments(parsers["release"])
     batch_cli.add_arguments(parsers)
     return parser

@@ -19,6 +19,8 @@ The table (also in docs/provisioning.md):
 | 12 | `BatchFailed` | several boards failed, for different reasons |
 | 13 | `FirmwareMismatch` | the firmware image cannot do what was asked (e.g. it lacks the role) |
 | 14 | `ReleaseInvalid` | `provision release verify`: a signature or a file of the release does not check |
+| 15 | `CheckFailed` | `provision check`: at least one item FAILed |
+| 16 | `CheckIncomplete` | `provision check`: no item failed, but at least one is a WARN (weak, or not proven yet) |
 | 130 | `Interrupted` | Ctrl-C |
 
 A failure of `provision flash` after the board answered ends its message with what the board (and
@@ -88,6 +90,14 @@ class FirmwareMismatch(ProvisionError):
 
 class ReleaseInvalid(ProvisionError):
     exit_code = 14
+
+
+class CheckFailed(ProvisionError):
+    exit_code = 15
+
+
+class CheckIncomplete(ProvisionError):
+    exit_code = 16
 
 
 class Interrupted(ProvisionError):

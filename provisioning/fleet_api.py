@@ -168,3 +168,17 @@ class FleetClient:
             if tick is not None:
                 tick()
             time.sleep(interval)
+
+    def check(self, device_id: str) -> dict[str, Any]:
+        """The checks at the pole: {"overall", "items": [{"item", "status", "detail"}], ...}."""
+        result: dict[str, Any] = self._json(self._request("GET", f"/api/devices/{device_id}/check"))
+        return result
+
+    def install_test(self, device_id: str, action: str, seconds: int | None = None) -> dict[str, Any]:
+        """Send an install-time test (lamp_on, test_tone); the command's record."""
+        body: dict[str, Any] = {"action": action}
+        if seconds is not None:
+            body["seconds"] = seconds
+        result: dict[str, Any] = self._json(
+            self._request("POST", f"/api/devices/{device_id}/install-test", json=body, ok=(202,)))
+        return result

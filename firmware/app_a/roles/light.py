@@ -83,6 +83,7 @@ class Light:
         self._changed = self._last = self._next_eval = self._next_tel = now
         self._next_save = time.ticks_add(now, SAVE_MS)
         self._dirty = True  # evaluate at the next tick
+        self._settle_report = False  # a reading is sent once the current has followed a level change
         self._eval_unix = None  # the clock at the last evaluation
         self._change = None  # Unix ms of the next possible level change (None: clock unknown)
         self._sun = None  # (local day, sunrise, sunset in minutes) of the last evaluation's day
@@ -138,6 +139,9 @@ class Light:
         data = {"level": self.level, "ma": self.ma}
         if settled:
             self.failure.update(self.level > 0 and self.ma < self.min_ma, data)
+            if self._settle_report:  # the settled current of a new level (what a check at the pole reads)
+                self._settle_report = False
+                self._telemetry(now)
         self.day_burning.update(self.ma >= self.min_ma and self._sun_up(unix), data)
         if time.ticks_diff(now, self._next_tel) >= 0:
             self._telemetry(now)
@@ -171,6 +175,7 @@ class Light:
             self.level = level
             self.source = source
             self._changed = now
+            self._settle_report = True
             self._telemetry(now)
 
     def _meter(self, now):
