@@ -21,6 +21,11 @@ The table (also in docs/provisioning.md):
 | 14 | `ReleaseInvalid` | `provision release verify`: a signature or a file of the release does not check |
 | 15 | `CheckFailed` | `provision check`: at least one item FAILed |
 | 16 | `CheckIncomplete` | `provision check`: no item failed, but at least one is a WARN (weak, or not proven yet) |
+| 20 | `NoBootloader` | `flash`: no MicroPython REPL, and no ESP32 ROM bootloader answers either |
+| 21 | `WrongChip` | `flash`, blank board: the chip is not the one the MicroPython image is for |
+| 22 | `ImageHashMismatch` | `flash`, blank board: the MicroPython image's SHA-256 is not the manifest's |
+| 23 | `FlashTooSmall` | `flash`, blank board: the board's flash is smaller than the image needs |
+| 24 | `FlashVerifyFailed` | `flash`, blank board: the flash's MD5 after writing is not the image's |
 | 130 | `Interrupted` | Ctrl-C |
 
 A failure of `provision flash` after the board answered ends its message with what the board (and
@@ -98,6 +103,26 @@ class CheckFailed(ProvisionError):
 
 class CheckIncomplete(ProvisionError):
     exit_code = 16
+
+
+class NoBootloader(ProvisionError):
+    exit_code = 20
+
+
+class WrongChip(ProvisionError):
+    exit_code = 21
+
+
+class ImageHashMismatch(ProvisionError):
+    exit_code = 22
+
+
+class FlashTooSmall(ProvisionError):
+    exit_code = 23
+
+
+class FlashVerifyFailed(ProvisionError):
+    exit_code = 24
 
 
 class Interrupted(ProvisionError):

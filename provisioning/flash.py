@@ -24,6 +24,7 @@ plaintext one. A disagreement is refused before the board is switched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from provisioning.errors import (
     FirmwareMismatch,
     FleetRefused,
     Interrupted,
+    NotMicroPython,
     NotOnline,
     ProvisionError,
 )
@@ -58,7 +60,9 @@ from provisioning.image import (
     rm_tree_code,
     sha256,
 )
+from provisioning.micropython_image import DEFAULT_MANIFEST, ImageManifest, MicroPythonImage, read_image
 from provisioning.progress import Reporter
+from provisioning.rom_flash import BlankBoardWriter
 from provisioning.staging import STATE, BoardFiles, Staging, replace_file, roll_back, survey
 
 ESP32_KINDS = ("light", "speaker", "sensor")
@@ -85,6 +89,19 @@ class FlashRequest:
 
 
 @dataclass(frozen=True)
+class BlankBoards:
+    """What `flash` writes onto a board that has no MicroPython (docs/provisioning.md, "Blank boards")."""
+
+    manifest: Path = DEFAULT_MANIFEST
+    image: str | None = None  # the manifest's entry; None: its `default`
+    image_dir: Path | None = None  # where `file` entries are; None: the manifest's folder
+    fleet_url: str | None = None  # relative `url` entries are on the fleet
+    baud: int = 460800  # after SYNC at 115200, the ROM is asked to switch
+    boot_wait_s: float = 30.0  # how long MicroPython may take to show its REPL after the write
+    http_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class FlashResult:
     port: str
     device_id: str
@@ -95,6 +112,7 @@ class FlashResult:
     online_after_s: float | None
     total_s: float
     identity: str = ""  # what happened to the board's identity (and the fleet's records)
+    micropython: str = ""  # a blank board: what was written onto it first
 
     def line(self) -> str:
         state = {"online": "online",
@@ -104,8 +122,9 @@ class FlashResult:
         if self.online_after_s is not None:
             timing += f", online {self.online_after_s:.1f} s after reset"
         identity = f"; {self.identity}" if self.identity else ""
+        blank = f"; {self.micropython}" if self.micropython else ""
         return (f"ok {self.port} {self.device_id} {state[self.status]}: {self.board.describe()}, "
-                f"fw {self.fw}; {timing}; total {self.total_s:.1f} s{identity}")
+                f"fw {self.fw}; {timing}; total {self.total_s:.1f} s{blank}{identity}")
 
 
 NEEDS_CA = ("the board speaks TLS to its broker and fleet and must check their certificates: give "
@@ -164,7 +183,8 @@ class Flasher:
     """Flashes boards one after another with the same request, image and fleet."""
 
     def __init__(self, request: FlashRequest, image: FirmwareImage, fleet: FleetClient | None,
-                 reporter: Reporter, *, open_board: Callable[[str], BoardLink] = SerialBoard) -> None:
+                 reporter: Reporter, *, open_board: Callable[[str], BoardLink] = SerialBoard,
+                 blank: BlankBoards | None = None) -> None:
         if not request.offline and fleet is None:
             raise ProvisionError("no fleet to register with: pass --fleet URL, or --offline")
         if request.offline and not request.enrollment_token:
@@ -180,13 +200,19 @@ class Flasher:
         self.fleet = fleet
         self.reporter = reporter
         self.open_board = open_board
+        self.blank = blank
+        self._micropython: tuple[MicroPythonImage, bytes] | None = None  # read and checked once per run
 
     def flash(self, port: str) -> FlashResult:
         started = time.monotonic()
-        board = self.open_board(port)
+        with contextlib.ExitStack() as job:  # a blank board's one progress bar, until the firmware is on it
+            board, info, micropython = self._board(port, job)
+            return self._flash(port, board, info, started, job, micropython)
+
+    def _flash(self, port: str, board: BoardLink, info: BoardInfo, started: float, job: contextlib.ExitStack,
+               micropython: str) -> FlashResult:
         attempt = _Attempt()
         try:
-            info = board.identify()
             self.reporter.info(f"{port}: {info.describe()}")
             try:
                 self._write(board, port, attempt)
@@ -198,6 +224,7 @@ class Flasher:
                 raise self._failed(board, port, attempt, Interrupted(f"{port}: interrupted")) from None
         finally:
             board.close()
+            job.close()
         reset_at = time.monotonic()
         assert attempt.plan is not None
         plan = attempt.plan
@@ -206,7 +233,7 @@ class Flasher:
         if self.fleet is None or not self.fleet.can_read:
             return FlashResult(port, plan.device_id, info, self.image.version,
                                "offline" if self.request.offline else "unverified",
-                               written_at - started, None, time.monotonic() - started, identity)
+                               written_at - started, None, time.monotonic() - started, identity, micropython)
         with self.reporter.waiting(f"{port}: waiting for {plan.device_id} to come online",
                                    self.request.wait_s) as tick:
             device = self.fleet.wait_for_birth(plan.device_id, self.request.wait_s, tick=tick)
@@ -216,7 +243,73 @@ class Flasher:
                             f"it keeps trying by itself); {identity}")
         now = time.monotonic()
         return FlashResult(port, plan.device_id, info, self.image.version, "online", written_at - started,
-                           now - reset_at, now - started, identity)
+                           now - reset_at, now - started, identity, micropython)
+
+    # a blank board ---------------------------------------------------------------------------
+    def _board(self, port: str, job: contextlib.ExitStack) -> tuple[BoardLink, BoardInfo, str]:
+        """The board's MicroPython REPL; on a blank board, MicroPython written first (one bar for
+        all of the job, entered on `job`). Returns the board, what it is, and what was written."""
+        board = self.open_board(port)
+        try:
+            return board, board.identify(), ""
+        except NotMicroPython:
+            board.close()
+            if self.blank is None:
+                raise
+        except BaseException:
+            board.close()
+            raise
+        blank = self.blank
+        started = time.monotonic()
+        with BlankBoardWriter(port, baud=blank.baud) as writer:
+            chip = writer.connect()
+            self.reporter.info(f"{port}: no MicroPython REPL; the ROM bootloader of an {chip} answers: a blank board")
+            image, data = self._micropython_image()
+            size = writer.check(image, data)
+            self.reporter.info(f"{port}: {image.describe()}, {len(data):,} bytes at {image.offset:#x}, SHA-256 "
+                               f"checked; flash {'unknown' if size is None else f'{size >> 20} MB'}")
+            job.enter_context(self.reporter.job(f"{port}: blank board", len(data) + self._firmware_bytes()))
+            with self.reporter.transfer(f"{port}: erasing, writing, verifying {image.describe()}",
+                                        len(data)) as advance:
+                writer.write(image, data, advance)
+        written = time.monotonic() - started
+        self.reporter.info(f"{port}: MicroPython written and its MD5 verified in {written:.1f} s; "
+                           "waiting for it to boot")
+        board, info = self._after_boot(port)
+        return board, info, (f"blank board: MicroPython {image.micropython} written and verified in "
+                             f"{written:.1f} s")
+
+    def _micropython_image(self) -> tuple[MicroPythonImage, bytes]:
+        if self._micropython is None:
+            assert self.blank is not None
+            blank = self.blank
+            image = ImageManifest.load(blank.manifest).choose(blank.image)
+            data = read_image(image, image_dir=blank.image_dir or blank.manifest.parent,
+                              fleet_url=blank.fleet_url, timeout=blank.http_timeout)
+            self._micropython = (image, data)
+        return self._micropython
+
+    def _firmware_bytes(self) -> int:
+        pem = self.request.transport.ca_pem
+        return self.image.size + (0 if pem is None else len(board_ca(pem))) + len(self.request.ota_keys or b"")
+
+    def _after_boot(self, port: str) -> tuple[BoardLink, BoardInfo]:
+        """The freshly written MicroPython's REPL (its first boot makes its filesystem)."""
+        assert self.blank is not None
+        deadline = time.monotonic() + self.blank.boot_wait_s
+        while True:
+            board = self.open_board(port)
+            try:
+                return board, board.identify()
+            except NotMicroPython as err:
+                board.close()
+                if time.monotonic() >= deadline:
+                    raise NotMicroPython(f"{port}: MicroPython was written and verified, but shows no REPL "
+                                         f"{self.blank.boot_wait_s:.0f} s later ({err.message})") from err
+            except BaseException:
+                board.close()
+                raise
+            time.sleep(0.5)
 
     # the steps -------------------------------------------------------------------------------
     def _write(self, board: BoardLink, port: str, attempt: _Attempt) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 try:
     from rich.console import Console
@@ -32,14 +32,39 @@ class Reporter:
         self.quiet = quiet
         self._rich = Console is not None and self.stream.isatty() and not quiet
         self._console = Console(file=self.stream) if self._rich else None
+        self._job: tuple[Progress, Any] | None = None  # the one bar of a whole job (see `job`)
 
     def info(self, message: str) -> None:
         if not self.quiet:
             print(message, file=self.stream, flush=True)
 
     @contextmanager
+    def job(self, label: str, total: int) -> Iterator[None]:
+        """One bar for a whole job of several transfers (a blank board: MicroPython, then our
+        firmware): every `transfer` inside it advances this bar and names its step."""
+        if self._console is None:
+            started = time.monotonic()
+            self.info(f"{label}: {total:,} bytes in all ...")
+            yield
+            self.info(f"{label}: done in {time.monotonic() - started:.1f} s")
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), TimeElapsedColumn(), console=self._console,
+                      transient=False) as progress:
+            self._job = (progress, progress.add_task(label, total=total))
+            try:
+                yield
+            finally:
+                self._job = None
+
+    @contextmanager
     def transfer(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
         """A byte counter; yields `advance(n)`."""
+        if self._job is not None:
+            progress, task = self._job
+            progress.update(task, description=label)
+            yield lambda n: progress.advance(task, n)
+            return
         if self._console is None:
             started = time.monotonic()
             self.info(f"{label}: {total:,} bytes ...")

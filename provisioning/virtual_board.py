@@ -16,6 +16,10 @@ How it behaves like a board:
   board prints "MPY: soft reboot" on the serial port and starts a new interpreter. After a reset
   asked for in raw-REPL mode it starts without main.py and re-enters the raw REPL (real boards
   skip main.py then); otherwise it boots `main.py` like a board that was reset.
+- Blank (`blank=FakeRom(...)`): the board has no MicroPython yet. Its serial port answers as an
+  ESP32 ROM bootloader in download mode (`provisioning.fake_rom`) until an image was written and
+  the host asks the ROM to run it (FLASH_END "run user code"); then it boots as a MicroPython
+  board (the unix port, without a main.py: its REPL), as a real board does after esptool.
 - `kill()` stops the interpreter and does not restart it: a board that stopped answering.
   `cut_link_on(pattern)` pulls the cable when the host sends `pattern`: the serial port closes
   under the host and the interpreter dies. `power_cycle()` boots it again (on a new serial port
@@ -44,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from provisioning.fake_rom import FakeRom, parse_flash_size
 from provisioning.hostboard import MICROPYTHON
 
 SOFT_REBOOT_BANNER = b"MPY: soft reboot\r\n"
@@ -67,7 +72,8 @@ class VirtualBoard:
     """One virtual board; a context manager. Thread-safe for the calls tests make."""
 
     def __init__(self, board_dir: Path | str, *, link: Path | str | None = None,
-                 heapsize: str = "64k", micropython: Path | str = MICROPYTHON) -> None:
+                 heapsize: str = "64k", micropython: Path | str = MICROPYTHON,
+                 blank: FakeRom | None = None) -> None:
         self.board_dir = Path(board_dir)
         self.link = Path(link) if link is not None else None
         self.heapsize = heapsize
@@ -89,12 +95,18 @@ class VirtualBoard:
         self._heard = b""  # the host's last bytes, to find `_cut_on` across reads
         self.link_cut = False
         self.port = ""
+        self.rom = blank  # the fake ROM bootloader while the board is blank (kept after, for tests)
+        self._in_rom = blank is not None
+        self._boot_app = False
+        if blank is not None:
+            blank.on_run = self._rom_runs_app
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> VirtualBoard:
         self.board_dir.mkdir(parents=True, exist_ok=True)
         self._open_serial()
-        self._spawn(boot_main=True)
+        if not self._in_rom:
+            self._spawn(boot_main=True)
         self._relay = threading.Thread(target=self._run_relay, name=f"vboard-{self.board_dir.name}",
                                        daemon=True)
         self._relay.start()
@@ -144,6 +156,8 @@ class VirtualBoard:
         """The board stops answering: its interpreter dies and is not started again."""
         with self._lock:
             self._restart = False
+            if self._in_rom and self.rom is not None:
+                self.rom.silent = True
         self._kill_child()
 
     def fail_after(self, nbytes: int) -> None:
@@ -282,6 +296,9 @@ class VirtualBoard:
                     if self._cut_here(data):
                         self._cut_link()
                         continue
+                    if self._in_rom:
+                        self._feed_rom(data)
+                        continue
                     self._write_child(data)
             if child_fd is not None and child_fd in readable:
                 try:
@@ -296,6 +313,34 @@ class VirtualBoard:
                     self._write_serial(out)
                 else:
                     self._child_gone()
+
+    def _feed_rom(self, data: bytes) -> None:
+        assert self.rom is not None
+        out = self.rom.feed(data)
+        fd = self._serial_fd
+        while out and fd is not None:  # the ROM's replies are small; the host reads them
+            try:
+                out = out[os.write(fd, out):]
+            except BlockingIOError:
+                select.select([], [fd], [], 1.0)
+        with self._lock:
+            if self._boot_app:
+                self._boot_app = False
+                self._in_rom = False
+                self.resets += 1
+                self._spawn(boot_main=True)
+                self._changed.notify_all()
+
+    def _rom_runs_app(self, rom: FakeRom) -> None:
+        """FLASH_END "run user code": boot MicroPython if an image was written (else stay in the ROM,
+        as a chip whose flash holds no valid image falls back to it)."""
+        if rom.highest_written > 0:
+            self._boot_app = True
+
+    @property
+    def blank(self) -> bool:
+        """Still in the ROM bootloader (no MicroPython booted yet)."""
+        return self._in_rom
 
     def _count_down(self, n: int) -> bool:
         with self._lock:
@@ -344,11 +389,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, required=True, help="the board's filesystem folder")
     parser.add_argument("--link", type=Path, help="a stable path for the serial port (a symlink)")
     parser.add_argument("--heapsize", default="64k", help="MicroPython heap (default 64k)")
+    parser.add_argument("--blank", action="store_true",
+                        help="a blank board: an ESP32 ROM bootloader answers until MicroPython is written")
+    parser.add_argument("--chip", default="esp32", help="with --blank: the chip the ROM says it is (esp32, "
+                        "esp8266, esp32s3)")
+    parser.add_argument("--flash-size", default="4MB", help="with --blank: the flash size (1MB..16MB)")
     args = parser.parse_args(argv)
+    rom = FakeRom(chip=args.chip, flash_size=parse_flash_size(args.flash_size)) if args.blank else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with VirtualBoard(args.dir, link=args.link, heapsize=args.heapsize) as board:
-        print(f"virtual board: serial port {board.port} (filesystem {args.dir}); Ctrl-C to stop",
+    with VirtualBoard(args.dir, link=args.link, heapsize=args.heapsize, blank=rom) as board:
+        what = f"blank {args.chip}, ROM bootloader" if rom is not None else "MicroPython"
+        print(f"virtual board ({what}): serial port {board.port} (filesystem {args.dir}); Ctrl-C to stop",
               flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
