@@ -28,10 +28,11 @@ from provisioning.board import SerialBoard
 from provisioning.broker_tls import TransportChoice
 from provisioning.check import CheckRequest, lines, run_check, verdict
 from provisioning.errors import BatchFailed, ProvisionError
-from provisioning.flash import ALL_KINDS, Flasher, FlashRequest, board_transport
+from provisioning.flash import ALL_KINDS, BlankBoards, Flasher, FlashRequest, board_transport
 from provisioning.fleet_api import FleetClient
 from provisioning.identity import new_device_id
 from provisioning.image import FirmwareImage
+from provisioning.micropython_image import DEFAULT_MANIFEST
 from provisioning.pibundle import PiBundleRequest, make_pi_bundle
 from provisioning.ports import list_serial_ports
 from provisioning.progress import Reporter
@@ -99,8 +100,12 @@ def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
     fleet = None if args.offline else _fleet(args)
     failures: list[ProvisionError] = []
     try:
+        blank = BlankBoards(manifest=args.micropython_manifest, image=args.micropython_image,
+                            image_dir=args.image_dir, fleet_url=args.fleet, baud=args.rom_baud,
+                            http_timeout=args.http_timeout)
         flasher = Flasher(request, image, fleet, reporter,
-                          open_board=functools.partial(SerialBoard, answer_timeout=args.answer_timeout))
+                          open_board=functools.partial(SerialBoard, answer_timeout=args.answer_timeout),
+                          blank=blank)
         for port in args.port:
             try:
                 result = flasher.flash(port)
@@ -249,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "keeps the one it has")
     flash.add_argument("--answer-timeout", type=float, default=5.0, metavar="SECONDS",
                        help="how long a board may take to answer one request (default 5)")
+    flash.add_argument("--micropython-manifest", type=Path, metavar="FILE",
+                       default=os.environ.get("PROVISION_MICROPYTHON_MANIFEST", str(DEFAULT_MANIFEST)),
+                       help="a blank board (no MicroPython) first gets a MicroPython image pinned in this "
+                            "manifest (env PROVISION_MICROPYTHON_MANIFEST; default: the repository's "
+                            "provisioning/micropython-images.toml)")
+    flash.add_argument("--micropython-image", metavar="NAME",
+                       help="the manifest's image to write on blank boards (default: its `default`)")
+    flash.add_argument("--image-dir", type=Path, default=os.environ.get("PROVISION_IMAGE_DIR"), metavar="DIR",
+                       help="where the manifest's image files are (env PROVISION_IMAGE_DIR; default: the "
+                            "manifest's folder)")
+    flash.add_argument("--rom-baud", type=int, default=460800, metavar="BAUD",
+                       help="baud rate for writing MicroPython through the ROM bootloader (default 460800)")
 
     bundle = parsers["pi-bundle"]
     bundle.add_argument("--out", type=Path, required=True, help="an empty or new folder")
