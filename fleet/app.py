@@ -42,6 +42,7 @@ from fleet.api.routes import (
     users,
     ward_volumes,
 )
+from fleet.api.routes import assets as asset_routes
 from fleet.api.routes import children as children_routes
 from fleet.api.routes import metrics as metrics_route
 from fleet.api.routes import receipts as receipt_routes
@@ -211,6 +212,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(device_series.router)
     app.include_router(device_check.router)
     app.include_router(children_routes.router)
+    app.include_router(asset_routes.router)
     app.include_router(gis.router)
     app.include_router(receipt_routes.router)
     app.include_router(receipt_routes.speakers)

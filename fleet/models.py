@@ -16,6 +16,10 @@ class DeviceStatus(StrEnum):
     REPLACED = "replaced"  # swapped out of its asset (docs/assets.md): credentials revoked, messages refused
 
 
+# a device that is no more in service: its messages, enrollment and commands are refused alike
+RETIRED_STATUSES = (DeviceStatus.DECOMMISSIONED, DeviceStatus.REPLACED)
+
+
 class Device(Model):
     id = fields.CharField(primary_key=True, max_length=63)
     kind = fields.CharField(max_length=16, null=True)  # pi | esp32, from the registry or the birth

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fleet.auth import audit
 from fleet.auth.secrets import verify_password
 from fleet.auth.throttle import SECRETS, Clock, Refusal, Throttle, Throttled
-from fleet.models import Device, DeviceCredential, DeviceStatus
+from fleet.models import RETIRED_STATUSES, Device, DeviceCredential
 
 CACHE_S = 600.0  # a checked (id, password, hash) is trusted this long without scrypt
 CACHE_MAX = 10_000  # at the bound the oldest success is forgotten (checked again next time)
@@ -62,7 +62,7 @@ class DeviceHttpAuth:
         if device is not None:
             # a decommissioned device's credentials were revoked with it: its last one still proves
             # who it is, so that it hears 403 (stop) rather than 401 (wrong password)
-            retired = device.status == DeviceStatus.DECOMMISSIONED
+            retired = device.status in RETIRED_STATUSES
             credential = await DeviceCredential.filter(
                 device_id=device_id, **({} if retired else {"revoked_at__isnull": True})).order_by("-id").first()
         ok = False
@@ -88,6 +88,6 @@ class DeviceHttpAuth:
                                    {"failures": lock.failures, "refused_meanwhile": lock.refused_meanwhile,
                                     "retry_after_s": lock.retry_after_s}, source)
             raise DeviceAuthError(401, "the device id and MQTT password do not match a live credential")
-        if device.status == DeviceStatus.DECOMMISSIONED:
-            raise DeviceAuthError(403, f"device {device.id!r} is decommissioned")
+        if device.status in RETIRED_STATUSES:
+            raise DeviceAuthError(403, f"device {device.id!r} is {device.status.value}")
         return device

@@ -17,7 +17,7 @@ from fleet.broadcast.conflicts import Conflict, Plan, Speaker
 from fleet.broadcast.models import Broadcast, BroadcastStatus, BroadcastVersion, Clip, Level, WardQuietHours
 from fleet.broadcast.schedule import Occurrence, QuietHours, ScheduleError, Timing, check_rrule, instant, parse_dates
 from fleet.device_queries import with_tag
-from fleet.models import Device, DeviceStatus
+from fleet.models import RETIRED_STATUSES, Device
 
 SPEAKER_ROLE = "speaker"
 OCCURRENCES_CHECKED = 500  # per broadcast, within the conflict window
@@ -110,7 +110,7 @@ async def resolve(targets: Targets) -> dict[str, Speaker]:
     """The speakers the targets name: devices whose birth lists the speaker role, not decommissioned,
     in one of the wards, carrying one of the tags, or named."""
     selections = []
-    alive = Device.exclude(status=DeviceStatus.DECOMMISSIONED)
+    alive = Device.exclude(status__in=RETIRED_STATUSES)  # decommissioned or replaced
     if targets.wards or targets.devices:
         selections.append(alive.filter(Q(ward__in=list(targets.wards)) | Q(id__in=list(targets.devices))))
     selections.extend(with_tag(alive, tag) for tag in targets.tags)

@@ -33,6 +33,7 @@ RETAINED_SUFFIXES = ("/birth", "/death")
 STORE_RETRY_MAX_S = 5.0  # backoff cap while the database is down (the queue holds the rest back)
 TRACEBACK_KINDS_MAX = 32  # distinct exception types logged with a traceback; the rest in one line
 REFUSED_DETAIL = {"decommissioned": "device is decommissioned",
+                  "replaced": "device was replaced on its asset (docs/assets.md)",
                   "store_error": "the database refused this message (see the fleet's log)"}
 
 

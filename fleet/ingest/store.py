@@ -31,6 +31,7 @@ from fleet.ingest.silence import (
     note_reported_state,
 )
 from fleet.models import (
+    RETIRED_STATUSES,
     Command,
     Device,
     DeviceStatus,
@@ -317,8 +318,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
         observed: list[Upstream] = []  # births and stored messages, for the broadcasts (receipts, clocks)
         for msg in batch:
             device = devices[msg.device_id]
-            if device.status == DeviceStatus.DECOMMISSIONED:
-                result.refused.append((msg, "decommissioned"))
+            if device.status in RETIRED_STATUSES:  # decommissioned, or replaced on its asset
+                result.refused.append((msg, device.status.value))
                 continue
             if msg.kind == "birth":
                 result.presence += 1

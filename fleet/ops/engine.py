@@ -24,7 +24,7 @@ from tortoise.expressions import F, Q, Subquery
 
 from fleet.ingest.silence import LivenessView, hearing_of, timing_of
 from fleet.liveness import Hearing, Timing
-from fleet.models import Device, DeviceStatus
+from fleet.models import RETIRED_STATUSES, Device, DeviceStatus
 from fleet.ops import facts as batch_facts
 from fleet.ops.alerts import LIVE, ensure_builtin_rules, live_key_of, record
 from fleet.ops.models import Alert, AlertRule, AlertState
@@ -79,7 +79,7 @@ class AlertEngine:
         seen = Q(session__isnull=False) | Q(last_seen_at__isnull=False)
         after = ""
         while True:
-            devices = await (Device.filter(seen, id__gt=after).exclude(status=DeviceStatus.DECOMMISSIONED)
+            devices = await (Device.filter(seen, id__gt=after).exclude(status__in=RETIRED_STATUSES)
                              .order_by("id").limit(BATCH).only(*DEVICE_FIELDS))
             if not devices:
                 break
@@ -200,6 +200,8 @@ class AlertEngine:
         reasons: list[tuple[Any, str]] = [
             (Alert.filter(state__in=LIVE, rule__enabled=False), "the rule was disabled"),
             (Alert.filter(state__in=LIVE, device_id__in=Subquery(retired)), "the device was decommissioned"),
+            (Alert.filter(state__in=LIVE, device_id__in=Subquery(
+                Device.filter(status=DeviceStatus.REPLACED).values("id"))), "replaced"),
         ]
         for query, why in reasons:
             for alert in await query.limit(SWEEP_MAX):

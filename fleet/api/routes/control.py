@@ -14,14 +14,14 @@ from fleet.auth.roles import Permission
 from fleet.broadcast.delivery import mark_due
 from fleet.desired import DesiredChanged, claim_desired
 from fleet.ingest.link import LinkError
-from fleet.models import Command, Device, DeviceStatus
+from fleet.models import RETIRED_STATUSES, Command, Device
 
 router = APIRouter(prefix="/api/devices/{device_id}", tags=["device control"], dependencies=[LOGGED_IN])
 
 
 def _refuse_retired(device: Device) -> None:
-    if device.status == DeviceStatus.DECOMMISSIONED:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"device {device.id!r} is decommissioned")
+    if device.status in RETIRED_STATUSES:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"device {device.id!r} is {device.status.value}")
 
 
 @router.post("/commands", status_code=status.HTTP_202_ACCEPTED, responses={

@@ -30,7 +30,7 @@ from fleet.auth.secrets import new_token, token_hash
 from fleet.auth.throttle import Throttled
 from fleet.broker_auth.accounts import AccountsError
 from fleet.broker_auth.credentials import issue_credentials, revoke_credentials
-from fleet.models import Device, DeviceCredential, DeviceStatus, EnrollmentToken
+from fleet.models import RETIRED_STATUSES, Device, DeviceCredential, DeviceStatus, EnrollmentToken
 from fleet.runtime import Runtime
 
 router = APIRouter(tags=["enrollment"])  # self-enrollment: the token is the credential
@@ -156,8 +156,9 @@ async def _claim(body: EnrollRequest, runtime: Runtime, now: datetime) -> tuple[
     if runtime.reserves(device_id):
         raise _Refused(status.HTTP_409_CONFLICT, f"{device_id!r} is one of the fleet's own accounts", "reserved id")
     existing = await Device.get_or_none(id=device_id)
-    if existing is not None and existing.status == DeviceStatus.DECOMMISSIONED:
-        raise _Refused(status.HTTP_409_CONFLICT, f"device {device_id!r} is decommissioned", "decommissioned")
+    if existing is not None and existing.status in RETIRED_STATUSES:
+        raise _Refused(status.HTTP_409_CONFLICT, f"device {device_id!r} is {existing.status.value}",
+                       existing.status.value)
     if row.device_id is None and await _id_taken(device_id):
         raise _Refused(status.HTTP_409_CONFLICT,
                        f"device {device_id!r} already exists; enrolling it again needs an enrollment token "
@@ -216,8 +217,8 @@ async def enroll(body: EnrollRequest, request: Request, runtime: RuntimeDep) -> 
 async def rotate_credentials(device: DeviceDep, runtime: RuntimeDep, request: Request,
                              audit_: Annotated[Auditor, acting(Permission.CREDENTIALS)]) -> DeviceCredentials:
     """Issue new MQTT credentials for a registered device; older ones stop working at once."""
-    if device.status == DeviceStatus.DECOMMISSIONED:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"device {device.id!r} is decommissioned")
+    if device.status in RETIRED_STATUSES:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"device {device.id!r} is {device.status.value}")
     try:
         issued: dict[str, Any] = await issue_credentials(runtime, device.id, audit_.actor, source_of(request))
     except AccountsError as err:
