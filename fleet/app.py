@@ -76,6 +76,7 @@ from fleet.web import (
     alert_pages,
     audio_pages,
     broadcast_pages,
+    check_pages,
     docs,
     emergency_pages,
     live_pages,
@@ -221,6 +222,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(enrollment.protected)
     app.include_router(releases.files)
     app.include_router(pages.router)
+    app.include_router(check_pages.router)
     app.include_router(ops_pages.router)
     app.include_router(rollout_pages.router)
     app.include_router(broadcast_pages.router)

@@ -25,6 +25,7 @@ from fleet.assets.check_run import TESTS_PER_MINUTE
 from fleet.assets.models import Asset, AssetKind
 from fleet.auth.roles import Role
 from tests.firmware.support import HostBoard
+from tests.fleet.ops_map_kit import browser
 from tests.support.fleet import fleet_settings, running_fleet, token_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import async_wait_for
@@ -145,6 +146,27 @@ async def test_provision_check_passes_a_healthy_pole_and_fails_a_broken_lamp_and
             assert code == 0, lines
             assert item(lines, "tone_test") == "PASS tone_test: the test tone played to its end"
             assert (boards[spk].path / "io" / "audio.out").stat().st_size > 0
+
+            # -- the same on a phone: the page, in Vietnamese and English, and its test button ---------
+            async with browser(http, Role.TECHNICIAN) as phone, browser(http, Role.READ_ONLY) as looker:
+                vi = await phone.get(f"/devices/{spk}/check?lang=vi")
+                assert vi.status_code == 200, vi.text
+                assert "Kiểm tra tại cột" in vi.text and "Âm thử" in vi.text and "ĐẠT" in vi.text
+                assert 'id="tone-button"' in vi.text and 'id="lamp-button"' not in vi.text
+                en = await phone.get(f"/devices/{spk}/check?lang=en")
+                assert "Play the test tone" in en.text and "the test tone played to its end" in en.text
+                pressed = await phone.post(f"/devices/{spk}/check/test", data={"action": "test_tone"})
+                assert pressed.status_code == 200 and "Đã gửi lệnh phát âm thử" in pressed.text, pressed.text
+                looked = await looker.get(f"/devices/{spk}/check")
+                assert looked.status_code == 200 and 'id="tone-button"' not in looked.text
+                refused_page = await looker.post(f"/devices/{spk}/check/test", data={"action": "test_tone"})
+                assert refused_page.status_code == 403, refused_page.text
+                async with httpx.AsyncClient(base_url=str(http.base_url), cookies=phone.cookies,
+                                             headers={"Origin": "http://evil.example"}) as other_site:
+                    forged = await other_site.post(f"/devices/{spk}/check/test", data={"action": "test_tone"})
+                    assert forged.status_code == 403, forged.text
+            audit = (await http.get("/api/audit", params={"action": "device.install_test", "target": spk})).json()
+            assert [a["detail"]["name"] for a in audit] == ["speaker.broadcast"] * 2, audit
 
             # -- who may: read_only reads the check but sends no test; a bounded number of tests ------
             as_reader = {"Authorization": f"Bearer {reader}"}
