@@ -1,5 +1,5 @@
 """The relay worker (`fleet-relay`, docs/relay.md "Data flow" step 3): claims runs of the
-(endpoint, device) queues (fleet/relay/delivery.py `claim_run`: up to RUN_MAX of a queue's oldest
+(endpoint, device) queues (fleet/relay/delivery.py `claim_runs`: up to RUN_MAX of a queue's oldest
 due deliveries), sends each run's deliveries one after another in order, one run per queue, at most
 `max_in_flight` runs per endpoint and FLEET_RELAY_CONCURRENCY in all (per fleet instance).
 
