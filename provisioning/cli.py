@@ -5,6 +5,7 @@
     provision pi-bundle --out DIR --site S (--ca-file F | --system-ca | --insecure-plaintext)
                         [--target pi-arm64 | pi-armv7]
     provision release keygen | build | sign | verify | trust   signed OTA releases (provisioning/release_cli.py)
+    provision swap --asset X (--port P | --device-id ID) [flash's options]   replace the device on a pole
     provision check --device ID [--lamp-test [--lamp-seconds N]] [--tone-test] [--wait S]   checks at the pole
     provision label --device ID | labels --batch CSV | batch prepare ... | flash --batch DIR
                                           labels and the offline batch day (provisioning/batch_cli.py)
@@ -16,6 +17,7 @@ Every failure reaches the user as one line, `provision: message`, with the exit 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import os
 import sys
@@ -28,7 +30,7 @@ from provisioning.board import SerialBoard
 from provisioning.broker_tls import TransportChoice
 from provisioning.check import CheckRequest, lines, run_check, verdict
 from provisioning.errors import BatchFailed, ProvisionError
-from provisioning.flash import ALL_KINDS, BlankBoards, Flasher, FlashRequest, board_transport
+from provisioning.flash import ALL_KINDS, BlankBoards, Flasher, FlashRequest, FlashResult, board_transport
 from provisioning.fleet_api import FleetClient
 from provisioning.identity import new_device_id
 from provisioning.image import FirmwareImage
@@ -39,6 +41,7 @@ from provisioning.progress import Reporter
 from provisioning.release import trust_list
 from provisioning.release_cli import add_arguments as add_release_arguments
 from provisioning.release_cli import do_release
+from provisioning.swap import SWAP_OWN, do_swap_with
 from provisioning.wheels import PI_TARGETS, WheelTarget
 
 PROG = "provision"
@@ -78,7 +81,7 @@ def do_ports(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
-def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
+def do_flash(args: argparse.Namespace, reporter: Reporter, results: list[FlashResult] | None = None) -> int:
     batch_cli.flash_label_check(args)
     if args.batch is not None:
         return batch_cli.do_flash_batch(args, reporter)
@@ -109,6 +112,8 @@ def do_flash(args: argparse.Namespace, reporter: Reporter) -> int:
         for port in args.port:
             try:
                 result = flasher.flash(port)
+                if results is not None:  # provision swap: the new board's id
+                    results.append(result)
                 print(result.line(), flush=True)
                 label = batch_cli.write_flash_label(args, result.device_id, args.ward)
                 if label:
@@ -185,6 +190,8 @@ def do_check(args: argparse.Namespace, reporter: Reporter) -> int:
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Reporter], int], str]] = {
     "ports": (do_ports, "list serial ports; ESP32 USB bridges are marked"),
     "flash": (do_flash, "flash, register and verify ESP32 boards"),
+    "swap": (lambda args, reporter: do_swap_with(args, reporter, _fleet(args), do_flash),
+             "swap the device on an asset (a pole) for a new board: flash it, move the program, retire the old"),
     "pi-bundle": (do_pi_bundle, "write what a Raspberry Pi needs to a folder (SD card, USB stick)"),
     "check": (do_check, "checks at the pole: online, RSSI, firmware, last health, lamp/tone/sensor"),
     "release": (do_release, "build, sign and verify OTA releases; make release keys and trust lists"),
@@ -308,6 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long the tests' results may take (default 45)")
     add_release_arguments(parsers["release"])
     batch_cli.add_arguments(parsers)
+    swap = parsers["swap"]
+    swap.add_argument("--asset", required=True, metavar="ID", help="the asset (pole, cabinet, mast) to swap on")
+    swap_board = swap.add_mutually_exclusive_group(required=True)
+    swap_board.add_argument("--port", action="append", help="the new board's serial port: flashed as `provision "
+                                                            "flash` does, with a new device id")
+    swap_board.add_argument("--device-id", metavar="ID", help="the new device, flashed and registered already")
+    # after every module added its flash options (labels, batch): swap copies them all
+    for action in flash._actions:  # flash's board and broker options, for the new board (copies: flash keeps its own)
+        if action.dest not in SWAP_OWN and not any(o in swap._option_string_actions for o in action.option_strings):
+            swap._add_action(copy.copy(action))
     return parser
 
 

@@ -182,3 +182,17 @@ class FleetClient:
         result: dict[str, Any] = self._json(
             self._request("POST", f"/api/devices/{device_id}/install-test", json=body, ok=(202,)))
         return result
+
+    def get_asset(self, asset_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self._request("GET", f"/api/assets/{asset_id}"))
+        return result
+
+    def swap_asset(self, asset_id: str, new_device_id: str) -> dict[str, Any]:
+        """Swap the asset's device for `new_device_id` (docs/assets.md); done already: `already_done`."""
+        result: dict[str, Any] = self._json(self._request("POST", f"/api/assets/{asset_id}/swap",
+                                                          json={"new_device_id": new_device_id}))
+        return result
+
+    def get_desired(self, device_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(self._request("GET", f"/api/devices/{device_id}/desired"))
+        return result
