@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # instance in all; pending deliveries per endpoint (beyond: the oldest dead-lettered, "outbox
     # full"); the longest wait between turns; how often the route table is read again (changes made
     # by another instance)
-    relay_concurrency: int = Field(default=32, ge=1, le=1000)
+    relay_concurrency: int = Field(default=64, ge=1, le=1000)
     relay_outbox_max: int = Field(default=100_000, ge=1, le=10_000_000)
     relay_tick_s: float = Field(default=1.0, gt=0, le=60)
     relay_routes_reload_s: float = Field(default=5.0, gt=0, le=600)

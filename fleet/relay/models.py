@@ -52,7 +52,7 @@ class RelayEndpoint(Model):
     gone_limit = fields.IntField(default=2)
     failure_budget = fields.IntField(default=200)
     failure_window_s = fields.FloatField(default=86400.0)
-    max_in_flight = fields.IntField(default=8)
+    max_in_flight = fields.IntField(default=32)
     snapshot_wait_s = fields.FloatField(default=10.0)
     # state
     consecutive_failures = fields.IntField(default=0)

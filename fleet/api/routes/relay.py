@@ -136,7 +136,7 @@ class _Settings(BaseModel):
     failure_budget: int = Field(default=200, ge=1, le=1_000_000, description="failures in a row that, with "
                                                                      "failure_window_s, disable the endpoint")
     failure_window_s: float = Field(default=86400.0, ge=60, le=30 * 86400)
-    max_in_flight: int = Field(default=8, ge=1, le=64, description="sends at once to this endpoint")
+    max_in_flight: int = Field(default=32, ge=1, le=64, description="sends at once to this endpoint")
     snapshot_wait_s: float = Field(default=10.0, ge=0, le=600, description="waiting for an event's snapshot")
 
 
