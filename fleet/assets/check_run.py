@@ -24,7 +24,10 @@ TESTS_PER_MINUTE = 3  # per device (all fleet instances: counted in the audit ta
 TEST_TONE_CLIP = "test_tone"  # the clip the speaker plays (kept on the speaker like any clip)
 TEST_TONE_VOLUME = 60
 TEST_RECENT = timedelta(minutes=10)  # a test older than this no longer shows in the check
-SETTLE_S = 3  # the light role's settle time (firmware SETTLE_MS): a reading after it is the lamp's own
+# the light role sends its settled reading SETTLE_MS (3 s) after an override, and a reading at once
+# when the level changes (with the current from before): a reading received 2 s or more after the
+# answer is the settled one (1 s of the role's evaluation tick left as a margin)
+SETTLED_AFTER_S = 2
 AUDIT_ACTION = "device.install_test"
 
 
@@ -81,9 +84,9 @@ async def _light_items(device: Device, now: datetime) -> list[checks.Item]:
     command = await _last_test(device.id, "light.override", now)
     settled = None
     if command is not None and command.status == "ok" and command.answered_at is not None:
-        after = await TelemetryRecord.filter(
-            device_id=device.id, role="light", received_at__gte=command.answered_at + timedelta(seconds=SETTLE_S),
-        ).order_by("id").first()
+        since = command.answered_at + timedelta(seconds=SETTLED_AFTER_S)
+        after = await TelemetryRecord.filter(device_id=device.id, role="light",
+                                             received_at__gte=since).order_by("id").first()
         settled = after.readings if after is not None else None
         failure = failure and await EventRecord.filter(
             device_id=device.id, type="lamp_failure", phase="start", received_at__gte=command.created_at).exists()

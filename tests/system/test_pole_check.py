@@ -118,7 +118,17 @@ async def test_provision_check_passes_a_healthy_pole_and_fails_a_broken_lamp_and
             technician = await token_for(http, Role.TECHNICIAN)
             reader = await token_for(http, Role.READ_ONLY)
 
-            # -- the healthy pole: every item passes, the lamp test included -------------------------
+            # -- the healthy pole, its lamp on by its program: every item passes, the lamp test too (an
+            #    override that keeps the level still brings a settled reading) ------------------------
+            put = await http.put(f"/api/devices/{good}/desired", json={"doc": {"light": {"default": 100}}})
+            assert put.status_code == 200, put.text
+
+            async def burning() -> bool:
+                got = (await http.get(f"/api/devices/{good}/check")).json()
+                return any(i["item"] == "lamp" and i["status"] == "pass" and "on at level 100" in i["detail"]
+                           for i in got["items"])
+
+            await async_wait_for(burning, timeout=30, interval=0.2, what="the program's lamp on")
             code, lines, _ = await provision_check(http, technician, "--device", good, "--lamp-test",
                                                    "--lamp-seconds", "20")
             assert code == 0, lines

@@ -120,7 +120,9 @@ class Light:
             self.cmd_ovr.append(o)
         self._save()
         self._dirty = True
-        self._next_eval = time.ticks_ms()
+        # a reading of the settled current follows, even if the level stays as it was (a lamp test)
+        self._next_eval = self._changed = time.ticks_ms()
+        self._settle_report = True
         return "ok", {"overrides": len(self.cmd_ovr)}
 
     # -- the loop -------------------------------------------------------------------------------
