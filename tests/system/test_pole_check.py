@@ -163,6 +163,8 @@ async def test_provision_check_passes_a_healthy_pole_and_fails_a_broken_lamp_and
                 assert vi.status_code == 200, vi.text
                 assert "Kiểm tra tại cột" in vi.text and "Âm thử" in vi.text and "ĐẠT" in vi.text
                 assert 'id="tone-button"' in vi.text and 'id="lamp-button"' not in vi.text
+                device_page = await phone.get(f"/devices/{spk}?lang=en")
+                assert f'href="/devices/{spk}/check"' in device_page.text
                 en = await phone.get(f"/devices/{spk}/check?lang=en")
                 assert "Play the test tone" in en.text and "the test tone played to its end" in en.text
                 pressed = await phone.post(f"/devices/{spk}/check/test", data={"action": "test_tone"})
