@@ -263,8 +263,7 @@ async def _serve(settings: Settings, options: DemoOptions, workdir: Path, runnin
     async with fleet_services(settings) as runtime:
         app = create_app(settings, services=lambda _settings: contextlib.nullcontext(runtime))
         clip = await asyncio.to_thread(make_chime, workdir / "clips")
-        snapshot_dirs = {d.id: workdir / d.id / "snapshots" for d in chosen if d.role == "camera"}
-        install_page(app, snapshot_dirs=snapshot_dirs)
+        install_page(app)
         server = _QuietServer(uvicorn.Config(app, host=settings.http_host, port=port, log_level="warning"))
         serving = asyncio.create_task(server.serve(), name="demo-http")
         try:
@@ -338,7 +337,8 @@ async def _start_pi(http: httpx.AsyncClient, device: CityDevice, broker_url: str
     elif device.role == "hotspot":
         setup = PiSetup(hotspot_log=state / "hostapd.log")
     elif device.role == "camera":
-        setup = PiSetup(snapshot_dir=state / "snapshots")
+        # it uploads each snapshot to the fleet (docs/relay.md), which shows it on /city and /live
+        setup = PiSetup(snapshot_dir=state / "snapshots", fleet_url=str(http.base_url).rstrip("/"))
     try:
         # validating a role's table imports the role (OpenCV for the camera): off the loop
         config = await asyncio.to_thread(town.pi_config, device, broker_url, state, setup)

@@ -115,7 +115,8 @@ class PiSetup:
 
     sensor_port: str | None = None  # the pty the air node reads
     hotspot_log: Path | None = None  # the log the hotspot follows
-    snapshot_dir: Path | None = None  # where the camera keeps its snapshots
+    snapshot_dir: Path | None = None  # where the camera keeps its snapshots until the fleet has them
+    fleet_url: str | None = None  # the fleet as the Pi reaches it over HTTP (snapshot uploads)
 
 
 def pi_config(device: CityDevice, broker_url: str, state_dir: Path, setup: PiSetup) -> AgentConfig:
@@ -131,8 +132,10 @@ def pi_config(device: CityDevice, broker_url: str, state_dir: Path, setup: PiSet
         assert setup.snapshot_dir is not None
         camera = {"id": "junction-1", "url": str(bikes_clip()), "loop": True, "realtime": True,
                   "category": "traffic_safety", "max_duration_s": 60.0}
+        fleet = {"fleet": {"url": setup.fleet_url}} if setup.fleet_url else {}
         return camera_config(device.id, broker_url, state_dir, cameras=[camera], options={
-            "snapshot_dir": str(setup.snapshot_dir), "snapshot_max_mb": 20.0, "snapshot_max_files": 500}, **common)
+            "snapshot_dir": str(setup.snapshot_dir), "snapshot_max_mb": 20.0, "snapshot_max_files": 500},
+            **common, **fleet)
     if device.role == "hotspot":
         return hotspot_config(device.id, broker_url, state_dir, log_path=setup.hotspot_log,
                               options={"tz_min": PLACE["tz_min"]}, **common)

@@ -1,29 +1,28 @@
 """The demo's own page, `/city`: each device with the evidence of its job, from what the fleet
 stored (its latest telemetry, events and health figures), on the fleet's own HTTP server.
 
-One thing the fleet does not do yet, done here for the demo only and said so on the page: a
-camera event's snapshot is shown from the camera Pi's snapshot folder, which the demo can read
-because everything runs on one machine (uploading snapshots to the fleet is a later issue:
-docs/edge-camera.md).
+A camera event's snapshot is the one the camera Pi uploaded to the fleet (docs/relay.md,
+"Snapshots"), shown from `/api/snapshots/{sha256}` to a viewer allowed to see snapshots (each view
+audited), and named only for the others.
 """
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 
+from fleet.auth.roles import Permission
 from fleet.ingest.silence import LivenessView
 from fleet.models import Device, EventRecord, TelemetryRecord
+from fleet.relay.models import Snapshot
 from fleet.runtime import Runtime
 from fleet.web import pages
 
-SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}\.jpg$")
 RECENT = 20  # telemetry rows looked at for a role's latest reading of one kind
 
 
@@ -122,9 +121,11 @@ async def _camera(device: Device, figures: Mapping[str, Any], now: datetime) -> 
     d = event.data
     where = d.get("zone") or event.category
     ref = str((event.snapshot or {}).get("ref", ""))
+    sha256 = str((event.snapshot or {}).get("sha256", ""))
+    held = bool(sha256) and await Snapshot.exists(sha256=sha256)
     return Job(what=f"{event.type} {event.phase} ({where}) · {d.get('area_pct', '?')} % of the frame",
-               detail=f"{fps} · snapshot {ref} · {_ago(event.received_at, now)}",
-               image=f"/city/snapshots/{ref.removeprefix('snap/')}" if ref.startswith("snap/") else None)
+               detail=f"{fps} · snapshot {ref}{'' if held else ' (not uploaded yet)'} · {_ago(event.received_at, now)}",
+               image=f"/api/snapshots/{sha256}" if held else None)
 
 
 async def _hotspot(device: Device, figures: Mapping[str, Any], now: datetime) -> Job:
@@ -159,8 +160,8 @@ async def _jobs(device: Device, now: datetime) -> list[Job]:
     return jobs
 
 
-def install(app: FastAPI, *, snapshot_dirs: Mapping[str, Path]) -> None:
-    """Add `/city` and its snapshots to the fleet's app."""
+def install(app: FastAPI) -> None:
+    """Add `/city` to the fleet's app."""
     templates = _templates()
     router = APIRouter(include_in_schema=False)
 
@@ -172,20 +173,13 @@ def install(app: FastAPI, *, snapshot_dirs: Mapping[str, Path]) -> None:
         runtime: Runtime = request.app.state.runtime
         view = LivenessView.of(runtime.link, runtime.settings)
         rows = []
+        may_see = viewer.may(Permission.SNAPSHOTS)  # the pictures show citizens (docs/relay.md)
         for device in await Device.all().order_by("ward", "id"):
             state = view.judge(device).state
+            jobs = [job if may_see else Job(**{**job, "image": None}) for job in await _jobs(device, view.now)]
             rows.append({"device": device, "state": state.value.replace("_", "-"),
-                         "words": state.value.replace("_", " "), "jobs": await _jobs(device, view.now)})
+                         "words": state.value.replace("_", " "), "jobs": jobs})
         return templates.TemplateResponse(request, "city.html", {
             "rows": rows, "viewer": viewer, "now": view.now})
-
-    @router.get("/city/snapshots/{device_id}/{name}")
-    async def snapshot(request: Request, device_id: str, name: str) -> Response:
-        if await pages.viewer_of(request) is None:
-            return Response(status_code=401)
-        folder = snapshot_dirs.get(device_id)
-        if folder is None or not SNAPSHOT_NAME.match(name) or not (folder / name).is_file():
-            return Response("no such snapshot (the store keeps the newest ones only)", status_code=404)
-        return FileResponse(folder / name, media_type="image/jpeg")
 
     app.include_router(router)
