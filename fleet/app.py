@@ -17,6 +17,7 @@ from fleet.api import errors
 from fleet.api.csrf import CrossSiteGuard
 from fleet.api.guard import RequestGuard
 from fleet.api.headers import SecurityHeaders
+from fleet.api.routes import assets as asset_routes
 from fleet.api.routes import (
     audio,
     auth,
@@ -42,7 +43,6 @@ from fleet.api.routes import (
     users,
     ward_volumes,
 )
-from fleet.api.routes import assets as asset_routes
 from fleet.api.routes import children as children_routes
 from fleet.api.routes import metrics as metrics_route
 from fleet.api.routes import receipts as receipt_routes
@@ -74,6 +74,7 @@ from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
 from fleet.web import (
     alert_pages,
+    asset_pages,
     audio_pages,
     broadcast_pages,
     check_pages,
@@ -214,6 +215,7 @@ def create_app(settings: Settings | None = None, services: Services = fleet_serv
     app.include_router(device_check.router)
     app.include_router(children_routes.router)
     app.include_router(asset_routes.router)
+    app.include_router(asset_pages.router)
     app.include_router(gis.router)
     app.include_router(receipt_routes.router)
     app.include_router(receipt_routes.speakers)

@@ -276,3 +276,12 @@ async def _again(runtime: Runtime, asset_id: str, device_id: str) -> SwapResult:
         note = "already done; the document was sent again" if pushed else f"already done; {why}"
     return SwapResult(asset_id, before or "", device_id, device.desired_version, pushed, 0, already_done=True,
                       note=note)
+
+
+async def asset_of_device(device_id: str) -> tuple[Asset | None, bool]:
+    """The asset the device is on now (True), else the last one it was on (False), else (None, False)."""
+    now_on = await Asset.get_or_none(device_id=device_id)
+    if now_on is not None:
+        return now_on, True
+    last = await Fitting.filter(device_id=device_id).order_by("-fitted_at", "-id").first()
+    return (await Asset.get_or_none(id=last.asset_id) if last else None), False

@@ -17,6 +17,7 @@ from tortoise.queryset import QuerySet
 
 from fleet.api.deps import DeviceId, RuntimeDep
 from fleet.api.routes.device_history import HistoryRefused, check_range
+from fleet.assets.service import asset_of_device
 from fleet.children.queries import children_of
 from fleet.device_queries import open_gaps
 from fleet.ingest.silence import LivenessView
@@ -282,6 +283,7 @@ async def device_page(request: Request, runtime: RuntimeDep, device_id: DeviceId
     verdict = view.judge(device)
     health = await HealthRecord.filter(device_id=device.id).order_by("-received_at", "-id").limit(RECENT_ROWS)
     chart_list, left_out = await _charts(device, window, tz)
+    asset, fitted_now = await asset_of_device(device.id)  # docs/assets.md: the pole it is (or was) on
     current = list(history.numeric_paths(device.last_health or {}))
     return templates.TemplateResponse(request, "device.html", {
         "device": device, "viewer": viewer, "now": now, "banner": _banner(runtime, view),
@@ -289,6 +291,7 @@ async def device_page(request: Request, runtime: RuntimeDep, device_id: DeviceId
         "why": _reason_text(verdict, view), "gaps": await SeqGap.filter(device_id=device.id, open=True).count(),
         "silent_after": device.health_period_s * view.timing.silent_after_periods,
         "facts": _facts(device, now), "credential": await _credential(device.id, now),
+        "asset": asset, "fitted_now": fitted_now,
         "current": current, "current_at": _ago(device.last_health_at, now),
         "window": window, "ranges": [*RANGES, "custom"], "refused": refused, "tz": runtime.settings.timezone,
         "charts": chart_list, "left_out": left_out,

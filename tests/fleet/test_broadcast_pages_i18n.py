@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet.assets.models import AssetKind
 from fleet.broadcast.conflicts import Conflict
 from fleet.broadcast.emergency import ACKED, CANCELLED, FALLBACK, SENT, WAITING_CLIP
 from fleet.broadcast.models import BroadcastStatus, Level, ReceiptState
@@ -47,6 +48,7 @@ FAMILIES = {
     "live.category.": ["security", "traffic_safety", "other"],
     "live.phase.": ["start", "update", "end", "once"],
     "live.severity.": list(SEVERITIES),
+    "assets.kind.": [kind.value for kind in AssetKind],  # the asset pages (fleet/web/asset_pages.py)
     "field.": ["title", "clip_id", "level", "targets", "start", "rrule", "until", "count", "exceptions", "order",
                "version", "text", "voice", "confirm", "dry_run"],
 }
