@@ -9,7 +9,7 @@ The table (also in docs/provisioning.md):
 | 2 | (argparse) | the command line is wrong |
 | 3 | `PortNotFound` | no such serial port |
 | 4 | `PortBusy` | another program has the port open |
-| 5 | `NotMicroPython` | something answers on the port, but not a MicroPython REPL |
+| 5 | `NotMicroPython` | a REPL, not MicroPython's; or MicroPython just written shows no REPL |
 | 6 | `BoardStoppedAnswering` | the board stopped answering in the middle of the work |
 | 7 | `FleetUnreachable` | no connection to the fleet service |
 | 8 | `TokenRefused` | the enrollment token is unknown, expired or already used |
@@ -21,7 +21,7 @@ The table (also in docs/provisioning.md):
 | 14 | `ReleaseInvalid` | `provision release verify`: a signature or a file of the release does not check |
 | 15 | `CheckFailed` | `provision check`: at least one item FAILed |
 | 16 | `CheckIncomplete` | `provision check`: no item failed, but at least one is a WARN (weak, or not proven yet) |
-| 20 | `NoBootloader` | `flash`: no MicroPython REPL, and no ESP32 ROM bootloader answers either |
+| 20 | `NoBootloader` | `flash`: no MicroPython REPL on the port, and no ESP32 ROM bootloader either |
 | 21 | `WrongChip` | `flash`, blank board: the chip is not the one the MicroPython image is for |
 | 22 | `ImageHashMismatch` | `flash`, blank board: the MicroPython image's SHA-256 is not the manifest's |
 | 23 | `FlashTooSmall` | `flash`, blank board: the board's flash is smaller than the image needs |

@@ -39,6 +39,7 @@ from provisioning.errors import (
     FirmwareMismatch,
     FleetRefused,
     Interrupted,
+    NoBootloader,
     NotMicroPython,
     NotOnline,
     ProvisionError,
@@ -252,17 +253,21 @@ class Flasher:
         board = self.open_board(port)
         try:
             return board, board.identify(), ""
-        except NotMicroPython:
+        except NotMicroPython as err:
             board.close()
             if self.blank is None:
                 raise
+            no_repl = err
         except BaseException:
             board.close()
             raise
         blank = self.blank
         started = time.monotonic()
         with BlankBoardWriter(port, baud=blank.baud) as writer:
-            chip = writer.connect()
+            try:
+                chip = writer.connect()
+            except NoBootloader as err:  # neither MicroPython nor a ROM: say both
+                raise NoBootloader(f"{no_repl.message}; {err.message}") from err
             self.reporter.info(f"{port}: no MicroPython REPL; the ROM bootloader of an {chip} answers: a blank board")
             image, data = self._micropython_image()
             size = writer.check(image, data)

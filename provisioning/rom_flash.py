@@ -157,7 +157,7 @@ class BlankBoardWriter:
                 self._loader = cmds.detect_chip(self.port, ROM_BAUD, mode, connect_attempts=self.connect_attempts)
             except (FatalError, serial.SerialException, OSError) as err:
                 raise NoBootloader(
-                    f"{self.port}: no MicroPython REPL and no ESP32 ROM bootloader answer "
+                    "no ESP32 ROM bootloader answers either "
                     + ("(after the reset into download mode; " if self.auto_reset else
                        "(this port cannot reset the board: hold BOOT while plugging it in; ")
                     + f"esptool: {_first_line(err)})") from err

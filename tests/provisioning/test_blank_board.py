@@ -138,5 +138,6 @@ def test_no_bootloader_answer(tmp_path: Path, image: bytes) -> None:
     with FakeRomPort(rom, link=tmp_path / "ttyROM") as rom_port:
         code, line = flash_blank(rom_port.port, manifest)
     assert code == NoBootloader.exit_code
-    assert line.startswith(f"provision: {rom_port.port}: no MicroPython REPL and no ESP32 ROM bootloader answer "
-                           "(this port cannot reset the board: hold BOOT while plugging it in; esptool: ")
+    assert line.startswith(f"provision: {rom_port.port}: the device does not answer (no MicroPython REPL")
+    assert "; no ESP32 ROM bootloader answers either (this port cannot reset the board: hold BOOT while " \
+           "plugging it in; esptool: " in line

@@ -10,7 +10,7 @@ import serial
 from provisioning.errors import (
     BoardStoppedAnswering,
     FleetUnreachable,
-    NotMicroPython,
+    NoBootloader,
     PortBusy,
     PortNotFound,
 )
@@ -66,8 +66,9 @@ def test_port_busy(vboard: VirtualBoard) -> None:
 
 
 def test_not_a_micropython_board(junk_port: str) -> None:
-    line = one_line_error(run_provision("flash", "--port", junk_port, *OFFLINE), NotMicroPython.exit_code)
-    assert "not like a MicroPython board" in line
+    # neither a MicroPython REPL nor an ESP32 ROM bootloader (a blank board) answers
+    line = one_line_error(run_provision("flash", "--port", junk_port, *OFFLINE), NoBootloader.exit_code)
+    assert "not like a MicroPython board" in line and "no ESP32 ROM bootloader answers either" in line
 
 
 def test_silent_port(tmp_path: Path) -> None:
@@ -75,11 +76,11 @@ def test_silent_port(tmp_path: Path) -> None:
     link = tmp_path / "ttySILENT"
     link.symlink_to(os.ttyname(slave))
     try:
-        line = one_line_error(run_provision("flash", "--port", str(link), *OFFLINE), NotMicroPython.exit_code)
+        line = one_line_error(run_provision("flash", "--port", str(link), *OFFLINE), NoBootloader.exit_code)
     finally:
         os.close(master)
         os.close(slave)
-    assert "does not answer" in line
+    assert "does not answer" in line and "no ESP32 ROM bootloader answers either" in line
 
 
 def test_fleet_unreachable(vboard: VirtualBoard) -> None:
