@@ -82,9 +82,9 @@ def do_ports(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def do_flash(args: argparse.Namespace, reporter: Reporter, results: list[FlashResult] | None = None) -> int:
-    batch_cli.flash_label_check(args)
-    if args.batch is not None:
+    if args.batch is not None:  # its labels link to the batch's public URL
         return batch_cli.do_flash_batch(args, reporter)
+    batch_cli.flash_label_check(args)
     if args.kind is None:
         raise ProvisionError("--kind is required (or --batch DIR, whose kind is the batch's)")
     try:
