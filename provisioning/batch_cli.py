@@ -21,7 +21,7 @@ from provisioning.batch import BatchFolder, BatchPlan, prepare
 from provisioning.board import SerialBoard
 from provisioning.broker_tls import parse_broker, read_ca_file
 from provisioning.errors import BatchFailed, ProvisionError
-from provisioning.flash import ESP32_KINDS, Flasher, FlashRequest, FlashResult, board_transport
+from provisioning.flash import ESP32_KINDS, BlankBoards, Flasher, FlashRequest, FlashResult, board_transport
 from provisioning.fleet_api import FleetClient
 from provisioning.image import FirmwareImage
 from provisioning.labels import make_label, read_label_list, save_png, save_sheet, write_labels
@@ -144,6 +144,9 @@ def do_flash_batch(args: argparse.Namespace, reporter: Reporter) -> int:
         from provisioning.release import trust_list
 
         ota_keys = trust_list([args.ota_keys]).to_json().encode()
+    # a factory-new board gets MicroPython first, from an image file (no fleet to fetch a URL from)
+    blank = BlankBoards(manifest=args.micropython_manifest, image=args.micropython_image, image_dir=args.image_dir,
+                        fleet_url=None, baud=args.rom_baud, http_timeout=args.http_timeout)
     failures: list[ProvisionError] = []
     for port in args.port:
         entry = batch.claim(port)  # on disk before the board is touched: never given twice
@@ -154,7 +157,8 @@ def do_flash_batch(args: argparse.Namespace, reporter: Reporter) -> int:
                                enrollment_token=entry.token, offline=True, fleet_url=str(template["enroll_url"]),
                                wait_s=args.wait, device_id=entry.device_id, ota_keys=ota_keys)
         flasher = Flasher(request, image, None, reporter,
-                          open_board=functools.partial(SerialBoard, answer_timeout=args.answer_timeout))
+                          open_board=functools.partial(SerialBoard, answer_timeout=args.answer_timeout),
+                          blank=blank)
         try:
             result: FlashResult = flasher.flash(port)
         except ProvisionError as err:

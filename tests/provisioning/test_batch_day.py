@@ -22,7 +22,7 @@ import zxingcpp
 
 from fleet.auth.roles import Role
 from provisioning.batch import ENTRIES, USED
-from provisioning.errors import BoardStoppedAnswering
+from provisioning.errors import BoardStoppedAnswering, NotAuthorised
 from provisioning.image import CA_FILE
 from provisioning.virtual_board import VirtualBoard
 from tests.firmware.tls_peers import TlsServer, front_for, make_ca, server_cert
@@ -133,13 +133,17 @@ def flash_batch(batch: Path, *ports: str, extra: tuple[str, ...] = ()) -> list[s
 async def test_batch_day_offline(fleet: FleetUnderTest, tmp_path: Path) -> None:
     ops = await token_for(fleet.http, Role.OPS)
     batch = tmp_path / "batch"
+    prepare = ["batch", "prepare", "--count", "3", "--kind", "sim", "--ward", WARD,
+               "--broker", f"mqtt://127.0.0.1:{fleet.mosquitto.port}", "--insecure-plaintext", "--fleet", fleet.url,
+               "--public-url", "https://ioc.example", "--out", str(batch)]
+    # a technician may not make enrollment tokens: refused, no folder left behind
+    refused = await arun_provision(*prepare, "--token", fleet.technician_token)
+    assert refused.code == NotAuthorised.exit_code and "the fleet refused the API token" in refused.err
+    assert not batch.exists() and await tokens(fleet.http) == {}
     with switch() as field_link:
         # the depot: tokens bound to new ids, made against the real fleet; the boards will enrol at
         # an address that does not answer yet (the field has no link to the fleet)
-        made = await arun_provision("batch", "prepare", "--count", "3", "--kind", "sim", "--ward", WARD,
-                                    "--broker", f"mqtt://127.0.0.1:{fleet.mosquitto.port}", "--insecure-plaintext",
-                                    "--fleet", fleet.url, "--token", ops, "--public-url", "https://ioc.example",
-                                    "--enroll-url", f"http://127.0.0.1:{field_link.port}", "--out", str(batch))
+        made = await arun_provision(*prepare, "--token", ops, "--enroll-url", f"http://127.0.0.1:{field_link.port}")
         assert made.code == 0, made.err
         assert made.out.startswith(f"ok batch {batch}: 3 boards (")
         ids = [entry(batch, f"{n:03d}")["device_id"] for n in (1, 2, 3)]
@@ -167,6 +171,7 @@ async def test_batch_day_offline(fleet: FleetUnderTest, tmp_path: Path) -> None:
             result = await arun_provision(*flash_batch(batch, first.port, second.port,
                                                        extra=("--label-dir", str(tmp_path / "labels"))))
             assert result.code == 0, result.err
+            print(f"\n$ provision flash --batch ... (2 boards)\n{result.out}")
             lines = result.out.splitlines()
             assert [line.split()[2] for line in lines if line.startswith("ok ")] == ids[1:]
             assert f"label 002 of the sheet: {ids[1]}  ward {WARD}" in result.out
