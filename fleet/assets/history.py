@@ -118,7 +118,7 @@ async def asset_report(asset_id: str, month: Month, now: datetime) -> dict[str, 
     end = min(month.end, max(now, month.start))
     found = await pieces(asset_id, month.start, end)
     devices = {d.id: d for d in await Device.filter(id__in=[p.fitting.device_id for p in found])}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for piece in found:
         device_id = piece.fitting.device_id
         burn_h, energy_wh, samples = await _lamp(device_id, piece.start, piece.end)

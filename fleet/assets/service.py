@@ -79,7 +79,7 @@ async def get_asset(asset_id: str) -> Asset:
 
 async def _fittable(device_id: str, asset_id: str, conn: BaseDBAsyncClient) -> Device:
     """The device, if it can go on `asset_id`: it exists, is not retired and is on no other asset."""
-    device = await Device.get_or_none(id=device_id).using_db(conn)
+    device = await Device.filter(id=device_id).using_db(conn).first()
     if device is None:
         raise AssetNotFound(f"no device {device_id!r}")
     if device.status in RETIRED:
@@ -212,7 +212,7 @@ async def swap(runtime: Runtime, asset_id: str, new_device_id: str, actor: str, 
                     raise AssetConflict(f"asset {asset_id!r} changed meanwhile (it now carries "
                                         f"{locked.device_id!r}); look again")
                 new = await _fittable(new_device_id, asset_id, conn)
-                old = await Device.get(id=old_id).using_db(conn)
+                old = await Device.filter(id=old_id).using_db(conn).get()
                 doc = moved_document(old.desired_doc, new.desired_doc)
                 version: int | None = None
                 publish: tuple[str, bytes] | None = None

@@ -107,9 +107,9 @@ async def _charts(asset_id: str, start: datetime, end: datetime, tz: ZoneInfo) -
     plans: list[tuple[history.Source, str | None, str]] = []
     health = await asset_history.known_fields(found, "health", None)
     plans += [("health", None, name) for name in HEALTH_FIELDS if name in health]
-    for role in sorted(roles & TELEMETRY_FIELDS.keys()):
-        known = await asset_history.known_fields(found, "telemetry", role)
-        plans += [("telemetry", role, name) for name in TELEMETRY_FIELDS[role] if name in known]
+    for device_role in sorted(roles & TELEMETRY_FIELDS.keys()):
+        known = await asset_history.known_fields(found, "telemetry", device_role)
+        plans += [("telemetry", device_role, name) for name in TELEMETRY_FIELDS[device_role] if name in known]
     drawn = []
     for source, role, name in plans:
         points = await asset_history.series(found, source, name, CHART_POINTS, role)

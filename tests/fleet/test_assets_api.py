@@ -195,12 +195,17 @@ async def test_fit_swap_history_report(fleet: httpx.AsyncClient) -> None:
 
 
 async def test_replaced_device_messages_refused(fleet: httpx.AsyncClient, mosquitto: Mosquitto) -> None:
-    """The ingest refuses a replaced device's messages like a decommissioned one's."""
+    """A swap whose first try died after the broker step finishes when asked again; the ingest then
+    refuses the replaced device's messages like a decommissioned one's."""
     await fleet.post("/api/assets", json=POLE)
     await _device(fleet, "lamp-a")
     await _device(fleet, "lamp-b")
     await fleet.post(f"/api/assets/{POLE['id']}/fit", json={"device_id": "lamp-a"})
-    assert (await fleet.post(f"/api/assets/{POLE['id']}/swap", json={"new_device_id": "lamp-b"})).status_code == 200
+    # a first swap that died after revoking the old credentials (step 2): asked again, it finishes
+    assert (await fleet.post("/api/devices/lamp-a/credentials/revoke")).json() == {"revoked": 1}
+    finished = await fleet.post(f"/api/assets/{POLE['id']}/swap", json={"new_device_id": "lamp-b"})
+    assert finished.status_code == 200 and finished.json()["credentials_revoked"] == 0
+    assert not finished.json()["already_done"] and finished.json()["desired_version"] is None
     dev = ScriptedDevice(mosquitto.port, "lamp-a", ses=1)  # an open test broker: the old board still talking
     try:
         dev.health(seq=0)
