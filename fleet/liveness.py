@@ -93,7 +93,7 @@ class Verdict:
 
 def judge(device: PresenceRecord, now: datetime, hearing: Hearing, timing: Timing) -> Verdict:
     """The device's state; the first row of the table that holds (docs/fleet.md, "Liveness")."""
-    if device.status == "decommissioned":
+    if device.status in ("decommissioned", "replaced"):  # retired (replaced: swapped out of its asset)
         return Verdict(State.DECOMMISSIONED)
     if device.session is None and device.last_seen_at is None:
         return Verdict(State.NEVER_SEEN)

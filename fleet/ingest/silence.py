@@ -40,7 +40,7 @@ from fleet.liveness import (
     period_from_result,
     revives,
 )
-from fleet.models import Command, Device, DeviceStatus
+from fleet.models import RETIRED_STATUSES, Command, Device
 from fleet.ops.models import PresenceChange
 from fleet.settings import Settings
 
@@ -122,16 +122,16 @@ def _ids(query: QuerySet[Device]) -> Subquery:
 
 
 def _seen() -> Q:
-    return ~Q(status=DeviceStatus.DECOMMISSIONED) & (Q(session__isnull=False) | Q(last_seen_at__isnull=False))
+    return ~Q(status__in=RETIRED_STATUSES) & (Q(session__isnull=False) | Q(last_seen_at__isnull=False))
 
 
 def state_filter(query: QuerySet[Device], state: State, now: datetime, hearing: Hearing,
                  timing: Timing) -> QuerySet[Device]:
     """`query` narrowed to the devices fleet.liveness.judge would give `state` (same table, in SQL)."""
-    if state is State.DECOMMISSIONED:
-        return query.filter(status=DeviceStatus.DECOMMISSIONED)
+    if state is State.DECOMMISSIONED:  # retired: decommissioned or replaced
+        return query.filter(status__in=RETIRED_STATUSES)
     if state is State.NEVER_SEEN:
-        return query.filter(~Q(status=DeviceStatus.DECOMMISSIONED), session__isnull=True, last_seen_at__isnull=True)
+        return query.filter(~Q(status__in=RETIRED_STATUSES), session__isnull=True, last_seen_at__isnull=True)
     if state is State.UNKNOWN:
         return query.filter(_seen()) if not hearing.listening else query.filter(id__in=[])
     if not hearing.listening:

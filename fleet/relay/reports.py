@@ -152,7 +152,7 @@ async def _availability(conn: BaseDBAsyncClient, month: Month, ward: str | None,
     """(ward, devices, mean availability 0..1). A device's availability is the part of its window
     it was online: the window is [the month's start or the device's creation if later, the month's
     end or now if sooner); online from its presence changes in the window and the state of its last
-    change before it (none: offline). Devices decommissioned, or created after the window, are out."""
+    change before it (none: offline). Devices decommissioned or replaced, or created after the window, are out."""
     q = _Query(conn)
     end_at = min(month.end, max(now, month.start))
     start_s, end_s = q.param(month.start.timestamp()), q.param(end_at.timestamp())
@@ -163,7 +163,7 @@ async def _availability(conn: BaseDBAsyncClient, month: Month, ward: str | None,
     sql = (
         f"WITH dev AS (SELECT d.id, coalesce(d.ward, '') AS w, "
         f"CASE WHEN {created} > {start_s} THEN {created} ELSE {start_s} END AS ws FROM device d "
-        f"WHERE d.status <> 'decommissioned'{_ward_clause(q, ward)}), "
+        f"WHERE d.status NOT IN ('decommissioned', 'replaced'){_ward_clause(q, ward)}), "
         f"before AS (SELECT device_id, online, row_number() OVER (PARTITION BY device_id{q.bytewise} "
         f"ORDER BY at DESC, id DESC) "
         f"AS r FROM ops_presence_change WHERE at < {start}), "
@@ -193,7 +193,8 @@ async def _broadcasts(conn: BaseDBAsyncClient, month: Month, ward: str | None) -
 
 async def _wards(conn: BaseDBAsyncClient, ward: str | None) -> list[str]:
     q = _Query(conn)
-    sql = ("SELECT DISTINCT coalesce(d.ward, '') AS w FROM device d WHERE d.status <> 'decommissioned'"
+    sql = ("SELECT DISTINCT coalesce(d.ward, '') AS w FROM device d "
+           "WHERE d.status NOT IN ('decommissioned', 'replaced')"
            + _ward_clause(q, ward))
     return [str(row[0]) for row in await q.rows(sql)]
 
