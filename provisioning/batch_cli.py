@@ -111,10 +111,11 @@ def flash_label_check(args: argparse.Namespace) -> None:
 
 
 def write_flash_label(args: argparse.Namespace, device_id: str, ward: str) -> str | None:
-    """After a successful flash with --label-dir: the label's PNG; its line to print."""
+    """After a successful flash with --label-dir: the label's PNG; its line to print. Under
+    `provision swap` the label names the asset (its --asset), and the QR code opens its page."""
     if args.label_dir is None:
         return None
-    label = make_label(public_url(args), device_id, ward=ward)
+    label = make_label(public_url(args), device_id, asset=str(getattr(args, "asset", None) or ""), ward=ward)
     path = save_png(label, args.label_dir / f"{device_id}.png")
     return f"label {path}: {label.line()}"
 

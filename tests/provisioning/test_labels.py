@@ -2,6 +2,7 @@
 letters (the glyphs differ from the plain ones: DejaVu has them), the PDF sheet's pages counted
 (pypdf), and the commands' refusals, all through the real CLI."""
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pypdf
 import zxingcpp
 from PIL import Image, ImageChops, ImageDraw
 
+from provisioning.batch_cli import write_flash_label
 from provisioning.labels import (
     FONT_BOLD,
     LABEL_PX,
@@ -19,7 +21,8 @@ from provisioning.labels import (
     render_label,
     sheet_pages,
 )
-from tests.provisioning.conftest import run_provision
+from provisioning.virtual_board import VirtualBoard
+from tests.provisioning.conftest import ANSWER_TIMEOUT, run_provision
 
 FLEET = "https://fleet.dongxoai.example"
 COORD = Path("/work/coord")
@@ -106,3 +109,33 @@ def test_label_refusals(tmp_path: Path) -> None:
     assert "Traceback" not in result.err
     date = run_provision("label", "--device", "light-x-0001", "--public-url", FLEET, "--date", "30/11/2026")
     assert date.err.strip() == "provision: --date must be YYYY-MM-DD"
+
+
+def test_flash_label_dir_writes_each_flashed_boards_label(vboard: VirtualBoard, tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    result = run_provision("flash", "--port", vboard.port, "--kind", "sim", "--site", "Chợ Đồng Xoài", "--ward",
+                           "Tân Bình", "--offline", "--enrollment-token", "ioc_test-token",
+                           "--broker", "127.0.0.1:1883", "--fleet", "http://fleet.example:8000",
+                           "--insecure-plaintext", "--answer-timeout", ANSWER_TIMEOUT, "--label-dir", str(labels))
+    assert result.code == 0, result.err
+    ok, label_line = result.out.splitlines()
+    device_id = ok.split()[2]
+    assert label_line.startswith(f"label {labels / device_id}.png: {device_id}  ward Tân Bình  ")
+    # the QR code opens the device's page on --fleet (no --public-url given)
+    assert qr_texts(Image.open(labels / f"{device_id}.png")) == [f"http://fleet.example:8000/devices/{device_id}"]
+
+
+def test_a_swaps_label_names_the_asset(tmp_path: Path) -> None:
+    # `provision swap` runs flash's handler with its own --asset: the label names it and opens its page
+    args = argparse.Namespace(label_dir=tmp_path, public_url=FLEET, fleet=None, asset="cot-den-0142")
+    line = write_flash_label(args, "light-cot-den-0142-77ab", "Tân Phú")
+    assert line is not None and "asset cot-den-0142  ward Tân Phú" in line
+    assert qr_texts(Image.open(tmp_path / "light-cot-den-0142-77ab.png")) == [f"{FLEET}/assets/cot-den-0142"]
+
+
+def test_a_label_dir_without_a_url_is_refused_before_the_board(vboard: VirtualBoard, tmp_path: Path) -> None:
+    result = run_provision("flash", "--port", vboard.port, "--kind", "sim", "--site", "x", "--offline",
+                           "--enrollment-token", "ioc_test-token", "--broker", "127.0.0.1:1883",
+                           "--insecure-plaintext", "--label-dir", str(tmp_path / "labels"))
+    assert result.code == 1 and "give --public-url URL (or --fleet)" in result.err
+    assert not (vboard.board_dir / "main.py").exists()
