@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,20 +97,20 @@ def _qr(url: str, size: int) -> Image.Image:
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font_name: str, size: int, width: int,
          smallest: int) -> tuple[ImageFont.FreeTypeFont, list[str]]:
-    """The largest font (down to `smallest`) that fits `text` in `width`, else `smallest` wrapped at '-'."""
+    """The largest font (down to `smallest`) that fits `text` in `width`, else `smallest` wrapped after
+    hyphens and spaces."""
     for points in range(size, smallest - 1, -2):
         font = _font(font_name, points)
         if draw.textlength(text, font=font) <= width:
             return font, [text]
     font = _font(font_name, smallest)
     lines: list[str] = []
-    for piece in text.split("-"):
-        candidate = f"{lines[-1]}-{piece}" if lines else piece
-        if lines and draw.textlength(candidate, font=font) <= width:
-            lines[-1] = candidate
+    for piece in re.split(r"(?<=[- ])", text):  # break after a hyphen or a space
+        if lines and draw.textlength(lines[-1] + piece, font=font) <= width:
+            lines[-1] += piece
         else:
-            lines.append(piece if not lines else f"-{piece}")
-    return font, lines
+            lines.append(piece)
+    return font, [line.rstrip() for line in lines]
 
 
 def render_label(label: Label) -> Image.Image:
@@ -133,9 +134,10 @@ def render_label(label: Label) -> Image.Image:
         draw.text((left, y), title, font=caption, fill=90)
         y += 21
         value_font, value_lines = _fit(draw, value, FONT_BOLD, 24, width, 16)
-        draw.text((left, y), value_lines[0] if len(value_lines) == 1 else "".join(value_lines),
-                  font=value_font, fill=0)
-        y += int(value_font.size * 1.25)
+        for line in value_lines[:2]:  # a third line would run off the label: 2 lines of 16 px hold ~50 letters
+            draw.text((left, y), line, font=value_font, fill=0)
+            y += int(value_font.size * 1.2)
+        y += 3
     return image
 
 
