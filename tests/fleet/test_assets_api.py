@@ -208,3 +208,44 @@ async def test_replaced_device_messages_refused(fleet: httpx.AsyncClient, mosqui
         assert (await fleet.post("/api/devices/lamp-a/commands", json={"name": "ping"})).status_code == 409
     finally:
         dev.close()
+
+
+async def test_swap_while_the_broker_is_down_then_again(fleet: httpx.AsyncClient, mosquitto: Mosquitto) -> None:
+    """The fleet's broker link down at the push (after the transaction): the swap stands, `pushed` is
+    false; asked again once the link is back, it answers `already_done` and publishes the document."""
+    await fleet.post("/api/assets", json=POLE)
+    await _device(fleet, "lamp-c")
+    await _device(fleet, "lamp-d")
+    await fleet.post(f"/api/assets/{POLE['id']}/fit", json={"device_id": "lamp-c"})
+    await fleet.put("/api/devices/lamp-c/desired", json={"doc": {"light": PROGRAM}})
+    runtime = fleet.app.state.runtime  # type: ignore[attr-defined]
+    mosquitto.stop()
+    try:
+        async def link_down() -> bool:
+            return not runtime.link.connected.is_set()
+
+        await async_wait_for(link_down, what="the fleet's link down")
+        down = (await fleet.post(f"/api/assets/{POLE['id']}/swap", json={"new_device_id": "lamp-d"})).json()
+        assert (down["pushed"], down["already_done"], down["desired_version"]) == (False, False, 1)
+        assert "ask the same swap again" in down["note"]
+        assert (await fleet.get("/api/devices/lamp-c")).json()["status"] == "replaced"
+    finally:
+        mosquitto.start()
+
+    async def link_up() -> bool:
+        return bool(runtime.link.connected.is_set())
+
+    await async_wait_for(link_up, timeout=60, what="the fleet's link back")
+    watcher = ScriptedDevice(mosquitto.port, "lamp-d", ses=1, will=False)  # subscribes as the new board would
+    try:
+        again = (await fleet.post(f"/api/assets/{POLE['id']}/swap", json={"new_device_id": "lamp-d"})).json()
+        assert (again["pushed"], again["already_done"], again["old_device_id"]) == (True, True, "lamp-c")
+        assert again["note"] == "already done; the document was sent again"
+
+        async def delivered() -> bool:  # the broker lost nothing of it: the board would get the program now
+            return any(topic.endswith("/state/desired") and body.get("version") == 1 and body.get("doc") == {
+                "light": PROGRAM} for topic, body in list(watcher.received))
+
+        await async_wait_for(delivered, what="the moved document on the new device's topic")
+    finally:
+        watcher.close()
