@@ -15,6 +15,7 @@ import argparse
 import datetime
 import functools
 import os
+import sys
 from pathlib import Path
 
 from provisioning.batch import BatchFolder, BatchPlan, prepare
@@ -168,7 +169,7 @@ def do_flash_batch(args: argparse.Namespace, reporter: Reporter) -> int:
             batch.record(entry, "failed: " + err.message)
             if len(args.port) == 1:
                 raise
-            print(f"provision: {err.message}", flush=True)
+            print(f"provision: {err.message}", file=sys.stderr, flush=True)  # as flash's other failures
             failures.append(err)
             continue
         batch.record(entry, result.line())
