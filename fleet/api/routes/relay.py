@@ -679,7 +679,7 @@ class DeliveryPublic(BaseModel):
             value = event.get(key)
             return str(value) if value is not None else None
 
-        return cls(id=row.id, endpoint_id=row.endpoint_id, device_id=row.device_id,  # type: ignore[attr-defined]
+        return cls(id=row.id, endpoint_id=row.endpoint_id, device_id=row.device_id,
                    message_id=row.message_id, event_type=text("type"), event_phase=text("phase"),
                    event_at=text("at"), snapshot_sha256=row.snapshot_sha256, status=row.status,
                    attempts=row.attempts, next_at=row.next_at, created_at=row.created_at,
@@ -752,7 +752,7 @@ async def replay_delivery(delivery_id: DeliveryId, audit: Admin, runtime: Runtim
                             f"only a dead delivery is replayed (this one is {row.status.value})")
     await outbox.replay([row.id])
     _nudge(runtime)
-    endpoint = await RelayEndpoint.get(id=row.endpoint_id)  # type: ignore[attr-defined]
+    endpoint = await RelayEndpoint.get(id=row.endpoint_id)
     await audit("relay.delivery.replay", endpoint.name, {"delivery": row.id, "message_id": row.message_id,
                                                          "device": row.device_id})
     return DeliveryPublic.of(await _delivery(delivery_id))
