@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 from edge.config import FleetSettings
-from edge.errors import ConfigError, EdgeError
+from edge.errors import EdgeError
+from edge.tls import verifying_context
 
 ANSWER_READ_MAX = 4096  # bytes of an answer's body kept (for a log line)
 
@@ -36,17 +37,7 @@ def fleet_tls_context(fleet: FleetSettings) -> ssl.SSLContext | None:
     CAs when it is not set) and name the URL's host, as for the broker (edge.link.tls_context)."""
     if not fleet.tls:
         return None
-    cafile = str(fleet.ca_file) if fleet.ca_file else None
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError) as err:
-        reason = getattr(err, "strerror", None) or "not a PEM file of CA certificates"
-        raise ConfigError(f"fleet.ca_file: cannot use {fleet.ca_file}: {reason}") from err
-    if cafile and not context.get_ca_certs():
-        raise ConfigError(f"fleet.ca_file: {fleet.ca_file} holds no CA certificate")
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return verifying_context(fleet.ca_file, "fleet.ca_file")
 
 
 class FleetHttp:

@@ -19,10 +19,11 @@ import aiomqtt
 from contract import device_topic
 from edge.backoff import Backoff
 from edge.config import AgentConfig, BrokerSettings
-from edge.errors import ConfigError, EdgeError, StateError
+from edge.errors import EdgeError, StateError
 from edge.queue import Outbox
 from edge.stamps import SessionCounter, Stamper
 from edge.statefile import StateDisk, describe_write_error
+from edge.tls import verifying_context
 from edge.uplink import QOS, encode
 
 log = logging.getLogger(__name__)
@@ -40,18 +41,7 @@ def tls_context(broker: BrokerSettings) -> ssl.SSLContext | None:
     fails either check is dropped during the handshake, before the password is sent."""
     if not broker.tls:
         return None
-    cafile = str(broker.ca_file) if broker.ca_file else None
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError) as err:
-        reason = getattr(err, "strerror", None) or "not a PEM file of CA certificates"
-        raise ConfigError(f"broker.ca_file: cannot use {broker.ca_file}: {reason}") from err
-    if cafile and not context.get_ca_certs():
-        raise ConfigError(f"broker.ca_file: {broker.ca_file} holds no CA certificate")
-    # Both are the defaults of create_default_context; stated so a refactor cannot lose them.
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return verifying_context(broker.ca_file, "broker.ca_file")
 
 
 class Link:
