@@ -13,11 +13,13 @@ Segments meet at knots, joint or disjoint (the "mixed" PLA of Luo et al. 2015):
   (linear interpolation between these two adjacent samples covers no sample);
 - joined: a segment that starts where the previous one ends, with a start value the previous
   segment's lines can reach there: at one of that segment's last `JOINT_BACK` samples (cutting it
-  there), or at one of `BETWEEN` times between its last sample and the next one (its lines go on
-  past its last sample: the knot of two lines need not be at a sample, as in the slide filter of
-  Elmeleegy et al. 2009). One point. These joined candidates grow beside the free one, on the same
-  samples; when the free one ends, the joined one that reaches furthest is taken if it misses at
-  most `SLACK` of the samples the free one covers (they are taken again by the next segment).
+  there), at one of `GAP_BACK` times between two of those samples (cutting it at the first: its
+  lines up to that sample go on past it), or at one of `BETWEEN` times between its last sample and
+  the next one (its lines go on past its last sample: the knot of two lines need not be at a
+  sample, as in the slide filter of Elmeleegy et al. 2009). One point.
+  These joined candidates grow beside the free one, on the same samples; when the free one ends,
+  the joined one that reaches furthest is taken if it misses at most `SLACK` of the samples the
+  free one covers (they are taken again by the next segment).
 Joined segments form a chain whose lines are not chosen until the chain ends (a free segment, a
 flush, a heartbeat): then a line is chosen in the last polygon, and going back, each earlier
 segment takes a line of its polygon through the knot its successor starts from. So the chain keeps
@@ -26,9 +28,9 @@ all the freedom a greedy pass can give it.
 The output is plain (t_ms, value) points: linear interpolation between consecutive points
 (`swinging_door.reconstruct`) is within E of every sample, as for the swinging door (held with a
 margin of 1e-9·E for float rounding; `tests/edge/roles/test_pla.py` checks it on random and real
-series). Values are rounded to `decimals` places, a step of at most E/20 (E = 0.5: 0.01; E = 20:
-1), for short JSON numbers; the lines are fitted within E minus half a step, so rounding both ends
-of a line moves it by at most half a step.
+series). Values are rounded to `decimals` places, a step of at most E/50 (E = 0.5 or 2: 0.01;
+E = 20: 0.1), for short JSON numbers; the lines are fitted within E minus half a step, so rounding
+both ends of a line moves it by at most half a step.
 
 Latency and memory: points are sent when a chain ends. `max_interval_ms` bounds the delay: when a
 sample comes that long after the last point sent, everything held is sent (ending at that sample)
@@ -46,9 +48,10 @@ Vertex = tuple[float, float]  # (value at the segment's start, slope per ms)
 _MARGIN = 1e-9  # of E: room for float rounding in the polygon's arithmetic
 SLACK = 10  # samples a joined segment may cover less than a disjoint one and still be chosen
 MAX_HELD = 4096  # samples held for a segment: at the bound it ends there (memory stays bounded)
-JOINT_BACK = 6  # a joined segment may start at any of the previous one's last samples
+JOINT_BACK = 6  # a joined segment may start at (or after) any of the previous one's last samples
 BETWEEN = 7  # knots tried between the previous segment's last sample and the next one
 MAX_CHAIN = 256  # joined segments whose lines are not chosen yet: at the bound the next is disjoint
+GAP_BACK = 5  # knots tried between each two of those last samples
 
 
 def _clip(poly: list[Vertex], dt: float, bound: float, sign: float) -> list[Vertex]:
@@ -147,9 +150,9 @@ class MixedPla:
         self.max_error = max_error
         self.max_interval_ms = max_interval_ms
         self.slack = slack
-        # values sent rounded to a decimal step of at most E/20 (short JSON numbers); the lines
+        # values sent rounded to a decimal step of at most E/50 (short JSON numbers); the lines
         # keep within E minus half a step, so the rounded ones keep within E
-        self.decimals = math.ceil(-math.log10(max_error / 20)) if max_error > 0 else None
+        self.decimals = math.ceil(-math.log10(max_error / 50)) if max_error > 0 else None
         step = 10.0 ** -self.decimals if self.decimals is not None else 0.0
         self._e = (max_error - step / 2) * (1 - _MARGIN)
         self._chain: list[_Segment] = []  # closed segments joined end to start, lines not chosen yet
@@ -242,6 +245,17 @@ class MixedPla:
                 joint = _Segment(tm, min(ends), max(ends), tm, cut=tm)
                 if all(self._extend(joint, t, v) for t, v, _ in tail[k + 1:]) and self._extend(joint, t_ms, value):
                     self._joints.append(joint)
+                if k + 1 < len(tail):  # knots in the gap after that sample
+                    t1 = tail[k + 1][0]
+                    for j in range(1, GAP_BACK + 1):
+                        tau = tm + (t1 - tm) * j // (GAP_BACK + 1)
+                        if not tm < tau < t1:
+                            continue
+                        ends = [a + s * (tau - last.t0) for a, s in poly]
+                        joint = _Segment(tau, min(ends), max(ends), tau, cut=tm)
+                        taken = all(self._extend(joint, t, v) for t, v, _ in tail[k + 1:])
+                        if taken and self._extend(joint, t_ms, value):
+                            self._joints.append(joint)
             if last.poly:  # knots between the samples: the previous lines go on past its last one
                 gap = t_ms - last.last_t
                 for tau in sorted({last.last_t + gap * k // (BETWEEN + 1) for k in range(1, BETWEEN + 1)}):
