@@ -5,10 +5,10 @@
     provision pi-bundle --out DIR --site S (--ca-file F | --system-ca | --insecure-plaintext)
                         [--target pi-arm64 | pi-armv7]
     provision release keygen | build | sign | verify | trust   signed OTA releases (provisioning/release_cli.py)
-    provision swap --asset X (--port P | --device-id ID) [flash's options]   replace the device on a pole
-    provision check --device ID [--lamp-test [--lamp-seconds N]] [--tone-test] [--wait S]   checks at the pole
     provision label --device ID | labels --batch CSV | batch prepare ... | flash --batch DIR
                                           labels and the offline batch day (provisioning/batch_cli.py)
+    provision swap --asset X (--port P | --device-id ID) [flash's options]   replace the device on a pole
+    provision check --device ID [--lamp-test [--lamp-seconds N]] [--tone-test] [--wait S]   checks at the pole
 
 Every failure reaches the user as one line, `provision: message`, with the exit status of
 `provisioning.errors` (the table is in docs/provisioning.md).
