@@ -25,6 +25,7 @@ from provisioning.batch import ENTRIES, USED
 from provisioning.errors import BoardStoppedAnswering, NotAuthorised
 from provisioning.image import CA_FILE
 from provisioning.virtual_board import VirtualBoard
+from tests.conftest import ARTIFACTS
 from tests.firmware.tls_peers import TlsServer, front_for, make_ca, server_cert
 from tests.provisioning.conftest import ANSWER_TIMEOUT, FIRMWARE_HEAP, FleetUnderTest, arun_provision
 from tests.support.fleet import fleet_in_thread, fleet_settings, token_for
@@ -34,7 +35,6 @@ from tests.support.wait import async_wait_for, wait_for
 
 WARD = "Tân Phú"
 TLS_HEAP = "72k"  # TLS costs the firmware about 3.6 KB of heap on the unix port (docs/firmware.md)
-COORD = Path("/work/coord")
 
 
 class Switch:
@@ -118,9 +118,9 @@ def used(batch: Path) -> dict[str, dict[str, Any]]:
 
 
 def keep_for_the_note(path: Path) -> None:
-    """The closing note of issue 17 shows a batch's label sheet."""
-    if COORD.is_dir():
-        shutil.copy(path, COORD / path.name)
+    """A batch's label sheet, kept with the tests' artifacts (test-artifacts/)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(path, ARTIFACTS / path.name)
 
 
 def flash_batch(batch: Path, *ports: str, extra: tuple[str, ...] = ()) -> list[str]:
