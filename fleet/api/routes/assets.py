@@ -14,7 +14,7 @@ from tortoise.transactions import in_transaction
 
 from contract import DEVICE_ID_PATTERN
 from fleet.api.deps import LOGGED_IN, Auditor, Reader, RuntimeDep, acting
-from fleet.api.errors import answer
+from fleet.api.errors import ValidationErrorPublic, answer
 from fleet.api.routes.data import Moment
 from fleet.api.routes.devices import view_of
 from fleet.assets import history as asset_history
@@ -290,7 +290,8 @@ async def fittings(asset: AssetDep, _: Reader,
     return [FittingPublic.model_validate(row) for row in rows]
 
 
-@router.get("/{asset_id}/history", responses={422: answer("a bad range, field or points")})
+@router.get("/{asset_id}/history",
+            responses={422: {"model": ValidationErrorPublic, "description": "a bad range, field or points"}})
 async def asset_history_route(
     asset: AssetDep, _: Reader,
     start: Annotated[Moment | None, Query(alias="from", description="default: 7 days before 'to'")] = None,
@@ -331,7 +332,8 @@ async def asset_history_route(
     return out
 
 
-@router.get("/{asset_id}/report", responses={422: answer("month is not YYYY-MM")})
+@router.get("/{asset_id}/report",
+            responses={422: {"model": ValidationErrorPublic, "description": "month is not YYYY-MM"}})
 async def asset_report(asset: AssetDep, _: Reader, runtime: RuntimeDep,
                        month: Annotated[str, Query(max_length=16, description="YYYY-MM, the city's calendar")]
                        ) -> dict[str, Any]:
