@@ -12,16 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract import ContractError
 from fleet.api.deps import LOGGED_IN, Auditor, DeviceDep, Reader, RuntimeDep, acting
 from fleet.api.errors import answer
+from fleet.api.routes.control import send_desired
 from fleet.api.routes.devices import view_of
 from fleet.auth.roles import Permission
 from fleet.children.models import ChildChange, ChildDevice
 from fleet.children.presence import ChildPresence
 from fleet.children.queries import children_of
-from fleet.desired import DesiredChanged, claim_desired
-from fleet.ingest.link import LinkError
 from fleet.models import Device, DeviceStatus, EventRecord
 
 router = APIRouter(prefix="/api/devices/{device_id}/children", tags=["child devices"], dependencies=[LOGGED_IN])
@@ -135,21 +133,6 @@ async def child_history(device: DeviceDep, child_id: ChildIdPath, _: Reader) -> 
     return [ChildHistory(at=r.at, what=r.what, detail=r.detail) for r in rows]
 
 
-async def _send_doc(device: Device, doc: dict[str, Any], runtime: RuntimeDep) -> int:
-    try:
-        version, topic, payload = await claim_desired(device.id, device.desired_version, doc)
-    except ContractError as err:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
-    except DesiredChanged as err:
-        raise HTTPException(status.HTTP_409_CONFLICT, "the desired state changed meanwhile; retry") from err
-    try:
-        await runtime.link.publish(topic, payload, retain=True)
-    except LinkError as err:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            f"stored as version {version} but not sent: {err}") from err
-    return version
-
-
 def _with_children(device: Device, children: list[dict[str, Any]]) -> dict[str, Any]:
     doc = dict(device.desired_doc or {})
     part = doc.get("children")
@@ -174,7 +157,7 @@ async def adopt_child(device: DeviceDep, body: ChildAdopt, runtime: RuntimeDep,
     if len(children) >= MAX_CHILDREN:
         raise HTTPException(status.HTTP_409_CONFLICT, f"the Pi watches at most {MAX_CHILDREN} children")
     child = body.model_dump(exclude_none=True)
-    version = await _send_doc(device, _with_children(device, [*children, child]), runtime)
+    version = await send_desired(device, _with_children(device, [*children, child]), runtime)
     await audit("device.child_adopt", device.id, {"child": body.id, "version": version})
     return ChildPublic(child_id=body.id, kind=body.kind, presence=ChildPresence.UNKNOWN, state=None,
                        state_since=None, fw=None, hw=None, last_health=None, last_health_at=None,
@@ -195,6 +178,6 @@ async def forget_child(device: DeviceDep, child_id: ChildIdPath, runtime: Runtim
     await ChildChange.filter(parent_id=device.id, child_id=child_id).delete()
     if len(kept) == len(children) and not deleted:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no child {child_id!r} of {device.id!r}")
-    version = await _send_doc(device, _with_children(device, kept), runtime) if len(kept) != len(children) else None
+    version = await send_desired(device, _with_children(device, kept), runtime) if len(kept) != len(children) else None
     await audit("device.child_forget", device.id, {"child": child_id, "version": version})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

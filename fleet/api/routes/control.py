@@ -2,7 +2,7 @@
 
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
 
@@ -15,6 +15,7 @@ from fleet.broadcast.delivery import mark_due
 from fleet.desired import DesiredChanged, claim_desired
 from fleet.ingest.link import LinkError
 from fleet.models import RETIRED_STATUSES, Command, Device
+from fleet.runtime import Runtime
 
 router = APIRouter(prefix="/api/devices/{device_id}", tags=["device control"], dependencies=[LOGGED_IN])
 
@@ -63,16 +64,12 @@ async def get_desired(device: DeviceDep, _: Reader) -> DesiredPublic:
     return _desired(device)
 
 
-@router.put("/desired", responses={
-    409: answer("the device is decommissioned, or the document changed meanwhile (retry)"),
-    503: answer("stored, but the broker link is down: not sent yet")})
-async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDep,
-                      audit: Annotated[Auditor, acting(Permission.DESIRED_STATE)]) -> DesiredPublic:
-    """Replace the desired-state document; it goes out retained, with the next version number."""
-    _refuse_retired(device)
-    # the version is claimed in the database first, so two writers never send the same number
+async def send_desired(device: Device, doc: dict[str, Any], runtime: Runtime) -> int:
+    """Claim the next desired-state version for `doc` and publish it retained; its version. The
+    refusals as answers: 422 a document the contract refuses, 409 changed meanwhile, 503 stored but
+    not sent (the broker link is down)."""
     try:
-        version, topic, payload = await claim_desired(device.id, device.desired_version, body.doc)
+        version, topic, payload = await claim_desired(device.id, device.desired_version, doc)
     except ContractError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from err
     except DesiredChanged as err:
@@ -82,6 +79,18 @@ async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDe
     except LinkError as err:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"stored as version {version} but not sent: {err}") from err
+    return version
+
+
+@router.put("/desired", responses={
+    409: answer("the device is decommissioned, or the document changed meanwhile (retry)"),
+    503: answer("stored, but the broker link is down: not sent yet")})
+async def put_desired(device: DeviceDep, body: DesiredUpdate, runtime: RuntimeDep,
+                      audit: Annotated[Auditor, acting(Permission.DESIRED_STATE)]) -> DesiredPublic:
+    """Replace the desired-state document; it goes out retained, with the next version number."""
+    _refuse_retired(device)
+    # the version is claimed in the database first, so two writers never send the same number
+    version = await send_desired(device, body.doc, runtime)
     await audit("device.desired", device.id, {"version": version})
     if "speaker" in (device.roles or []) and body.doc.get("speaker") != (device.desired_doc or {}).get("speaker"):
         # the schedule is the broadcasts' delivery's: it puts its own back (or keeps the new one) at once
