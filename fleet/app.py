@@ -117,7 +117,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
             else:
                 accounts = UncheckedAccounts()
         link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max,
-                        ca_file=ca_file, probe_s=settings.mqtt_probe_s)
+                        shared_group=settings.mqtt_shared_group, ca_file=ca_file, probe_s=settings.mqtt_probe_s)
         await stack.enter_async_context(link)
         stats = IngestStats()
         relay = RelayWorker(settings)  # the ingest queues deliveries by its route table (docs/relay.md)

@@ -35,7 +35,13 @@ class Settings(BaseSettings):
     database_url: str = "sqlite://var/fleet.sqlite3"
     # Unset: start the embedded broker (zero-setup demo). Set: use that broker (Mosquitto).
     mqtt_url: str | None = None
-    mqtt_client_id: str = "fleet-ingest"
+    mqtt_client_id: str = "fleet-ingest"  # unique per fleet instance (each has its own session)
+    # Several fleet instances on one broker: each subscribes as `$share/<group>/…`, so the broker
+    # hands each device message to one of them (docs/fleet.md, "Several instances"). Unset: one instance.
+    mqtt_shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # MQTT version of the fleet's own connection: 5 (Mosquitto) or 3.1.1 (brokers without MQTT 5:
+    # RabbitMQ 3.10's and NATS 2.9's MQTT gateways)
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
     # CA that signed the broker's certificate, for mqtts:// URLs
     mqtt_ca_file: Path | None = None
     # How the broker's per-device accounts are kept: `dynsec` (Mosquitto's dynamic-security
