@@ -55,9 +55,20 @@ async def database(settings: Settings) -> AsyncIterator[TortoiseContext]:
                               _enable_global_fallback=True)
     try:
         await Tortoise.generate_schemas(safe=True)
+        # telemetry partitioned by month on PostgreSQL (fleet/partitions.py), after the schema exists
+        await _partition_telemetry()
         yield ctx
     finally:
         await ctx.close_connections()
+
+
+async def _partition_telemetry() -> None:
+    conn = Tortoise.get_connection("default")
+    if conn.capabilities.dialect == "postgres":
+        from datetime import UTC, datetime
+
+        from fleet.partitions import ensure_partitioned
+        await ensure_partitioned(conn, datetime.now(UTC))
 
 
 async def ping() -> bool:

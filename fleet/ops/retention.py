@@ -15,6 +15,15 @@ rolls both back; a second fleet instance cannot take the same rows (PostgreSQL: 
 LOCKED; a row another instance deleted first is not returned; SQLite has one writer); a late raw
 row for an hour already rolled up is merged into that hour by a later run; nothing is counted
 twice because nothing is aggregated that is not deleted in the same transaction.
+
+On PostgreSQL with `telemetry` partitioned by month (fleet/partitions.py), telemetry rows are not
+deleted one by one: a month partition whose whole month is older than the raw cutoff is detached
+(late rows of that month land in DEFAULT from then on), read in chunks of CHUNK_ROWS in
+(device_id, at, id) order, each chunk merged into the hourly rows in one transaction with the
+chunk's end written to `partition_rollup` (the cursor; locked FOR UPDATE SKIP LOCKED, so one
+instance rolls a partition at a time), and dropped in the transaction of its last chunk. The row
+path above then runs on the DEFAULT partition only. So a month's raw rows are kept between
+FLEET_RETENTION_RAW_DAYS and that plus one month.
 """
 
 import json
@@ -29,7 +38,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from fleet.models import EventRecord, HealthRecord, TelemetryRecord
+from fleet import partitions
+from fleet.models import EventRecord
 from fleet.ops.history import numeric_paths
 from fleet.ops.models import Alert, AlertState, HealthHourly, Notification, PresenceChange, TelemetryHourly
 from fleet.relay.models import DeliveryStatus, RelayDelivery
@@ -115,6 +125,7 @@ def _moment(value: Any) -> datetime:
 class RunReport:
     rolled: dict[str, int] = field(default_factory=dict)  # raw rows rolled up, per table
     deleted: dict[str, int] = field(default_factory=dict)  # rows deleted, per table
+    dropped: list[str] = field(default_factory=list)  # partitions dropped after their roll-up (PostgreSQL)
     more: bool = False  # a bound was reached: run again at the next turn
 
 
@@ -139,16 +150,27 @@ class Retention:
         report = await self.run(now)
         if report.more:
             self.next_run = now
-        if any(report.rolled.values()) or any(report.deleted.values()):
-            log.info("retention: rolled up %s, deleted %s%s", report.rolled, report.deleted,
-                     " (more next turn)" if report.more else "")
+        if any(report.rolled.values()) or any(report.deleted.values()) or report.dropped:
+            log.info("retention: rolled up %s, deleted %s, dropped partitions %s%s", report.rolled,
+                     report.deleted, report.dropped or "none", " (more next turn)" if report.more else "")
 
     async def run(self, now: datetime) -> RunReport:
         """One bounded run, whatever the schedule."""
         report = RunReport()
         raw_cutoff = hour_of(now - self.raw)  # whole hours only: an hour is rolled up at once
+        tables: dict[Source, str] = {"health": "health", "telemetry": "telemetry"}
+        conn = Tortoise.get_connection("default")
+        if await partitions.is_partitioned(conn):
+            # next months' partitions by the wall clock (the rows arriving now land by it), then
+            # whole months older than the cutoff rolled up and dropped; rows only from DEFAULT
+            await partitions.ensure_partitioned(conn, datetime.now(UTC))
+            rolled, dropped, more = await _roll_partitions(conn, raw_cutoff)
+            report.rolled["telemetry_partitions"] = rolled
+            report.dropped = dropped
+            report.more |= more
+            tables["telemetry"] = partitions.default_name(partitions.TELEMETRY)
         for source in ("health", "telemetry"):
-            rolled, more = await self._roll_up(source, raw_cutoff)
+            rolled, more = await self._roll_up(source, raw_cutoff, tables[source])
             report.rolled[source] = rolled
             report.more |= more
         hourly_cutoff = hour_of(now - self.hourly)
@@ -181,22 +203,24 @@ class Retention:
 
     # -- raw -> hourly ------------------------------------------------------------------------
 
-    async def _roll_up(self, source: Source, cutoff: datetime) -> tuple[int, bool]:
-        model = HealthRecord if source == "health" else TelemetryRecord
+    async def _roll_up(self, source: Source, cutoff: datetime, table: str) -> tuple[int, bool]:
+        conn = Tortoise.get_connection("default")
+        mark = "$1" if conn.capabilities.dialect == "postgres" else "?"
         rows = devices = 0
         while devices < DEVICES_PER_RUN:
-            found = await model.filter(device_id__gt=self._cursor[source]).order_by("device_id").limit(1) \
-                .values_list("device_id", flat=True)
+            found = await conn.execute_query_dict(
+                f"SELECT device_id FROM {table} WHERE device_id > {mark} ORDER BY device_id LIMIT 1",
+                [self._cursor[source]])
             if not found:
                 self._cursor[source] = ""  # a whole pass done
                 return rows, False
-            device = found[0]
+            device = found[0]["device_id"]
             devices += 1
             while True:
                 if rows >= ROWS_PER_RUN:
                     return rows, True  # this device again next run (the cursor stays before it)
                 limit = min(CHUNK_ROWS, ROWS_PER_RUN - rows)
-                taken = await _roll_chunk(source, str(device), cutoff, limit)
+                taken = await _roll_chunk(source, table, str(device), cutoff, limit)
                 rows += taken
                 if taken < limit:
                     break
@@ -204,11 +228,11 @@ class Retention:
         return rows, True
 
 
-async def _roll_chunk(source: Source, device_id: str, cutoff: datetime, limit: int) -> int:
+async def _roll_chunk(source: Source, table: str, device_id: str, cutoff: datetime, limit: int) -> int:
     """Delete up to `limit` of the device's raw rows older than `cutoff` and merge exactly those
     into the hourly rows, in one transaction. The number of rows rolled up."""
     async with in_transaction() as conn:
-        rows = await _take_raw(conn, source, device_id, cutoff, limit)
+        rows = await _take_raw(conn, source, table, device_id, cutoff, limit)
         if not rows:
             return 0
         hours: dict[tuple[str, datetime], HourAggregate] = {}
@@ -223,10 +247,9 @@ async def _roll_chunk(source: Source, device_id: str, cutoff: datetime, limit: i
         return len(rows)
 
 
-async def _take_raw(conn: BaseDBAsyncClient, source: Source, device_id: str, cutoff: datetime,
+async def _take_raw(conn: BaseDBAsyncClient, source: Source, table: str, device_id: str, cutoff: datetime,
                     limit: int) -> list[dict[str, Any]]:
-    table, time, columns = (("health", "received_at", "received_at, data") if source == "health"
-                            else ("telemetry", "at", "at, role, readings"))
+    time, columns = ("received_at", "received_at, data") if source == "health" else ("at", "at, role, readings")
     if Tortoise.get_connection("default").capabilities.dialect == "postgres":
         sql = (f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE device_id = $1 AND {time} < $2 "
                f"ORDER BY {time} LIMIT {int(limit)} FOR UPDATE SKIP LOCKED) RETURNING {columns}")
@@ -236,6 +259,72 @@ async def _take_raw(conn: BaseDBAsyncClient, source: Source, device_id: str, cut
                f"ORDER BY {time} LIMIT {int(limit)}) RETURNING {columns}")
         values = [device_id, cutoff.isoformat(" ")]
     return await conn.execute_query_dict(sql, values)
+
+
+def _telemetry_hours(rows: list[dict[str, Any]]) -> dict[tuple[str, datetime], HourAggregate]:
+    hours: dict[tuple[str, datetime], HourAggregate] = {}
+    for row in rows:
+        doc = _json(row["readings"])
+        hours.setdefault((str(row["role"]), hour_of(_moment(row["at"]))), HourAggregate()).add_doc(
+            doc if isinstance(doc, Mapping) else {})
+    return hours
+
+
+async def _roll_partitions(conn: BaseDBAsyncClient, cutoff: datetime) -> tuple[int, list[str], bool]:
+    """Detach the month partitions older than `cutoff`, roll up detached ones (at most
+    ROWS_PER_RUN rows), drop those done. (rows rolled up, partitions dropped, a bound reached)."""
+    spec = partitions.TELEMETRY
+    for name in await partitions.partitions(conn, spec):
+        month = partitions.month_of(spec, name)
+        if month is not None and partitions.add_months(month, 1) <= cutoff:
+            await partitions.detach_month(conn, spec, name)
+    pending = await conn.execute_query_dict(
+        f"SELECT partition FROM {partitions.ROLLUP_TABLE} WHERE parent = $1 ORDER BY partition", [spec.table])
+    rows, dropped = 0, list[str]()
+    for row in pending:
+        name = str(row["partition"])
+        if partitions.month_of(spec, name) is None:
+            continue  # not a name we made: never put into SQL
+        while True:
+            if rows >= ROWS_PER_RUN:
+                return rows, dropped, True
+            taken, done = await _roll_partition_chunk(name, min(CHUNK_ROWS, ROWS_PER_RUN - rows))
+            rows += taken
+            if done:
+                dropped.append(name)
+            if done or taken == 0:  # finished, or another instance holds it
+                break
+    return rows, dropped, False
+
+
+async def _roll_partition_chunk(name: str, limit: int) -> tuple[int, bool]:
+    """The next `limit` rows of a detached partition merged into the hourly rows and the cursor
+    moved past them, in one transaction; the partition dropped with its last chunk. (rows, dropped)."""
+    async with in_transaction() as conn:
+        cursor = await conn.execute_query_dict(
+            f"SELECT device_id, at, id FROM {partitions.ROLLUP_TABLE} WHERE partition = $1 "
+            "FOR UPDATE SKIP LOCKED", [name])
+        if not cursor:
+            return 0, False
+        after, values = "", [cursor[0]["device_id"], cursor[0]["at"], cursor[0]["id"]]
+        if values[0] is not None:
+            after = "WHERE (device_id, at, id) > ($1, $2, $3) "
+        rows = await conn.execute_query_dict(
+            f"SELECT id, device_id, at, role, readings FROM {name} {after}ORDER BY device_id, at, id "
+            f"LIMIT {int(limit)}", values if after else None)
+        by_device: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_device.setdefault(str(row["device_id"]), []).append(row)
+        for device_id in sorted(by_device):
+            await _merge_hourly(conn, "telemetry", device_id, _telemetry_hours(by_device[device_id]))
+        if len(rows) < limit:
+            await conn.execute_script(f"DROP TABLE {name}")
+            await conn.execute_query(f"DELETE FROM {partitions.ROLLUP_TABLE} WHERE partition = $1", [name])
+            return len(rows), True
+        last = rows[-1]
+        await conn.execute_query(f"UPDATE {partitions.ROLLUP_TABLE} SET device_id = $2, at = $3, id = $4 "
+                                 "WHERE partition = $1", [name, last["device_id"], last["at"], last["id"]])
+        return len(rows), False
 
 
 def _lock_order(key: tuple[str, datetime]) -> tuple[datetime, str]:
