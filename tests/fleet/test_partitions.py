@@ -96,6 +96,20 @@ async def test_rows_land_by_month_and_the_range_query_is_pruned(conn: BaseDBAsyn
                                                                            "Bitmap Heap Scan"}
     assert {n["Index Name"] for n in nodes if "Index Name" in n} == {"telemetry_p2026_02_device_id_at_idx"}
     assert len(await query) == 50  # 1,008 ten-minute slots in 7 days, every 20th of them d3's
+    # as asyncpg sends it, a prepared statement: a generic plan prunes when it starts executing
+    sql, values = query.sql(), ["d3", since, until, 1000]
+    assert sql.count("$") == len(values)
+    async with conn._in_transaction() as tx:
+        await tx.execute_script("SET LOCAL plan_cache_mode = force_generic_plan")
+        await tx.execute_query(f"PREPARE by_range AS {sql}")
+        found = await tx.execute_query_dict("EXPLAIN (FORMAT JSON) EXECUTE by_range('d3', "
+                                            f"'{since.isoformat()}', '{until.isoformat()}', 1000)")
+        await tx.execute_script("DEALLOCATE by_range")
+    doc = found[0]["QUERY PLAN"]
+    nodes = plan_nodes((json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"])
+    assert {n["Relation Name"] for n in nodes if "Relation Name" in n} == {"telemetry_p2026_02"}
+    assert sum(n.get("Subplans Removed", 0) for n in nodes) == len(await partitions(conn)) - 1
+    assert "Seq Scan" not in {n["Node Type"] for n in nodes}
     # the columns of the index alone (how many rows a device has in a range): index-only
     nodes = await explain(conn, "SELECT count(*) FROM telemetry WHERE device_id = 'd3' "
                                 "AND at >= '2026-01-20' AND at < '2026-02-10'")
