@@ -4,6 +4,7 @@ is created), the API's device + range query is pruned to its months and index-dr
 drops a whole old partition after writing its exact hourly roll-ups and touches nothing newer, and
 a plain table with rows is converted keeping every row."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -149,6 +150,27 @@ async def test_retention_drops_a_whole_old_month(conn: BaseDBAsyncClient, pg_url
     assert (await TelemetryHourly.get(device_id="pi-p", hour=h0)).figures["pm25"] == {
         "min": 4, "max": 13, "mean": 9, "n": 3}
     assert await TelemetryRecord.all().count() == 1
+
+
+async def test_two_instances_roll_up_a_month_once(conn: BaseDBAsyncClient, pg_url: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retention, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(retention, "ROWS_PER_RUN", 7)
+    devices = [f"d{n}" for n in range(4)]
+    await TelemetryRecord.bulk_create([row(JAN + timedelta(hours=5, minutes=m), {"v": m}, device=d)
+                                       for d in devices for m in range(10)])
+    settings = Settings(database_url=pg_url, retention_raw_days=14)
+    first, second = Retention(settings), Retention(settings)
+    dropped = []
+    for _ in range(20):
+        reports = await asyncio.gather(first.run(FEB + timedelta(days=20)), second.run(FEB + timedelta(days=20)))
+        dropped += [name for r in reports for name in r.dropped]
+        if not any(r.more for r in reports):
+            break
+    assert dropped == ["telemetry_p2026_01"]
+    for device in devices:
+        hour = await TelemetryHourly.get(device_id=device, hour=JAN + timedelta(hours=5))
+        assert (hour.figures["v"], hour.messages) == ({"min": 0, "max": 9, "mean": 4.5, "n": 10}, 10)
 
 
 async def test_a_plain_table_with_rows_is_converted(pg_url: str) -> None:
