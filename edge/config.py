@@ -33,6 +33,10 @@ class BrokerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = "mqtt://127.0.0.1:1883"  # mqtts://host:8883 for TLS
+    # The other nodes of a clustered broker (docs/brokers.md): after a failed or lost connection
+    # the next attempt goes to the next address, url first, in turn. Same scheme as url; the same
+    # credentials and ca_file.
+    other_urls: tuple[str, ...] = ()
     ca_file: Path | None = None  # the CA of the broker's certificate (default: the system's CAs)
     username: str | None = None
     password: SecretStr | None = None
@@ -46,20 +50,23 @@ class BrokerSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not carry credentials; use broker.username and broker.password")
-        if not parts.hostname:
-            raise ValueError("has no host; it must look like mqtt://host:port")
-        try:
-            parts.port  # noqa: B018 - urlsplit checks the port only when it is read
-        except ValueError as err:
-            raise ValueError(f"has a bad port: {err}") from err
-        if parts.path not in ("", "/"):
-            raise ValueError("must not have a path; it must look like mqtt://host:port")
-        return url
+        return _check_broker_url(url)
+
+    @field_validator("other_urls")
+    @classmethod
+    def _check_other_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_broker_url(url) for url in urls)
+
+    @model_validator(mode="after")
+    def _check_schemes(self) -> "BrokerSettings":
+        if any(urlsplit(url).scheme != urlsplit(self.url).scheme for url in self.other_urls):
+            raise ValueError("other_urls must use the same scheme as url (all mqtts:// or all mqtt://)")
+        return self
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every broker address, in the order they are tried."""
+        return (self.url, *self.other_urls)
 
     @model_validator(mode="after")
     def _check_backoff(self) -> "BrokerSettings":
@@ -85,6 +92,23 @@ class BrokerSettings(BaseModel):
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+def _check_broker_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError("must look like mqtt://host:port or mqtts://host:port")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials; use broker.username and broker.password")
+    if not parts.hostname:
+        raise ValueError("has no host; it must look like mqtt://host:port")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError as err:
+        raise ValueError(f"has a bad port: {err}") from err
+    if parts.path not in ("", "/"):
+        raise ValueError("must not have a path; it must look like mqtt://host:port")
+    return url
 
 
 class FleetSettings(BaseModel):

@@ -13,6 +13,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiomqtt
 
@@ -67,6 +68,7 @@ class Link:
         self.connections = 0
         self._outage_reported = False
         self.backoff = Backoff(config.broker.backoff_min_s, config.broker.backoff_max_s)
+        self.broker_index = 0  # which of broker.urls the next attempt goes to
         # Built once: a missing or unreadable CA file stops the agent at start with one line.
         self._tls = tls_context(config.broker)
 
@@ -103,6 +105,8 @@ class Link:
                 self._outage_reported = True
             finally:
                 self.connected.clear()
+            # the next attempt goes to the next node of a clustered broker (broker.other_urls)
+            self.broker_index = (self.broker_index + 1) % len(self.config.broker.urls)
             if stop.is_set():
                 break
             delay = self.backoff.next_delay()
@@ -116,9 +120,10 @@ class Link:
     def _client(self, ses: int) -> aiomqtt.Client:
         broker = self.config.broker
         will = encode(self._death(ses, "lost", ts=None))
+        address = urlsplit(self.broker_url)
         client = aiomqtt.Client(
-            broker.host,
-            broker.port,
+            address.hostname or "",
+            address.port or broker.port,
             username=broker.username,
             password=broker.password.get_secret_value() if broker.password else None,
             identifier=self.config.device_id,
@@ -132,6 +137,11 @@ class Link:
         )
         client.pending_calls_threshold = self.config.queue.inflight + 8
         return client
+
+    @property
+    def broker_url(self) -> str:
+        """The address the current (or next) connection uses."""
+        return self.config.broker.urls[self.broker_index % len(self.config.broker.urls)]
 
     def _death(self, ses: int, reason: str, *, ts: int | None) -> dict[str, Any]:
         return {**self.stamper.presence(ses), "ts": ts, "reason": reason}
@@ -168,7 +178,7 @@ class Link:
         log.info(
             "%s: connected to %s, stream %d, %d queued",
             device,
-            self.config.broker.url,
+            self.broker_url,
             ses,
             self.outbox.depth,
         )

@@ -53,9 +53,10 @@ from fleet.broadcast.emergency import register as register_emergencies
 from fleet.broadcast.receipts import ReceiptSweep
 from fleet.broadcast.service import BroadcastWorker
 from fleet.broker import EmbeddedAccounts, embedded_broker
-from fleet.broker_auth.accounts import BrokerAccounts, UncheckedAccounts
+from fleet.broker_auth.accounts import AccountsError, BrokerAccounts, UncheckedAccounts
 from fleet.broker_auth.dynsec import DynsecAccounts
 from fleet.broker_auth.embedded import FLEET_USER, EmbeddedAuthority
+from fleet.broker_auth.nats import NatsAccounts
 from fleet.db import database
 from fleet.ingest.health import ingest_health
 from fleet.ingest.link import MqttLink
@@ -114,6 +115,14 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
                 accounts = await stack.enter_async_context(
                     DynsecAccounts(target, client_id=f"{settings.mqtt_client_id}-accounts", ca_file=ca_file,
                                    fleet_client_id=settings.mqtt_client_id))
+            elif settings.broker_accounts == "nats":
+                if settings.nats_auth_file is None or not target.username or target.password is None:
+                    raise AccountsError("FLEET_BROKER_ACCOUNTS=nats needs FLEET_NATS_AUTH_FILE and the fleet's "
+                                        "user and password in FLEET_MQTT_URL")
+                accounts = await stack.enter_async_context(
+                    NatsAccounts(auth_file=settings.nats_auth_file, pid_files=settings.nats_pid_files,
+                                 fleet_user=target.username, fleet_password=target.password.get_secret_value(),
+                                 fleet_client_id=settings.mqtt_client_id))
             else:
                 accounts = UncheckedAccounts()
         link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max,

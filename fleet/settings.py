@@ -48,7 +48,12 @@ class Settings(BaseSettings):
     # plugin; FLEET_MQTT_URL must then carry the fleet's admin user and password) or `none` (an
     # open broker with no accounts: tests of other things only). The embedded broker always
     # checks accounts itself.
-    broker_accounts: Literal["dynsec", "none"] = "dynsec"
+    # `nats`: a NATS cluster's MQTT gateway, its accounts in an include file the fleet rewrites
+    # (FLEET_NATS_AUTH_FILE) and reloads by signalling each node (FLEET_NATS_PID_FILES, a JSON
+    # list); docs/brokers.md.
+    broker_accounts: Literal["dynsec", "nats", "none"] = "dynsec"
+    nats_auth_file: Path | None = None
+    nats_pid_files: list[Path] = []
     # what devices are told to connect to (default: the fleet's own broker address)
     device_broker_url: str | None = None
     embedded_broker_host: str = "127.0.0.1"

@@ -81,6 +81,18 @@ def load(path="config.json"):
         raise ConfigError(path + ": insecure_plaintext must be true or false")
     if values["broker_port"] is None:
         values["broker_port"] = 1883 if values["insecure_plaintext"] else 8883
+    # brokers: [host, port] pairs tried in turn, broker_host first, then "broker_others" (the other
+    # nodes of a clustered broker: "host" or "host:port", the port defaulting to broker_port)
+    others = values.get("broker_others", [])
+    if not isinstance(others, list):
+        raise ConfigError(path + ": broker_others must be a list of \"host\" or \"host:port\"")
+    brokers = [(values["broker_host"], values["broker_port"])]
+    for other in others:
+        host, _, port = other.partition(":") if isinstance(other, str) else ("", "", "")
+        if not host or (port and not (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise ConfigError(path + ": broker_others must be a list of \"host\" or \"host:port\"")
+        brokers.append((host, int(port) if port else values["broker_port"]))
+    values["brokers"] = brokers
     for name in RANGES:
         lo, hi = RANGES[name]
         v = values[name]

@@ -45,6 +45,7 @@ class Link:
         self.reconnects = 0
         self._next_try = time.ticks_ms()
         self._up_since = 0
+        self.broker = 0  # index in cfg.brokers of the next attempt; moves on after a failure or loss
 
     @property
     def up(self):
@@ -71,7 +72,8 @@ class Link:
             return None
         cfg = self.cfg
         ses = self.counters.ses_for_connect()
-        client = MQTTClient(cfg.device_id, cfg.broker_host, cfg.broker_port, cfg.username,
+        host, port = cfg.brokers[self.broker % len(cfg.brokers)]
+        client = MQTTClient(cfg.device_id, host, port, cfg.username,
                             cfg.password, keepalive=cfg.keepalive_s, clean_session=False,
                             ssl=self.ssl)
         client.set_will(self.topic("death"), contract.encode(contract.death(ses, None, "lost")))
@@ -95,7 +97,7 @@ class Link:
             self.reconnects += 1
         self.connects += 1
         self._up_since = now
-        self.log("connected ses=%d" % ses)
+        self.log("connected ses=%d to %s:%d" % (ses, host, port))
         return ses
 
     def publish(self, suffix, payload, retain=False):
@@ -114,6 +116,7 @@ class Link:
         self._retry(now, "link lost: %r" % err)
 
     def _retry(self, now, why):
+        self.broker = (self.broker + 1) % len(self.cfg.brokers)  # the next node of a cluster, if any
         delay = self.backoff.next_ms()
         self._next_try = time.ticks_add(now, delay)
         self.log("%s; retry in %d ms" % (why, delay))

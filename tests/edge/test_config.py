@@ -159,3 +159,14 @@ def test_config_is_immutable(tmp_path: Path) -> None:
     assert isinstance(config, AgentConfig)
     with pytest.raises(ValueError):
         config.health_period_s = 5  # type: ignore[misc]
+
+
+def test_other_broker_urls_are_tried_after_the_first_and_share_its_scheme() -> None:
+    config = parse_config({"device_id": "pi-dx-0001", "state_dir": "/tmp/x", "broker": {
+        "url": "mqtt://10.0.0.1:1883", "other_urls": ["mqtt://10.0.0.2:1883", "mqtt://10.0.0.3"]}})
+    assert config.broker.urls == ("mqtt://10.0.0.1:1883", "mqtt://10.0.0.2:1883", "mqtt://10.0.0.3")
+    with pytest.raises(ConfigError, match="same scheme"):
+        parse_config({"device_id": "pi-dx-0001", "state_dir": "/tmp/x", "broker": {
+            "url": "mqtts://10.0.0.1:8883", "other_urls": ["mqtt://10.0.0.2:1883"]}})
+    with pytest.raises(ConfigError, match="credentials"):
+        parse_config({"device_id": "pi-dx-0001", "state_dir": "/tmp/x", "broker": {"other_urls": ["mqtt://u:p@10.0.0.2"]}})
