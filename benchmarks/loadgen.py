@@ -658,8 +658,9 @@ def check(args: argparse.Namespace, base: LoadSpec) -> int:
                     return 1
             finally:
                 broker.kill()
+    mode = "one connection per device" if base.per_device else f"{base.connections} connections each"
     print(f"\n{base.messages:,} numbered messages + births/deaths from {base.devices} devices, QoS 1, "
-          f"{base.processes} processes x {base.connections} connections, median of {args.rounds}:")
+          f"{base.processes} processes, {mode}, median of {args.rounds}:")
     print(f"  generator alone:                      {statistics.median(alone):,.0f} msg/s")
     print(f"  generator while mosquitto_sub drains: {statistics.median(loaded):,.0f} msg/s")
     print(f"  mosquitto_sub -q 1 draining the same: {statistics.median(drained):,.0f} msg/s")
