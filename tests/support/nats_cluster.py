@@ -78,8 +78,7 @@ class NatsNode:
         """JetStream on this node answers and the MQTT gateway accepts connections."""
         import urllib.request
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz?js-enabled-only=true",
-                                        timeout=1) as reply:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=1) as reply:
                 ok = reply.status == 200
         except OSError:
             return False
@@ -118,16 +117,41 @@ class NatsCluster:
     def pid_files(self) -> list[Path]:
         return [n.pid_file for n in self.nodes]
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 90.0) -> None:
         for node in self.nodes:
             if node.process is None:
                 node.start()
         deadline = time.monotonic() + timeout
-        while not all(n.ready() for n in self.nodes if n.process is not None):
+        while not all(n.ready() and self._mqtt_ready(n) for n in self.nodes if n.process is not None):
             if time.monotonic() > deadline:
                 logs = "\n".join(n.log.read_text()[-2000:] for n in self.nodes)
                 raise TimeoutError(f"NATS cluster not ready within {timeout}s:\n{logs}")
             time.sleep(0.2)
+
+    def _mqtt_ready(self, node: NatsNode) -> bool:
+        """A QoS 1 subscription works on the node: JetStream has a leader and the MQTT streams
+        exist (the first MQTT connection of an account creates them, which takes a while)."""
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        granted = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ioc.ready-{node.name}", clean_session=True,
+                             protocol=mqtt.MQTTv311)
+        client.username_pw_set(*self.fleet)
+        client.on_connect = lambda c, u, f, reason, p: None if reason.is_failure else c.subscribe("ioc/v1/d/+/x", 1)
+        client.on_subscribe = lambda c, u, mid, codes, p: granted.set() if codes and not codes[0].is_failure else None
+        try:
+            client.connect("127.0.0.1", node.mqtt_port, 10)
+        except OSError:
+            return False
+        client.loop_start()
+        try:
+            return granted.wait(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
     def stop(self) -> None:
         for node in self.nodes:
