@@ -32,7 +32,7 @@ from tests.fleet.release_kit import SigningKey, write_keys
 from tests.support.fleet import fleet_settings, running_fleet
 from tests.support.mosquitto import Mosquitto
 
-EXAMPLES_PER_OPERATION = 100
+EXAMPLES_PER_OPERATION = 50
 CONFIG = f"""
 [generation]
 max-examples = {EXAMPLES_PER_OPERATION}
