@@ -64,6 +64,7 @@ from fleet.ingest.service import Ingest
 from fleet.ingest.silence import SilenceSweep, hearing_of, timing_of
 from fleet.ingest.stats import IngestStats
 from fleet.ingest.supervisor import Supervisor
+from fleet.lease import Leases
 from fleet.ops import metrics as ops_metrics
 from fleet.ops import service as ops_service
 from fleet.ops.alerts import ensure_builtin_rules
@@ -140,16 +141,20 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         sweep = SilenceSweep(lambda: hearing_of(link.state().listening_for_s), timing_of(settings),
                              settings.presence_sweep_s)
         sweeping = asyncio.create_task(sweep.run(), name="fleet-presence-sweep")
-        engine = RolloutEngine(link, settings)
+        # jobs one instance runs at a time hold a lease (fleet/lease.py, docs/fleet.md "Several instances")
+        leases = Leases(settings.instance_id, settings.lease_s)
+        engine = RolloutEngine(link, settings, leases=leases)
         rolling = asyncio.create_task(engine.run(), name="fleet-rollouts")
         worker = BroadcastWorker(link, settings)
         register_emergencies(worker)  # clip fetches and emergencies (fleet/broadcast/clips.py, emergency.py)
         worker.parts.append(("delivery", Delivery(link, settings).tick))
         worker.parts.append(("receipts", ReceiptSweep().tick))
         worker.parts.append(("clocks", ClockKeeper(link, settings).tick))
+        worker.parts = [(name, tick if name == "delivery" else leases.guard(f"broadcast.{name}", tick))
+                        for name, tick in worker.parts]  # delivery claims its speakers; the rest: a lease
         broadcasting = asyncio.create_task(worker.run(), name="fleet-broadcasts")
         await ensure_builtin_rules()  # the default alert rules, by name, before the API answers
-        ops = ops_service.build(link, settings, stats)
+        ops = ops_service.build(link, settings, stats, leases)
         watching = asyncio.create_task(ops.run(), name="fleet-ops")
         relaying = asyncio.create_task(relay.run(), name="fleet-relay")
         metrics = ops_metrics.build(link, settings, stats)  # one registry: add figures here (docs/ops.md)
@@ -171,6 +176,8 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await relay.close()
+            with contextlib.suppress(Exception):  # the database already gone: they run out instead
+                await leases.release()
             # the link closes first (the stack unwinds after this), so stop feeding, then drain
             await link.close()
             stop.set()

@@ -260,3 +260,15 @@ class DeviceCredential(Model):
 
     class Meta:
         table = "device_credential"
+
+
+class Lease(Model):
+    """A job only one fleet instance runs at a time (fleet/lease.py): held by `holder` until `until`,
+    renewed by it every turn; taken by another instance once `until` has passed."""
+
+    name = fields.CharField(primary_key=True, max_length=64)
+    holder = fields.CharField(max_length=128)
+    until = fields.DatetimeField()
+
+    class Meta:
+        table = "fleet_lease"

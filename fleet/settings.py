@@ -1,5 +1,7 @@
 """The fleet's configuration: one typed class, read from FLEET_* environment variables."""
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -39,6 +41,11 @@ class Settings(BaseSettings):
     # Several fleet instances on one broker: each subscribes as `$share/<group>/…`, so the broker
     # hands each device message to one of them (docs/fleet.md, "Several instances"). Unset: one instance.
     mqtt_shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # this instance's name in the leases of the jobs one instance runs at a time (default host-pid),
+    # and how long a lease outlives its holder's last turn (docs/fleet.md, "Several instances")
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1,
+                             max_length=128)
+    lease_s: float = Field(default=15.0, ge=2, le=600)
     # MQTT version of the fleet's own connection: 5 (Mosquitto) or 3.1.1 (brokers without MQTT 5:
     # RabbitMQ 3.10's and NATS 2.9's MQTT gateways)
     mqtt_protocol: Literal["5", "3.1.1"] = "5"

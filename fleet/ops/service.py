@@ -2,13 +2,15 @@
 every `FLEET_OPS_TICK_S` (docs/ops.md). Each part is a `tick(now)`; a failing part is logged and
 the others go on (fleet/worker.py)."""
 
+from fleet.commands import CommandExpiry
 from fleet.ingest.link import MqttLink
 from fleet.ingest.stats import IngestStats
+from fleet.lease import Leases
 from fleet.ops.engine import AlertEngine
 from fleet.ops.notify import Notifier
 from fleet.ops.retention import Retention
 from fleet.settings import Settings
-from fleet.worker import PartsWorker
+from fleet.worker import PartsWorker, Tick
 
 
 class OpsWorker(PartsWorker):
@@ -19,11 +21,19 @@ class OpsWorker(PartsWorker):
         self.stats = stats
 
 
-def build(link: MqttLink, settings: Settings, stats: IngestStats) -> OpsWorker:
+def build(link: MqttLink, settings: Settings, stats: IngestStats, leases: Leases | None = None) -> OpsWorker:
+    """With `leases` (several instances, docs/fleet.md "Several instances"): the alert rules and
+    retention run only on the instance holding their lease; notifications and command expiry
+    claim their rows and run everywhere."""
     worker = OpsWorker(link, settings, stats)
+    alerts: Tick = AlertEngine(worker).tick
+    retention: Tick = Retention(settings).tick
+    if leases is not None:
+        alerts, retention = leases.guard("alerts", alerts), leases.guard("retention", retention)
     # parts are added here, one line each, in the order they run:
-    # (alert rules) (notifications) (retention)
-    worker.parts.append(("alerts", AlertEngine(worker).tick))
+    # (alert rules) (notifications) (retention) (command expiry)
+    worker.parts.append(("alerts", alerts))
     worker.parts.append(("notify", Notifier(settings).tick))
-    worker.parts.append(("retention", Retention(settings).tick))
+    worker.parts.append(("retention", retention))
+    worker.parts.append(("commands", CommandExpiry().tick))
     return worker

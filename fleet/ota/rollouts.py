@@ -33,11 +33,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
 
 from contract import device_topic
 from fleet.auth import audit
 from fleet.ingest.link import LinkError, MqttLink
 from fleet.ingest.silence import LivenessView
+from fleet.lease import Leases
 from fleet.liveness import State
 from fleet.models import Device, DeviceStatus, HealthRecord
 from fleet.ota.gate import FIGURES, Breach, FailureRate, boot_count, compare, failure_breach
@@ -81,8 +83,9 @@ class RolloutEngine:
     """The `fleet-rollouts` task. `nudge()` makes the next tick start now."""
 
     def __init__(self, link: MqttLink, settings: Settings, *, tick_s: float = 1.0,
-                 releases: Releases | None = None) -> None:
+                 releases: Releases | None = None, leases: Leases | None = None) -> None:
         self.link = link
+        self.leases = leases  # several instances: ticks only while this one holds the lease "rollouts"
         self.settings = settings
         self.tick_s = tick_s
         self.releases = releases or Releases(settings)
@@ -100,7 +103,8 @@ class RolloutEngine:
         while True:
             self._wake.clear()
             try:
-                await self.tick()
+                if self.leases is None or await self.leases.hold("rollouts"):
+                    await self.tick()
             except Exception as err:
                 kind = type(err).__name__
                 if self.last_error != kind:
@@ -185,53 +189,66 @@ class RolloutEngine:
         return max(0, min(OFFERS_PER_TICK, share, rollout.offers_per_min - recent))
 
     async def _offer(self, rollout: Rollout, query: Any, budget: int, now: datetime) -> int:
-        """Offer the first `budget` rows of `query` by rank; returns how many went out."""
+        """Offer the first `budget` rows of `query` by rank; returns how many went out.
+
+        The rows are claimed first: locked with `SELECT … FOR UPDATE SKIP LOCKED` (PostgreSQL) and
+        stored as offered in one transaction, so a second fleet instance's engine neither waits for
+        them nor offers them again (docs/fleet.md, "Several instances")."""
         if budget <= 0:
             return 0
-        rows: list[RolloutDevice] = await query.order_by("rank").limit(budget)
-        if not rows:
+        async with in_transaction() as conn:
+            rows: list[RolloutDevice] = await (query.order_by("rank").limit(budget)
+                                               .select_for_update(skip_locked=True).using_db(conn))
+            if not rows:
+                return 0
+            devices = {d.id: d for d in await Device.filter(id__in=[r.device_id for r in rows]).only(
+                "id", "status", "birth").using_db(conn)}
+            retired: list[RolloutDevice] = []
+            by_id: dict[int, RolloutDevice] = {}
+            for row in rows:
+                device = devices.get(row.device_id)
+                if device is None or device.status == DeviceStatus.DECOMMISSIONED:
+                    row.state, row.reason, row.done_at = DeviceState.FAILED, "decommissioned", now
+                    retired.append(row)
+                    continue
+                row.offer_id = offer_id_of(rollout.id, row.rank, row.action)
+                by_id[row.id] = row
+                if row.action == INSTALL:
+                    row.boots_before = boot_count(device.birth)
+            if retired:
+                await RolloutDevice.bulk_update(retired, fields=["state", "reason", "done_at"], using_db=conn)
+            # stored as offered before the publish: a device answers within milliseconds, and its
+            # report must find its row offered. What shares a value goes in one statement per
+            # UPDATE_BATCH rows (a bulk update of every field took seconds for 2,000 rows).
+            ids = list(by_id)
+            for start in range(0, len(ids), UPDATE_BATCH):
+                await RolloutDevice.filter(id__in=ids[start:start + UPDATE_BATCH]).using_db(conn).update(
+                    state=DeviceState.OFFERED, offer_live=True, offered_at=now, reported_at=now, reason=None,
+                    pct=None, done_at=None)
+            if by_id:
+                await RolloutDevice.bulk_update(list(by_id.values()), fields=["offer_id", "boots_before"],
+                                                batch_size=UPDATE_BATCH, using_db=conn)
+        if not by_id:
             return 0
-        release = await Release.get(id=rollout.release_id)
-        devices = {d.id: d for d in await Device.filter(id__in=[r.device_id for r in rows]).only(
-            "id", "status", "birth")}
-        now_s = now.timestamp()
-        retired: list[RolloutDevice] = []
-        sends: list[tuple[int, str, bytes]] = []
-        by_id: dict[int, RolloutDevice] = {}
-        for row in rows:
-            device = devices.get(row.device_id)
-            if device is None or device.status == DeviceStatus.DECOMMISSIONED:
-                row.state, row.reason, row.done_at = DeviceState.FAILED, "decommissioned", now
-                retired.append(row)
-                continue
-            row.offer_id = offer_id_of(rollout.id, row.rank, row.action)
-            offer = await self.releases.build_offer(release, row.device_id, row.offer_id, row.action,  # type: ignore[arg-type]
-                                                    now=now_s)
-            sends.append((row.id, device_topic(row.device_id, "ota/offer"), _json(offer)))
-            by_id[row.id] = row
-            if row.action == INSTALL:
-                row.boots_before = boot_count(device.birth)
-        if retired:
-            await RolloutDevice.bulk_update(retired, fields=["state", "reason", "done_at"])
-        if not sends:
-            return 0
-        # stored as offered before the publish: a device answers within milliseconds, and its
-        # report must find its row offered. What shares a value goes in one statement per
-        # UPDATE_BATCH rows (a bulk update of every field took seconds for 2,000 rows).
-        ids = list(by_id)
-        for start in range(0, len(ids), UPDATE_BATCH):
-            await RolloutDevice.filter(id__in=ids[start:start + UPDATE_BATCH]).update(
-                state=DeviceState.OFFERED, offer_live=True, offered_at=now, reported_at=now, reason=None,
-                pct=None, done_at=None)
-        await RolloutDevice.bulk_update(list(by_id.values()), fields=["offer_id", "boots_before"],
-                                        batch_size=UPDATE_BATCH)
-        sent = set(await self._publish_all(sends, retain=True))
-        unsent = [i for i in ids if i not in sent]
+        sent: set[int] = set()
+        try:
+            release = await Release.get(id=rollout.release_id)
+            now_s = now.timestamp()
+            sends: list[tuple[int, str, bytes]] = []
+            for row in by_id.values():
+                offer = await self.releases.build_offer(release, row.device_id, str(row.offer_id),
+                                                        row.action, now=now_s)  # type: ignore[arg-type]
+                sends.append((row.id, device_topic(row.device_id, "ota/offer"), _json(offer)))
+            sent = set(await self._publish_all(sends, retain=True))
+        finally:
+            await self._unclaim([i for i in ids if i not in sent])
+        self.offers_sent += len(sent)
+        return len(sent)
+
+    async def _unclaim(self, unsent: list[int]) -> None:
         for start in range(0, len(unsent), UPDATE_BATCH):  # back to pending: offered again at a next tick
             await RolloutDevice.filter(id__in=unsent[start:start + UPDATE_BATCH], state=DeviceState.OFFERED).update(
                 state=DeviceState.PENDING, offer_live=False, offered_at=None, reported_at=None)
-        self.offers_sent += len(sent)
-        return len(sent)
 
     async def _publish_all(self, sends: Sequence[tuple[int, str, bytes]], *, retain: bool = True) -> list[int]:
         """Publish each (row id, topic, payload) retained with QoS 1; the ids whose PUBACK came.
@@ -304,7 +321,8 @@ class RolloutEngine:
             return
         if rollout.soak_started_at is None:
             rollout.soak_started_at = now
-            await Rollout.filter(id=rollout.id).update(soak_started_at=now)
+            await Rollout.filter(id=rollout.id, phase=rollout.phase, soak_started_at__isnull=True).update(
+                soak_started_at=now)
             log.info("rollout %d: phase %d settled; soaking %d s", rollout.id, rollout.phase, rollout.soak_s)
         if now < rollout.soak_started_at + timedelta(seconds=rollout.soak_s):
             return
