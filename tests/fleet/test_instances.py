@@ -1,8 +1,10 @@
 """Several fleet instances on one PostgreSQL and one broker (docs/fleet.md, "Several instances"):
 three real `fleet serve` processes share the ingest through `$share/…` and the scheduled work; the
-one holding the leases is SIGKILLed in the middle of a rollout's first phase. Each thing is done
-once: messages stored, relayed events, offers per device, phase advances, expired commands, an
-alert and its notification. Real Mosquitto, real PostgreSQL, real receivers."""
+one holding the leases is SIGKILLed in the middle of a rollout's first phase (the others take its
+leases) and started again (its broker session holds its share of the devices' messages). Each
+thing is done once: messages stored, relayed events, offers per device, phase advances, expired
+commands, an alert and its notification, a broadcast's document per speaker. Real Mosquitto, real
+PostgreSQL, real receivers."""
 
 import asyncio
 import contextlib
@@ -16,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
@@ -36,6 +38,8 @@ from fleet.settings import Settings
 from tests.fleet import notify_kit, relay_kit
 from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey, write_keys
 from tests.fleet.rollout_kit import lights, publish_release, register, rollout_fleet, wait_online
+from tests.fleet.test_broadcast_delivery import born, desired, speaker
+from tests.fleet.test_broadcast_delivery import clip as tts_clip
 from tests.support.device import ScriptedDevice
 from tests.support.fleet import ADMIN, ADMIN_PASSWORD
 from tests.support.mosquitto import Mosquitto, free_port
@@ -52,6 +56,7 @@ LEASE_S = 2
 STREAMS, PER_STREAM = 3, 60  # telemetry through the shared subscription
 EVENTS = 8  # relayed
 COMMANDS = 30  # expired
+SPEAKERS = 4  # a broadcast's targets
 LIGHTS = 8  # in the rollout: phases [25, 100] = 2, then 6 more
 REBOOT_PAUSE_S = 0.5  # a simulated light's pause after its reboot's birth (see SpacedHerd)
 
@@ -151,6 +156,7 @@ async def run(tmp_path: Path, url: str, mosquitto: Mosquitto, signer: SigningKey
             await rollout_through_a_kill(http, mosquitto, signer, started)
             await commands_expire_once()
             await alert_once(mosquitto, rule, hook)
+            await broadcast_once(http, mosquitto)
     finally:
         for instance in started:
             await asyncio.to_thread(instance.stop)
@@ -389,3 +395,32 @@ async def test_two_engines_at_once_offer_each_device_once(rollout_fleet: httpx.A
         await async_wait_for(all_offered, what="every device offered")
         assert sum(e.offers_sent for e in engines) == len(devices)
         assert {d.device_id: len(d.offers) for d in devices} == {d.device_id: 1 for d in devices}
+
+
+async def broadcast_once(http: httpx.AsyncClient, mosquitto: Mosquitto) -> None:
+    """A broadcast saved on one instance reaches each speaker as one desired-state document, whichever
+    instance's delivery claims it (the others skip the claimed speakers)."""
+    names = [f"spk-{i}" for i in range(SPEAKERS)]
+    for name in names:
+        got = await http.post("/api/devices", json={"id": name, "kind": "esp32", "ward": "speaker-ward"})
+        assert got.status_code == 201, got.text
+    made = await tts_clip(http)
+    with contextlib.ExitStack() as stack:
+        speakers = [stack.enter_context(speaker(mosquitto, name)) for name in names]
+        for name in names:
+            await born(name)
+        tomorrow = datetime.now(UTC) + timedelta(days=1)
+        saved = await http.post("/api/broadcasts", json={
+            "title": "ward meeting", "clip_id": made["id"], "targets": {"wards": ["speaker-ward"]},
+            "start": tomorrow.replace(tzinfo=None, microsecond=0).isoformat()})
+        assert saved.status_code == 201, saved.text
+
+        async def all_delivered() -> bool:
+            return all(desired(s) is not None for s in speakers)
+        await async_wait_for(all_delivered, timeout=30, what="every speaker's document")
+        await turns_of("broadcast.clocks", 3)  # the broadcasts worker turned again, three times
+        docs = {s.device_id: [b["version"] for t, b in list(s.received) if t.endswith("/state/desired")]
+                for s in speakers}
+    assert docs == {name: [1] for name in names}
+    assert [d.desired_version for d in await Device.filter(id__in=names)] == [1] * SPEAKERS
+
