@@ -19,6 +19,14 @@ from tortoise.transactions import in_transaction
 from contract import Upstream
 from fleet.broadcast.ingest_hook import observe_batch
 from fleet.children.store import apply_children
+from fleet.ingest.bulk import (
+    insert_telemetry_pg,
+    is_postgres,
+    lock_streams,
+    save_many,
+    select_streams,
+    update_streams,
+)
 from fleet.ingest.presence import Presence
 from fleet.ingest.sequence import Gap, StreamState, Verdict
 from fleet.ingest.silence import (
@@ -49,7 +57,8 @@ from fleet.relay.routing import RouteTable
 log = logging.getLogger(__name__)
 
 StreamKey = tuple[str, int, int]  # (device id, epoch, ses)
-STREAMS_PER_QUERY = 100  # streams loaded by one statement
+# a telemetry row without a model instance: (device_id, epoch, ses, seq, device_ts, at, role, readings)
+TelemetryRow = tuple[str, int, int, int, int | None, datetime, str, dict[str, Any]]
 # child/… messages: numbered and deduplicated like the rest, counted as `reserved` (the contract's
 # reserved child topics) and applied to the child_device table (fleet/children/store.py)
 RESERVED_KINDS = frozenset({"child_birth", "child_death", "child_health"})
@@ -87,12 +96,26 @@ def telemetry_at(msg: Upstream, arrival: datetime) -> datetime:
     return _utc_from_ms(at_ms if isinstance(at_ms, int) else msg.ts, arrival)
 
 
+@dataclass(slots=True)
+class _StoredStream:
+    """What a batch needs of a seq_stream row."""
+
+    id: int
+    max_seq: int
+    received: int
+
+
 class _Streams:
-    """The (device, epoch, ses) streams a batch touches, loaded once and written back once."""
+    """The (device, epoch, ses) streams a batch touches, locked and loaded once, written back once.
+
+    Several fleet instances may receive messages of one stream at the same moment (a shared
+    subscription): on PostgreSQL a stream's rows are read only under its lock (fleet/ingest/bulk.py
+    lock_streams), held to the commit, so no instance writes back a state another one changed.
+    """
 
     def __init__(self, conn: BaseDBAsyncClient) -> None:
         self.conn = conn
-        self.rows: dict[StreamKey, SeqStream] = {}
+        self.rows: dict[StreamKey, _StoredStream] = {}
         self.states: dict[StreamKey, StreamState] = {}
         self.gaps_loaded: set[StreamKey] = set()
         self.queried: set[StreamKey] = set()
@@ -100,20 +123,17 @@ class _Streams:
         self.ends: set[tuple[StreamKey, int]] = set()  # ends applied in this batch
 
     async def load(self, keys: set[StreamKey]) -> None:
+        """Lock the streams (PostgreSQL; one sorted order) and read their rows, in two statements."""
         keys = keys - self.queried
         if not keys:
             return
         self.queried |= keys
         ordered = sorted(keys)
-        # a few hundred ORs in one Q nest too deep for the query builder (RecursionError): chunks
-        for start in range(0, len(ordered), STREAMS_PER_QUERY):
-            query = Q()
-            for device_id, epoch, ses in ordered[start:start + STREAMS_PER_QUERY]:
-                query |= Q(device_id=device_id, epoch=epoch, ses=ses)
-            for row in await SeqStream.filter(query).using_db(self.conn):
-                key = (row.device_id, row.epoch, row.ses)
-                self.rows[key] = row
-                self.states[key] = StreamState(max_seq=row.max_seq)
+        await lock_streams(self.conn, ordered)
+        for row in await select_streams(self.conn, ordered):
+            key = (row["device_id"], row["epoch"], row["ses"])
+            self.rows[key] = _StoredStream(row["id"], row["max_seq"], row["received"])
+            self.states[key] = StreamState(max_seq=row["max_seq"])
 
     async def _load_gaps(self, key: StreamKey, state: StreamState) -> None:
         rows = await SeqGap.filter(device_id=key[0], epoch=key[1], ses=key[2], open=True).using_db(self.conn)
@@ -166,6 +186,7 @@ class _Streams:
         """Write streams and gaps back; returns the number of gaps opened."""
         opened = 0
         new_rows = []
+        updates: list[tuple[int, int, int, int]] = []
         for key, state in self.states.items():
             received, duplicates = counts.get(key, (0, 0))
             row = self.rows.get(key)
@@ -176,12 +197,8 @@ class _Streams:
                                           received=received, duplicates=duplicates,
                                           first_at=now, last_at=now))
             elif received or duplicates or state.max_seq != row.max_seq:  # a birth's next_seq moves it too
-                row.max_seq = state.max_seq if state.max_seq is not None else row.max_seq
-                row.received += received
-                row.duplicates += duplicates
-                row.last_at = now
-                await row.save(using_db=self.conn, update_fields=["max_seq", "received", "duplicates",
-                                                                  "last_at"])
+                max_seq = state.max_seq if state.max_seq is not None else row.max_seq
+                updates.append((row.id, max_seq, received, duplicates))
             for gap in state.changed:
                 if gap.id is None:
                     if gap.first <= gap.last:
@@ -192,6 +209,7 @@ class _Streams:
                     await SeqGap.filter(id=gap.id).using_db(self.conn).update(
                         first_seq=gap.first, last_seq=gap.last, open=gap.first <= gap.last)
             state.changed.clear()
+        await update_streams(self.conn, updates, now)
         if new_rows:
             await SeqStream.bulk_create(new_rows, using_db=self.conn)
         return opened
@@ -201,7 +219,7 @@ async def _devices(conn: BaseDBAsyncClient, ids: set[str], now: datetime) -> dic
     known = {d.id: d for d in await Device.filter(id__in=list(ids)).using_db(conn)}
     missing = ids - known.keys()
     if missing:
-        await Device.bulk_create([Device(id=i, status=DeviceStatus.DISCOVERED) for i in missing],
+        await Device.bulk_create([Device(id=i, status=DeviceStatus.DISCOVERED) for i in sorted(missing)],
                                  using_db=conn, ignore_conflicts=True)
         known.update({d.id: d for d in await Device.filter(id__in=list(missing)).using_db(conn)})
     return known
@@ -216,6 +234,8 @@ PRESENCE_FIELDS = ("online", "session", "ended_session", "epoch", "birth", "last
                    "last_death_reason")
 BIRTH_FIELDS = ["online", "session", "ended_session", "last_birth_at", "last_seen_at", "kind", "fw", "roles",
                 "birth", "status", "updated_at"]  # not `epoch`: only the conditional update below writes it
+SEEN_FIELDS = ("last_seen_at", "last_health", "last_health_at", "reported_version", "reported_status", "updated_at",
+               *HEARD_FIELDS)  # written for every device heard from in a batch
 EPOCH_ATTEMPTS = 3  # another instance bumping the same device's epoch at the same moment: read again, retry
 
 
@@ -309,7 +329,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
                            | {k for d in devices.values() for k in _prev_key(d)})
         counts: dict[StreamKey, list[int]] = defaultdict(lambda: [0, 0])
         health: list[HealthRecord] = []
-        telemetry: list[TelemetryRecord] = []
+        telemetry: list[TelemetryRow] = []
         events: list[EventRecord] = []
         seen: dict[str, Device] = {}
         changes: list[PresenceChange] = []  # written with the batch (docs/ops.md, "Presence and its timings")
@@ -377,8 +397,12 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
         # that a second fleet instance stored at the same moment
         if health:
             await HealthRecord.bulk_create(health, using_db=conn, ignore_conflicts=True)
-        if telemetry:
-            await TelemetryRecord.bulk_create(telemetry, using_db=conn, ignore_conflicts=True)
+        if telemetry and is_postgres(conn):
+            await insert_telemetry_pg(conn, telemetry, now)
+        elif telemetry:
+            await TelemetryRecord.bulk_create([TelemetryRecord(
+                device_id=d, epoch=e, ses=s, seq=q, device_ts=t, received_at=now, at=a, role=r, readings=j)
+                for d, e, s, q, t, a, r, j in telemetry], using_db=conn, ignore_conflicts=True)
         if events:
             await EventRecord.bulk_create(events, using_db=conn, ignore_conflicts=True)
             if routes is not None:
@@ -390,9 +414,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
             note_heard(device, newest[device.id], now)
             if device.online and not was_online:
                 changes.append(PresenceChange(device_id=device.id, at=now, online=True, reason="resumed"))
-            await device.save(using_db=conn, update_fields=[
-                "last_seen_at", "last_health", "last_health_at", "reported_version", "reported_status",
-                "updated_at", *HEARD_FIELDS])
+        # in one order (by id): two instances' batches touching the same devices never deadlock
+        await save_many(conn, [seen[i] for i in sorted(seen)], SEEN_FIELDS)
         if changes:
             await PresenceChange.bulk_create(changes, using_db=conn)
     # after the commit, in a transaction of its own: receipts and clocks never cost the batch, and the
@@ -402,7 +425,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
 
 
 def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRecord],
-             telemetry: list[TelemetryRecord], events: list[EventRecord]) -> None:
+             telemetry: list["TelemetryRow"], events: list[EventRecord]) -> None:
     assert msg.seq is not None
     body = msg.body
     common: dict[str, Any] = {"device_id": msg.device_id, "epoch": device.epoch, "ses": msg.ses, "seq": msg.seq,
@@ -414,8 +437,8 @@ def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRe
             device.last_health = data
             device.last_health_at = now
     elif msg.kind == "telemetry":
-        telemetry.append(TelemetryRecord(**common, at=telemetry_at(msg, now), role=body["role"],
-                                         readings=body["r"]))
+        telemetry.append((msg.device_id, device.epoch, msg.ses, msg.seq, msg.ts, telemetry_at(msg, now),
+                          body["role"], body["r"]))
     elif msg.kind == "event":
         events.append(EventRecord(**common, at=_utc_from_ms(msg.ts, now), event_id=body["id"],
                                   type=body["type"], phase=body["phase"], category=body["category"],
