@@ -103,7 +103,9 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         target = settings.mqtt_target()
         ca_file = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
         accounts: BrokerAccounts
+        protocol = settings.mqtt_protocol
         if target is None:
+            protocol = "3.1.1"  # amqtt speaks no MQTT 5
             authority = EmbeddedAuthority.from_settings(settings)
             broker = await stack.enter_async_context(
                 embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port, authority))
@@ -127,7 +129,9 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
             else:
                 accounts = UncheckedAccounts()
         link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max,
-                        shared_group=settings.mqtt_shared_group, ca_file=ca_file, probe_s=settings.mqtt_probe_s)
+                        shared_group=settings.mqtt_shared_group, ca_file=ca_file, probe_s=settings.mqtt_probe_s,
+                        protocol=protocol, session_expiry_s=settings.mqtt_session_expiry_s,
+                        receive_max=settings.mqtt_receive_max)
         await stack.enter_async_context(link)
         stats = IngestStats()
         relay = RelayWorker(settings)  # the ingest queues deliveries by its route table (docs/relay.md)
@@ -178,10 +182,11 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
             await relay.close()
             with contextlib.suppress(Exception):  # the database already gone: they run out instead
                 await leases.release()
-            # the link closes first (the stack unwinds after this), so stop feeding, then drain
-            await link.close()
+            # stop feeding, drain (what is stored is acknowledged), then close the link
+            link.stop_receiving()
             stop.set()
             await supervising
+            await link.close()
 
 
 Services = Callable[[Settings], AbstractAsyncContextManager[Runtime]]

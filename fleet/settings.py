@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # MQTT version of the fleet's own connection: 5 (Mosquitto) or 3.1.1 (brokers without MQTT 5:
     # RabbitMQ 3.10's and NATS 2.9's MQTT gateways)
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    # MQTT 5: how long the broker keeps the fleet's session (and the messages it holds for it)
+    # while the fleet is away, and how many unacknowledged messages it may send the fleet at once
+    # (docs/fleet.md, "Acknowledgement after commit")
+    mqtt_session_expiry_s: int = Field(default=7 * 86_400, ge=60, le=0xFFFFFFFF)
+    mqtt_receive_max: int = Field(default=5_000, ge=1, le=65_535)
     # CA that signed the broker's certificate, for mqtts:// URLs
     mqtt_ca_file: Path | None = None
     # How the broker's per-device accounts are kept: `dynsec` (Mosquitto's dynamic-security

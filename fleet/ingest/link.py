@@ -5,6 +5,13 @@ discards when full. The ingest needs backpressure instead: when its bounded queu
 network thread waits, stops reading the socket, and the broker holds further messages for the
 fleet's persistent session (up to the broker's own `max_queued_messages`).
 
+Acknowledgements are manual (paho's `manual_ack`): a message is acknowledged to the broker only
+when the ingest says it is final, i.e. stored by a committed transaction or refused and recorded
+(`MqttLink.ack`). Until then the broker keeps it for the fleet's session and sends it again after
+a reconnect, so a crash of the fleet loses nothing. How many unacknowledged messages the broker
+sends at once is the window: over MQTT 5, the Receive Maximum the link asks for (`receive_max`);
+over 3.1.1 the broker's own setting (docs/fleet.md, "Acknowledgement after commit").
+
 A broker that is down does not stop the fleet: the link starts anyway and paho's thread keeps
 trying, 1 s after a failure, doubling to 30 s (RECONNECT_MIN_S, RECONNECT_MAX_S), for as long as
 it takes; /healthz and the status page say so meanwhile. Only a broker that answers and refuses
@@ -20,10 +27,13 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import PROBE_TOPIC, fleet_subscription
@@ -35,6 +45,9 @@ RECONNECT_MIN_S = 1  # paho waits this long after a failed attempt, doubling up 
 RECONNECT_MAX_S = 30
 FIRST_CONTACT_S = 15.0  # the start waits this long for a broker that answers slowly, then goes on
 PROBE_MISSES = 6  # probes that may fail to come back before the fleet counts as not hearing
+KEEPALIVE_S = 30
+DISCONNECT_WAIT_S = 5.0  # close() waits this long for paho to write what it holds (acks) and disconnect
+PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +55,9 @@ class RawMessage:
     topic: str
     payload: bytes
     retain: bool
+    mid: int = 0  # the broker's packet id, for the acknowledgement (QoS 0: none is sent)
+    qos: int = 0
+    connection: int = 0  # which of the link's connections it came on (an ack goes on that one only)
 
 
 class LinkError(RuntimeError):
@@ -75,9 +91,13 @@ class MqttLink:
     """
 
     def __init__(self, target: MqttTarget, *, client_id: str, queue_max: int,
-                 shared_group: str | None = None, ca_file: str | None = None, probe_s: float = 5.0) -> None:
+                 shared_group: str | None = None, ca_file: str | None = None, probe_s: float = 5.0,
+                 protocol: str = "5", session_expiry_s: int = 7 * 86_400, receive_max: int = 5_000) -> None:
         self.target = target
         self.queue_max = queue_max
+        self.protocol = protocol
+        self.session_expiry_s = session_expiry_s
+        self.receive_max = receive_max
         self.probe_s = probe_s
         self.probe_window_s = round(PROBE_MISSES * probe_s, 1)
         # The queue is bounded by `_slots`: the network thread takes a slot before it enqueues
@@ -108,7 +128,23 @@ class MqttLink:
         self._probe_nonce = uuid.uuid4().hex.encode()
         self._probes_sent = 0
         self._probe_task: asyncio.Task[None] | None = None
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        # acknowledgements: each connection has a number; a message is acknowledged on the
+        # connection it came on only (after a reconnect the broker sends it again, under a packet
+        # id it may by then have given to another message). The lock orders an ack against a
+        # connection's end: none is sent for a connection that is gone.
+        self._receiving = True
+        self._connection = 0
+        self._ack_lock = threading.Lock()
+        self.acked = 0  # messages acknowledged to the broker
+        self.ack_skipped = 0  # final on a connection that had ended: the broker sends them again
+        self._disconnected = threading.Event()  # set by paho's thread once a connection has ended
+        self._session_known = False  # the broker has held the fleet's session before (a later CONNACK must say so)
+        if protocol == "5":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                                 manual_ack=True)
+        else:  # 3.1.1 has no clean_start: the session persists while clean_session is False
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=PROTOCOLS[protocol],
+                                 clean_session=False, manual_ack=True)
         if target.username:
             password = target.password.get_secret_value() if target.password else None
             client.username_pw_set(target.username, password)
@@ -129,7 +165,14 @@ class MqttLink:
         """Start the link. A broker that answers is connected to before this returns (so nothing
         a device sends right after the start is missed); one that does not is retried in the
         background. Raises LinkError only when the broker answers and refuses the fleet."""
-        self._client.connect_async(self.target.host, self.target.port, 30)
+        if self.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.session_expiry_s
+            properties.ReceiveMaximum = self.receive_max
+            self._client.connect_async(self.target.host, self.target.port, KEEPALIVE_S, clean_start=False,
+                                       properties=properties)
+        else:
+            self._client.connect_async(self.target.host, self.target.port, KEEPALIVE_S)
         self._client.loop_start()
         await asyncio.to_thread(self._first_contact.wait, FIRST_CONTACT_S)
         if self._connected_at is not None:
@@ -149,17 +192,36 @@ class MqttLink:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def stop_receiving(self) -> None:
+        """Queue nothing more (idempotent): a message arriving from now on is left unacknowledged,
+        for the broker to send again on the next start. The connection stays, so the ingest can
+        drain the queue and acknowledge what it stores."""
+        self._receiving = False
+
     async def close(self) -> None:
-        """Stop receiving (idempotent); what is already queued stays for the ingest to drain."""
+        """Disconnect (idempotent). What is still queued is never acknowledged: the broker sends it
+        again on the next connection."""
         if self._closing:
             return
+        self._receiving = False
         self._closing = True
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
+        connected = self.connected.is_set()
+        if connected:
+            # The broker handles a connection's packets in order: once it has answered a publish
+            # sent after the last acks, it has taken them. Closing without that loses them when
+            # the socket still holds unread data from the broker: the close then resets the
+            # connection, and the broker's kernel drops what it had not yet read (measured).
+            with contextlib.suppress(LinkError):
+                await self.publish(PROBE_TOPIC, self._probe_nonce + b" closing", timeout=DISCONNECT_WAIT_S)
         logging.getLogger("fleet.paho").setLevel(logging.CRITICAL)  # its loop complains while stopping
+        self._disconnected.clear()
         self._client.disconnect()
+        if connected:  # paho writes DISCONNECT, closes the socket, then calls back
+            await asyncio.to_thread(self._disconnected.wait, DISCONNECT_WAIT_S)
         await asyncio.to_thread(self._client.loop_stop)
 
     # paho's network thread ------------------------------------------------------------------
@@ -178,6 +240,13 @@ class MqttLink:
         self._probe_back_at = None
         self._hearing_since = None
         self._connected_at = time.monotonic()
+        with self._ack_lock:
+            self._connection += 1
+        if self._session_known and not flags.session_present:
+            # the broker no longer had the fleet's session (it expired, or the broker lost its
+            # persistence): what it held is gone, and shows up as gaps in the devices' streams
+            log.warning("the broker had no session for the fleet: messages it held for it are lost")
+        self._session_known = True
         _, self._subscribe_mid = client.subscribe([(topic, 1) for topic in self._subscriptions])
         log.info("connected to %r, subscribing to %s", self.target, self._subscription)
         self._loop.call_soon_threadsafe(self.connected.set)
@@ -211,6 +280,9 @@ class MqttLink:
         self._subscribed = False
         self._connected_at = None
         self._hearing_since = None
+        with self._ack_lock:  # acks from now on would go to the next connection: none are sent
+            self._connection += 1
+        self._disconnected.set()
         if not self._closing:
             log.warning("lost the broker (%s); paho reconnects", reason)
         self._loop.call_soon_threadsafe(self.connected.clear)
@@ -228,10 +300,14 @@ class MqttLink:
                 if self._hearing_since is None or back_at is None or now - back_at > self.probe_window_s:
                     self._hearing_since = now  # hearing again, after a new connection or a deaf spell
                 self._probe_back_at = now
+            if msg.qos:  # final here: a probe is never stored
+                client.ack(msg.mid, msg.qos)
             return
-        raw = RawMessage(topic, bytes(msg.payload), bool(msg.retain))
+        if not self._receiving:
+            return  # stopping: left unacknowledged, the broker sends it again on the next start
+        raw = RawMessage(topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos, self._connection)
         while not self._slots.acquire(timeout=1.0):  # full: hold the socket until there is room
-            if self._closing:
+            if not self._receiving:
                 return
         try:
             self._loop.call_soon_threadsafe(self.queue.put_nowait, raw)
@@ -270,6 +346,23 @@ class MqttLink:
         for _ in batch:
             self._slots.release()
         return batch
+
+    def ack(self, messages: Sequence[RawMessage]) -> None:
+        """Acknowledge final messages to the broker, in the order given (the order received).
+
+        Call it only once each message is stored by a committed transaction or is final without
+        a store (refused and recorded, skipped): the broker forgets an acknowledged message. One
+        that came on an earlier connection is not acknowledged: the broker has sent it again on
+        the current one, and that copy is acknowledged when the ingest has deduped it."""
+        with self._ack_lock:
+            for message in messages:
+                if not message.qos:
+                    continue
+                if message.connection != self._connection:
+                    self.ack_skipped += 1
+                    continue
+                self._client.ack(message.mid, message.qos)
+                self.acked += 1
 
     def depth(self) -> int:
         return self.queue.qsize()

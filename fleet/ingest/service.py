@@ -5,6 +5,18 @@ database refuses is stored one by one, a reply that cannot be sent is logged. Wh
 escapes a batch is logged (with a traceback the first time of each kind), counted in
 `batch_errors`, and the loop takes the next batch. The supervisor (fleet/ingest/supervisor.py)
 is the last line: it restarts the loop if it ends anyway.
+
+Acknowledgement after commit: a batch's messages are acknowledged to the broker (in the order
+received) once each is final: stored by the batch's committed transaction (a duplicate counts:
+an earlier one stored it), or refused and recorded, or skipped. While the database is down the
+batch waits and nothing is acknowledged: the broker holds the rest. A store that fails
+unexpectedly (not the database being down, not one bad row) is tried BATCH_ATTEMPTS times,
+then its messages are refused as `store_error` (recorded, counted) and acknowledged: the window
+never jams and nothing goes without a trace. A failure after the commit (the replies) leaves the
+batch final, and it is acknowledged. A batch cut short by the process's end (killed) is never
+acknowledged: the broker sends it again, and dedupe drops what was stored. A loop that dies
+holding a batch hands it to the loop the supervisor restarts (the broker would send it again
+only on a new connection); after BATCH_ATTEMPTS such deaths it is refused as `store_error`.
 """
 
 import asyncio
@@ -17,7 +29,6 @@ from typing import TYPE_CHECKING
 
 from contract import ContractError, Upstream, is_fleet_publish, parse_upstream
 from fleet import db
-from fleet.ingest import fastjson
 from fleet.ingest.clock import offer_time
 from fleet.ingest.link import MqttLink, RawMessage
 from fleet.ingest.stats import IngestStats
@@ -32,6 +43,7 @@ log = logging.getLogger(__name__)
 
 RETAINED_SUFFIXES = ("/birth", "/death")
 STORE_RETRY_MAX_S = 5.0  # backoff cap while the database is down (the queue holds the rest back)
+BATCH_ATTEMPTS = 3  # a store that fails unexpectedly is tried this often, then refused as store_error
 TRACEBACK_KINDS_MAX = 32  # distinct exception types logged with a traceback; the rest in one line
 REFUSED_DETAIL = {"decommissioned": "device is decommissioned",
                   "replaced": "device was replaced on its asset (docs/assets.md)",
@@ -49,21 +61,40 @@ class Ingest:
         self.rejected_keep = rejected_keep
         self.turned_at = time.monotonic()  # the loop's last turn, for /healthz: a stuck loop stops it
         self._traced: set[str] = set()
+        # the batch taken and not yet acknowledged: a loop that dies holding it hands it to the
+        # next one (the supervisor's restart), since the broker sends it again only on a new connection
+        self._held: list[RawMessage] | None = None
+        self._held_deaths = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set and the queue is drained (the link stops feeding it first)."""
-        while not (stop.is_set() and self.link.depth() == 0):
+        while not (stop.is_set() and self.link.depth() == 0 and self._held is None):
             self.turned_at = time.monotonic()
-            raw = await self.link.take(self.batch_max, self.batch_wait_s)
-            if not raw:
-                continue
+            if self._held is not None:  # the last loop died holding it
+                raw = self._held
+                self._held_deaths += 1
+                if self._held_deaths >= BATCH_ATTEMPTS:  # it kills the loop: refused, recorded, acknowledged
+                    await self._record_rejects([self.stats.reject(m.topic, "store_error", REFUSED_DETAIL["store_error"],
+                                                                  len(m.payload)) for m in raw])
+                    self._release(raw)
+                    continue
+            else:
+                raw = await self.link.take(self.batch_max, self.batch_wait_s)
+                if not raw:
+                    continue
+                self._held, self._held_deaths = raw, 0
             started = time.perf_counter()
             try:
                 await self.process(raw)
-            except Exception as err:
+            except Exception as err:  # after the store (process contains the failures before it)
                 self.stats.batch_errors += 1
                 self.log_failure(f"a batch of {len(raw)} messages", err)
+            self._release(raw)
             self.stats.batch_seconds.observe(time.perf_counter() - started)
+
+    def _release(self, raw: list[RawMessage]) -> None:
+        self.link.ack(raw)  # every message in it is final now
+        self._held = None
 
     def log_failure(self, what: str, err: BaseException) -> None:
         """One line per failure; the traceback only the first time of each kind (no log floods)."""
@@ -83,7 +114,7 @@ class Ingest:
             self.stats.skipped["retained_clear"] += 1  # an empty publish clears a retained topic
             return None
         try:
-            checked = parse_upstream(message.topic, message.payload, loads=fastjson.loads)
+            checked = parse_upstream(message.topic, message.payload)
         except ContractError as err:
             rejects.append(self.stats.reject(message.topic, err.reason, str(err), len(message.payload)))
             return None
@@ -99,7 +130,7 @@ class Ingest:
         self.stats.last_message_at = datetime.now(UTC)
         rejects: list[dict[str, object]] = []
         checked = [msg for msg in (self._check(m, rejects) for m in raw) if msg is not None]
-        result = await self._store(checked)
+        result = await self._store_final(checked)
         if result.relayed and self.relay is not None:
             self.relay.nudge()  # after the commit: the worker sends what the batch queued
         for msg, reason in result.refused:
@@ -121,6 +152,18 @@ class Ingest:
 
     def _routes(self) -> "RouteTable | None":
         return self.relay.routes if self.relay is not None else None
+
+    async def _store_final(self, checked: list[Upstream]) -> BatchResult:
+        """Store a batch, or refuse what cannot be stored: when this returns, every message of the
+        batch is final (the acknowledgement follows). An unexpected failure is retried, then the
+        batch is refused as `store_error`: nothing jams the broker's window, nothing goes uncounted."""
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                return await self._store(checked)
+            except Exception as err:
+                self.stats.batch_errors += 1
+                self.log_failure(f"storing a batch of {len(checked)} (attempt {attempt} of {BATCH_ATTEMPTS})", err)
+        return BatchResult(refused=[(msg, "store_error") for msg in checked])
 
     async def _store(self, checked: list[Upstream]) -> BatchResult:
         """Store a batch; while the database is down, wait and retry the same batch.

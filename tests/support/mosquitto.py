@@ -43,11 +43,14 @@ class Mosquitto:
     `secure=True`: the production set-up. Anonymous access is off and accounts live in the
     dynamic-security plugin, with `admin` (user, password) as its administrator (the fleet's
     account); with `tls` files, a second listener on `tls_port` speaks TLS.
+
+    `max_queued_messages`: what the broker holds per persistent session beyond the messages in
+    flight (0: no limit; Mosquitto's own default is 1000), docs/fleet.md "Sizing the broker".
     """
 
     def __init__(self, workdir: Path, *, extra_conf: str = "", secure: bool = False,
                  admin: tuple[str, str] = ("fleet-admin", "fleet-admin-test-password"),
-                 tls: "TlsFiles | None" = None) -> None:
+                 tls: "TlsFiles | None" = None, max_queued_messages: int = 10_000) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
@@ -82,7 +85,7 @@ class Mosquitto:
             "user root\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
-            "max_queued_messages 10000\n"
+            f"max_queued_messages {max_queued_messages}\n"
             f"{extra_conf}\n"
             f"{security}"
         )
