@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from contract import ContractError, Upstream, is_fleet_publish, parse_upstream
 from fleet import db
+from fleet.ingest import fastjson
 from fleet.ingest.clock import offer_time
 from fleet.ingest.link import MqttLink, RawMessage
 from fleet.ingest.stats import IngestStats
@@ -114,7 +115,7 @@ class Ingest:
             self.stats.skipped["retained_clear"] += 1  # an empty publish clears a retained topic
             return None
         try:
-            checked = parse_upstream(message.topic, message.payload)
+            checked = parse_upstream(message.topic, message.payload, loads=fastjson.loads)
         except ContractError as err:
             rejects.append(self.stats.reject(message.topic, err.reason, str(err), len(message.payload)))
             return None
