@@ -44,12 +44,9 @@ class Leases:
             (self.held.add if got else self.held.discard)(name)
         return got
 
-    def guard(self, name: str, tick: Tick) -> Tick:
+    def guard(self, name: str, tick: Tick) -> "Leased":
         """`tick` run only on the turns this instance holds `name`."""
-        async def leased(now: datetime) -> None:
-            if await self.hold(name):
-                await tick(now)
-        return leased
+        return Leased(self, name, tick)
 
     async def release(self) -> None:
         """Give back what this instance holds (a clean stop): another takes it at its next turn."""
@@ -57,3 +54,22 @@ class Leases:
             await Lease.filter(holder=self.holder, name__in=sorted(self.held)).update(
                 until=datetime(1970, 1, 1, tzinfo=UTC))
             self.held.clear()
+
+
+class Leased:
+    """A worker part's tick, run only on the turns its instance holds the lease; `__self__` is the
+    part's, as for the bound method it wraps (tests reach a part through it)."""
+
+    def __init__(self, leases: Leases, name: str, tick: Tick) -> None:
+        self.leases = leases
+        self.name = name
+        self.tick = tick
+
+    async def __call__(self, now: datetime) -> None:
+        if await self.leases.hold(self.name):
+            await self.tick(now)
+
+    @property
+    def __self__(self) -> object:
+        return getattr(self.tick, "__self__", None)
+

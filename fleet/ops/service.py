@@ -31,9 +31,9 @@ def build(link: MqttLink, settings: Settings, stats: IngestStats, leases: Leases
     if leases is not None:
         alerts, retention = leases.guard("alerts", alerts), leases.guard("retention", retention)
     # parts are added here, one line each, in the order they run:
-    # (alert rules) (notifications) (retention) (command expiry)
+    # (alert rules) (notifications) (command expiry) (retention)
     worker.parts.append(("alerts", alerts))
     worker.parts.append(("notify", Notifier(settings).tick))
-    worker.parts.append(("retention", retention))
     worker.parts.append(("commands", CommandExpiry().tick))
+    worker.parts.append(("retention", retention))
     return worker
