@@ -10,18 +10,32 @@ that matters is the ratio ingest / baseline; absolute numbers move with the mach
 --events publishes camera events instead of telemetry; --routes N adds N relay routes that match
 every event, each to its own (disabled) webhook endpoint: each event then also makes N relay
 deliveries in the ingest's transaction (docs/relay.md), the cost measured without the sending.
+
+--backlog isolates the fleet from the publisher's CPU: the load (benchmarks/loadgen.py, telemetry
+only, no births) is published while the subscriber is offline, into its persistent session on a
+broker that keeps everything (max_queued_messages 0); then the subscriber comes back and drains
+it. The baseline is `mosquitto_sub -q 1` (C) draining the same backlog, timed first to last
+message; the fleet is timed from its first message received to the last one committed.
+--instances N drains with N fleet processes sharing one subscription ($share/…, FLEET_MQTT_SHARED_GROUP).
+
+    .venv/bin/python benchmarks/ingest_rate.py --backlog [--messages 100000] [--devices 1000]
+        [--postgres] [--no-sqlite] [--instances 2]
 """
 
 import argparse
 import asyncio
 import json
 import multiprocessing
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -133,6 +147,125 @@ async def ingest(port: int, database_url: str, messages: int, devices: int, ses:
         return messages / elapsed
 
 
+def _fleet_settings(port: int, database_url: str, client_id: str, group: str | None, batch_max: int) -> Settings:
+    return Settings(database_url=database_url, mqtt_url=f"mqtt://127.0.0.1:{port}", mqtt_client_id=client_id,
+                    mqtt_shared_group=group, broker_accounts="none", ingest_batch_max=batch_max)
+
+
+async def _fleet_instance(settings: Settings, drain: bool, done: Any, stamps: Any, index: int, total: int) -> None:
+    """Without `drain`: make the instance's session and subscription, then leave. With it: drain
+    until all instances together have stored `total`; stamps[2i], [2i+1]: first received, last stored."""
+    async with fleet_services(settings) as runtime:
+        if not drain:
+            await asyncio.sleep(1.0)  # the subscription is made on connect
+            return
+        profiler = None
+        if os.environ.get("BENCH_PYSPY"):  # a py-spy profile of the drain: raw stacks to $BENCH_PYSPY.<index>
+            profiler = subprocess.Popen(["py-spy",  # noqa: ASYNC220 (started once, never awaited)
+                                          "record", "-r", "200", "-f", "raw", "--nonblocking", "-o",
+                                         f"{os.environ['BENCH_PYSPY']}.{index}", "--pid", str(os.getpid())],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = 0.0
+        while True:
+            if not first and runtime.stats.received:
+                first = time.time()
+            count = runtime.stats.stored + runtime.stats.duplicates
+            if count != done[index]:
+                done[index] = count
+                stamps[2 * index + 1] = time.time()
+            if sum(done) >= total:
+                break
+            await asyncio.sleep(0.005)
+        stamps[2 * index] = first
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(60)
+
+
+def _fleet_process(settings: Settings, drain: bool, done: Any, stamps: Any, index: int, total: int) -> None:
+    asyncio.run(_fleet_instance(settings, drain, done, stamps, index, total))
+
+
+def backlog_round(port: int, database_url: str, spec: Any, instances: int, tag: str, batch_max: int) -> float:
+    """Publish `spec` while the fleet's instances are offline, then time their drain of it."""
+    from loadgen import expected_total, run
+    total = expected_total(spec)
+    group = f"bench{tag}" if instances > 1 else None
+    ids = [f"bench-fleet-{tag}-{i}" for i in range(instances)]
+    done = multiprocessing.Array("q", instances)
+    stamps = multiprocessing.Array("d", 2 * instances)
+    for i, client_id in enumerate(ids):  # one by one: the first makes the schema
+        proc = multiprocessing.Process(target=_fleet_process, args=(
+            _fleet_settings(port, database_url, client_id, group, batch_max), False, done, stamps, i, total))
+        proc.start()
+        proc.join(120)
+        if proc.is_alive():  # its stop hung: the session and subscription are made by then
+            proc.terminate()
+            proc.join()
+    run(spec)
+    procs = [multiprocessing.Process(target=_fleet_process, args=(
+        _fleet_settings(port, database_url, client_id, group, batch_max), True, done, stamps, i, total))
+        for i, client_id in enumerate(ids)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(900)
+    if sum(done) < total:
+        raise RuntimeError(f"fleet stored {sum(done)}/{total}")
+    first = min(stamps[2 * i] for i in range(instances))
+    last = max(stamps[2 * i + 1] for i in range(instances))
+    return total / (last - first)
+
+
+async def _pg_round(port: int, spec: Any, instances: int, tag: str, batch_max: int) -> float:
+    async with fresh_database() as url:
+        return await asyncio.to_thread(backlog_round, port, url, spec, instances, tag, batch_max)
+
+
+def backlog(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from loadgen import BareSubscriber, LoadSpec, expected_total, load_average, run
+    backends = ([] if args.no_sqlite else ["sqlite"]) + (["postgres"] if args.postgres else [])
+    results: dict[str, list[float]] = {"baseline": []} | {b: [] for b in backends}
+    for round_ in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="bench-backlog-") as tmp:
+            broker = Mosquitto(Path(tmp) / "mqtt",
+                               extra_conf="max_queued_messages 0\nmax_inflight_messages 1000\n")
+            broker.start()
+            try:
+                def spec(n: int, broker: Any = broker, round_: int = round_) -> LoadSpec:
+                    return LoadSpec(port=broker.port, devices=args.devices, messages=args.messages,
+                                    mix={"telemetry": 100}, births=False, deaths="none", ses=1_800_000_000 + n,
+                                    prefix=f"r{round_}n{n}")
+                base_spec = spec(0)
+                sub = BareSubscriber(broker.port, f"bare-{round_}", Path(tmp))
+                sub.make_session()
+                run(base_spec)
+                sub.start(expected_total(base_spec))
+                got, first, last = sub.wait()
+                results["baseline"].append((got - 1) / max(last - first, 1e-9))
+                for n, backend in enumerate(backends, start=1):
+                    if backend == "sqlite":
+                        url = f"sqlite://{tmp}/fleet.sqlite3"
+                        results[backend].append(backlog_round(broker.port, url, spec(n), args.instances,
+                                                              f"{round_}{n}", args.batch_max))
+                    else:
+                        results[backend].append(asyncio.run(_pg_round(broker.port, spec(n), args.instances,
+                                                                      f"{round_}{n}", args.batch_max)))
+            finally:
+                broker.kill()
+        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} msg/s" for k, v in results.items())
+              + f"; {load_average()}", flush=True)
+    base = statistics.median(results["baseline"])
+    print(f"\nbacklog of {args.messages:,} telemetry messages from {args.devices} devices, QoS 1, drained by "
+          f"{args.instances} fleet instance(s), batches of up to {args.batch_max}, median of {args.rounds}:")
+    print(f"  mosquitto_sub -q 1 draining the same backlog: {base:,.0f} msg/s")
+    for backend in backends:
+        rate = statistics.median(results[backend])
+        print(f"  fleet ingest, stored in {backend:8s}: {rate:,.0f} msg/s  ({rate / base:.2f} of mosquitto_sub)")
+    print(f"  ({load_average()})")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
@@ -141,7 +274,15 @@ async def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="also measure on PostgreSQL")
     parser.add_argument("--events", action="store_true", help="camera events instead of telemetry")
     parser.add_argument("--routes", type=int, default=0, help="relay routes matching every event (with --events)")
+    parser.add_argument("--backlog", action="store_true", help="drain a backlog published while the fleet is offline")
+    parser.add_argument("--instances", type=int, default=1, help="fleet processes sharing the subscription (--backlog)")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite (--backlog)")
+    parser.add_argument("--batch-max", type=int, default=Settings.model_fields["ingest_batch_max"].default,
+                        help="FLEET_INGEST_BATCH_MAX of the fleet (--backlog)")
     args = parser.parse_args()
+    if args.backlog:
+        await asyncio.to_thread(backlog, args)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         broker = Mosquitto(Path(tmp) / "mqtt", extra_conf="max_inflight_messages 1000\n")
         broker.start()
