@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     feed_max_clients: int = Field(default=100, ge=1, le=10_000)
     feed_queue_max: int = Field(default=1000, ge=1, le=100_000)
     feed_replay_max: int = Field(default=500, ge=1, le=10_000)
+    # PostgreSQL: how long the feed waits for a missing event id to commit before skipping it
+    feed_hole_wait_s: float = Field(default=3.0, ge=0, le=60)
     # retention (docs/ops.md, "Retention"): raw health and telemetry kept retention_raw_days, then
     # as hourly aggregates until retention_hourly_days; device events, presence changes and resolved
     # alerts (with their history) their own days; the work runs every retention_every_s (sooner

@@ -3,9 +3,18 @@ wall and anyone else who reads with `GET /api/relay/feed`.
 
 One poller per fleet process (`FeedHub`) reads the event rows written since its last read, every
 FLEET_FEED_POLL_S, builds each one's message once (fleet/relay/outbox.py `event_payload`, the relay's own
-builder) and offers it to every connected client whose filter it passes. The event table is
-written by the one ingest loop of the fleet, one transaction at a time, so row ids become
-visible in increasing order and "id > the last one read" loses nothing.
+builder) and offers it to every connected client whose filter it passes, in id order.
+
+Ids and commits: on PostgreSQL several ingesting instances (docs/fleet.md, "Several instances")
+take ids from the sequence when they insert and commit in any order, so a lower id can become
+visible after a higher one; a rolled-back insert, or a duplicate dropped by ON CONFLICT DO
+NOTHING, leaves an id that never appears. So the poller offers rows in id order only up to the
+first missing id (a "hole") below the highest it has read, and waits for that hole to fill for
+FLEET_FEED_HOLE_WAIT_S from when it first read an id above it; then it gives the hole up and goes
+on (an event committed even later than that is not sent live; a resume from an older id still
+finds it in the database). `cursor` is the id below which everything was offered or given up, so
+"id > cursor" is what a joining client and a resume are told. SQLite has one writer, whose
+transactions commit in id order: there a hole is given up at once (only deleted rows leave one).
 
 Bounds and what happens at them:
 - one read: at most READ_MAX rows; a full read is followed at once by the next;
@@ -13,7 +22,9 @@ Bounds and what happens at them:
   and closed (its queue dropped): it resumes with Last-Event-ID;
 - clients: FLEET_FEED_MAX_CLIENTS at once (the route answers 503 beyond);
 - a resume: at most FLEET_FEED_REPLAY_MAX missed events from the database, the newest ones,
-  after a `gap` event saying how many older ones were skipped.
+  after a `gap` event saying how many older ones were skipped;
+- holes: one (highest id read, when) mark per read that read a higher id, dropped once the cursor
+  passes it, at most MARKS_MAX (the oldest dropped beyond: its holes then wait from a later mark).
 The poller runs only while a client is connected.
 """
 
@@ -21,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +50,7 @@ from fleet.settings import Settings
 log = logging.getLogger(__name__)
 
 READ_MAX = 500  # event rows per read of the poller
+MARKS_MAX = 4096  # (highest id read, when) marks the poller keeps to time holes
 SNAPSHOT_PATH = "/api/snapshots/{sha256}"  # served to people with the snapshots permission
 
 
@@ -181,7 +194,11 @@ class FeedHub:
         self.max_clients = settings.feed_max_clients
         self.queue_max = settings.feed_queue_max
         self.replay_max = settings.feed_replay_max
-        self.cursor = 0  # the newest event id the poller has offered
+        # one writer on SQLite: ids commit in order, a hole is never filled later
+        self.hole_wait_s = 0.0 if settings.sqlite_path() is not None else settings.feed_hole_wait_s
+        self.cursor = 0  # every event id up to this one was offered or given up
+        self.waiting: int | None = None  # the first missing id the poller waits for, if any
+        self._marks: deque[tuple[int, float]] = deque()  # (highest id read, first read at), rising
         self.clients: set[FeedClient] = set()
         self.reserved = 0  # streams admitted (connected, or about to be)
         self._start = asyncio.Lock()
@@ -210,6 +227,8 @@ class FeedHub:
         async with self._start:
             if self._task is None:
                 self.cursor = await newest_id()
+                self.waiting = None
+                self._marks.clear()
                 self._task = asyncio.create_task(self._run(), name="fleet-relay-feed")
             self.clients.add(client)
             return self.cursor
@@ -236,9 +255,23 @@ class FeedHub:
             self._task = None
 
     async def _turn(self) -> bool:
-        """Offer the events stored since the last turn; True if the read was full (more wait)."""
+        """Offer the events stored since the last turn, in id order up to the first hole still
+        waited for; True if the read was full and all of it offered (more wait)."""
         rows = await EventRecord.filter(id__gt=self.cursor).order_by("id").limit(READ_MAX)
-        items = await items_of(rows)
+        now = time.monotonic()
+        if rows and (not self._marks or rows[-1].id > self._marks[-1][0]):
+            self._marks.append((rows[-1].id, now))
+            if len(self._marks) > MARKS_MAX:
+                self._marks.popleft()
+        ready: list[EventRecord] = []
+        cursor, waiting = self.cursor, None
+        for row in rows:
+            if row.id > cursor + 1 and not self._given_up(row.id - 1, now):
+                waiting = cursor + 1
+                break
+            ready.append(row)
+            cursor = row.id
+        items = await items_of(ready)
         # from here to the cursor's move nothing awaits: a client joining meanwhile has either
         # the old cursor and these items, or the new cursor
         for client in list(self.clients):
@@ -246,9 +279,18 @@ class FeedHub:
                 if not client.offer(item):
                     self.clients.discard(client)
                     break
-        if rows:
-            self.cursor = rows[-1].id
-        return len(rows) == READ_MAX
+        self.cursor, self.waiting = cursor, waiting
+        while self._marks and self._marks[0][0] <= cursor:
+            self._marks.popleft()
+        return len(rows) == READ_MAX and waiting is None
+
+    def _given_up(self, last: int, now: float) -> bool:
+        """Whether the missing ids up to `last` (those above the cursor) have been waited for
+        long enough: since the first read that read an id above `last`."""
+        for top, at in self._marks:
+            if top > last:
+                return now - at >= self.hole_wait_s
+        return self.hole_wait_s <= 0
 
     async def close(self) -> None:
         self.clients.clear()
