@@ -1,4 +1,5 @@
-"""`fleet serve` runs the service; `fleet user-add` adds a person to its database."""
+"""`fleet serve` runs the service; `fleet user-add` adds a person to its database; `fleet db upgrade`
+and `fleet db status` migrate the database's schema and tell where it stands."""
 
 import argparse
 import logging
@@ -24,6 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
         settings.http_port = args.port
     if args.host is not None:
         settings.http_host = args.host
+    # the schema first, as `fleet db upgrade` (one line and exit 1 when it cannot be done); the
+    # lifespan's database() then finds nothing pending
+    if (code := _db_upgrade(argparse.Namespace(), settings)) != 0:
+        return code
     app = create_app(settings)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=args.log_level.lower())
     return 0
@@ -44,6 +49,72 @@ def _database_shown(settings: "Settings") -> str:
     host = f"{parts.username}@{parts.hostname}" if parts.username else str(parts.hostname)
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _db_upgrade(args: argparse.Namespace, settings: "Settings | None" = None) -> int:
+    import asyncio
+
+    from tortoise import Tortoise
+
+    from fleet.db import database, upgrade_schema
+    from fleet.migrations import MigrationError, applied
+    from fleet.settings import Settings
+
+    settings = settings or Settings()
+    where = _database_shown(settings)
+
+    async def upgrade() -> tuple[list[str], list[str] | None]:
+        async with database(settings, migrate=False):
+            done = await upgrade_schema(settings)
+            return done, await applied(Tortoise.get_connection("default"))
+
+    try:
+        done, now = asyncio.run(upgrade())
+    except MigrationError as err:
+        print(f"fleet: database {where}: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        print(f"fleet: could not migrate the database {where}: {err}", file=sys.stderr)
+        return 1
+    at = now[-1] if now else "nothing"
+    if done:
+        print(f"fleet: database {where}: applied {len(done)} migration(s), {', '.join(done)}; now at {at}")
+    else:
+        print(f"fleet: database {where}: up to date, at {at}")
+    return 0
+
+
+def _db_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tortoise import Tortoise
+
+    from fleet.db import database
+    from fleet.migrations import Status, status
+    from fleet.settings import Settings
+
+    settings = Settings()
+    where = _database_shown(settings)
+
+    async def ask() -> Status:
+        async with database(settings, migrate=False):
+            return await status(Tortoise.get_connection("default"))
+
+    try:
+        now = asyncio.run(ask())
+    except Exception as err:
+        print(f"fleet: could not read the database {where}: {err}", file=sys.stderr)
+        return 1
+    print(f"database {where}")
+    if now.applied is None:
+        print("applied: none (no migration table: empty, or made by a release before migrations)")
+    for name in now.applied or []:
+        print(f"applied: {name}")
+    for name in now.pending:
+        print(f"pending: {name}")
+    for name in now.unknown:
+        print(f"unknown: {name} (a newer release migrated this database: this one refuses to run on it)")
+    return 1 if now.unknown else 0
 
 
 def _user_add(args: argparse.Namespace) -> int:
@@ -101,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument("--full-name", default="")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     user.set_defaults(handler=_user_add)
+    db = commands.add_parser("db", help="the database schema of FLEET_DATABASE_URL (docs/fleet.md, "
+                                        "\"Database schema and migrations\")")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply the pending migrations (fleet serve does it at start)"
+                           ).set_defaults(handler=_db_upgrade)
+    db_commands.add_parser("status", help="the migrations applied and pending; exit 1 when the database "
+                                          "is newer than this release").set_defaults(handler=_db_status)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("amqtt", "transitions", "httpx"):  # every connection and state change at INFO

@@ -1,16 +1,21 @@
 """The database's lifecycle: Tortoise ORM on SQLite (default) or PostgreSQL."""
 
+import logging
 import os
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.context import TortoiseContext
 
+from fleet import migrations
 from fleet.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MODELS = ["fleet.models", "fleet.ota.models", "fleet.ota.rollout_models", "fleet.broadcast.models",
           "fleet.broadcast.cap_models", "fleet.ops.models",
@@ -22,6 +27,12 @@ def _url(settings: Settings) -> str:
     if url.startswith("postgresql://"):
         url = "postgres://" + url.removeprefix("postgresql://")
     return url
+
+
+def tortoise_config(settings: Settings) -> dict[str, Any]:
+    """Tortoise's configuration: every fleet model, and aerich's table of applied migrations, in one app."""
+    return {"connections": {"default": _url(settings)},
+            "apps": {migrations.APP: {"models": [*MODELS, "aerich.models"], "default_connection": "default"}}}
 
 
 def make_private(path: Path) -> None:
@@ -39,8 +50,9 @@ def make_private(path: Path) -> None:
 
 
 @asynccontextmanager
-async def database(settings: Settings) -> AsyncIterator[TortoiseContext]:
-    """Open the database, create missing tables, close it on exit.
+async def database(settings: Settings, *, migrate: bool = True) -> AsyncIterator[TortoiseContext]:
+    """Open the database, bring its schema up to this release's (`upgrade_schema`), close it on exit.
+    `migrate=False` changes nothing (`fleet db status`, and `fleet db upgrade`, which reports).
 
     The context is also the process-wide fallback, so request handlers (which run in other
     tasks than the lifespan) find it.
@@ -51,15 +63,25 @@ async def database(settings: Settings) -> AsyncIterator[TortoiseContext]:
     path = settings.sqlite_path()
     if path is not None and str(path) != ":memory:":
         make_private(path)
-    ctx = await Tortoise.init(db_url=_url(settings), modules={"models": MODELS},
-                              _enable_global_fallback=True)
+    config = tortoise_config(settings)
+    ctx = await Tortoise.init(config=config, _enable_global_fallback=True)
     try:
-        await Tortoise.generate_schemas(safe=True)
-        # telemetry partitioned by month on PostgreSQL (fleet/partitions.py), after the schema exists
-        await _partition_telemetry()
+        if migrate:
+            await upgrade_schema(settings)
         yield ctx
     finally:
         await ctx.close_connections()
+
+
+async def upgrade_schema(settings: Settings) -> list[str]:
+    """Apply the pending migrations (fleet/migrations; `DatabaseNewerError` when a newer release
+    migrated the database), then the DDL kept outside them; the migrations applied."""
+    applied = await migrations.upgrade(Tortoise.get_connection("default"), tortoise_config(settings))
+    if applied:
+        log.info("database schema: applied %s", ", ".join(applied))
+    # telemetry partitioned by month on PostgreSQL (fleet/partitions.py), after the schema exists
+    await _partition_telemetry()
+    return applied
 
 
 async def _partition_telemetry() -> None:
