@@ -22,10 +22,12 @@ devices (its raw asyncio publisher, several processes; QoS 1).
   After each fleet run: messages lost = what each device published (numbered messages, per
   seq) and is not stored; the fleet's recorded seq gaps; duplicates it dropped; refused messages.
 (b) `--kills K`: the burst published at once while the fleet drains it; K times, at seeded
-  random moments (a random number of stored rows, then 0-50 ms), the fleet (one instance at
-  random) is SIGKILLed and started again at once with the same client id (several instances: the
-  first starts alone, as it makes the schema). Printed: lost, the
-  fleet's duplicates dropped, gaps, the time from the first publish to the last row stored.
+  random moments, the fleet (one instance at random) is SIGKILLed and started again at once with
+  the same client id, without waiting for /healthz. Kill k comes at a random row count in the k-th
+  of K + 1 equal slices of the load, then 0-50 ms, and never before the instance started after
+  the previous kill has stored a row (so every kill hits an ingest at work; the last slice has
+  none). Printed: lost, the fleet's duplicates dropped (seq_stream.duplicates), gaps, the time
+  from the first publish to the last row stored.
 (c) `--instances N`: N `fleet serve` instances with FLEET_MQTT_SHARED_GROUP, each its own
   FLEET_MQTT_CLIENT_ID and HTTP port (PostgreSQL only).
 
@@ -118,7 +120,8 @@ class Reader:
                 return [tuple(r) for r in await self._pg.fetch(sql)]
             except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as err:
                 raise LookupError(str(err)) from err
-        return self._run(query())
+        with self._lock:  # the sampler's thread and the main thread share the connection
+            return self._run(query())
 
     def stored(self) -> int:
         try:
@@ -432,22 +435,29 @@ class Bench:
             results: list[loadgen.LoadResult] = []
             waiter = threading.Thread(target=lambda: results.append(load.wait()), name="loadgen-wait")
             waiter.start()
-            thresholds = sorted(rng.randrange(spec.messages) for _ in range(kills))
+            # kill k in the k-th of kills + 1 equal slices of the load (rows stored), at a random
+            # point of it, and only once the instance started after the previous kill has stored a row
+            # (it is ingesting: the ingest runs before /healthz answers); the last slice has no kill
+            slice_rows = spec.messages / (kills + 1)
+            thresholds = [int((k + rng.random()) * slice_rows) for k in range(kills)]
+            floor = 0
             for k, threshold in enumerate(thresholds, 1):
-                if not sampler.reaches(threshold, self.args.stall_s):
-                    notes.append(f"kill {k}: no row stored for {self.args.stall_s:.0f} s below {threshold:,}; "
-                                 "no more kills")
+                if not sampler.reaches(max(threshold, floor + 1), self.args.stall_s, interval=0.005):
+                    notes.append(f"kill {k}: no row stored for {self.args.stall_s:.0f} s below "
+                                 f"{max(threshold, floor + 1):,}; no more kills")
                     print(notes[-1], flush=True)
                     break
                 time.sleep(rng.uniform(0.0, 0.05))
                 index = rng.randrange(fleet.instances)
-                at, stored = time.time() - first_publish, sampler.last
+                at = time.time() - first_publish
                 fleet.kill(index)
+                floor = reader.stored()
                 fleet.spawn(index)
-                fleet.wait_healthy(index)
                 notes.append(f"kill {k:2d} of instance {index} at {at:6.2f} s (planned at {threshold:,} rows; "
-                             f"{stored:,} stored); healthy again after {time.time() - first_publish - at:.1f} s")
+                             f"{floor:,} stored when it died); restarted at once")
                 print(notes[-1], flush=True)
+            for i in range(fleet.instances):
+                fleet.wait_healthy(i)
             waiter.join()
             complete = sampler.reaches(spec.messages, self.args.stall_s)
             sampler.stop()
