@@ -57,7 +57,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.loadgen import connect_packet, publish_packet, subscribe_packet  # noqa: E402
+from benchmarks.loadgen import connect_packet, publish_packet, split_packets, subscribe_packet  # noqa: E402
 from tests.support.mosquitto import Mosquitto, free_port  # noqa: E402
 from tests.support.postgres import fresh_database  # noqa: E402
 
@@ -144,25 +144,9 @@ class LightDevice(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        pos = 0
         buf = self.buf
-        while len(buf) - pos >= 2:
-            kind = buf[pos]
-            length, shift, i = 0, 0, pos + 1
-            while True:
-                if i >= len(buf):
-                    length = -1
-                    break
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            if length < 0 or len(buf) - i < length:
-                break
-            body = buf[i:i + length]
-            pos = i + length
+        packets, pos = split_packets(buf)
+        for kind, body in packets:
             packet = kind >> 4
             if packet == 2 and not self.connack.done():  # CONNACK
                 self.connack.set_result(body[1])

@@ -63,6 +63,29 @@ DEFAULT_MIX = {"telemetry": 80, "health": 15, "event": 5}
 CONNECT_CONCURRENCY = 200  # connections opened at once per process (the broker's listen backlog)
 
 
+def split_packets(buf: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """The whole MQTT packets at the start of `buf`, as (first byte, body), and how many bytes they
+    took (the rest is a packet not yet wholly received)."""
+    packets: list[tuple[int, bytes]] = []
+    pos = 0
+    while len(buf) - pos >= 2:
+        length, shift, i = 0, 0, pos + 1
+        while True:
+            if i >= len(buf):
+                return packets, pos
+            byte = buf[i]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not byte & 0x80:
+                break
+        if len(buf) - i < length:
+            break
+        packets.append((buf[pos], buf[i:i + length]))
+        pos = i + length
+    return packets, pos
+
+
 # --- what is sent -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -274,24 +297,9 @@ class Connection:
                     self._connack.set_exception(ProtocolError(f"{self.client_id}: closed before CONNACK"))
                 return
             buf += chunk
-            pos, acks = 0, 0
-            while len(buf) - pos >= 2:
-                kind = buf[pos]
-                length, shift, i = 0, 0, pos + 1
-                while True:
-                    if i >= len(buf):
-                        length = -1
-                        break
-                    byte = buf[i]
-                    length |= (byte & 0x7F) << shift
-                    shift += 7
-                    i += 1
-                    if not byte & 0x80:
-                        break
-                if length < 0 or len(buf) - i < length:
-                    break
-                body = buf[i:i + length]
-                pos = i + length
+            acks = 0
+            packets, pos = split_packets(buf)
+            for kind, body in packets:
                 packet = kind >> 4
                 if packet == 4:  # PUBACK
                     acks += 1
