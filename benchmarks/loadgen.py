@@ -56,6 +56,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet.ingest import mqtt_wire as wire
+
 ROOT = Path(__file__).resolve().parents[1]
 TS_BASE = 1_795_766_400_000
 KINDS = ("telemetry", "health", "event")
@@ -63,27 +65,7 @@ DEFAULT_MIX = {"telemetry": 80, "health": 15, "event": 5}
 CONNECT_CONCURRENCY = 200  # connections opened at once per process (the broker's listen backlog)
 
 
-def split_packets(buf: bytes) -> tuple[list[tuple[int, bytes]], int]:
-    """The whole MQTT packets at the start of `buf`, as (first byte, body), and how many bytes they
-    took (the rest is a packet not yet wholly received)."""
-    packets: list[tuple[int, bytes]] = []
-    pos = 0
-    while len(buf) - pos >= 2:
-        length, shift, i = 0, 0, pos + 1
-        while True:
-            if i >= len(buf):
-                return packets, pos
-            byte = buf[i]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            i += 1
-            if not byte & 0x80:
-                break
-        if len(buf) - i < length:
-            break
-        packets.append((buf[pos], buf[i:i + length]))
-        pos = i + length
-    return packets, pos
+split_packets = wire.packets  # the fleet's own framing (fleet/ingest/mqtt_wire.py)
 
 
 # --- what is sent -----------------------------------------------------------------------------
@@ -195,39 +177,17 @@ def expected_total(spec: LoadSpec) -> int:
 
 # --- MQTT 3.1.1 on raw sockets ----------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(s: bytes) -> bytes:
-    return len(s).to_bytes(2, "big") + s
-
-
 def connect_packet(client_id: str, *, keepalive: int, clean: bool,
                    will: tuple[bytes, bytes] | None = None) -> bytes:
-    flags = 0x02 if clean else 0
-    payload = _string(client_id.encode())
-    if will is not None:
-        flags |= 0x04 | 0x08 | 0x20  # will, QoS 1, retained
-        payload += _string(will[0]) + _string(will[1])
-    body = _string(b"MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
-    return b"\x10" + _varint(len(body)) + body
+    return wire.connect(client_id, level=4, keepalive=keepalive, clean=clean, will=will)
 
 
 def publish_packet(topic: bytes, payload: bytes, packet_id: int, retain: bool) -> bytes:
-    length = 2 + len(topic) + 2 + len(payload)
-    return (bytes([0x33 if retain else 0x32]) + _varint(length) + len(topic).to_bytes(2, "big") + topic
-            + packet_id.to_bytes(2, "big") + payload)
+    return wire.publish(topic, payload, packet_id=packet_id, retain=retain, level=4)
 
 
 def subscribe_packet(packet_id: int, topics: list[bytes]) -> bytes:
-    body = packet_id.to_bytes(2, "big") + b"".join(_string(t) + b"\x01" for t in topics)
-    return b"\x82" + _varint(len(body)) + body
+    return wire.subscribe(packet_id, [(t, 1) for t in topics], level=4)
 
 
 class ProtocolError(RuntimeError):

@@ -51,8 +51,20 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _string(b: bytes) -> bytes:
+def string(b: bytes) -> bytes:
+    """An MQTT string or binary field: two bytes of length, then the bytes."""
     return len(b).to_bytes(2, "big") + b
+
+
+def packets(data: bytes) -> tuple[list[tuple[int, bytes]], int]:
+    """The whole packets at the start of `data` as (first byte, body), and how many bytes they took
+    (the rest is a packet not yet wholly received)."""
+    decoder = Decoder()
+    decoder.feed(data)
+    found = []
+    while (packet := decoder.next()) is not None:
+        found.append(packet)
+    return found, len(data) - decoder.buffered()
 
 
 def _packet(first: int, body: bytes) -> bytes:
@@ -60,11 +72,15 @@ def _packet(first: int, body: bytes) -> bytes:
 
 
 def connect(client_id: str, *, level: int, keepalive: int, clean: bool, username: str | None = None,
-            password: str | None = None, session_expiry_s: int = 0, receive_max: int = 0) -> bytes:
+            password: str | None = None, session_expiry_s: int = 0, receive_max: int = 0,
+            will: tuple[bytes, bytes] | None = None) -> bytes:
     """CONNECT. MQTT 5 `clean` is Clean Start (the session's lifetime is `session_expiry_s`);
-    3.1.1 `clean` is Clean Session (False: the broker keeps the session)."""
+    3.1.1 `clean` is Clean Session (False: the broker keeps the session). `will`: (topic,
+    payload), published retained at QoS 1 (3.1.1 only: MQTT 5 would need will properties)."""
     flags = (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    header = _string(b"MQTT") + bytes((level, flags)) + keepalive.to_bytes(2, "big")
+    if will is not None:
+        flags |= 0x04 | 0x08 | 0x20  # will, QoS 1, retained
+    header = string(b"MQTT") + bytes((level, flags)) + keepalive.to_bytes(2, "big")
     if level == 5:
         props = b""
         if session_expiry_s:
@@ -72,25 +88,29 @@ def connect(client_id: str, *, level: int, keepalive: int, clean: bool, username
         if receive_max:
             props += bytes((RECEIVE_MAXIMUM,)) + receive_max.to_bytes(2, "big")
         header += varint(len(props)) + props
-    body = _string(client_id.encode())
+    body = string(client_id.encode())
+    if will is not None:
+        body += string(will[0]) + string(will[1])
     if username is not None:
-        body += _string(username.encode())
+        body += string(username.encode())
     if password is not None:
-        body += _string(password.encode())
+        body += string(password.encode())
     return _packet(CONNECT << 4, header + body)
 
 
-def subscribe(packet_id: int, topics: list[tuple[str, int]], *, level: int) -> bytes:
+def subscribe(packet_id: int, topics: list[tuple[str | bytes, int]], *, level: int) -> bytes:
     body = packet_id.to_bytes(2, "big") + (b"\x00" if level == 5 else b"")
     for topic, qos in topics:
-        body += _string(topic.encode()) + bytes((qos,))
+        body += string(topic.encode() if isinstance(topic, str) else topic) + bytes((qos,))
     return _packet(SUBSCRIBE << 4 | 0x02, body)
 
 
-def publish(topic: str, payload: bytes, *, packet_id: int, retain: bool, level: int, dup: bool = False) -> bytes:
+def publish(topic: str | bytes, payload: bytes, *, packet_id: int, retain: bool, level: int,
+            dup: bool = False) -> bytes:
     """A QoS 1 PUBLISH."""
     first = PUBLISH << 4 | 0x02 | (0x08 if dup else 0) | (0x01 if retain else 0)
-    body = _string(topic.encode()) + packet_id.to_bytes(2, "big") + (b"\x00" if level == 5 else b"") + payload
+    name = topic.encode() if isinstance(topic, str) else topic
+    body = string(name) + packet_id.to_bytes(2, "big") + (b"\x00" if level == 5 else b"") + payload
     return _packet(first, body)
 
 
