@@ -131,7 +131,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
         link = MqttLink(target, client_id=settings.mqtt_client_id, queue_max=settings.ingest_queue_max,
                         shared_group=settings.mqtt_shared_group, ca_file=ca_file, probe_s=settings.mqtt_probe_s,
                         protocol=protocol, session_expiry_s=settings.mqtt_session_expiry_s,
-                        receive_max=settings.mqtt_receive_max)
+                        receive_max=settings.mqtt_receive_max, other_hosts=settings.mqtt_addresses(target)[1:])
         await stack.enter_async_context(link)
         stats = IngestStats()
         relay = RelayWorker(settings)  # the ingest queues deliveries by its route table (docs/relay.md)

@@ -1,6 +1,7 @@
 """The fleet's configuration: one typed class, read from FLEET_* environment variables."""
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,20 @@ class MqttTarget:
         return f"mqtt{'s' if self.tls else ''}://{user}{self.host}:{self.port}"
 
 
+def parse_hosts(value: str, default_port: int) -> list[tuple[str, int]]:
+    """"host" or "host:port" items separated by commas, as (host, port); ValueError says which is wrong."""
+    found = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, colon, port = item.rpartition(":") if ":" in item else (item, "", "")
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host) or (
+                colon and not (port.isdigit() and 1 <= int(port) <= 65_535)):
+            raise ValueError(f"FLEET_MQTT_OTHER_HOSTS: {item[:80]!r} is not host or host:port")
+        found.append((host, int(port) if colon else default_port))
+    return found
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
 
@@ -38,6 +53,10 @@ class Settings(BaseSettings):
     # Unset: start the embedded broker (zero-setup demo). Set: use that broker (Mosquitto).
     mqtt_url: str | None = None
     mqtt_client_id: str = "fleet-ingest"  # unique per fleet instance (each has its own session)
+    # the other nodes of a clustered broker, "host" or "host:port" separated by commas (the port
+    # defaults to FLEET_MQTT_URL's; its scheme, user and CA hold for all): after a failed or lost
+    # connection the link's next attempt goes to the next address (docs/brokers.md)
+    mqtt_other_hosts: str = ""
     # Several fleet instances on one broker: each subscribes as `$share/<group>/…`, so the broker
     # hands each device message to one of them (docs/fleet.md, "Several instances"). Unset: one instance.
     mqtt_shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -199,6 +218,16 @@ class Settings(BaseSettings):
         if value:
             MqttTarget(value)
         return value or None
+
+    @field_validator("mqtt_other_hosts")
+    @classmethod
+    def _check_other_hosts(cls, value: str) -> str:
+        parse_hosts(value, 1883)
+        return value
+
+    def mqtt_addresses(self, target: MqttTarget) -> list[tuple[str, int]]:
+        """FLEET_MQTT_URL's host and port, then FLEET_MQTT_OTHER_HOSTS's, in the order to try them."""
+        return [(target.host, target.port), *parse_hosts(self.mqtt_other_hosts, target.port)]
 
     @field_validator("database_url")
     @classmethod

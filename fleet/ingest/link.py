@@ -141,8 +141,12 @@ class MqttLink:
 
     def __init__(self, target: MqttTarget, *, client_id: str, queue_max: int,
                  shared_group: str | None = None, ca_file: str | None = None, probe_s: float = 5.0,
-                 protocol: str = "5", session_expiry_s: int = 7 * 86_400, receive_max: int = 5_000) -> None:
+                 protocol: str = "5", session_expiry_s: int = 7 * 86_400, receive_max: int = 10_000,
+                 other_hosts: Sequence[tuple[str, int]] = ()) -> None:
         self.target = target
+        # where to connect: the URL's host, then a clustered broker's other nodes, one per attempt
+        self._addresses = [(target.host, target.port), *other_hosts]
+        self._address = 0  # index of the next attempt's address; moves on after a failure or a loss
         self.client_id = client_id
         self.queue_max = queue_max
         self.protocol = protocol
@@ -269,7 +273,8 @@ class MqttLink:
                 self._connect_error = f"{type(err).__name__}: {err}"[:200]
                 if self._unreachable_since is None:
                     self._unreachable_since = time.monotonic()
-                    log.warning("cannot reach the MQTT broker at %r (%s); retrying", self.target, self._connect_error)
+                    log.warning("cannot reach the MQTT broker at %s:%d (%s); retrying", *self._addresses[self._address],
+                                self._connect_error)
                 self._connect_failures += 1
                 self._first_contact.set()
             else:
@@ -281,15 +286,17 @@ class MqttLink:
                     pinging.cancel()
             if self._closing:
                 return
+            self._address = (self._address + 1) % len(self._addresses)  # a cluster's next node, if any
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def _connect(self) -> _Protocol:
         """One attempt: socket, TLS, CONNECT, CONNACK, SUBSCRIBE sent. Returns the connection."""
         target = self.target
+        host, port = self._addresses[self._address]
         _, proto = await asyncio.wait_for(self._loop.create_connection(
-            lambda: _Protocol(self), target.host, target.port, ssl=self._ssl,
-            server_hostname=target.host if self._ssl is not None else None), CONNECT_TIMEOUT_S)
+            lambda: _Protocol(self), host, port, ssl=self._ssl,
+            server_hostname=host if self._ssl is not None else None), CONNECT_TIMEOUT_S)
         assert proto.transport is not None
         self._decoder = wire.Decoder(PACKET_MAX)
         self._connack = self._loop.create_future()
@@ -330,7 +337,7 @@ class MqttLink:
         self._subscribe_mid = self._next_packet_id()
         proto.transport.write(wire.subscribe(self._subscribe_mid, [(t, 1) for t in self._subscriptions],
                                              level=self._level))
-        log.info("connected to %r, subscribing to %s", self.target, self._subscription)
+        log.info("connected to %s:%d, subscribing to %s", host, port, self._subscription)
         self.connected.set()
         self._first_contact.set()
         return proto

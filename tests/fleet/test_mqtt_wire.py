@@ -10,7 +10,7 @@ import pytest
 
 from fleet.ingest import mqtt_wire as wire
 from fleet.ingest.link import LinkError, MqttLink, RawMessage
-from fleet.settings import MqttTarget
+from fleet.settings import MqttTarget, parse_hosts
 from tests.support.device import ScriptedDevice
 from tests.support.mosquitto import Mosquitto
 from tests.support.wait import async_wait_for
@@ -150,3 +150,45 @@ async def test_a_broker_that_refuses_the_fleet_stops_its_start(tmp_path: Path) -
                 pytest.fail("connected with a wrong password")
     finally:
         mosquitto.kill()
+
+
+async def test_a_lost_broker_node_sends_the_link_to_the_next_address(tmp_path: Path) -> None:
+    """FLEET_MQTT_OTHER_HOSTS: two brokers stand for two nodes of a cluster; the first dies, the
+    link's next attempt goes to the second, where it subscribes and receives."""
+    first, second = Mosquitto(tmp_path / "a"), Mosquitto(tmp_path / "b")
+    first.start()
+    second.start()
+    try:
+        other = parse_hosts(f"127.0.0.1:{second.port}", 1883)
+        async with MqttLink(MqttTarget(first.url), client_id=f"fleet-nodes-{uuid.uuid4().hex[:6]}", queue_max=8,
+                            other_hosts=other) as link:
+            assert link.state().connected
+            first.kill()
+
+            async def lost() -> bool:
+                return not link.state().connected
+
+            async def subscribed_again() -> bool:
+                return link.state().subscribed
+
+            await async_wait_for(lost, timeout=30, what="the first broker's connection gone")
+
+            await async_wait_for(subscribed_again, timeout=30, what="the link on the second broker")
+            device = ScriptedDevice(second.port, f"t-nodes-{uuid.uuid4().hex[:6]}", ses=1, will=False)
+            try:
+                device.telemetry(0, lux=1.0)
+                [message] = await link.take(10, 0.2, first_within=10)
+                assert message.topic == device.topic("telemetry")
+                link.ack([message])
+            finally:
+                device.close()
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_other_hosts_are_host_or_host_and_port() -> None:
+    assert parse_hosts(" n2, n3:1884 ,,10.0.0.4", 8883) == [("n2", 8883), ("n3", 1884), ("10.0.0.4", 8883)]
+    for bad in ("n2:", "n2:0", "n2:70000", ":1883", "n 2", "n2:x"):
+        with pytest.raises(ValueError, match="FLEET_MQTT_OTHER_HOSTS"):
+            parse_hosts(bad, 1883)
