@@ -36,6 +36,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
 
 
 @pytest.fixture
+async def fleet_on_node_3(tmp_path: Path, cluster: NatsCluster) -> AsyncIterator[httpx.AsyncClient]:
+    others = ",".join(f"127.0.0.1:{node.mqtt_port}" for node in (cluster.nodes[0], cluster.nodes[1]))
+    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", cluster.fleet_url(2),
+                              broker_accounts="nats", mqtt_protocol="3.1.1", nats_auth_file=cluster.auth_file,
+                              nats_pid_files=cluster.pid_files, mqtt_other_hosts=others)
+    async with running_fleet(settings) as http:
+        yield http
+
+
+@pytest.fixture
 async def fleet(tmp_path: Path, cluster: NatsCluster) -> AsyncIterator[httpx.AsyncClient]:
     settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", cluster.fleet_url(0),
                               broker_accounts="nats", mqtt_protocol="3.1.1", nats_auth_file=cluster.auth_file,
@@ -178,7 +188,10 @@ def _agent(tmp_path: Path, device_id: str, password: str, urls: list[str]) -> su
 
 
 async def test_a_node_dies_devices_move_to_another_and_nothing_is_lost(
-        fleet: httpx.AsyncClient, cluster: NatsCluster, tmp_path: Path) -> None:
+        fleet_on_node_3: httpx.AsyncClient, cluster: NatsCluster, tmp_path: Path) -> None:
+    """The fleet, the Pi agent and the board all on node 3, which is killed: each moves to another
+    node (the fleet by FLEET_MQTT_OTHER_HOSTS) and nothing they sent is lost."""
+    fleet = fleet_on_node_3
     victim = cluster.nodes[2]
     urls = [victim.mqtt_url, cluster.nodes[1].mqtt_url, cluster.nodes[0].mqtt_url]
     suffix = uuid.uuid4().hex[:6]
