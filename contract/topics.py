@@ -71,7 +71,7 @@ def fleet_subscription() -> str:
 def is_fleet_publish(topic: str) -> bool:
     """A topic the fleet publishes to devices (it sees its own publishes on its subscription)."""
     device_id, sep, suffix = topic.removeprefix(_PREFIX).partition("/")
-    return topic.startswith(_PREFIX) and bool(sep) and is_valid_device_id(device_id) and suffix in DOWNSTREAM_KINDS
+    return topic.startswith(_PREFIX) and bool(sep) and suffix in DOWNSTREAM_KINDS and is_valid_device_id(device_id)
 
 
 def parse_topic(topic: str) -> TopicParts:

@@ -6,16 +6,19 @@ docs/fleet.md "Ingest throughput"). These helpers send the same SQL with the sam
 in bulk, and take the stream locks that keep dedupe exact when several instances ingest at once.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.fields import JSONField
 from tortoise.models import Model
 
 StreamKey = tuple[str, int, int]  # (device id, epoch, ses)
 SQLITE_KEYS_PER_QUERY = 300  # 3 parameters each: under SQLite's oldest limit of 999 variables
+SQLITE_IDS_PER_QUERY = 900  # one parameter each
+M = TypeVar("M", bound=Model)
 
 
 def is_postgres(conn: BaseDBAsyncClient) -> bool:
@@ -24,7 +27,9 @@ def is_postgres(conn: BaseDBAsyncClient) -> bool:
 
 async def save_many(conn: BaseDBAsyncClient, instances: Sequence[Model], fields: Sequence[str]) -> None:
     """`instance.save(update_fields=fields)` for each, as one executemany: Tortoise's own UPDATE
-    statement and its fields' own conversions (auto_now included), pipelined on asyncpg."""
+    statement and its fields' own conversions, pipelined on asyncpg. A field's conversion depends on
+    its value only, so each distinct value is converted once (the batch's time, a device's period);
+    an auto_now field takes the save's time once for all the rows, as one save() of them all would."""
     if not instances:
         return
     model = type(instances[0])
@@ -32,9 +37,89 @@ async def save_many(conn: BaseDBAsyncClient, instances: Sequence[Model], fields:
     sql = executor.get_update_sql(list(fields), None)
     fields_map = model._meta.fields_map
     pk = model._meta.pk
-    rows = [[fields_map[name].to_db_value(getattr(instance, name), instance) for name in fields]
-            + [pk.to_db_value(instance.pk, instance)] for instance in instances]
+    stamps: dict[str, Any] = {}
+    for name in fields:
+        if getattr(fields_map[name], "auto_now", False):
+            stamps[name] = fields_map[name].to_db_value(None, instances[0])  # sets it on the instance
+            moment = getattr(instances[0], name)
+            for instance in instances[1:]:
+                setattr(instance, name, moment)
+    # auto_now_add converts None to the save's time, once per instance: not by value
+    convert: list[tuple[str, Callable[[Any, Model], Any], dict[tuple[type, Any], Any] | None]] = [
+        (name, fields_map[name].to_db_value, None if getattr(fields_map[name], "auto_now_add", False) else {})
+        for name in fields]
+    rows = []
+    for instance in instances:
+        row: list[Any] = []
+        for name, to_db, converted in convert:
+            if name in stamps:
+                row.append(stamps[name])
+                continue
+            value = getattr(instance, name)
+            if converted is None or isinstance(value, dict | list):  # a JSON document: converted each time
+                row.append(to_db(value, instance))
+                continue
+            seen = (type(value), value)
+            try:
+                row.append(converted[seen])
+            except KeyError:
+                row.append(converted.setdefault(seen, to_db(value, instance)))
+        row.append(pk.to_db_value(instance.pk, instance))
+        rows.append(row)
     await conn.execute_many(sql, rows)
+
+
+async def load_by_pk(conn: BaseDBAsyncClient, model: type[M], ids: Sequence[Any],
+                     columns: Sequence[str] | None = None) -> list[M]:
+    """`model.filter(pk__in=ids)` (with `columns`: `.only(*columns)`, partial instances, saved with
+    `update_fields` only) in one raw query (chunks on SQLite), each column converted as Tortoise's
+    `_init_from_db` converts it, without its query builder: an IN list of a thousand ids built
+    by pypika, and a model instance per row built field by field, were most of a batch's time."""
+    meta = model._meta
+    pk = meta.db_pk_column
+    partial = columns is not None
+    columns = list(columns) if columns is not None else list(meta.db_fields)
+    assert pk in columns, "an instance needs its primary key"
+    converters: dict[str, Callable[[Any], Any] | None] = {}
+    for key, _, _ in meta.db_native_fields:
+        converters[key] = None
+    for key, _, field in meta.db_default_fields:
+        converters[key] = field.field_type
+    for key, _, field in meta.db_complex_fields:
+        converters[key] = field.to_python_value
+    # a column's conversions by value (a status enum, a time), except a JSON document's: each row its own
+    memos: dict[str, dict[Any, Any] | None] = {
+        c: None if isinstance(meta.fields_map[meta.fields_db_projection_reverse[c]], JSONField) else {}
+        for c in columns}
+    convert = [(meta.fields_db_projection_reverse[c], c, converters[c], memos[c]) for c in columns]
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    select = f'SELECT {quoted} FROM "{meta.db_table}" WHERE "{pk}"'
+    rows: list[Any] = []
+    if is_postgres(conn):
+        if ids:
+            rows.extend((await conn.execute_query(f"{select} = ANY($1)", [list(ids)]))[1])
+    else:
+        for start in range(0, len(ids), SQLITE_IDS_PER_QUERY):
+            chunk = list(ids[start:start + SQLITE_IDS_PER_QUERY])
+            rows.extend((await conn.execute_query(f"{select} IN ({', '.join('?' * len(chunk))})", chunk))[1])
+    # what Model._init_from_db sets besides the fields
+    state = {"_partial": partial, "_saved_in_db": True, "_custom_generated_pk": pk not in meta.generated_db_fields}
+    instances = []
+    for row in rows:
+        instance = model.__new__(model)
+        values = instance.__dict__
+        values.update(state, _await_when_save={})
+        for attr, column, converter, memo in convert:
+            value = row[column]
+            if converter is None or value is None:
+                values[attr] = value
+            elif memo is None:
+                values[attr] = converter(value)
+            else:
+                seen = (type(value), value)
+                values[attr] = memo[seen] if seen in memo else memo.setdefault(seen, converter(value))
+        instances.append(instance)
+    return instances
 
 
 async def lock_streams(conn: BaseDBAsyncClient, keys: Iterable[StreamKey]) -> None:
@@ -97,10 +182,12 @@ async def update_streams(conn: BaseDBAsyncClient, rows: Sequence[tuple[int, int,
         "WHERE id = ?", [[m, r, d, last_at, i] for i, m, r, d in rows])
 
 
+# the rows as one JSON document of arrays: one parameter, encoded by orjson in one call, where an
+# array per column cost asyncpg a Python-level check per element (the batch's biggest encoding)
 TELEMETRY_INSERT_PG = (
     "INSERT INTO telemetry (device_id, epoch, ses, seq, device_ts, received_at, at, role, readings) "
-    "SELECT d, e, s, q, t, $6, a, r, j::jsonb FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], "
-    "$5::bigint[], $7::timestamptz[], $8::text[], $9::text[]) AS u(d, e, s, q, t, a, r, j) "
+    "SELECT x->>0, (x->>1)::int, (x->>2)::bigint, (x->>3)::bigint, (x->>4)::bigint, $2, (x->>5)::timestamptz, "
+    "x->>6, (x->7)::jsonb FROM json_array_elements($1::json) AS x "
     "ON CONFLICT DO NOTHING")
 
 
@@ -109,13 +196,10 @@ async def insert_telemetry_pg(conn: BaseDBAsyncClient, rows: Sequence[tuple[str,
                               received_at: datetime) -> None:
     """PostgreSQL: (device_id, epoch, ses, seq, device_ts, at, role, readings) rows in one statement,
     no model instances; a replay another instance stored already is skipped (ON CONFLICT without a
-    target, so it works on the partitioned table too, whose unique key includes `at`)."""
-    columns: list[list[Any]] = [[], [], [], [], [], [], [], []]
-    for row in rows:
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    columns[7] = [orjson.dumps(r).decode() for r in columns[7]]
-    await conn.execute_query(TELEMETRY_INSERT_PG, [*columns[:5], received_at, *columns[5:]])
+    target, so it works on the partitioned table too, whose unique key includes `at`). A naive time
+    is UTC, as asyncpg reads one."""
+    document = orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
+    await conn.execute_query(TELEMETRY_INSERT_PG, [document, received_at])
 
 
 def _columns(keys: Iterable[StreamKey]) -> tuple[list[str], list[int], list[int]]:

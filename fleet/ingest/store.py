@@ -22,6 +22,7 @@ from fleet.children.store import apply_children
 from fleet.ingest.bulk import (
     insert_telemetry_pg,
     is_postgres,
+    load_by_pk,
     lock_streams,
     save_many,
     select_streams,
@@ -153,7 +154,9 @@ class _Streams:
         return state
 
     async def accept(self, key: StreamKey, seq: int) -> Verdict:
-        state = await self._state(key)
+        state = self.states.get(key)  # loaded with the batch, nearly always: no await per message
+        if state is None:
+            state = await self._state(key)
         # gaps only matter for numbers at or below the highest seen; load them lazily
         if state.max_seq is not None and seq <= state.max_seq and key not in self.gaps_loaded:
             await self._load_gaps(key, state)
@@ -215,13 +218,22 @@ class _Streams:
         return opened
 
 
-async def _devices(conn: BaseDBAsyncClient, ids: set[str], now: datetime) -> dict[str, Device]:
-    known = {d.id: d for d in await Device.filter(id__in=list(ids)).using_db(conn)}
+# the columns the ingest reads, or writes back unchanged (HEARD_FIELDS): the rest of a device
+# (its tags, its last health, ...) is neither decoded nor written back by the ingest
+INGEST_COLUMNS = ("id", "status", "online", "session", "epoch", "ended_session", "birth", "last_health_at",
+                  "health_period_s", "desired_version")
+
+
+async def _devices(conn: BaseDBAsyncClient, ids: set[str], desired: bool) -> dict[str, Device]:
+    """The batch's devices, partial (INGEST_COLUMNS; `desired`: with their desired document, for
+    the state_reported messages), the unknown ones created as discovered."""
+    columns = (*INGEST_COLUMNS, "desired_doc") if desired else INGEST_COLUMNS
+    known = {d.id: d for d in await load_by_pk(conn, Device, sorted(ids), columns)}
     missing = ids - known.keys()
     if missing:
         await Device.bulk_create([Device(id=i, status=DeviceStatus.DISCOVERED) for i in sorted(missing)],
                                  using_db=conn, ignore_conflicts=True)
-        known.update({d.id: d for d in await Device.filter(id__in=list(missing)).using_db(conn)})
+        known.update({d.id: d for d in await load_by_pk(conn, Device, sorted(missing), columns)})
     return known
 
 
@@ -234,8 +246,9 @@ PRESENCE_FIELDS = ("online", "session", "ended_session", "epoch", "birth", "last
                    "last_death_reason")
 BIRTH_FIELDS = ["online", "session", "ended_session", "last_birth_at", "last_seen_at", "kind", "fw", "roles",
                 "birth", "status", "updated_at"]  # not `epoch`: only the conditional update below writes it
-SEEN_FIELDS = ("last_seen_at", "last_health", "last_health_at", "reported_version", "reported_status", "updated_at",
-               *HEARD_FIELDS)  # written for every device heard from in a batch
+SEEN_FIELDS = ("last_seen_at", "updated_at", *HEARD_FIELDS)  # written for every device heard from in a batch
+HEALTH_FIELDS = ("last_health", "last_health_at")  # for the devices whose health a batch took as their last
+REPORTED_FIELDS = ("reported_version", "reported_status")  # for the devices that reported a desired state
 EPOCH_ATTEMPTS = 3  # another instance bumping the same device's epoch at the same moment: read again, retry
 
 
@@ -276,19 +289,19 @@ async def _apply_birth(conn: BaseDBAsyncClient, device: Device, msg: Upstream, n
     device.birth = body
     if device.status == DeviceStatus.REGISTERED:
         device.status = DeviceStatus.ACTIVE
+    device.updated_at = now  # a partial instance saves only fields it has; auto_now writes the save's time
     await device.save(using_db=conn, update_fields=[*BIRTH_FIELDS, *BORN_FIELDS])
     return True
 
 
-async def _end_previous(streams: _Streams, device: Device, birth: dict[str, Any] | None, ses: int) -> None:
-    """Apply the `prev` of the birth of stream `ses` (docs/protocol.md, "Streams").
+def _previous_end(device: Device, birth: dict[str, Any] | None, ses: int) -> tuple[StreamKey, int] | None:
+    """The stream the birth of stream `ses` says ended, and where: its `prev` (docs/protocol.md, "Streams").
 
-    Called once a message of stream `ses` is in: the device sends in stamp order, so everything
-    of the stream before it has been sent by then, and what is missing was lost.
+    Applied (_Streams.end_at) once a message of stream `ses` is in: the device sends in stamp order,
+    so everything of the stream before it has been sent by then, and what is missing was lost.
     """
     prev = birth.get("prev") if isinstance(birth, dict) and birth.get("ses") == ses else None
-    if isinstance(prev, dict):
-        await streams.end_at((device.id, device.epoch, prev["ses"]), prev["next_seq"])
+    return ((device.id, device.epoch, prev["ses"]), prev["next_seq"]) if isinstance(prev, dict) else None
 
 
 def _prev_key(device: Device) -> set[StreamKey]:
@@ -323,7 +336,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
     if not batch:
         return result
     async with in_transaction() as conn:
-        devices = await _devices(conn, {m.device_id for m in batch}, now)
+        devices = await _devices(conn, {m.device_id for m in batch}, any(m.kind == "state_reported" for m in batch))
         streams = _Streams(conn)
         await streams.load({(m.device_id, devices[m.device_id].epoch, m.ses) for m in batch if m.kind != "death"}
                            | {k for d in devices.values() for k in _prev_key(d)})
@@ -332,6 +345,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
         telemetry: list[TelemetryRow] = []
         events: list[EventRecord] = []
         seen: dict[str, Device] = {}
+        healthy: set[str] = set()  # devices whose last_health this batch set
+        reported: set[str] = set()  # devices whose reported state this batch set
         changes: list[PresenceChange] = []  # written with the batch (docs/ops.md, "Presence and its timings")
         progress: list[Upstream] = []
         children: list[tuple[Upstream, int]] = []  # child/… messages with their parent's epoch
@@ -349,8 +364,9 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
                     changes.append(PresenceChange(device_id=device.id, at=now, online=True, reason="birth"))
                 if counted or msg.ses == device.session:  # this epoch's birth, even one seen after its death
                     key = (msg.device_id, device.epoch, msg.ses)  # a birth can start a new epoch
-                    if await streams.has_messages(key):  # its stream's messages came first
-                        await _end_previous(streams, device, msg.body, msg.ses)
+                    end = _previous_end(device, msg.body, msg.ses)
+                    if await streams.has_messages(key) and end is not None:  # its stream's messages came first
+                        await streams.end_at(*end)
                     if msg.body.get("next_seq"):  # it describes the stream, whether it counted or not
                         await streams.start_at(key, msg.body["next_seq"])
                 continue
@@ -364,7 +380,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
                 continue
             assert msg.seq is not None
             verdict = await streams.accept(key, msg.seq)
-            await _end_previous(streams, device, device.birth, msg.ses)
+            if (end := _previous_end(device, device.birth, msg.ses)) is not None:
+                await streams.end_at(*end)
             if verdict is Verdict.DUPLICATE:
                 counts[key][1] += 1
                 result.duplicates += 1
@@ -382,13 +399,15 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
                 continue
             result.stored += 1
             observed.append(msg)
-            _collect(msg, device, now, health, telemetry, events)
+            if _collect(msg, device, now, health, telemetry, events):
+                healthy.add(device.id)
             if msg.kind == "cmd_result":
                 await _apply_command_result(conn, msg, now)
                 await note_command_result(conn, device, msg)
             elif msg.kind == "state_reported":
                 device.reported_version = msg.body["version"]
                 device.reported_status = msg.body["status"]
+                reported.add(device.id)
                 note_reported_state(device, msg.body)
         await apply_progress(conn, progress, now)
         await apply_children(conn, children, now)
@@ -405,17 +424,23 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
                 for d, e, s, q, t, a, r, j in telemetry], using_db=conn, ignore_conflicts=True)
         if events:
             await EventRecord.bulk_create(events, using_db=conn, ignore_conflicts=True)
-            if routes is not None:
-                result.relayed = await enqueue(conn, events, devices, now, routes)
+            if routes is not None and routes.rules:  # the routes match on whole devices (tags, ward, ...)
+                whole = await load_by_pk(conn, Device, sorted({e.device_id for e in events}))
+                result.relayed = await enqueue(conn, events, {d.id: d for d in whole}, now, routes)
         newest = newest_sessions(batch)
         for device in seen.values():
             device.last_seen_at = now
+            device.updated_at = now  # present for save_many, whose auto_now writes its own time
             was_online = device.online
             note_heard(device, newest[device.id], now)
             if device.online and not was_online:
                 changes.append(PresenceChange(device_id=device.id, at=now, online=True, reason="resumed"))
-        # in one order (by id): two instances' batches touching the same devices never deadlock
-        await save_many(conn, [seen[i] for i in sorted(seen)], SEEN_FIELDS)
+        # in one order (by id): two instances' batches touching the same devices never deadlock; the
+        # second and third statements update rows the first has locked already
+        ordered = sorted(seen)
+        await save_many(conn, [seen[i] for i in ordered], SEEN_FIELDS)
+        await save_many(conn, [seen[i] for i in ordered if i in healthy], HEALTH_FIELDS)
+        await save_many(conn, [seen[i] for i in ordered if i in reported], REPORTED_FIELDS)
         if changes:
             await PresenceChange.bulk_create(changes, using_db=conn)
     # after the commit, in a transaction of its own: receipts and clocks never cost the batch, and the
@@ -425,7 +450,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
 
 
 def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRecord],
-             telemetry: list["TelemetryRow"], events: list[EventRecord]) -> None:
+             telemetry: list["TelemetryRow"], events: list[EventRecord]) -> bool:
+    """Add the message's row; True when a health message became the device's last health."""
     assert msg.seq is not None
     body = msg.body
     common: dict[str, Any] = {"device_id": msg.device_id, "epoch": device.epoch, "ses": msg.ses, "seq": msg.seq,
@@ -436,6 +462,7 @@ def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRe
         if device.last_health_at is None or device.last_health_at <= now:
             device.last_health = data
             device.last_health_at = now
+            return True
     elif msg.kind == "telemetry":
         telemetry.append((msg.device_id, device.epoch, msg.ses, msg.seq, msg.ts, telemetry_at(msg, now),
                           body["role"], body["r"]))
@@ -443,6 +470,7 @@ def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRe
         events.append(EventRecord(**common, at=_utc_from_ms(msg.ts, now), event_id=body["id"],
                                   type=body["type"], phase=body["phase"], category=body["category"],
                                   data=body["data"], snapshot=body.get("snapshot")))
+    return False
 
 
 async def _apply_command_result(conn: BaseDBAsyncClient, msg: Upstream, now: datetime) -> None:
