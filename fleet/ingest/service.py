@@ -21,6 +21,7 @@ only on a new connection); after BATCH_ATTEMPTS such deaths it is refused as `st
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -69,6 +70,11 @@ class Ingest:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop` is set and the queue is drained (the link stops feeding it first)."""
+        # What the process made to start (models, routes, settings) lives as long as it does: frozen,
+        # the collector's full passes no longer walk it. They were ~20 % of a draining ingest's CPU,
+        # set off by the objects each batch makes (benchmarks/ingest_rate.py --backlog).
+        gc.collect()
+        gc.freeze()
         while not (stop.is_set() and self.link.depth() == 0 and self._held is None):
             self.turned_at = time.monotonic()
             if self._held is not None:  # the last loop died holding it
