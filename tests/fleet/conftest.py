@@ -1,6 +1,6 @@
 """The fleet under test: real service, private Mosquitto, SQLite file or fresh PostgreSQL database."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -25,3 +25,12 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 async def fleet(database_url: str, mosquitto: Mosquitto) -> AsyncIterator[httpx.AsyncClient]:
     async with running_fleet(fleet_settings(database_url, mosquitto.url)) as http:
         yield http
+
+
+@pytest.fixture
+def keeping_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private Mosquitto sized as docs/fleet.md "Sizing the broker" says: no limit on a session's queue."""
+    broker = Mosquitto(tmp_path / "keeping-mosquitto", max_queued_messages=0)
+    broker.start()
+    yield broker
+    broker.kill()

@@ -15,13 +15,11 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
 
 from fleet.db import database
 from fleet.ingest.link import MqttLink, RawMessage
@@ -38,15 +36,6 @@ DEVICES = 3
 KILLS = 3
 STRIDE = 30  # a fleet is killed once it has stored this many more messages than when it started
 DEADLINE_S = 90.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """The production sizing (docs/fleet.md, "Sizing the broker"): no limit on the session's queue."""
-    mosquitto = Mosquitto(tmp_path / "mosquitto", max_queued_messages=0)
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.kill()
 
 
 async def stored_telemetry(database_url: str) -> list[tuple[str, int]]:
@@ -96,12 +85,12 @@ def expected(ids: list[str], per_device: int) -> list[tuple[str, int]]:
 
 
 async def test_sigkilled_again_and_again_mid_stream_every_message_is_stored_once(
-        tmp_path: Path, database_url: str, broker: Mosquitto) -> None:
-    env = fleet_env(tmp_path, database_url, broker.url)
+        tmp_path: Path, database_url: str, keeping_broker: Mosquitto) -> None:
+    env = fleet_env(tmp_path, database_url, keeping_broker.url)
     port = free_port()
     proc = serve(tmp_path, env, port)
     ids = [f"t-ack-{uuid.uuid4().hex[:6]}-{n}" for n in range(DEVICES)]
-    devices = [ScriptedDevice(broker.port, device_id, ses=7, will=False) for device_id in ids]
+    devices = [ScriptedDevice(keeping_broker.port, device_id, ses=7, will=False) for device_id in ids]
     sent = [0] * DEVICES  # per device: seqs 0 .. sent-1 were published (the broker has them)
     done = threading.Event()
 
@@ -200,19 +189,19 @@ async def _take(link: MqttLink, count: int) -> list[RawMessage]:
 
 
 async def test_a_batch_stored_but_not_acknowledged_comes_again_and_is_counted_as_duplicates(
-        tmp_path: Path, database_url: str, broker: Mosquitto) -> None:
+        tmp_path: Path, database_url: str, keeping_broker: Mosquitto) -> None:
     """A crash between the commit and the acknowledgement, made exact: the batch is stored, the
     link disconnects without acknowledging; the next connection of the same session gets every
     message again, and the ingest counts them as duplicates, stores none twice, and acknowledges
     them, so a third connection gets only what came after."""
     count = 40
     client_id = f"fleet-redeliver-{uuid.uuid4().hex[:6]}"
-    target = MqttTarget(broker.url)
-    settings = Settings(database_url=database_url, mqtt_url=broker.url, snapshot_dir=tmp_path / "snapshots")
+    target = MqttTarget(keeping_broker.url)
+    settings = Settings(database_url=database_url, mqtt_url=keeping_broker.url, snapshot_dir=tmp_path / "snapshots")
     async with database(settings):
         async with MqttLink(target, client_id=client_id, queue_max=1000) as link:  # the session is made
             pass
-        device = ScriptedDevice(broker.port, f"t-redeliver-{uuid.uuid4().hex[:6]}", ses=9, will=False)
+        device = ScriptedDevice(keeping_broker.port, f"t-redeliver-{uuid.uuid4().hex[:6]}", ses=9, will=False)
         try:
             for seq in range(count):
                 device.telemetry(seq, lux=2.0)

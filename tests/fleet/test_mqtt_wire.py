@@ -3,7 +3,6 @@ against a real Mosquitto (fleet/ingest/link.py)."""
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,23 +96,15 @@ def test_what_the_fleet_sends_is_framed_as_mqtt_says() -> None:
     assert wire.publish("a", b"p", packet_id=9, retain=True, level=4) == b"\x33\x06\x00\x01a\x00\x09p"
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "mosquitto", max_queued_messages=0)
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.kill()
-
-
 async def test_a_full_queue_stops_reading_and_every_message_comes_in_order_then_is_acknowledged(
-        broker: Mosquitto) -> None:
+        keeping_broker: Mosquitto) -> None:
     """queue_max 8 against 200 messages waiting in the fleet's session: the queue never holds more
     than 8, all 200 come in the order sent, and once acknowledged none comes again."""
     client_id = f"fleet-bp-{uuid.uuid4().hex[:6]}"
-    target = MqttTarget(broker.url)
+    target = MqttTarget(keeping_broker.url)
     async with MqttLink(target, client_id=client_id, queue_max=8):  # the session is made
         pass
-    device = ScriptedDevice(broker.port, f"t-bp-{uuid.uuid4().hex[:6]}", ses=3, will=False)
+    device = ScriptedDevice(keeping_broker.port, f"t-bp-{uuid.uuid4().hex[:6]}", ses=3, will=False)
     try:
         for seq in range(200):
             device.telemetry(seq, lux=1.0)
