@@ -176,6 +176,7 @@ class MqttLink:
         self._packet_id = 0
         self._subscribe_mid: int | None = None
         self._subscribed = False
+        self._subscribe_delay: float = RECONNECT_MIN_S  # before asking again for a refused subscription
         # the fleet's own publishes awaiting their PUBACK: packet id -> future (None: nobody waits)
         self._pending: dict[int, asyncio.Future[None] | None] = {}
         self._slots: _Window | None = None  # outgoing in-flight window of the current connection
@@ -334,9 +335,8 @@ class MqttLink:
             # persistence): what it held is gone, and shows up as gaps in the devices' streams
             log.warning("the broker had no session for the fleet: messages it held for it are lost")
         self._session_known = True
-        self._subscribe_mid = self._next_packet_id()
-        proto.transport.write(wire.subscribe(self._subscribe_mid, [(t, 1) for t in self._subscriptions],
-                                             level=self._level))
+        self._subscribe_delay = RECONNECT_MIN_S
+        self._subscribe(proto)
         log.info("connected to %s:%d, subscribing to %s", host, port, self._subscription)
         self.connected.set()
         self._first_contact.set()
@@ -372,6 +372,13 @@ class MqttLink:
                 future.set_exception(LinkError("the connection to the MQTT broker ended before its PUBACK"))
         if was_connected and not self._closing:
             log.warning("lost the broker (%s); reconnecting", exc or "closed by the broker")
+
+    def _subscribe(self, proto: "_Protocol | None") -> None:
+        if proto is None or proto is not self._proto or proto.transport is None or proto.transport.is_closing():
+            return  # that connection is gone: the next one subscribes anew
+        self._subscribe_mid = self._next_packet_id()
+        proto.transport.write(wire.subscribe(self._subscribe_mid, [(t, 1) for t in self._subscriptions],
+                                             level=self._level))
 
     def _next_packet_id(self) -> int:
         for _ in range(65_535):
@@ -451,9 +458,14 @@ class MqttLink:
             failed = [wire.reason_text(code, self._level) for code in ack.codes if code >= 0x80]
             self._subscribed = not failed
             if failed:
+                # asked again on the same connection (a NATS node refuses while its JetStream is
+                # busy, e.g. right after a start); an ACL that refuses it is logged at every try
                 self.refused = f"the broker refused the subscription ({', '.join(failed)})"
-                log.error("%s", self.refused)
+                log.error("%s; asking again in %d s", self.refused, self._subscribe_delay)
+                self._loop.call_later(self._subscribe_delay, self._subscribe, self._proto)
+                self._subscribe_delay = min(self._subscribe_delay * 2, RECONNECT_MAX_S)
             else:
+                self.refused = None
                 self._send_probe()  # at once: the fleet hears the broker again when it comes back
         elif ack.kind == wire.DISCONNECT_TYPE:
             code = ack.codes[0] if ack.codes else 0
