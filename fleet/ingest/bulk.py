@@ -69,24 +69,6 @@ async def save_many(conn: BaseDBAsyncClient, instances: Sequence[Model], fields:
     await conn.execute_many(sql, rows)
 
 
-# PostgreSQL: the devices heard from in a batch, from one JSON document of (id, online, period); their
-# rows locked first in id order (two instances' batches never deadlock), then updated in one statement
-HEARD_LOCK_PG = "SELECT 1 FROM device WHERE id IN (SELECT json_array_elements($1::json)->>0) ORDER BY id FOR UPDATE"
-HEARD_UPDATE_PG = (
-    "UPDATE device AS d SET last_seen_at = $2, updated_at = $3, last_seen_ms = $4, online = (x->>1)::boolean, "
-    "health_period_s = (x->>2)::bigint FROM json_array_elements($1::json) AS x WHERE d.id = x->>0")
-
-
-async def update_heard_pg(conn: BaseDBAsyncClient, rows: Sequence[tuple[str, bool, int]], seen_at: datetime,
-                          seen_ms: int, updated_at: datetime) -> None:
-    """PostgreSQL: (id, online, health_period_s) of the devices heard from, all seen at `seen_at`."""
-    if not rows:
-        return
-    document = orjson.dumps(rows).decode()
-    await conn.execute_query(HEARD_LOCK_PG, [document])
-    await conn.execute_query(HEARD_UPDATE_PG, [document, seen_at, updated_at, seen_ms])
-
-
 async def load_by_pk(conn: BaseDBAsyncClient, model: type[M], ids: Sequence[Any],
                      columns: Sequence[str] | None = None) -> list[M]:
     """`model.filter(pk__in=ids)` (with `columns`: `.only(*columns)`, partial instances, saved with
@@ -218,20 +200,6 @@ async def insert_telemetry_pg(conn: BaseDBAsyncClient, rows: Sequence[tuple[str,
     is UTC, as asyncpg reads one."""
     document = orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
     await conn.execute_query(TELEMETRY_INSERT_PG, [document, received_at])
-
-
-HEALTH_INSERT_PG = (
-    "INSERT INTO health (device_id, epoch, ses, seq, device_ts, received_at, data) "
-    "SELECT x->>0, (x->>1)::int, (x->>2)::bigint, (x->>3)::bigint, (x->>4)::bigint, $2, (x->5)::jsonb "
-    "FROM json_array_elements($1::json) AS x ON CONFLICT DO NOTHING")
-
-
-async def insert_health_pg(conn: BaseDBAsyncClient, rows: Sequence[tuple[str, int, int, int, int | None,
-                                                                          dict[str, Any]]],
-                           received_at: datetime) -> None:
-    """PostgreSQL: (device_id, epoch, ses, seq, device_ts, data) health rows in one statement, as
-    insert_telemetry_pg: no model instance per row, a replay stored already skipped."""
-    await conn.execute_query(HEALTH_INSERT_PG, [orjson.dumps(rows).decode(), received_at])
 
 
 def _columns(keys: Iterable[StreamKey]) -> tuple[list[str], list[int], list[int]]:

@@ -20,14 +20,12 @@ from contract import Upstream
 from fleet.broadcast.ingest_hook import observe_batch
 from fleet.children.store import apply_children
 from fleet.ingest.bulk import (
-    insert_health_pg,
     insert_telemetry_pg,
     is_postgres,
     load_by_pk,
     lock_streams,
     save_many,
     select_streams,
-    update_heard_pg,
     update_streams,
 )
 from fleet.ingest.presence import Presence
@@ -40,7 +38,6 @@ from fleet.ingest.silence import (
     note_command_result,
     note_heard,
     note_reported_state,
-    unix_ms,
 )
 from fleet.models import (
     RETIRED_STATUSES,
@@ -63,7 +60,6 @@ log = logging.getLogger(__name__)
 StreamKey = tuple[str, int, int]  # (device id, epoch, ses)
 # a telemetry row without a model instance: (device_id, epoch, ses, seq, device_ts, at, role, readings)
 TelemetryRow = tuple[str, int, int, int, int | None, datetime, str, dict[str, Any]]
-HealthRow = tuple[str, int, int, int, int | None, dict[str, Any]]  # (device_id, epoch, ses, seq, device_ts, data)
 # child/… messages: numbered and deduplicated like the rest, counted as `reserved` (the contract's
 # reserved child topics) and applied to the child_device table (fleet/children/store.py)
 RESERVED_KINDS = frozenset({"child_birth", "child_death", "child_health"})
@@ -345,7 +341,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
         await streams.load({(m.device_id, devices[m.device_id].epoch, m.ses) for m in batch if m.kind != "death"}
                            | {k for d in devices.values() for k in _prev_key(d)})
         counts: dict[StreamKey, list[int]] = defaultdict(lambda: [0, 0])
-        health: list[HealthRow] = []
+        health: list[HealthRecord] = []
         telemetry: list[TelemetryRow] = []
         events: list[EventRecord] = []
         seen: dict[str, Device] = {}
@@ -418,12 +414,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
         result.gaps_opened = await streams.save(now, {k: (v[0], v[1]) for k, v in counts.items()})
         # ignore_conflicts: the unique (device, epoch, ses, seq) key is the last line against a replay
         # that a second fleet instance stored at the same moment
-        if health and is_postgres(conn):
-            await insert_health_pg(conn, health, now)
-        elif health:
-            await HealthRecord.bulk_create([HealthRecord(
-                device_id=d, epoch=e, ses=s, seq=q, device_ts=t, received_at=now, data=j)
-                for d, e, s, q, t, j in health], using_db=conn, ignore_conflicts=True)
+        if health:
+            await HealthRecord.bulk_create(health, using_db=conn, ignore_conflicts=True)
         if telemetry and is_postgres(conn):
             await insert_telemetry_pg(conn, telemetry, now)
         elif telemetry:
@@ -446,11 +438,7 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
         # in one order (by id): two instances' batches touching the same devices never deadlock; the
         # second and third statements update rows the first has locked already
         ordered = sorted(seen)
-        if is_postgres(conn):
-            await update_heard_pg(conn, [(i, seen[i].online, seen[i].health_period_s) for i in ordered], now,
-                                  unix_ms(now), datetime.now(UTC))
-        else:
-            await save_many(conn, [seen[i] for i in ordered], SEEN_FIELDS)
+        await save_many(conn, [seen[i] for i in ordered], SEEN_FIELDS)
         await save_many(conn, [seen[i] for i in ordered if i in healthy], HEALTH_FIELDS)
         await save_many(conn, [seen[i] for i in ordered if i in reported], REPORTED_FIELDS)
         if changes:
@@ -461,14 +449,16 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
     return result
 
 
-def _collect(msg: Upstream, device: Device, now: datetime, health: list["HealthRow"],
+def _collect(msg: Upstream, device: Device, now: datetime, health: list[HealthRecord],
              telemetry: list["TelemetryRow"], events: list[EventRecord]) -> bool:
     """Add the message's row; True when a health message became the device's last health."""
     assert msg.seq is not None
     body = msg.body
+    common: dict[str, Any] = {"device_id": msg.device_id, "epoch": device.epoch, "ses": msg.ses, "seq": msg.seq,
+                              "device_ts": msg.ts, "received_at": now}
     if msg.kind == "health":
         data = {k: v for k, v in body.items() if k not in ("v", "ses", "seq", "ts")}
-        health.append((msg.device_id, device.epoch, msg.ses, msg.seq, msg.ts, data))
+        health.append(HealthRecord(**common, data=data))
         if device.last_health_at is None or device.last_health_at <= now:
             device.last_health = data
             device.last_health_at = now
@@ -477,8 +467,7 @@ def _collect(msg: Upstream, device: Device, now: datetime, health: list["HealthR
         telemetry.append((msg.device_id, device.epoch, msg.ses, msg.seq, msg.ts, telemetry_at(msg, now),
                           body["role"], body["r"]))
     elif msg.kind == "event":
-        events.append(EventRecord(device_id=msg.device_id, epoch=device.epoch, ses=msg.ses, seq=msg.seq,
-                                  device_ts=msg.ts, received_at=now, at=_utc_from_ms(msg.ts, now), event_id=body["id"],
+        events.append(EventRecord(**common, at=_utc_from_ms(msg.ts, now), event_id=body["id"],
                                   type=body["type"], phase=body["phase"], category=body["category"],
                                   data=body["data"], snapshot=body.get("snapshot")))
     return False
