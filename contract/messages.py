@@ -18,7 +18,7 @@ CONTRACT_VERSION = 1
 UPSTREAM_MAX_BYTES = 8192
 DOWN_LIMITS = {"cmd": 2048, "state/desired": 16384}
 MAX_COMMAND_ID = 64
-MAX_INT = 2**53  # exact in every JSON parser, fits every database's BIGINT
+MAX_INT = strict_json.MAX_INT  # exact in every JSON parser, fits every database's BIGINT
 MAX_VERSION = 2**31  # desired/reported versions are 32-bit columns
 MAX_TEXT = 200
 

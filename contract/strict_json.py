@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from contract.errors import ContractError
 
 MAX_DEPTH = 16  # objects and arrays inside each other; the deepest example message uses 4
+MAX_INT = 2**53  # integers stay below this in size: exact in every JSON parser, fit every BIGINT
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
@@ -47,23 +48,26 @@ def _finite(text: str) -> float:
     return value
 
 
-def problem(value: Any, depth: int = 0) -> str | None:
-    """What makes `value` unfit for strict JSON, or None: too deep, not finite, bad text."""
+def problem(value: Any, depth: int = 0, *, sent: bool = False) -> str | None:
+    """What makes `value` unfit for strict JSON, or None: too deep, not finite, bad text; and, for
+    what the fleet sends (`sent`), an integer of 2^53 or more in size (docs/protocol.md, Messages)."""
     if isinstance(value, str):
         return "text with a lone surrogate or a NUL character" if _BAD_CHAR.search(value) else None
     if isinstance(value, float):
         return None if math.isfinite(value) else "a number that is not finite (NaN or infinity)"
+    if sent and isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT < value < MAX_INT:
+        return "an integer of 2^53 or more in size"
     if isinstance(value, dict | list | tuple) and depth >= MAX_DEPTH:  # `depth` containers around it
         return f"nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, dict):
         for key, item in value.items():
             found = problem(key, depth) if isinstance(key, str) else None
-            found = found or problem(item, depth + 1)
+            found = found or problem(item, depth + 1, sent=sent)
             if found:
                 return found
     elif isinstance(value, list | tuple):
         for item in value:
-            found = problem(item, depth + 1)
+            found = problem(item, depth + 1, sent=sent)
             if found:
                 return found
     return None
@@ -95,7 +99,7 @@ def loads(payload: bytes) -> Any:
 
 def dumps(value: Any) -> bytes:
     """Encode what the fleet sends: compact, and strict (ContractError `invalid` if it can't be)."""
-    found = problem(value)
+    found = problem(value, sent=True)
     if found:
         raise ContractError("invalid", found)
     try:

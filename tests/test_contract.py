@@ -135,14 +135,19 @@ def _nested(levels: int) -> list:
     return value
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "\ud800", "a\x00b", _nested(16)],
-                         ids=["nan", "inf", "-inf", "surrogate", "nul", "deep"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "\ud800", "a\x00b", _nested(16), 2**53,
+                                 [-(2**53)], 2**64],
+                         ids=["nan", "inf", "-inf", "surrogate", "nul", "deep", "2^53", "-2^53", "2^64"])
 def test_the_fleet_never_sends_what_a_strict_reader_would_refuse(bad: object) -> None:
     with pytest.raises(ContractError) as err:
         make_command("pi-dx-0001", "c1", "ping", {"x": bad}, 1)
     assert err.value.reason == "invalid"
     with pytest.raises(ContractError):
         make_desired("pi-dx-0001", 1, {"x": bad})
+
+
+def test_integers_just_inside_the_limit_are_sent() -> None:
+    assert b"9007199254740991" in make_command("pi-dx-0001", "c1", "ping", {"x": [2**53 - 1, 1 - 2**53]}, 1)[1]
 
 
 @pytest.mark.parametrize("name", ["ping", "set_health_period", "speaker.clip_fetch", "light.override", "sim.spike"])

@@ -30,6 +30,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import ssl
 import time
 import uuid
@@ -88,6 +89,14 @@ class LinkState:
     unreachable_for_s: float | None = None  # since the broker stopped answering (None: it answers)
     connect_failures: int = 0  # failed connection attempts since it last answered
     connect_error: str | None = None  # why the last attempt failed (a socket or TLS error)
+
+
+def _describe(err: BaseException) -> str:
+    """One line for /healthz: a socket error by its errno's own words ("[Errno 111] Connection
+    refused", not asyncio's "Connect call failed (…)")."""
+    if isinstance(err, OSError) and not isinstance(err, ssl.SSLError) and err.errno:
+        return f"{type(err).__name__}: [Errno {err.errno}] {os.strerror(err.errno)}"[:200]
+    return f"{type(err).__name__}: {err}"[:200]
 
 
 class _Window:
@@ -271,7 +280,7 @@ class MqttLink:
                 log.error("broker refused the fleet: %s", err)
                 self._first_contact.set()
             except (OSError, TimeoutError, EOFError, wire.WireError) as err:  # TLS errors are OSErrors
-                self._connect_error = f"{type(err).__name__}: {err}"[:200]
+                self._connect_error = _describe(err)
                 if self._unreachable_since is None:
                     self._unreachable_since = time.monotonic()
                     log.warning("cannot reach the MQTT broker at %s:%d (%s); retrying", *self._addresses[self._address],
