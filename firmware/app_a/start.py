@@ -1,6 +1,7 @@
 # Start-up: config.json, the HAL and the TLS trust, put together into a Device. Everything here
 # runs once; app.py drops this module (as this drops config, hal/__init__ and trust) before the
 # role is loaded, so their code leaves the heap and the role's code takes its place.
+import gc
 import os
 import random
 import sys
@@ -38,5 +39,6 @@ def device(boot=None):
             __import__("safe_mode").start(dev)
             del sys.modules["safe_mode"]
         if "trial" in boot.state:  # a new version on trial, or back from one (ota.py)
+            gc.collect()  # the modules dropped above leave the heap first: ota.py's import needs room
             __import__("ota_trial").boot(dev)
     return dev
