@@ -52,6 +52,10 @@ class NatsNode:
         return f"mqtt://127.0.0.1:{self.mqtt_port}"
 
     def start(self) -> None:
+        """Start the node; nothing when it runs already (a second process would be orphaned: a
+        test's `finally` that starts a node it never got to kill left one running after the suite)."""
+        if self.process is not None and self.process.poll() is None:
+            return
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([NATS_SERVER, "-c", str(self.conf)], stdout=log,
                                             stderr=subprocess.STDOUT)
