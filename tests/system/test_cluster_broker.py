@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +37,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
         yield nodes
 
 
-@asynccontextmanager
-async def _fleet_on(tmp_path: Path, cluster: NatsCluster, node: int) -> AsyncIterator[httpx.AsyncClient]:
-    """The fleet on `node`, the cluster's other nodes in FLEET_MQTT_OTHER_HOSTS."""
-    others = ",".join(f"127.0.0.1:{n.mqtt_port}" for i, n in enumerate(cluster.nodes) if i != node)
-    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", cluster.fleet_url(node),
-                              broker_accounts="nats", mqtt_protocol="3.1.1", nats_auth_file=cluster.auth_file,
-                              nats_pid_files=cluster.pid_files, mqtt_other_hosts=others)
-    async with running_fleet(settings) as http:
-        yield http
-
-
 @pytest.fixture
 async def fleet(tmp_path: Path, cluster: NatsCluster) -> AsyncIterator[httpx.AsyncClient]:
-    async with _fleet_on(tmp_path, cluster, 0) as http:
+    """The fleet on node 1 only (no FLEET_MQTT_OTHER_HOSTS: with them, after NATS reset its
+    connection it moved to another node, and in one CI run 11 of the Pi's messages never came:
+    docs/brokers.md)."""
+    settings = fleet_settings(f"sqlite://{tmp_path / 'fleet.sqlite3'}", cluster.fleet_url(0),
+                              broker_accounts="nats", mqtt_protocol="3.1.1", nats_auth_file=cluster.auth_file,
+                              nats_pid_files=cluster.pid_files)
+    async with running_fleet(settings) as http:
         yield http
 
 
