@@ -9,7 +9,7 @@ receives tens of thousands a second, so no object per packet beyond the message 
 from dataclasses import dataclass
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
-PINGREQ_TYPE, PINGRESP, DISCONNECT_TYPE = 12, 13, 14
+PINGRESP, DISCONNECT_TYPE = 13, 14
 LEVEL = {"5": 5, "3.1.1": 4}  # the CONNECT's protocol level
 PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"  # MQTT 5: reason 0 (normal), no properties; the same bytes in 3.1.1
