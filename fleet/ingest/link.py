@@ -515,17 +515,24 @@ class MqttLink:
         batch: list[RawMessage] = []
         deadline = self._loop.time() + wait_s
         items = self._items
-        while True:
-            while items and len(batch) < max_items:
-                batch.append(items.popleft())
-            if self._paused and len(items) < self.queue_max:
-                self._resume()  # room again: parse what was held back, read the socket again
-                continue
-            if len(batch) >= max_items:
-                break
-            remaining = deadline - self._loop.time()
-            if remaining <= 0 or not await self._wait_items(remaining):
-                break
+        try:
+            while True:
+                while items and len(batch) < max_items:
+                    batch.append(items.popleft())
+                if self._paused and len(items) < self.queue_max:
+                    self._resume()  # room again: parse what was held back, read the socket again
+                    continue
+                if len(batch) >= max_items:
+                    break
+                remaining = deadline - self._loop.time()
+                if remaining <= 0 or not await self._wait_items(remaining):
+                    break
+        except asyncio.CancelledError:
+            # a take cancelled while it waits for more puts back what it took, in order: the broker
+            # sends a message again only on a new connection, so one dropped here would never be
+            # acknowledged and would hold a slot of its window for the rest of the connection
+            items.extendleft(reversed(batch))
+            raise
         return batch
 
     def ack(self, messages: Sequence[RawMessage]) -> None:
