@@ -268,8 +268,8 @@ async def test_a_loop_that_dies_with_two_batches_hands_both_on_in_order_and_ackn
                     await blocker.execute("LOCK TABLE device IN ACCESS EXCLUSIVE MODE")  # the store waits
                     first = asyncio.create_task(ingest.run(stop))
                     # the first batch waits on the lock, the second has been checked ahead of it
-                    await async_wait_for(_now(lambda: stats.received == 2 * batch and link.depth() == count - 2 * batch),
-                                         timeout=DEADLINE_S)
+                    two_taken = _now(lambda: stats.received == 2 * batch and link.depth() == count - 2 * batch)
+                    await async_wait_for(two_taken, timeout=DEADLINE_S)
                     await asyncio.sleep(0.3)  # nothing more is taken while the first batch waits
                     assert (stats.received, link.depth()) == (2 * batch, count - 2 * batch)
                     first.cancel()
