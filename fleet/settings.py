@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     # while the fleet is away, and how many unacknowledged messages it may send the fleet at once
     # (docs/fleet.md, "Acknowledgement after commit")
     mqtt_session_expiry_s: int = Field(default=7 * 86_400, ge=60, le=0xFFFFFFFF)
-    mqtt_receive_max: int = Field(default=20_000, ge=1, le=65_535)
+    mqtt_receive_max: int = Field(default=10_000, ge=1, le=65_535)
     # CA that signed the broker's certificate, for mqtts:// URLs
     mqtt_ca_file: Path | None = None
     # How the broker's per-device accounts are kept: `dynsec` (Mosquitto's dynamic-security
@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     # the fleet's probe through its own subscription, every this many seconds (docs/fleet.md "Health")
     mqtt_probe_s: float = Field(default=5.0, gt=0, le=300)
     # ingest bounds: see docs/fleet.md "Ingest"
-    ingest_queue_max: int = Field(default=40_000, ge=100)
-    ingest_batch_max: int = Field(default=8_000, ge=1)
+    ingest_queue_max: int = Field(default=20_000, ge=100)
+    ingest_batch_max: int = Field(default=2_000, ge=1)
     ingest_batch_wait_ms: int = Field(default=50, ge=1)
     rejected_keep: int = Field(default=1000, ge=10)
     # liveness (docs/fleet.md "Liveness"): a device the fleet has not heard from for this many of its

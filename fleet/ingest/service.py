@@ -15,9 +15,8 @@ then its messages are refused as `store_error` (recorded, counted) and acknowled
 never jams and nothing goes without a trace. A failure after the commit (the replies) leaves the
 batch final, and it is acknowledged. A batch cut short by the process's end (killed) is never
 acknowledged: the broker sends it again, and dedupe drops what was stored. A loop that dies
-holding batches (the one being stored, the one checked ahead of it) hands them to the loop the
-supervisor restarts (the broker would send them again only on a new connection); a batch held
-through BATCH_ATTEMPTS such deaths is refused as `store_error`.
+holding a batch hands it to the loop the supervisor restarts (the broker would send it again
+only on a new connection); after BATCH_ATTEMPTS such deaths it is refused as `store_error`.
 """
 
 import asyncio
@@ -25,7 +24,7 @@ import dataclasses
 import gc
 import logging
 import time
-from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -47,20 +46,10 @@ log = logging.getLogger(__name__)
 RETAINED_SUFFIXES = ("/birth", "/death")
 STORE_RETRY_MAX_S = 5.0  # backoff cap while the database is down (the queue holds the rest back)
 BATCH_ATTEMPTS = 3  # a store that fails unexpectedly is tried this often, then refused as store_error
-CHECK_SLICE = 250  # messages checked between two turns of the event loop (the store waiting on the database)
 TRACEBACK_KINDS_MAX = 32  # distinct exception types logged with a traceback; the rest in one line
 REFUSED_DETAIL = {"decommissioned": "device is decommissioned",
                   "replaced": "device was replaced on its asset (docs/assets.md)",
                   "store_error": "the database refused this message (see the fleet's log)"}
-
-
-@dataclasses.dataclass(slots=True)
-class _Checked:
-    """A batch as taken (acknowledged as a whole, in order) and what its check made of it."""
-
-    raw: list[RawMessage]
-    checked: list[Upstream]
-    rejects: list[dict[str, object]]
 
 
 class Ingest:
@@ -74,88 +63,45 @@ class Ingest:
         self.rejected_keep = rejected_keep
         self.turned_at = time.monotonic()  # the loop's last turn, for /healthz: a stuck loop stops it
         self._traced: set[str] = set()
-        # the batches taken and not yet acknowledged (at most two: the one stored, the one checked
-        # ahead), oldest first: a loop that dies holding them hands them to the next one (the
-        # supervisor's restart), since the broker sends them again only on a new connection
-        self._held: deque[list[RawMessage]] = deque()
-        self._held_deaths = 0  # deaths while holding the oldest
+        # the batch taken and not yet acknowledged: a loop that dies holding it hands it to the
+        # next one (the supervisor's restart), since the broker sends it again only on a new connection
+        self._held: list[RawMessage] | None = None
+        self._held_deaths = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Runs until `stop` is set and the queue is drained (the link stops feeding it first).
-
-        Two batches at a time: while one is stored (the loop waits on the database), the next is
-        taken and checked (docs/fleet.md, "Ingest pipeline"). Batches are stored and acknowledged
-        one after the other, in the order taken."""
+        """Runs until `stop` is set and the queue is drained (the link stops feeding it first)."""
         # What the process made to start (models, routes, settings) lives as long as it does: frozen,
         # the collector's full passes no longer walk it. They were ~20 % of a draining ingest's CPU,
         # set off by the objects each batch makes (benchmarks/ingest_rate.py --backlog).
         gc.collect()
         gc.freeze()
-        ahead: asyncio.Task[_Checked | None] | None = None
-        try:
-            while not (stop.is_set() and self.link.depth() == 0 and not self._held and ahead is None):
-                self.turned_at = time.monotonic()
-                if self._held and ahead is None:  # batches a dead loop held: again, one by one
-                    raw = self._held[0]
-                    self._held_deaths += 1
-                    if self._held_deaths >= BATCH_ATTEMPTS:  # it kills the loop: refused, recorded, acknowledged
-                        await self._record_rejects([self.stats.reject(m.topic, "store_error",
-                                                                      REFUSED_DETAIL["store_error"], len(m.payload))
-                                                    for m in raw])
-                        self._release(raw)
-                        continue
-                    batch: _Checked | None = await self._check_batch(raw)
-                else:
-                    batch = await (ahead if ahead is not None else self._take_checked())
-                    ahead = None
-                    if batch is None:
-                        continue
-                    # the next batch is taken and checked while this one waits on the database
-                    ahead = asyncio.create_task(self._take_checked(), name="fleet-ingest-ahead")
-                assert batch is not None
-                started = time.perf_counter()
-                try:
-                    await self._store_checked(batch)
-                except Exception as err:  # after the store (process contains the failures before it)
-                    self.stats.batch_errors += 1
-                    self.log_failure(f"a batch of {len(batch.raw)} messages", err)
-                self._release(batch.raw)
-                self.stats.batch_seconds.observe(time.perf_counter() - started)
-        finally:
-            if ahead is not None:  # the loop dies: a take puts back what it took, a checked batch is held
-                ahead.cancel()
-                await asyncio.wait([ahead])
-
-    async def _take_checked(self) -> "_Checked | None":
-        raw = await self.link.take(self.batch_max, self.batch_wait_s)
-        if not raw:
-            return None
-        if not self._held:
-            self._held_deaths = 0
-        self._held.append(raw)  # taken and not yet acknowledged, in order
-        return await self._check_batch(raw)
-
-    async def _check_batch(self, raw: list[RawMessage]) -> "_Checked":
-        """Check a batch in slices, giving the loop back between them: the batch being stored
-        goes on as soon as the database answers."""
-        self.stats.received += len(raw)
-        self.stats.last_message_at = datetime.now(UTC)
-        rejects: list[dict[str, object]] = []
-        checked: list[Upstream] = []
-        for start in range(0, len(raw), CHECK_SLICE):
-            if start:
-                await asyncio.sleep(0)
-            for message in raw[start:start + CHECK_SLICE]:
-                msg = self._check(message, rejects)
-                if msg is not None:
-                    checked.append(msg)
-        return _Checked(raw, checked, rejects)
+        while not (stop.is_set() and self.link.depth() == 0 and self._held is None):
+            self.turned_at = time.monotonic()
+            if self._held is not None:  # the last loop died holding it
+                raw = self._held
+                self._held_deaths += 1
+                if self._held_deaths >= BATCH_ATTEMPTS:  # it kills the loop: refused, recorded, acknowledged
+                    await self._record_rejects([self.stats.reject(m.topic, "store_error", REFUSED_DETAIL["store_error"],
+                                                                  len(m.payload)) for m in raw])
+                    self._release(raw)
+                    continue
+            else:
+                raw = await self.link.take(self.batch_max, self.batch_wait_s)
+                if not raw:
+                    continue
+                self._held, self._held_deaths = raw, 0
+            started = time.perf_counter()
+            try:
+                await self.process(raw)
+            except Exception as err:  # after the store (process contains the failures before it)
+                self.stats.batch_errors += 1
+                self.log_failure(f"a batch of {len(raw)} messages", err)
+            self._release(raw)
+            self.stats.batch_seconds.observe(time.perf_counter() - started)
 
     def _release(self, raw: list[RawMessage]) -> None:
         self.link.ack(raw)  # every message in it is final now
-        assert self._held and self._held[0] is raw, "batches are acknowledged in the order taken"
-        self._held.popleft()
-        self._held_deaths = 0
+        self._held = None
 
     def log_failure(self, what: str, err: BaseException) -> None:
         """One line per failure; the traceback only the first time of each kind (no log floods)."""
@@ -186,12 +132,11 @@ class Ingest:
             return None
         return dataclasses.replace(checked, retained=True) if message.retain else checked
 
-    async def process(self, raw: list[RawMessage]) -> None:
-        """Check and store one batch (not acknowledged: the caller does that)."""
-        await self._store_checked(await self._check_batch(raw))
-
-    async def _store_checked(self, batch: "_Checked") -> None:
-        checked, rejects = batch.checked, batch.rejects
+    async def process(self, raw: Sequence[RawMessage]) -> None:
+        self.stats.received += len(raw)
+        self.stats.last_message_at = datetime.now(UTC)
+        rejects: list[dict[str, object]] = []
+        checked = [msg for msg in (self._check(m, rejects) for m in raw) if msg is not None]
         result = await self._store_final(checked)
         if result.relayed and self.relay is not None:
             self.relay.nudge()  # after the commit: the worker sends what the batch queued

@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from fleet.settings import MqttTarget, Settings
 from tests.fleet.test_relay_kill import ROOT, serve
 from tests.support.device import ScriptedDevice
 from tests.support.mosquitto import Mosquitto, free_port
-from tests.support.postgres import PG_HOST, PG_PORT, PG_USER, fresh_database
+from tests.support.postgres import PG_HOST, PG_PORT, PG_USER
 from tests.support.wait import async_wait_for, wait_for
 
 DEVICES = 3
@@ -231,60 +230,3 @@ async def test_a_batch_stored_but_not_acknowledged_comes_again_and_is_counted_as
             assert sorted(seq for _, seq in rows) == list(range(count))  # the last one was never stored
         finally:
             device.close()
-
-
-def _now(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return condition()
-    return check
-
-
-async def test_a_loop_that_dies_with_two_batches_hands_both_on_in_order_and_acknowledges_nothing_before(
-        tmp_path: Path, keeping_broker: Mosquitto) -> None:
-    """Two batches at a time (docs/fleet.md "Ingest throughput"): while one batch's transaction
-    waits on the database, the next is taken and checked. The loop is cancelled there (as the
-    supervisor sees a crash): nothing is acknowledged, the third batch stays queued, and the loop
-    started again stores and acknowledges all of them, each message once."""
-    count, batch = 30, 10
-    client_id = f"fleet-two-held-{uuid.uuid4().hex[:6]}"
-    target = MqttTarget(keeping_broker.url)
-    async with fresh_database() as url:
-        settings = Settings(database_url=url, mqtt_url=keeping_broker.url, snapshot_dir=tmp_path / "snapshots")
-        async with database(settings):
-            async with MqttLink(target, client_id=client_id, queue_max=1000):  # the session is made
-                pass
-            device = ScriptedDevice(keeping_broker.port, f"t-two-held-{uuid.uuid4().hex[:6]}", ses=4, will=False)
-            blocker = await asyncpg.connect(url)
-            try:
-                for seq in range(count):
-                    device.telemetry(seq, lux=1.0)
-                async with MqttLink(target, client_id=client_id, queue_max=1000) as link:
-                    await async_wait_for(_now(lambda: link.depth() == count), timeout=DEADLINE_S)
-                    stats = IngestStats()
-                    ingest = Ingest(link, stats, batch_max=batch, batch_wait_ms=50, rejected_keep=100)
-                    stop = asyncio.Event()
-                    lock = blocker.transaction()
-                    await lock.start()
-                    await blocker.execute("LOCK TABLE device IN ACCESS EXCLUSIVE MODE")  # the store waits
-                    first = asyncio.create_task(ingest.run(stop))
-                    # the first batch waits on the lock, the second has been checked ahead of it
-                    two_taken = _now(lambda: stats.received == 2 * batch and link.depth() == count - 2 * batch)
-                    await async_wait_for(two_taken, timeout=DEADLINE_S)
-                    await asyncio.sleep(0.3)  # nothing more is taken while the first batch waits
-                    assert (stats.received, link.depth()) == (2 * batch, count - 2 * batch)
-                    first.cancel()
-                    await asyncio.wait([first])
-                    assert link.acked == 0 and stats.stored == 0
-                    assert link.depth() == count - 2 * batch  # the queued batch was not touched
-                    await lock.rollback()
-
-                    second = asyncio.create_task(ingest.run(stop))
-                    await async_wait_for(_now(lambda: link.acked == count), timeout=DEADLINE_S)
-                    stop.set()
-                    await asyncio.wait_for(second, DEADLINE_S)
-                    assert (stats.stored, stats.duplicates, stats.batch_errors) == (count, 0, 0)
-                rows = await stored_telemetry(url)
-                assert sorted(seq for _, seq in rows) == list(range(count))
-            finally:
-                await blocker.close()
-                device.close()

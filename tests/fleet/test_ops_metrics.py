@@ -115,7 +115,7 @@ async def test_devices_by_kind_ward_role_and_state_match_the_device_list(
     rejected = {reason: n for (reason,), n in series(samples, "fleet_ingest_rejected_total", "reason").items()}
     assert rejected == stats["rejected"] and sum(rejected.values()) == 1
     assert samples[("fleet_ingest_queue_depth", ())] == 0
-    assert samples[("fleet_ingest_queue_max", ())] == 40_000
+    assert samples[("fleet_ingest_queue_max", ())] == 20_000
     assert samples[("fleet_mqtt_listening", ())] == 1
     # every batch observed once; its buckets are cumulative up to +Inf
     batches = samples[("fleet_ingest_batch_seconds_count", ())]
