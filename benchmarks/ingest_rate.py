@@ -17,6 +17,10 @@ broker that keeps everything (max_queued_messages 0); then the subscriber comes 
 it. The baseline is `mosquitto_sub -q 1` (C) draining the same backlog, timed first to last
 message; the fleet is timed from its first message received to the last one committed.
 --instances N drains with N fleet processes sharing one subscription ($share/…, FLEET_MQTT_SHARED_GROUP).
+Each drain's CPU is printed in µs per message: the broker's, the drainer's (mosquitto_sub, or the
+fleet's processes from their start to their stop) and the PostgreSQL server's (its processes, and
+the backends that ended, through the postmaster's children's times), read from /proc: on 2 cores
+that the three share, the ratio of rates is close to the ratio of these sums.
 
     .venv/bin/python benchmarks/ingest_rate.py --backlog [--messages 100000] [--devices 1000]
         [--postgres] [--no-sqlite] [--instances 2]
@@ -27,6 +31,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -186,8 +191,53 @@ def _fleet_process(settings: Settings, drain: bool, done: Any, stamps: Any, inde
     asyncio.run(_fleet_instance(settings, drain, done, stamps, index, total))
 
 
-def backlog_round(port: int, database_url: str, spec: Any, instances: int, tag: str, batch_max: int) -> float:
-    """Publish `spec` while the fleet's instances are offline, then time their drain of it."""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process, and of its children it has waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime, stime, cutime, cstime
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of the PostgreSQL server: its live processes, and through the postmaster's
+    children's times, the backends that have ended (a fleet's connections, closed at its stop)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += cpu_s(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # ended meanwhile
+    return total
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Cpu:
+    """Where a drain's CPU went: the broker, the drainer (the fleet's processes, or mosquitto_sub:
+    children of this process that end with the drain) and PostgreSQL, in µs per message."""
+
+    def __init__(self, broker_pid: int) -> None:
+        self.broker_pid = broker_pid
+        self.start = (cpu_s(broker_pid), children_cpu_s(), postgres_cpu_s())
+
+    def per_message(self, messages: int) -> dict[str, float]:
+        end = (cpu_s(self.broker_pid), children_cpu_s(), postgres_cpu_s())
+        broker, drainer, postgres = (1e6 * (b - a) / messages for a, b in zip(self.start, end, strict=True))
+        return {"broker": broker, "drainer": drainer, "postgres": postgres}
+
+
+def backlog_round(port: int, database_url: str, spec: Any, instances: int, tag: str, batch_max: int,
+                  cpu: dict[str, float] | None = None, broker_pid: int | None = None) -> float:
+    """Publish `spec` while the fleet's instances are offline, then time their drain of it. With
+    `broker_pid`, `cpu` gets the drain's CPU per message (class Cpu; the fleet's start and stop included)."""
     from loadgen import expected_total, run
     total = expected_total(spec)
     group = f"bench{tag}" if instances > 1 else None
@@ -203,6 +253,7 @@ def backlog_round(port: int, database_url: str, spec: Any, instances: int, tag: 
             proc.terminate()
             proc.join()
     run(spec)
+    meter = Cpu(broker_pid) if broker_pid is not None else None
     procs = [multiprocessing.Process(target=_fleet_process, args=(
         _fleet_settings(port, database_url, client_id, group, batch_max), True, done, stamps, i, total))
         for i, client_id in enumerate(ids)]
@@ -212,14 +263,17 @@ def backlog_round(port: int, database_url: str, spec: Any, instances: int, tag: 
         proc.join(900)
     if sum(done) < total:
         raise RuntimeError(f"fleet stored {sum(done)}/{total}")
+    if meter is not None and cpu is not None:
+        cpu.update(meter.per_message(total))
     first = min(stamps[2 * i] for i in range(instances))
     last = max(stamps[2 * i + 1] for i in range(instances))
     return total / (last - first)
 
 
-async def _pg_round(port: int, spec: Any, instances: int, tag: str, batch_max: int) -> float:
+async def _pg_round(port: int, spec: Any, instances: int, tag: str, batch_max: int, cpu: dict[str, float],
+                    broker_pid: int) -> float:
     async with fresh_database() as url:
-        return await asyncio.to_thread(backlog_round, port, url, spec, instances, tag, batch_max)
+        return await asyncio.to_thread(backlog_round, port, url, spec, instances, tag, batch_max, cpu, broker_pid)
 
 
 def backlog(args: argparse.Namespace) -> None:
@@ -227,6 +281,7 @@ def backlog(args: argparse.Namespace) -> None:
     from loadgen import BareSubscriber, LoadSpec, expected_total, load_average, run
     backends = ([] if args.no_sqlite else ["sqlite"]) + (["postgres"] if args.postgres else [])
     results: dict[str, list[float]] = {"baseline": []} | {b: [] for b in backends}
+    cpus: dict[str, list[dict[str, float]]] = {k: [] for k in results}
     for round_ in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="bench-backlog-") as tmp:
             broker = Mosquitto(Path(tmp) / "mqtt",
@@ -241,21 +296,28 @@ def backlog(args: argparse.Namespace) -> None:
                 sub = BareSubscriber(broker.port, f"bare-{round_}", Path(tmp))
                 sub.make_session()
                 run(base_spec)
+                assert broker.proc is not None
+                pid = broker.proc.pid
+                meter = Cpu(pid)
                 sub.start(expected_total(base_spec))
                 got, first, last = sub.wait()
                 results["baseline"].append((got - 1) / max(last - first, 1e-9))
+                cpus["baseline"].append(meter.per_message(expected_total(base_spec)))
                 for n, backend in enumerate(backends, start=1):
+                    cpu: dict[str, float] = {}
                     if backend == "sqlite":
                         url = f"sqlite://{tmp}/fleet.sqlite3"
                         results[backend].append(backlog_round(broker.port, url, spec(n), args.instances,
-                                                              f"{round_}{n}", args.batch_max))
+                                                              f"{round_}{n}", args.batch_max, cpu, pid))
                     else:
                         results[backend].append(asyncio.run(_pg_round(broker.port, spec(n), args.instances,
-                                                                      f"{round_}{n}", args.batch_max)))
+                                                                      f"{round_}{n}", args.batch_max, cpu, pid)))
+                    cpus[backend].append(cpu)
             finally:
                 broker.kill()
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} msg/s" for k, v in results.items())
               + f"; {load_average()}", flush=True)
+        print("  CPU µs per message: " + "; ".join(f"{k} {_cpu_text(v[-1])}" for k, v in cpus.items()), flush=True)
     base = statistics.median(results["baseline"])
     print(f"\nbacklog of {args.messages:,} telemetry messages from {args.devices} devices, QoS 1, drained by "
           f"{args.instances} fleet instance(s), batches of up to {args.batch_max}, median of {args.rounds}:")
@@ -264,6 +326,15 @@ def backlog(args: argparse.Namespace) -> None:
         rate = statistics.median(results[backend])
         print(f"  fleet ingest, stored in {backend:8s}: {rate:,.0f} msg/s  ({rate / base:.2f} of mosquitto_sub)")
     print(f"  ({load_average()})")
+    print("CPU µs per message, medians (broker: Mosquitto; drainer: mosquitto_sub, or the fleet's processes "
+          "from start to stop; postgres: the whole server):")
+    for name, runs in cpus.items():
+        print(f"  {name:9s} " + _cpu_text({k: statistics.median(r[k] for r in runs) for k in runs[0]}))
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    parts = [f"{k} {v:,.1f}" for k, v in cpu.items() if k != "postgres" or v >= 0.05]
+    return ", ".join(parts) + f" = {sum(cpu.values()):,.1f}"
 
 
 async def main() -> None:
