@@ -28,6 +28,7 @@ that the three share, the ratio of rates is close to the ratio of these sums.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -205,12 +206,10 @@ def postgres_cpu_s() -> float:
     children's times, the backends that have ended (a fleet's connections, closed at its stop)."""
     total = 0.0
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    total += cpu_s(int(entry.name))
-            except (FileNotFoundError, ProcessLookupError):
-                pass  # ended meanwhile
+        # a process that ends meanwhile has no /proc entry left: its time is in its parent's
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                total += cpu_s(int(entry.name))
     return total
 
 
