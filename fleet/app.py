@@ -74,6 +74,7 @@ from fleet.relay.metrics import RelayCollector, relay_families
 from fleet.relay.service import RelayWorker
 from fleet.runtime import Runtime
 from fleet.settings import MqttTarget, Settings
+from fleet.tasks import stop_tasks
 from fleet.web import (
     alert_pages,
     asset_pages,
@@ -175,10 +176,7 @@ async def fleet_services(settings: Settings) -> AsyncIterator[Runtime]:
                           broadcasts=worker, ops=ops, metrics=metrics, relay=relay, feed=feed)
         finally:
             await feed.close()
-            for task in (relaying, watching, broadcasting, rolling, sweeping):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks((relaying, watching, broadcasting, rolling, sweeping))
             await relay.close()
             with contextlib.suppress(Exception):  # the database already gone: they run out instead
                 await leases.release()

@@ -27,7 +27,8 @@ class PartsWorker:
         while True:
             await self.turn()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                async with asyncio.timeout(self.tick_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -112,7 +112,8 @@ class HostapdControl(Source):
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                data = await asyncio.wait_for(loop.sock_recv(self._sock, DATAGRAM_MAX), deadline - time.monotonic())
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    data = await loop.sock_recv(self._sock, DATAGRAM_MAX)
             except TimeoutError:
                 raise SourceError(f"{self.ctrl_path}: no answer to {command.decode()}") from None
             if not data.startswith(b"<"):
@@ -131,7 +132,8 @@ class HostapdControl(Source):
                 await loop.sock_sendall(sock, b"PING")
                 self._ping_sent = now
             wait = min(timeout, self._next_ping - now if self._ping_sent is None else self.timeout_s)
-            data = await asyncio.wait_for(loop.sock_recv(sock, DATAGRAM_MAX), max(0.01, wait))
+            async with asyncio.timeout(max(0.01, wait)):
+                data = await loop.sock_recv(sock, DATAGRAM_MAX)
         except TimeoutError:
             return []
         except OSError as err:

@@ -291,7 +291,8 @@ class SpeakerRole(Role):
         """Download a clip into the cache, or answer at once when the cache holds it already (the
         background fetch of the desired state's `clips` often got it before the command came)."""
         try:
-            entry = await asyncio.wait_for(self._fetch_one(name, url, sha256, size), self.settings.fetch_timeout_s)
+            async with asyncio.timeout(self.settings.fetch_timeout_s):
+                entry = await self._fetch_one(name, url, sha256, size)
         except TimeoutError:
             self.fetch_failures += 1
             raise ClipError(f"download took longer than {self.settings.fetch_timeout_s} s") from None
@@ -324,7 +325,8 @@ class SpeakerRole(Role):
                     self.context.log.warning("speaker: clip %s: %s", c["name"], err)
             if failed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._fetch_wanted.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._fetch_wanted.wait()
                 delay = min(delay * 2, FETCH_RETRY_S[1])
                 self._fetch_wanted.set()
             else:

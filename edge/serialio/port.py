@@ -50,7 +50,8 @@ class SerialReader:
 
             loop.add_reader(fd, wake)
             try:
-                await asyncio.wait_for(ready, timeout)
+                async with asyncio.timeout(timeout):
+                    await ready
             except TimeoutError:
                 return b""
             finally:

@@ -86,7 +86,8 @@ async def run(argv: list[str], timeout_s: float, stdin: bytes | None = None) -> 
     except FileNotFoundError as err:
         raise AudioUnavailable(f"{argv[0]} is not installed on the fleet's machine") from err
     try:
-        out, err_bytes = await asyncio.wait_for(process.communicate(stdin), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, err_bytes = await process.communicate(stdin)
     except TimeoutError:
         process.kill()
         with contextlib.suppress(ProcessLookupError):

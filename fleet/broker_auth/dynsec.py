@@ -17,7 +17,6 @@ never queued to happen later.
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import ssl
@@ -33,6 +32,7 @@ from contract.acl import device_rules, fleet_rules
 from fleet.broker_auth.accounts import AccountsError, refuse_reserved, reserved_for_fleet
 from fleet.ingest.link import FIRST_CONTACT_S, RECONNECT_MAX_S, RECONNECT_MIN_S
 from fleet.settings import MqttTarget
+from fleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ class DynsecAccounts:
         try:
             if not self._answered:
                 raise TimeoutError
-            await asyncio.wait_for(self._ready.wait(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._ready.wait()
         except TimeoutError:
             log.warning("the broker's dynamic security at %r does not answer; its set-up waits for it, "
                         "and device accounts cannot be changed until then", self.target)
@@ -111,10 +112,7 @@ class DynsecAccounts:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._setup is not None:
-            self._setup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._setup
+        await stop_tasks([self._setup])
         await self._stop()
 
     async def _stop(self) -> None:
@@ -172,7 +170,8 @@ class DynsecAccounts:
         """One dynamic-security command; returns its response (with `error` when it failed)."""
         if not self._ready.is_set():  # reconnecting (a change of our own role makes the broker drop us)
             try:
-                await asyncio.wait_for(self._ready.wait(), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await self._ready.wait()
             except TimeoutError:  # never queued: it would happen later, after the API said it failed
                 raise AccountsError(f"the broker's dynamic security at {self.target!r} is not reachable") from None
         correlation = uuid.uuid4().hex
@@ -181,7 +180,8 @@ class DynsecAccounts:
         body = {"commands": [{"command": command, "correlationData": correlation, **fields}]}
         self._client.publish(CONTROL, json.dumps(body), qos=1)
         try:
-            return await asyncio.wait_for(future, self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await future
         except TimeoutError as err:
             self._pending.pop(correlation, None)
             raise AccountsError(f"the broker did not answer {command} within {self.timeout}s") from err

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from contract import PROBE_TOPIC, fleet_subscription
 from fleet.ingest import mqtt_wire as wire
 from fleet.settings import MqttTarget
+from fleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,8 @@ class MqttLink:
         background. Raises LinkError only when the broker answers and refuses the fleet."""
         self._tasks.append(asyncio.create_task(self._run(), name="fleet-mqtt-link"))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_contact.wait(), FIRST_CONTACT_S)
+            async with asyncio.timeout(FIRST_CONTACT_S):
+                await self._first_contact.wait()
         if self.connected.is_set():
             pass
         elif self.refused is not None:
@@ -259,12 +261,9 @@ class MqttLink:
                 proto.transport.write(wire.DISCONNECT)
                 proto.transport.close()  # after what it holds is written
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proto.lost.wait(), DISCONNECT_WAIT_S)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+                async with asyncio.timeout(DISCONNECT_WAIT_S):
+                    await proto.lost.wait()
+        await stop_tasks(self._tasks)
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.abort()
 
@@ -304,9 +303,10 @@ class MqttLink:
         """One attempt: socket, TLS, CONNECT, CONNACK, SUBSCRIBE sent. Returns the connection."""
         target = self.target
         host, port = self._addresses[self._address]
-        _, proto = await asyncio.wait_for(self._loop.create_connection(
-            lambda: _Protocol(self), host, port, ssl=self._ssl,
-            server_hostname=host if self._ssl is not None else None), CONNECT_TIMEOUT_S)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            _, proto = await self._loop.create_connection(
+                lambda: _Protocol(self), host, port, ssl=self._ssl,
+                server_hostname=host if self._ssl is not None else None)
         assert proto.transport is not None
         self._decoder = wire.Decoder(PACKET_MAX)
         self._connack = self._loop.create_future()
@@ -319,7 +319,8 @@ class MqttLink:
             session_expiry_s=self.session_expiry_s if self._level == 5 else 0,
             receive_max=self.receive_max if self._level == 5 else 0))
         try:
-            connack = await asyncio.wait_for(asyncio.shield(self._connack), CONNECT_TIMEOUT_S)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                connack = await asyncio.shield(self._connack)
         except BaseException:
             self._proto = None
             proto.transport.abort()
@@ -502,7 +503,8 @@ class MqttLink:
             return True
         self._ready.clear()
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         except TimeoutError:
             pass
         return bool(self._items)

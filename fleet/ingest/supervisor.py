@@ -55,7 +55,8 @@ class Supervisor:
             self.restarts += 1
             self.restart_at = time.monotonic() + delay
             try:
-                await asyncio.wait_for(self.stop.wait(), delay)  # stopping meanwhile: restart now, to drain
+                async with asyncio.timeout(delay):
+                    await self.stop.wait()  # stopping meanwhile: restart now, to drain
             except TimeoutError:
                 pass
             finally:

@@ -18,7 +18,6 @@ The rules of docs/ota.md and docs/fleet.md "Releases", free of FastAPI: the rout
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import tarfile
@@ -39,6 +38,7 @@ from fleet.ota.models import Release, ReleaseBlob
 from fleet.ota.store import CHUNK, FileStore, StoreError, is_sha256
 from fleet.ota.tokens import DownloadGrant, TokenError, check_token, make_token, token_secret
 from fleet.settings import Settings
+from fleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -264,11 +264,8 @@ class Releases:
 
     async def close(self) -> None:
         """Stop the worker; a release it was working on stays `pending` and is done at the next start."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        await stop_tasks([self._worker])
+        self._worker = None
 
     async def _delta_worker(self) -> None:
         while True:

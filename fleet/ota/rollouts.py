@@ -117,7 +117,8 @@ class RolloutEngine:
                 self.last_error = None
             self.ticks += 1
             try:
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                async with asyncio.timeout(self.tick_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

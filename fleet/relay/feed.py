@@ -29,7 +29,6 @@ The poller runs only while a client is connected.
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -46,6 +45,7 @@ from fleet.relay.models import Snapshot
 from fleet.relay.outbox import event_payload
 from fleet.relay.routing import Rule, Subject, matches, tags_of
 from fleet.settings import Settings
+from fleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +294,5 @@ class FeedHub:
 
     async def close(self) -> None:
         self.clients.clear()
-        task = self._task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([self._task])
 

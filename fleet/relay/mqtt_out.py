@@ -163,14 +163,16 @@ class _Connection:
         self._client.connect_timeout = timeout_s  # covers the TCP connect and the TLS handshake
         deadline = self._loop.time() + timeout_s
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._client.connect, self.target.host, self.target.port,
-                                                     keepalive=KEEPALIVE_S, clean_start=True), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.to_thread(self._client.connect, self.target.host, self.target.port,
+                                        keepalive=KEEPALIVE_S, clean_start=True)
         except (OSError, TimeoutError, ValueError) as err:  # ssl errors are OSErrors; a bad host a ValueError
             await self.close()
             return _failure(f"cannot connect to {self.target!r}: {_describe(err)}")
         self._client.loop_start()
         try:
-            reason = await asyncio.wait_for(asyncio.shield(self._connack), max(0.0, deadline - self._loop.time()))
+            async with asyncio.timeout(max(0.0, deadline - self._loop.time())):
+                reason = await asyncio.shield(self._connack)
         except TimeoutError:
             await self.close()
             return _failure(f"no CONNACK from {self.target!r} within {timeout_s:g} s")
@@ -193,7 +195,8 @@ class _Connection:
         # the PUBACK reaches us through call_soon_threadsafe, so after this line: no race
         future = self._pending[info.mid] = self._loop.create_future()
         try:
-            reason = await asyncio.wait_for(future, max(0.0, deadline - self._loop.time()))
+            async with asyncio.timeout(max(0.0, deadline - self._loop.time())):
+                reason = await future
         except TimeoutError:
             # a broker that stops acknowledging is treated as lost: the next send connects again
             self._pending.pop(info.mid, None)
@@ -348,7 +351,8 @@ class MqttTransport:
             slot.attempt = asyncio.create_task(self._connect(slot, target, timeout_s),
                                                name=f"relay-mqtt-connect-{endpoint_id}")
         try:
-            return await asyncio.wait_for(asyncio.shield(slot.attempt), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                return await asyncio.shield(slot.attempt)
         except TimeoutError:
             return _failure(f"not connected to {target!r} in time")
         except asyncio.CancelledError:

@@ -31,6 +31,7 @@ from fleet.relay.routing import RouteTable
 from fleet.relay.transport import Message, Outcome, Transport
 from fleet.relay.webhook import WebhookTransport
 from fleet.settings import Settings
+from fleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ class RelayWorker:
                 log.error("relay: a turn failed; carrying on", exc_info=None if self._failed else err)
                 self._failed = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await self._wake.wait()
 
     async def turn(self, now: datetime | None = None) -> float:
         """Claim and start the runs that are due; returns the seconds until the earliest head not yet due."""
@@ -296,10 +298,7 @@ class RelayWorker:
         again at once (not delivered: the next start sends it, with the same message id)."""
         runs = list(self._runs.values())
         tasks = [run.task for run in runs if run.task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             with contextlib.suppress(BaseException):

@@ -3,7 +3,6 @@ receives its commands and answers them as the test's policy says: a clip_fetch b
 the URL with its length and SHA-256 checked (as the nodes do), or an error, or no answer at all."""
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
@@ -17,6 +16,7 @@ import aiomqtt
 import httpx
 
 from fleet.models import Device
+from fleet.tasks import stop_tasks
 from tests.support.wait import async_wait_for
 
 # (device id, command name, args) → (status, detail), or None: no answer
@@ -109,9 +109,7 @@ async def speakers(port: int, nodes: list[Node], policy: Policy = downloads) -> 
                 await wait_online(node.device_id)
             yield flock
         finally:
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
+            assert not await stop_tasks([listening])  # aiomqtt can lose a cancellation (fleet/tasks.py)
 
 
 async def wait_online(device_id: str, online: bool = True) -> None:

@@ -164,8 +164,12 @@ async def test_a_saved_broadcast_reaches_the_speakers_and_an_edit_follows(
             assert desired(far) is None  # another ward: nothing
 
             # the rows delivery keeps: sent, receipts pending for each entry, the clip wanted
-            row = await SpeakerDelivery.get(device_id="spk-e1")
-            assert row.sent_version == 2 and not row.unsent and row.due_at is not None
+            # the device may hold the document before the fleet's publish has returned and cleared `unsent`
+            async def sent() -> SpeakerDelivery | None:
+                got = await SpeakerDelivery.get(device_id="spk-e1")
+                return None if got.unsent else got
+            row = await async_wait_for(sent, what="the delivery row marked sent")
+            assert row.sent_version == 2 and row.due_at is not None
             pending = await BroadcastReceipt.filter(device_id="spk-e1").values_list("entry_id", "state", "version")
             assert sorted(pending) == sorted((e["id"], ReceiptState.PENDING, 1) for e in part["schedule"])
             wanted = await SpeakerClip.get(device_id="spk-e1")

@@ -35,6 +35,7 @@ from fleet.ota.rollouts import RolloutEngine
 from fleet.relay.models import DeliveryStatus, EndpointKind, RelayDelivery, RelayEndpoint, RelayRoute
 from fleet.runtime import Runtime
 from fleet.settings import Settings
+from fleet.tasks import stop_tasks
 from tests.fleet import notify_kit, relay_kit
 from tests.fleet.release_kit import TAR, ReleaseFolder, SigningKey, write_keys
 from tests.fleet.rollout_kit import lights, publish_release, register, rollout_fleet, wait_online
@@ -313,11 +314,8 @@ async def spaced_herd(port: int, devices: list[SimDevice]) -> AsyncIterator[Herd
         tasks = [asyncio.create_task(flock.listen()), asyncio.create_task(flock.beat())]
         yield flock
     finally:
-        for task in (*tasks, *flock._tasks):
-            task.cancel()
-        for task in (*tasks, *list(flock._tasks)):
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+        left = await stop_tasks((*tasks, *flock._tasks))  # aiomqtt can lose a cancellation (fleet/tasks.py)
+        assert not left, f"the herd's tasks did not stop: {left}"
         # aiomqtt's exit waited for ever once here, with the broker still holding the connection
         with contextlib.suppress(TimeoutError, aiomqtt.MqttError):
             await asyncio.wait_for(client.__aexit__(None, None, None), 10)

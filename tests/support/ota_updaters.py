@@ -7,7 +7,6 @@ behaves on it (`Behaviour`). Nothing here verifies signatures: that is the insta
 """
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+
+from fleet.tasks import stop_tasks
 
 OFFER_FILTER = "ioc/v1/d/+/ota/offer"
 
@@ -221,8 +222,6 @@ async def herd(port: int, devices: Iterable[SimDevice], *, own_topics: bool = Fa
         try:
             yield flock
         finally:
-            for task in (listening, beating, *flock._tasks):
-                task.cancel()
-            for task in (listening, beating, *list(flock._tasks)):
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await task
+            # aiomqtt's publish can lose a cancellation (fleet/tasks.py): cancelled until they stop
+            left = await stop_tasks((listening, beating, *flock._tasks))
+            assert not left, f"the herd's tasks did not stop: {left}"

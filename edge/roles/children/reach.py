@@ -27,7 +27,8 @@ async def tcp_check(host: str, ports: list[int], timeout_s: float) -> TcpResult:
     async def one(port: int) -> int | None:
         started = time.monotonic()
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                _, writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError):
             return None
         writer.close()
