@@ -182,6 +182,64 @@ async def update_streams(conn: BaseDBAsyncClient, rows: Sequence[tuple[int, int,
         "WHERE id = ?", [[m, r, d, last_at, i] for i, m, r, d in rows])
 
 
+GAP_COLUMNS = "id, device_id, epoch, ses, first_seq, last_seq"
+GapRow = tuple[str, int, int, int, int]  # (device_id, epoch, ses, first_seq, last_seq)
+
+
+async def select_open_gaps(conn: BaseDBAsyncClient, keys: Sequence[StreamKey]) -> list[dict[str, Any]]:
+    """The open seq_gap rows of `keys`, in one query (chunks on SQLite): where a batch's late
+    messages go, read once for the batch rather than once per stream."""
+    if is_postgres(conn):
+        devices, epochs, sessions = _columns(keys)
+        _, rows = await conn.execute_query(
+            f'SELECT {GAP_COLUMNS} FROM seq_gap WHERE "open" AND (device_id, epoch, ses) IN '
+            "(SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]))", [devices, epochs, sessions])
+        return [dict(r) for r in rows]
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), SQLITE_KEYS_PER_QUERY):
+        chunk = keys[start:start + SQLITE_KEYS_PER_QUERY]
+        values = ", ".join(["(?, ?, ?)"] * len(chunk))
+        _, rows = await conn.execute_query(
+            f'SELECT {GAP_COLUMNS} FROM seq_gap WHERE "open" AND (device_id, epoch, ses) IN (VALUES {values})',
+            [v for key in chunk for v in key])
+        found.extend(dict(r) for r in rows)
+    return found
+
+
+async def insert_gaps(conn: BaseDBAsyncClient, rows: Sequence[GapRow], detected_at: datetime) -> None:
+    """New open gaps, in one statement (PostgreSQL) or one executemany (SQLite). Two instances
+    receiving one stream split it between them, and each batch then opens a gap per hole and fills
+    the other's: a statement per gap made such a batch five times slower (docs/fleet.md)."""
+    if not rows:
+        return
+    if is_postgres(conn):
+        devices, epochs, sessions, firsts, lasts = (list(c) for c in zip(*rows, strict=True))
+        await conn.execute_query(
+            'INSERT INTO seq_gap (device_id, epoch, ses, first_seq, last_seq, detected_at, "open") '
+            "SELECT d, e, s, f, l, $6, TRUE FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], "
+            "$5::bigint[]) AS u(d, e, s, f, l)", [devices, epochs, sessions, firsts, lasts, detected_at])
+        return
+    from fleet.models import SeqGap
+    await SeqGap.bulk_create([SeqGap(device_id=d, epoch=e, ses=s, first_seq=f, last_seq=la, detected_at=detected_at)
+                              for d, e, s, f, la in rows], using_db=conn)
+
+
+async def update_gaps(conn: BaseDBAsyncClient, rows: Sequence[tuple[int, int, int]]) -> None:
+    """(id, first_seq, last_seq) of stored gaps that late messages shrank, split or closed (a gap
+    whose first is past its last is closed: `open` false), in one statement (PostgreSQL)."""
+    if not rows:
+        return
+    if is_postgres(conn):
+        ids, firsts, lasts = (list(c) for c in zip(*rows, strict=True))
+        await conn.execute_query(
+            'UPDATE seq_gap AS g SET first_seq = u.f, last_seq = u.l, "open" = u.f <= u.l '
+            "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, f, l) WHERE g.id = u.id",
+            [ids, firsts, lasts])
+        return
+    await conn.execute_many('UPDATE seq_gap SET first_seq = ?, last_seq = ?, "open" = ? WHERE id = ?',
+                            [[f, la, int(f <= la), i] for i, f, la in rows])
+
+
 # the rows as one JSON document of arrays: one parameter, encoded by orjson in one call, where an
 # array per column cost asyncpg a Python-level check per element (the batch's biggest encoding)
 TELEMETRY_INSERT_PG = (

@@ -7,7 +7,7 @@ messages are applied in arrival order, so a device's birth-then-death or seq ord
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +20,16 @@ from contract import Upstream
 from fleet.broadcast.ingest_hook import observe_batch
 from fleet.children.store import apply_children
 from fleet.ingest.bulk import (
+    GapRow,
+    insert_gaps,
     insert_telemetry_pg,
     is_postgres,
     load_by_pk,
     lock_streams,
     save_many,
+    select_open_gaps,
     select_streams,
+    update_gaps,
     update_streams,
 )
 from fleet.ingest.presence import Presence
@@ -46,7 +50,6 @@ from fleet.models import (
     DeviceStatus,
     EventRecord,
     HealthRecord,
-    SeqGap,
     SeqStream,
     TelemetryRecord,
 )
@@ -136,9 +139,25 @@ class _Streams:
             self.rows[key] = _StoredStream(row["id"], row["max_seq"], row["received"])
             self.states[key] = StreamState(max_seq=row["max_seq"])
 
+    async def load_gaps(self, wanted: Iterable[tuple[StreamKey, int]]) -> None:
+        """The stored open gaps of every stream that a (key, seq) of the batch may fall into (a
+        seq at or below the stream's highest), in one query before the batch's messages are taken."""
+        keys = {key for key, seq in wanted if key not in self.gaps_loaded
+                and (state := self.states.get(key)) is not None and state.max_seq is not None and seq <= state.max_seq}
+        if not keys:
+            return
+        stored: dict[StreamKey, list[dict[str, Any]]] = defaultdict(list)
+        for row in await select_open_gaps(self.conn, sorted(keys)):
+            stored[(row["device_id"], row["epoch"], row["ses"])].append(row)
+        for key in keys:
+            self._add_gaps(key, self.states[key], stored.get(key, []))
+
     async def _load_gaps(self, key: StreamKey, state: StreamState) -> None:
-        rows = await SeqGap.filter(device_id=key[0], epoch=key[1], ses=key[2], open=True).using_db(self.conn)
-        stored = [Gap(r.first_seq, r.last_seq, r.id) for r in sorted(rows, key=lambda r: r.first_seq)]
+        """One stream's stored open gaps, for a key `load_gaps` did not foresee."""
+        self._add_gaps(key, state, await select_open_gaps(self.conn, [key]))
+
+    def _add_gaps(self, key: StreamKey, state: StreamState, rows: list[dict[str, Any]]) -> None:
+        stored = [Gap(r["first_seq"], r["last_seq"], r["id"]) for r in sorted(rows, key=lambda r: r["first_seq"])]
         # gaps opened earlier in this batch lie above every stored one
         state.gaps = stored + state.gaps
         self.gaps_loaded.add(key)
@@ -187,9 +206,10 @@ class _Streams:
 
     async def save(self, now: datetime, counts: dict[StreamKey, tuple[int, int]]) -> int:
         """Write streams and gaps back; returns the number of gaps opened."""
-        opened = 0
         new_rows = []
         updates: list[tuple[int, int, int, int]] = []
+        new_gaps: list[GapRow] = []
+        changed_gaps: list[tuple[int, int, int]] = []
         for key, state in self.states.items():
             received, duplicates = counts.get(key, (0, 0))
             row = self.rows.get(key)
@@ -203,19 +223,17 @@ class _Streams:
                 max_seq = state.max_seq if state.max_seq is not None else row.max_seq
                 updates.append((row.id, max_seq, received, duplicates))
             for gap in state.changed:
-                if gap.id is None:
-                    if gap.first <= gap.last:
-                        await SeqGap.create(using_db=self.conn, device_id=key[0], epoch=key[1], ses=key[2],
-                                            first_seq=gap.first, last_seq=gap.last, detected_at=now)
-                        opened += 1
-                else:
-                    await SeqGap.filter(id=gap.id).using_db(self.conn).update(
-                        first_seq=gap.first, last_seq=gap.last, open=gap.first <= gap.last)
+                if gap.id is not None:
+                    changed_gaps.append((gap.id, gap.first, gap.last))
+                elif gap.first <= gap.last:  # a new gap that the batch did not fill again
+                    new_gaps.append((key[0], key[1], key[2], gap.first, gap.last))
             state.changed.clear()
+        await insert_gaps(self.conn, new_gaps, now)
+        await update_gaps(self.conn, changed_gaps)
         await update_streams(self.conn, updates, now)
         if new_rows:
             await SeqStream.bulk_create(new_rows, using_db=self.conn)
-        return opened
+        return len(new_gaps)
 
 
 # the columns the ingest reads, or writes back unchanged (HEARD_FIELDS): the rest of a device
@@ -340,6 +358,8 @@ async def apply_batch(batch: Sequence[Upstream], now: datetime | None = None,
         streams = _Streams(conn)
         await streams.load({(m.device_id, devices[m.device_id].epoch, m.ses) for m in batch if m.kind != "death"}
                            | {k for d in devices.values() for k in _prev_key(d)})
+        await streams.load_gaps(((m.device_id, devices[m.device_id].epoch, m.ses), m.seq) for m in batch
+                                if m.seq is not None)
         counts: dict[StreamKey, list[int]] = defaultdict(lambda: [0, 0])
         health: list[HealthRecord] = []
         telemetry: list[TelemetryRow] = []

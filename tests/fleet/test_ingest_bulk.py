@@ -5,15 +5,17 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tortoise import Tortoise
+from tortoise.transactions import in_transaction
 
 from contract import parse_upstream
 from fleet.db import database
 from fleet.ingest.bulk import SQLITE_IDS_PER_QUERY, load_by_pk, save_many
 from fleet.ingest.store import INGEST_COLUMNS, apply_batch
-from fleet.models import Device, DeviceStatus, TelemetryRecord
+from fleet.models import Device, DeviceStatus, SeqGap, TelemetryRecord
 from fleet.settings import Settings
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
@@ -107,3 +109,38 @@ async def test_telemetry_rows_keep_their_times_and_readings(db: None) -> None:
     assert all(r.received_at == now and r.role == "air" and r.epoch == 0 and r.ses == 3 for r in rows)
     assert (await apply_batch(batch, now=now)).duplicates == 3
     assert await TelemetryRecord.filter(device_id="bulk-tele").count() == 3
+
+
+async def test_streams_split_between_two_instances_leave_no_gap_and_few_statements(
+        db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared subscription hands one stream's messages to two instances in turn: each batch opens
+    a gap for every hole the other instance fills. The gaps are read, opened and closed a batch at
+    a time (fleet/ingest/bulk.py), and in the end every message is stored once and no gap is open."""
+    devices, per_device = 21, 30  # odd: the round robin gives each stream every other number
+    messages = [parse_upstream(f"ioc/v1/d/split-{d:02d}/telemetry", json.dumps(
+        {"v": 1, "ses": 7, "seq": seq, "ts": None, "role": "light", "r": {"lux": seq}}).encode())
+        for seq in range(per_device) for d in range(devices)]
+    await apply_batch(messages[:devices])  # seq 0 of each: the devices and their streams exist
+    rest = messages[devices:]
+    first, second = rest[0::2], rest[1::2]  # round robin: every stream split between the two
+
+    statements: list[str] = []  # every statement a batch's transaction runs
+    async with in_transaction() as tx:
+        wrapper = type(tx)
+    for name in ("execute_query", "execute_insert", "execute_many"):
+        def counting(original: Any) -> Any:
+            async def run(self: Any, sql: str, *args: Any) -> Any:
+                statements.append(sql)
+                return await original(self, sql, *args)
+            return run
+        monkeypatch.setattr(wrapper, name, counting(getattr(wrapper, name)))
+    opened = await apply_batch(first)
+    closed = await apply_batch(second)
+    monkeypatch.undo()
+    assert opened.stored == len(first) and closed.stored == len(second)
+    assert opened.gaps_opened >= devices and closed.late >= devices
+    assert await SeqGap.filter(open=True).count() == 0
+    assert await TelemetryRecord.filter(device_id__startswith="split-").count() == devices * per_device
+    gap_statements = [s for s in statements if "seq_gap" in s]
+    # per batch: one read of the open gaps, one insert, one update; never one per gap
+    assert 1 <= len(gap_statements) <= 6, gap_statements
