@@ -10,13 +10,16 @@ runs after that is logged and left behind rather than waited for."""
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 1.0  # how long one cancellation is given before the next
 STOP_ATTEMPTS = 5  # cancellations sent before a task is given up on
+TURN_FINISH_S = 3.0  # how long a stop lets a loop's turn in progress end (under STOP_WAIT_S * STOP_ATTEMPTS)
+
+T = TypeVar("T")
 
 
 async def stop_tasks(tasks: Iterable["asyncio.Task[Any] | None"], *, wait_s: float = STOP_WAIT_S,
@@ -39,3 +42,31 @@ async def stop_tasks(tasks: Iterable["asyncio.Task[Any] | None"], *, wait_s: flo
     for task in pending:
         log.error("%s did not stop after %d cancellations; left running", task.get_name(), attempts)
     return pending
+
+
+async def turn_to_end(work: Awaitable[T], *, finish_s: float = TURN_FINISH_S) -> T:
+    """Await one turn of a background loop so that a stop lets the turn end before the loop does.
+
+    A cancellation of the loop while the turn runs waits for the turn (its transactions committed
+    or rolled back) for up to `finish_s`, holding any further cancellation meanwhile, then cancels
+    the turn if it still runs and stops the loop. Why: cancelled while it starts a transaction,
+    Tortoise's SQLite client keeps its transaction lock (its `__aenter__` has no clean-up), and
+    every later query of the process waits for ever. That was a fleet whose stop hung at its last
+    write (the lease release) after a 100,000-message drain, a worker cancelled at a bad moment."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + finish_s
+        while not task.done() and (remaining := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait({task}, timeout=remaining)
+            except asyncio.CancelledError:
+                continue  # a stop's next cancellation: the turn is still let end
+        if not task.done():
+            log.warning("a turn did not end within %.0f s of the stop; cancelling it", finish_s)
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()  # retrieved: the loop is stopping, its turn's outcome no longer matters
+        raise

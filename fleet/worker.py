@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from fleet.tasks import turn_to_end
+
 log = logging.getLogger(__name__)
 
 Tick = Callable[[datetime], Awaitable[None]]
@@ -25,7 +27,7 @@ class PartsWorker:
 
     async def run(self) -> None:
         while True:
-            await self.turn()
+            await turn_to_end(self.turn())
             try:
                 async with asyncio.timeout(self.tick_s):
                     await self._wake.wait()

@@ -43,6 +43,7 @@ from fleet.liveness import (
 from fleet.models import RETIRED_STATUSES, Command, Device
 from fleet.ops.models import PresenceChange
 from fleet.settings import Settings
+from fleet.tasks import turn_to_end
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class SilenceSweep:
     async def run(self) -> None:
         while True:
             try:
-                marked = await sweep_once(datetime.now(UTC), self.hearing(), self.timing)
+                marked = await turn_to_end(sweep_once(datetime.now(UTC), self.hearing(), self.timing))
             except Exception as err:
                 kind = type(err).__name__
                 if self.last_error != kind:

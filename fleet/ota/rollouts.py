@@ -49,6 +49,7 @@ from fleet.ota.rollout_models import Rollout, RolloutDevice
 from fleet.ota.states import BAD, IN_FLIGHT, TERMINAL, DeviceState, RolloutStatus
 from fleet.ota.windows import check_timezone, open_now, parse_windows
 from fleet.settings import Settings
+from fleet.tasks import turn_to_end
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,7 @@ class RolloutEngine:
         while True:
             self._wake.clear()
             try:
-                if self.leases is None or await self.leases.hold("rollouts"):
-                    await self.tick()
+                await turn_to_end(self._leased_tick())
             except Exception as err:
                 kind = type(err).__name__
                 if self.last_error != kind:
@@ -121,6 +121,10 @@ class RolloutEngine:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    async def _leased_tick(self) -> None:
+        if self.leases is None or await self.leases.hold("rollouts"):
+            await self.tick()
 
     async def tick(self, now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)

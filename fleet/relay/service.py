@@ -31,7 +31,7 @@ from fleet.relay.routing import RouteTable
 from fleet.relay.transport import Message, Outcome, Transport
 from fleet.relay.webhook import WebhookTransport
 from fleet.settings import Settings
-from fleet.tasks import stop_tasks
+from fleet.tasks import stop_tasks, turn_to_end
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class RelayWorker:
             self._wake.clear()  # a nudge from here on makes one more turn
             wait = self.tick_s
             try:
-                wait = min(wait, await self.turn())
+                wait = min(wait, await turn_to_end(self.turn()))
                 self._failed = False
             except asyncio.CancelledError:
                 raise

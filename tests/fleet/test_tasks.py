@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fleet.tasks import stop_tasks
+from fleet.tasks import stop_tasks, turn_to_end
 
 
 async def test_a_task_that_loses_a_cancellation_in_wait_for_is_stopped_by_the_next() -> None:
@@ -72,3 +72,53 @@ async def test_an_error_a_task_ends_with_is_logged_not_raised(caplog: pytest.Log
         assert await stop_tasks([task]) == set()
     assert "failing ended with an error while stopping" in caplog.text
     assert "closing the socket failed" in caplog.text
+
+
+async def test_a_stop_lets_the_turn_in_progress_end_before_the_loop_does() -> None:
+    """A loop stopped mid-turn: the turn finishes (here: releases the lock it holds, as a transaction
+    would), even through the repeated cancellations of stop_tasks, and then the loop ends."""
+    lock = asyncio.Lock()
+    inside = asyncio.Event()
+    turns_ended = 0
+
+    async def turn() -> None:
+        nonlocal turns_ended
+        async with lock:
+            inside.set()
+            await asyncio.sleep(0.3)  # the transaction's statements
+        turns_ended += 1
+
+    async def loop() -> None:
+        while True:
+            await turn_to_end(turn())
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(loop(), name="loop")
+    await inside.wait()
+    assert await stop_tasks([task], wait_s=0.05, attempts=20) == set()  # cancelled again every 50 ms meanwhile
+    assert task.cancelled() and turns_ended == 1 and not lock.locked()
+
+
+async def test_a_turn_that_outlasts_the_stop_is_cancelled() -> None:
+    ended = asyncio.Event()
+
+    async def endless() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ended.set()
+
+    task = asyncio.create_task(turn_to_end(endless(), finish_s=0.2))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended.is_set()
+
+
+async def test_a_turn_error_reaches_the_loop() -> None:
+    async def failing() -> None:
+        raise ValueError("bad row")
+
+    with pytest.raises(ValueError, match="bad row"):
+        await turn_to_end(failing())
