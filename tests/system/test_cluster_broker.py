@@ -264,7 +264,10 @@ async def test_a_node_dies_devices_move_to_another_and_nothing_is_lost(
             try:
                 await async_wait_for(no_gaps, timeout=GAPS_FILLED_S, interval=0.5, what=f"{device_id}'s gaps filled")
             except TimeoutError:
-                pytest.fail(f"{device_id}: {(await fleet.get(f'/api/devices/{device_id}/gaps')).json()}")
+                # which side lost them, next time: the Pi agent's own account of its link (its log)
+                agent_log = (tmp_path / f"{pi_id}.log").read_text(errors="replace").splitlines()[-40:]
+                pytest.fail(f"{device_id}: gaps {(await fleet.get(f'/api/devices/{device_id}/gaps')).json()}; "
+                            "the Pi agent's log, last lines:\n" + "\n".join(agent_log))
         filled_after = time.monotonic() - kill_at
         pi_telemetry = (await fleet.get(f"/api/devices/{pi_id}/telemetry", params={"limit": 1000})).json()
         print(f"node killed; back online after {back_after:.1f} s; Pi telemetry stored: {len(pi_telemetry)}; "
