@@ -144,19 +144,24 @@ STREAM_COLUMNS = "id, device_id, epoch, ses, max_seq, received"
 
 async def select_streams(conn: BaseDBAsyncClient, keys: Sequence[StreamKey]) -> list[dict[str, Any]]:
     """The seq_stream rows of `keys`, in one query (chunks on SQLite)."""
+    return await _select_by_stream(conn, f"SELECT {STREAM_COLUMNS} FROM seq_stream WHERE", keys)
+
+
+async def _select_by_stream(conn: BaseDBAsyncClient, select: str, keys: Sequence[StreamKey]) -> list[dict[str, Any]]:
+    """`select` (a query ending in WHERE, or in a condition and AND) for the rows whose (device_id,
+    epoch, ses) is one of `keys`: one query on PostgreSQL (`unnest` arrays), chunks on SQLite."""
     if is_postgres(conn):
         devices, epochs, sessions = _columns(keys)
         _, rows = await conn.execute_query(
-            f"SELECT {STREAM_COLUMNS} FROM seq_stream WHERE (device_id, epoch, ses) IN "
-            "(SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]))", [devices, epochs, sessions])
+            f"{select} (device_id, epoch, ses) IN (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]))",
+            [devices, epochs, sessions])
         return [dict(r) for r in rows]
     found: list[dict[str, Any]] = []
     for start in range(0, len(keys), SQLITE_KEYS_PER_QUERY):
         chunk = keys[start:start + SQLITE_KEYS_PER_QUERY]
         values = ", ".join(["(?, ?, ?)"] * len(chunk))
-        _, rows = await conn.execute_query(
-            f"SELECT {STREAM_COLUMNS} FROM seq_stream WHERE (device_id, epoch, ses) IN (VALUES {values})",
-            [v for key in chunk for v in key])
+        _, rows = await conn.execute_query(f"{select} (device_id, epoch, ses) IN (VALUES {values})",
+                                           [v for key in chunk for v in key])
         found.extend(dict(r) for r in rows)
     return found
 
@@ -189,21 +194,7 @@ GapRow = tuple[str, int, int, int, int]  # (device_id, epoch, ses, first_seq, la
 async def select_open_gaps(conn: BaseDBAsyncClient, keys: Sequence[StreamKey]) -> list[dict[str, Any]]:
     """The open seq_gap rows of `keys`, in one query (chunks on SQLite): where a batch's late
     messages go, read once for the batch rather than once per stream."""
-    if is_postgres(conn):
-        devices, epochs, sessions = _columns(keys)
-        _, rows = await conn.execute_query(
-            f'SELECT {GAP_COLUMNS} FROM seq_gap WHERE "open" AND (device_id, epoch, ses) IN '
-            "(SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]))", [devices, epochs, sessions])
-        return [dict(r) for r in rows]
-    found: list[dict[str, Any]] = []
-    for start in range(0, len(keys), SQLITE_KEYS_PER_QUERY):
-        chunk = keys[start:start + SQLITE_KEYS_PER_QUERY]
-        values = ", ".join(["(?, ?, ?)"] * len(chunk))
-        _, rows = await conn.execute_query(
-            f'SELECT {GAP_COLUMNS} FROM seq_gap WHERE "open" AND (device_id, epoch, ses) IN (VALUES {values})',
-            [v for key in chunk for v in key])
-        found.extend(dict(r) for r in rows)
-    return found
+    return await _select_by_stream(conn, f'SELECT {GAP_COLUMNS} FROM seq_gap WHERE "open" AND', keys)
 
 
 async def insert_gaps(conn: BaseDBAsyncClient, rows: Sequence[GapRow], detected_at: datetime) -> None:
