@@ -195,6 +195,13 @@ async def test_a_node_dies_devices_move_to_another_and_nothing_is_lost(
     pi_mqtt = await enroll(fleet, pi_id, "pi", "w1")
     esp_mqtt = await enroll(fleet, esp_id, "esp32", "w1")
     await asyncio.sleep(0.5)  # the nodes reload the accounts (a device retries anyway)
+
+    # The fleet's subscription first. A NATS node may refuse a SUBSCRIBE whose JetStream consumers it
+    # could make only in part (a timeout under load); the fleet asks again, and NATS then replaces the
+    # half-made subscription: what that one held and had not delivered is dropped (docs/brokers.md).
+    async def hearing() -> bool:
+        return (await fleet.get("/healthz")).json().get("listening_for_s") is not None
+    await async_wait_for(hearing, timeout=60, interval=0.2, what="the fleet's subscription on node 1")
     agent = _agent(tmp_path, pi_id, pi_mqtt["password"], urls)
     board = HostBoard(tmp_path / esp_id, esp_id, victim.mqtt_port, username=esp_id, password=esp_mqtt["password"],
                       broker_others=[f"127.0.0.1:{cluster.nodes[1].mqtt_port}"]).start()
