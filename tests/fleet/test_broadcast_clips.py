@@ -167,6 +167,8 @@ async def test_retry_bound_and_birth(tmp_path: Path, mosquitto: Mosquitto, datab
             row = await row_in(node.device_id, "failed")
             assert row.reason == f"gave up after {clips.MAX_ATTEMPTS} attempts: no answer within 90 s"
             await sender.tick(t0 + timedelta(days=2))
+            # the third one was published before the row said `sent`; the speaker may get it a moment later
+            await async_wait_for(lambda: _count(nodes, node.device_id, 3), what="the third clip_fetch")
             assert len(nodes.commands(node.device_id, "speaker.clip_fetch")) == 3
             # the speaker's next birth: tried afresh
             node.ses, node.seq = 2, 0
