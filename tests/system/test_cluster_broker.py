@@ -253,12 +253,16 @@ async def test_a_node_dies_devices_move_to_another_and_nothing_is_lost(
         agent.wait(30)
         board.kill()  # the board dies: the node it moved to publishes its will
         for device_id, reason in ((pi_id, "shutdown"), (esp_id, "lost")):
-            async def shut(device_id: str = device_id) -> dict[str, Any] | None:
+            # offline with its death's reason: the presence sweep may call it silent first (health
+            # every 1 s, silent after 3) while the Pi drains its queue before its goodbye
+            async def shut(device_id: str = device_id, reason: str = reason) -> dict[str, Any] | None:
                 device = await _device(fleet, device_id)
-                return device if device.get("online") is False else None
+                return device if device.get("online") is False and device.get("last_death_reason") == reason else None
 
-            gone = await async_wait_for(shut, timeout=20, what=f"{device_id} offline")
-            assert gone["last_death_reason"] == reason
+            try:
+                await async_wait_for(shut, timeout=20, what=f"{device_id} offline, {reason}")
+            except TimeoutError:
+                pytest.fail(f"{device_id}: {await _device(fleet, device_id)}")
         # What the dead node had sent the fleet and the fleet had not yet acknowledged, NATS sends
         # again from the replicated stream after its mqtt ack_wait (30 s by default), filling the
         # gap the fleet opened for it meanwhile (docs/brokers.md). The wait allows for the consumer's
